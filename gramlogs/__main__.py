@@ -1,0 +1,5 @@
+import sys
+
+from gramlogs.cli import main
+
+sys.exit(main())

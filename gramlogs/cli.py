@@ -1,0 +1,296 @@
+"""The ``gramlogs`` command: serve, migrate, and the administrative commands.
+
+Every command honours ``GRAMLOGS_DATABASE_URL``; without it, it uses (and starts, if needed)
+the same embedded PostgreSQL as ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from gramlogs import __version__, demo, ids, schema, tenants
+from gramlogs.auth import Scope
+from gramlogs.config import Config, ConfigError
+from gramlogs.database import resolve_url
+from gramlogs.seed import ProgressBar, SeedPlan, seed_logs
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A command that cannot go on; its message is printed and the exit status is 1."""
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("database_url", "data_dir", "host", "port", "workers")
+    }
+    return Config.load(overrides=overrides)
+
+
+def _run(args: argparse.Namespace, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    config = _config(args)
+    url = resolve_url(config)
+
+    async def go() -> Any:
+        conn = await asyncpg.connect(url)
+        try:
+            await schema.migrate(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, default=str))
+    else:
+        print(text)
+
+
+# -- serve / migrate ----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from gramlogs.app import create_app
+
+    config = _config(args)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    embedded = not config.database_url
+    url = resolve_url(config)
+
+    async def prepare() -> demo.Demo | None:
+        conn = await asyncpg.connect(url)
+        try:
+            await schema.migrate(conn)
+            return await demo.ensure_demo(conn, config.data_dir.resolve()) if embedded else None
+        finally:
+            await conn.close()
+
+    shown = asyncio.run(prepare())
+    base = f"http://{config.host}:{config.port}"
+    if shown is not None:
+        print(f"gramlogs {__version__}: embedded PostgreSQL in {config.data_dir.resolve()}")
+        print(demo.banner(shown, base), flush=True)
+    print(f"Serving on {base} ({config.workers} worker(s)); Ctrl-C stops.", flush=True)
+    served = dataclasses.replace(config, database_url=url)
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "log_level": config.log_level,
+        "access_log": False,
+        "server_header": False,
+    }
+    if config.workers > 1:
+        # Workers are fresh processes that read their settings from the environment.
+        os.environ["GRAMLOGS_DATABASE_URL"] = url
+        uvicorn.run("gramlogs.app:create_app", factory=True, workers=config.workers, **options)
+    else:
+        uvicorn.run(create_app(served), **options)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> int:
+        return await schema.current_version(conn)
+
+    version = _run(args, work)
+    _emit(args, {"version": version}, f"schema is at version {version}")
+
+
+# -- organizations, projects, keys --------------------------------------------------------------
+
+
+def cmd_orgs_create(args: argparse.Namespace) -> None:
+    org_id = _run(args, lambda conn: tenants.create_organization(conn, args.name))
+    _emit(args, {"id": org_id, "name": args.name}, f"created organization {args.name} ({org_id})")
+
+
+def cmd_projects_create(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+        org = await tenants.resolve_organization(conn, args.org)
+        return org, await tenants.create_project(conn, org, args.slug, args.name)
+
+    org, project = _run(args, work)
+    _emit(
+        args,
+        {"id": project, "organization_id": org, "slug": args.slug},
+        f"created project {args.slug} ({project})",
+    )
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> tenants.CreatedKey:
+        org = await tenants.resolve_organization(conn, args.org)
+        project = await tenants.resolve_project(conn, org, args.project) if args.project else None
+        return await tenants.create_key(
+            conn, org, Scope(args.scope), project_id=project, name=args.name
+        )
+
+    key = _run(args, work)
+    data = {
+        "id": key.id,
+        "key": key.key,
+        "scope": key.scope.value,
+        "organization_id": key.organization_id,
+        "project_id": key.project_id,
+    }
+    _emit(args, data, f"{key.key}\n(key id {key.id}; shown once, store it now)")
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> list[tenants.KeyInfo]:
+        org = await tenants.resolve_organization(conn, args.org) if args.org else None
+        return await tenants.list_keys(conn, org)
+
+    keys = _run(args, work)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(k) for k in keys], default=str))
+        return
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        print(f"{k.id}  {k.prefix}…  {k.scope:<8}  {k.project_slug or '*':<16}  {state}  {k.name}")
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    key_id = uuid.UUID(args.key_id)
+    if not _run(args, lambda conn: tenants.revoke_key(conn, key_id)):
+        raise CommandError(f"no active key with id {key_id}")
+    _emit(args, {"id": key_id, "revoked": True}, f"revoked key {key_id}")
+
+
+# -- seed ---------------------------------------------------------------------------------------
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    end = ids.parse_rfc3339(args.end) if args.end else datetime.now(UTC)
+
+    async def work(conn: asyncpg.Connection) -> tuple[uuid.UUID, int]:
+        org = await tenants.resolve_organization(conn, args.org)
+        project = await tenants.resolve_project(conn, org, args.project)
+        plan = SeedPlan(
+            project_id=project,
+            rows=args.rows,
+            end=end,
+            days=args.days,
+            functions=args.functions,
+            seed=args.seed,
+        )
+        progress = None if args.json else ProgressBar()
+        return project, await seed_logs(conn, plan, progress=progress)
+
+    project, rows = _run(args, work)
+    _emit(args, {"project_id": project, "rows": rows}, f"seeded {rows:,} rows")
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="PostgreSQL URL (env GRAMLOGS_DATABASE_URL)")
+    common.add_argument("--data-dir", type=_path, help="embedded database folder (./.gramlogs)")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    parser = argparse.ArgumentParser(prog="gramlogs", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gramlogs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP server")
+    p.add_argument("--host", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (8080)")
+    p.add_argument("--workers", type=int, help="server processes (1)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
+    p.set_defaults(func=cmd_migrate)
+
+    orgs = sub.add_parser("orgs", help="organizations").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = orgs.add_parser("create", parents=[common], help="create an organization")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_orgs_create)
+
+    projects = sub.add_parser("projects", help="projects").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = projects.add_parser("create", parents=[common], help="create a project")
+    p.add_argument("slug", help="the Gram-Project value: lower-case letters, digits, '-'")
+    p.add_argument("--org", required=True, help="organization name or id")
+    p.add_argument("--name", help="display name (default: the slug)")
+    p.set_defaults(func=cmd_projects_create)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = keys.add_parser("create", parents=[common], help="create a key (shown once)")
+    p.add_argument("--org", required=True, help="organization name or id")
+    p.add_argument("--project", help="bind the key to this project slug")
+    p.add_argument("--scope", choices=[s.value for s in Scope], default=Scope.CONSUMER.value)
+    p.add_argument("--name", default="", help="a label for `keys list`")
+    p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", parents=[common], help="list keys (never their secrets)")
+    p.add_argument("--org", help="only this organization's keys")
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", parents=[common], help="revoke a key, effective at once")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_revoke)
+
+    p = sub.add_parser("seed", parents=[common], help="COPY synthetic logs into a project")
+    p.add_argument("--org", required=True, help="organization name or id")
+    p.add_argument("--project", required=True, help="project slug")
+    p.add_argument("--rows", type=_positive, default=10_000)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same rows")
+    p.add_argument("--days", type=float, default=7.0, help="time span of the rows")
+    p.add_argument("--end", help="RFC 3339 time of the newest row (default: now)")
+    p.add_argument("--functions", type=int, default=8)
+    p.set_defaults(func=cmd_seed)
+    return parser
+
+
+def _path(text: str) -> Any:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, ConfigError, tenants.TenantError, ids.IdError) as exc:
+        print(f"gramlogs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

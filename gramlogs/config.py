@@ -1,0 +1,95 @@
+"""Settings: one table of (name, type, default, help), read from ``GRAMLOGS_*`` variables.
+
+CLI flags override the environment; a bad value fails at start-up naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting that does not parse; the message names the variable and the value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "GRAMLOGS_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database_url", str, None, "PostgreSQL URL; unset: an embedded server in data_dir"),
+    Setting("data_dir", Path, Path(".gramlogs"), "where the embedded PostgreSQL keeps its data"),
+    Setting("host", str, "127.0.0.1", "address to listen on"),
+    Setting("port", int, 8080, "port to listen on"),
+    Setting("workers", int, 1, "server processes"),
+    Setting("pool_min", int, 2, "connections each worker opens at start-up"),
+    Setting("pool_max", int, 10, "most connections each worker holds"),
+    Setting("statement_timeout_ms", int, 5000, "time limit of every query, in milliseconds"),
+    Setting("acquire_timeout_ms", int, 2000, "longest wait for a pooled connection before a 503"),
+    Setting("log_level", str, "info", "debug, info, warning or error"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    database_url: str | None = None
+    data_dir: Path = Path(".gramlogs")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    pool_min: int = 2
+    pool_max: int = 10
+    statement_timeout_ms: int = 5000
+    acquire_timeout_ms: int = 2000
+    log_level: str = "info"
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> Config:
+        """Defaults, then ``GRAMLOGS_*`` variables, then non-None ``overrides`` (CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is not None and raw != "":
+                values[setting.name] = _convert(setting, raw)
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = value
+        config = cls(**values)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        for name in ("port", "workers", "pool_min", "pool_max", "statement_timeout_ms"):
+            value, minimum = getattr(self, name), 0 if name == "port" else 1
+            if value < minimum:
+                raise ConfigError(
+                    f"GRAMLOGS_{name.upper()} must be at least {minimum}, got {value}"
+                )
+        if self.pool_min > self.pool_max:
+            raise ConfigError("GRAMLOGS_POOL_MIN must not exceed GRAMLOGS_POOL_MAX")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"GRAMLOGS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}"
+            )
+
+
+def _convert(setting: Setting, raw: str) -> Any:
+    try:
+        return setting.type(raw)
+    except ValueError:
+        raise ConfigError(f"{setting.env}={raw!r} is not a valid {setting.type.__name__}") from None

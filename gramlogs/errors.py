@@ -1,0 +1,164 @@
+"""The errors gramlogs answers with, and the one JSON shape they all take.
+
+Every error is a :class:`GramlogsError`; its class carries the HTTP status and the stable Goa
+``name`` that Gram's generated clients switch on::
+
+    GramlogsError
+    ├── BadRequest               400 bad_request
+    │   ├── InvalidFormat        400 invalid_format
+    │   ├── InvalidEnumValue     400 invalid_enum_value
+    │   ├── InvalidFieldType     400 invalid_field_type
+    │   └── InvalidRange         400 invalid_range
+    ├── Unauthorized             401 unauthorized
+    ├── Forbidden                403 forbidden
+    ├── NotFound                 404 not_found
+    ├── MethodNotAllowed         405 method_not_allowed
+    ├── PayloadTooLarge          413 payload_too_large
+    ├── UnsupportedMediaType     415 unsupported_media_type
+    ├── Unavailable              503 unavailable  (temporary)
+    └── Unexpected               500 unexpected   (fault)
+
+:func:`error_body` builds the wire shape; ``app.py`` maps exceptions to it in one handler.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct):
+    """Goa's ServiceError as Gram serialises it."""
+
+    name: str
+    id: str
+    message: str
+    temporary: bool = False
+    timeout: bool = False
+    fault: bool = False
+
+
+class GramlogsError(Exception):
+    status: int = 500
+    name: str = "unexpected"
+    temporary: bool = False
+    timeout: bool = False
+    fault: bool = False
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(GramlogsError):
+    status = 400
+    name = "bad_request"
+
+
+class InvalidFormat(BadRequest):
+    name = "invalid_format"
+
+    @classmethod
+    def of(cls, param: str, value: str, fmt: str) -> InvalidFormat:
+        return cls(f"{param} must be formatted as {fmt} but got value {_quote(value)}")
+
+
+class InvalidEnumValue(BadRequest):
+    name = "invalid_enum_value"
+
+    @classmethod
+    def of(cls, param: str, value: str, allowed: Iterable[str]) -> InvalidEnumValue:
+        choices = ", ".join(_quote(a) for a in allowed)
+        return cls(f"value of {param} must be one of {choices} but got value {_quote(value)}")
+
+
+class InvalidFieldType(BadRequest):
+    name = "invalid_field_type"
+
+    @classmethod
+    def of(cls, param: str, value: str, type_name: str) -> InvalidFieldType:
+        return cls(f"invalid value {_quote(value)} for {param}, must be a {type_name}")
+
+
+class InvalidRange(BadRequest):
+    name = "invalid_range"
+
+    @classmethod
+    def at_least(cls, param: str, minimum: int, value: object) -> InvalidRange:
+        return cls(f"{param} must be greater or equal than {minimum} but got value {value}")
+
+    @classmethod
+    def at_most(cls, param: str, maximum: int, value: object) -> InvalidRange:
+        return cls(f"{param} must be lesser or equal than {maximum} but got value {value}")
+
+
+class Unauthorized(GramlogsError):
+    status = 401
+    name = "unauthorized"
+
+
+class Forbidden(GramlogsError):
+    status = 403
+    name = "forbidden"
+
+
+class NotFound(GramlogsError):
+    status = 404
+    name = "not_found"
+
+
+class MethodNotAllowed(GramlogsError):
+    status = 405
+    name = "method_not_allowed"
+
+
+class PayloadTooLarge(GramlogsError):
+    status = 413
+    name = "payload_too_large"
+
+
+class UnsupportedMediaType(GramlogsError):
+    status = 415
+    name = "unsupported_media_type"
+
+
+class Unavailable(GramlogsError):
+    status = 503
+    name = "unavailable"
+    temporary = True
+
+    def __init__(self, message: str, *, timeout: bool = False, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Unexpected(GramlogsError):
+    status = 500
+    name = "unexpected"
+    fault = True
+
+
+def new_error_id() -> str:
+    """A short unique id, like Goa's, that ties a response to the server's log line."""
+    return secrets.token_urlsafe(6)
+
+
+def error_body(error: GramlogsError, error_id: str) -> ErrorBody:
+    return ErrorBody(
+        name=error.name,
+        id=error_id,
+        message=error.message,
+        temporary=error.temporary,
+        timeout=error.timeout,
+        fault=error.fault,
+    )
+
+
+def _quote(value: str) -> str:
+    # Clients echo messages into terminals and HTML; cap and escape what came from the request.
+    text = value if len(value) <= 100 else value[:100] + "…"
+    return msgspec.json.encode(text).decode()

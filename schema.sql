@@ -1,0 +1,67 @@
+-- gramlogs schema, version 1. Applied by `gramlogs migrate` to an empty database; later changes
+-- go in migrations/NNNN_name.sql and upgrade existing databases in place.
+
+CREATE TABLE IF NOT EXISTS organizations (
+    id          uuid PRIMARY KEY,
+    name        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS projects (
+    id               uuid PRIMARY KEY,
+    organization_id  uuid NOT NULL REFERENCES organizations (id),
+    slug             text NOT NULL CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    name             text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (organization_id, slug)
+);
+
+-- Keys are stored only as SHA-256 of the whole key: keys carry 256 random bits, so a fast hash
+-- is as safe as a slow one and keeps the per-request lookup to one index probe.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id               uuid PRIMARY KEY,
+    organization_id  uuid NOT NULL REFERENCES organizations (id),
+    project_id       uuid REFERENCES projects (id),
+    name             text NOT NULL,
+    scope            text NOT NULL CHECK (scope IN ('consumer', 'producer')),
+    key_hash         bytea NOT NULL UNIQUE,
+    key_prefix       text NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    revoked_at       timestamptz
+);
+
+-- Per-function settings (Poly's logsEnabled). A function belongs to one project.
+CREATE TABLE IF NOT EXISTS functions (
+    id            uuid PRIMARY KEY,
+    project_id    uuid NOT NULL REFERENCES projects (id),
+    logs_enabled  boolean NOT NULL DEFAULT true,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS functions_project ON functions (project_id);
+
+-- One row per log line. The id is a UUIDv7 whose first 64 bits are the line's own timestamp
+-- (gramlogs/ids.py), so (project_id, id) orders a project's lines by time: every page is a
+-- keyset range scan on one of the indexes below, whatever its depth.
+CREATE TABLE IF NOT EXISTS logs (
+    project_id     uuid NOT NULL,
+    id             uuid NOT NULL,
+    "timestamp"    timestamptz NOT NULL,
+    instance       text NOT NULL DEFAULT '',
+    level          text NOT NULL CHECK (level IN ('debug', 'info', 'warn', 'error')),
+    source         text NOT NULL CHECK (source IN ('server', 'function', 'stdout', 'stderr')),
+    raw_log        text NOT NULL CHECK (octet_length(raw_log) <= 16384),
+    message        text,
+    attributes     jsonb NOT NULL DEFAULT '{}',
+    deployment_id  uuid NOT NULL,
+    function_id    uuid NOT NULL,
+    execution_id   text,
+    PRIMARY KEY (project_id, id)
+);
+
+-- One index per equality filter, each ending in id so that a filtered page is an ordered
+-- range scan that stops after per_page + 1 rows. A time window is an id range on the primary key.
+CREATE INDEX IF NOT EXISTS logs_function ON logs (project_id, function_id, id);
+CREATE INDEX IF NOT EXISTS logs_deployment ON logs (project_id, deployment_id, id);
+CREATE INDEX IF NOT EXISTS logs_instance ON logs (project_id, instance, id);
+CREATE INDEX IF NOT EXISTS logs_level ON logs (project_id, level, id);
+CREATE INDEX IF NOT EXISTS logs_source ON logs (project_id, source, id);

