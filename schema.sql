@@ -30,14 +30,16 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at       timestamptz
 );
 
--- Per-function settings (Poly's logsEnabled). A function belongs to one project.
+-- Per-function settings (Poly's logsEnabled). Keyed by project too, so that no tenant can claim
+-- another tenant's function id: the same id in two projects is two functions.
 CREATE TABLE IF NOT EXISTS functions (
-    id            uuid PRIMARY KEY,
     project_id    uuid NOT NULL REFERENCES projects (id),
+    id            uuid NOT NULL,
     logs_enabled  boolean NOT NULL DEFAULT true,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (project_id, id)
 );
-CREATE INDEX IF NOT EXISTS functions_project ON functions (project_id);
+CREATE INDEX IF NOT EXISTS functions_id ON functions (id);
 
 -- One row per log line. The id is a UUIDv7 whose first 64 bits are the line's own timestamp
 -- (gramlogs/ids.py), so (project_id, id) orders a project's lines by time: every page is a

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from gramlogs import ids
+from gramlogs.functions import register_functions
 from gramlogs.store import COLUMNS
 
 __all__ = ["SeedPlan", "generate", "seed_logs"]
@@ -140,10 +141,7 @@ async def seed_logs(
                 progress(done, plan.rows)
     if batch:
         done += await _copy(conn, batch, functions)
-    await conn.executemany(
-        "INSERT INTO functions (id, project_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-        [(f, plan.project_id) for f in sorted(functions)],
-    )
+    await register_functions(conn, plan.project_id, functions)
     if progress:
         progress(done, plan.rows)
     return done
