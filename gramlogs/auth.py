@@ -50,10 +50,10 @@ def bearer(value: str | None) -> str | None:
     """The key in a header value; a leading ``Bearer `` (any case) is tolerated."""
     if value is None:
         return None
-    value = value.strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
-    return value or None
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    return value.strip() or None
 
 
 _LOOKUP_BY_SLUG = """

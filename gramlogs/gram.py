@@ -151,11 +151,18 @@ def render(page: Page, query: ListQuery) -> ListResult:
         has_next_page=page.has_more,
         next_page_cursor=walked[-1].id if page.has_more else msgspec.UNSET,
         has_prev_page=page.has_back,
-        prev_page_cursor=(
-            walked[0].id if walked else query.cursor if query.cursor else msgspec.UNSET
-        ),
+        prev_page_cursor=walked[0].id if walked else _just_past(query),
     )
     return ListResult(logs=logs, pagination=pagination)
+
+
+def _just_past(query: ListQuery) -> uuid.UUID | msgspec.UnsetType:
+    """On an empty page, the position just past the cursor: turning around from it includes
+    the cursor's own row, which is on the other side of this (empty) page."""
+    if query.cursor is None:
+        return msgspec.UNSET
+    step = 1 if query.ascending == query.forward else -1
+    return uuid.UUID(int=min(max(query.cursor.int + step, 0), (1 << 128) - 1))
 
 
 async def list_tool_execution_logs(request: Request) -> Response:

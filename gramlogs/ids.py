@@ -102,7 +102,7 @@ def matches_timestamp(log_id: uuid.UUID, ts: datetime) -> bool:
 
 
 _UUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z", re.ASCII
 )
 
 
@@ -117,7 +117,8 @@ def parse_uuid(text: str) -> uuid.UUID:
 # '+' in a query string arrives as a space ("?ts_start=2025-01-01T00:00:00+02:00").
 _RFC3339_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+\- ])(\d{2}):(\d{2}))\Z"
+    r"(?:([Zz])|([+\- ])(\d{2}):(\d{2}))\Z",
+    re.ASCII,
 )
 
 

