@@ -1,0 +1,252 @@
+"""The ``gramlogs`` command, run as a user runs it: as a subprocess, with real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+URL = "/rpc/logs.listToolExecutionLogs"
+
+
+def gramlogs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gramlogs", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def ok_json(*args: str, env: dict[str, str]) -> object:
+    done = gramlogs(*args, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(
+    proc: subprocess.Popen[str], pattern: str, lines: list[str], timeout: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if line:
+            lines.append(line)
+            if re.search(pattern, line):
+                return
+        elif proc.poll() is not None:
+            break
+    raise AssertionError(f"no {pattern!r} in output: {''.join(lines)}")
+
+
+def wait_listening(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start listening")
+
+
+@pytest.fixture
+def env(database_url: str) -> dict[str, str]:
+    return {**os.environ, "GRAMLOGS_DATABASE_URL": database_url}
+
+
+def test_admin_commands_seed_and_serve(env: dict[str, str]) -> None:
+    org = ok_json("orgs", "create", "acme-cli", env=env)
+    project = ok_json("projects", "create", "shop", "--org", "acme-cli", env=env)
+    assert project["organization_id"] == org["id"]
+    key = ok_json("keys", "create", "--org", "acme-cli", "--project", "shop", env=env)
+    assert key["scope"] == "consumer" and key["key"].startswith("glk_")
+    seeded = ok_json(
+        "seed",
+        "--org",
+        "acme-cli",
+        "--project",
+        "shop",
+        "--rows",
+        "300",
+        "--seed",
+        "4",
+        "--end",
+        "2025-06-01T00:00:00Z",
+        env=env,
+    )
+    assert seeded == {"project_id": project["id"], "rows": 300}
+    listed = ok_json("keys", "list", "--org", "acme-cli", env=env)
+    assert [k["id"] for k in listed] == [key["id"]]
+    assert key["key"] not in json.dumps(listed)
+    assert ok_json("migrate", env=env) == {"version": 1}
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gramlogs", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port)
+        headers = {"Gram-Key": key["key"], "Gram-Project": "shop"}
+        r = httpx.get(f"http://127.0.0.1:{port}{URL}?per_page=100&sort=asc", headers=headers)
+        assert r.status_code == 200
+        assert len(r.json()["logs"]) == 100
+        assert r.json()["logs"][0]["timestamp"] < r.json()["logs"][-1]["timestamp"]
+
+        revoked = ok_json("keys", "revoke", key["id"], env=env)
+        assert revoked == {"id": key["id"], "revoked": True}
+        r = httpx.get(f"http://127.0.0.1:{port}{URL}", headers=headers)
+        assert r.status_code == 401
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+
+
+def test_seed_is_deterministic(env: dict[str, str], database_url: str) -> None:
+    ok_json("orgs", "create", "acme-seed", env=env)
+    for slug in ("one", "two"):
+        ok_json("projects", "create", slug, "--org", "acme-seed", env=env)
+        ok_json(
+            "seed",
+            "--org",
+            "acme-seed",
+            "--project",
+            slug,
+            "--rows",
+            "200",
+            "--seed",
+            "9",
+            "--end",
+            "2025-06-01T00:00:00Z",
+            env=env,
+        )
+    import asyncio
+
+    import asyncpg
+
+    async def contents() -> list[list[tuple]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            out = []
+            for slug in ("one", "two"):
+                rows = await conn.fetch(
+                    "SELECT l.id, l.timestamp, l.raw_log, l.level, l.function_id FROM logs l"
+                    " JOIN projects p ON p.id = l.project_id WHERE p.slug = $1 ORDER BY l.id",
+                    slug,
+                )
+                out.append([tuple(r) for r in rows])
+            return out
+        finally:
+            await conn.close()
+
+    one, two = asyncio.run(contents())
+    assert len(one) == 200 and one == two
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("projects", "create", "Bad Slug", "--org", "nobody"), "no single organization"),
+        (("keys", "revoke", "00000000-0000-0000-0000-000000000000"), "no active key"),
+    ],
+)
+def test_command_errors_are_one_line_and_exit_1(env, args, message) -> None:
+    done = gramlogs(*args, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith("gramlogs: ") and message in done.stderr
+
+
+def test_every_command_has_help(env: dict[str, str]) -> None:
+    for args in (
+        ("serve",),
+        ("migrate",),
+        ("orgs", "create"),
+        ("projects", "create"),
+        ("keys", "create"),
+        ("keys", "list"),
+        ("keys", "revoke"),
+        ("seed",),
+    ):
+        done = gramlogs(*args, "--help", env=env)
+        assert done.returncode == 0 and "usage: gramlogs" in done.stdout
+
+
+def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
+    """What `make run` does: embedded PostgreSQL, demo data, keys and a curl line; then reuse."""
+    data_dir = Path(tempfile.mkdtemp(prefix="gramlogs-cli-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAMLOGS_")}
+    port = free_port()
+    try:
+        for run in ("first", "second"):
+            lines: list[str] = []
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gramlogs",
+                    "serve",
+                    "--data-dir",
+                    str(data_dir),
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                wait_for(proc, r"curl -s", lines)
+                banner = "".join(lines)
+                if run == "first":
+                    assert "Created a demo project 'demo' with 5,000 log lines." in banner
+                else:
+                    assert "Reusing the existing data" in banner
+                curl = next(line for line in lines if "curl -s" in line).strip()
+                argv = shlex.split(curl)
+                url = argv[2]
+                headers = dict(h.split(": ", 1) for h in argv[4::2])
+                wait_listening(port)
+                r = httpx.get(url, headers=headers)
+                assert r.status_code == 200
+                assert len(r.json()["logs"]) == 5
+            finally:
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(timeout=60) == 0
+                proc.stdout.close()
+            # Ctrl-C stops the embedded PostgreSQL too.
+            assert not _postgres_running(data_dir)
+    finally:
+        subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+def _postgres_running(data_dir: Path) -> bool:
+    for proc in psutil.process_iter(attrs=["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(data_dir) in " ".join(
+            proc.info["cmdline"] or []
+        ):
+            return True
+    return False
