@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -69,12 +70,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from gramlogs.app import create_app
+    from gramlogs.server import uvicorn_options
 
     config = _config(args)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(config)
     embedded = not config.database_url
     url = resolve_url(config)
 
@@ -93,19 +92,32 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(demo.banner(shown, base), flush=True)
     print(f"Serving on {base} ({config.workers} worker(s)); Ctrl-C stops.", flush=True)
     served = dataclasses.replace(config, database_url=url)
-    options: dict[str, Any] = {
-        "host": config.host,
-        "port": config.port,
-        "log_level": config.log_level,
-        "access_log": False,
-        "server_header": False,
-    }
+    options = uvicorn_options(served)
     if config.workers > 1:
         # Workers are fresh processes that read their settings from the environment.
         os.environ["GRAMLOGS_DATABASE_URL"] = url
-        uvicorn.run("gramlogs.app:create_app", factory=True, workers=config.workers, **options)
+        with tempfile.TemporaryDirectory(prefix="gramlogs-metrics-") as metrics_dir:
+            # prometheus-client's multiprocess mode: each worker writes its samples here and
+            # /metrics sums them (gramlogs/metrics.py). Must be set before workers import it.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            uvicorn.run("gramlogs.app:create_app", factory=True, workers=config.workers, **options)
     else:
+        from gramlogs.app import create_app
+
         uvicorn.run(create_app(served), **options)
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The access log is JSON lines on stdout, one per request, without a prefix (observe.py).
+    access = logging.getLogger("gramlogs.access")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
