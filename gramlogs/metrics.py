@@ -15,18 +15,16 @@ from __future__ import annotations
 import os
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
 
 __all__ = [
-    "CONTENT_TYPE",
     "connection_acquired",
     "connection_released",
     "db_failure",
@@ -36,8 +34,6 @@ __all__ = [
     "rejected",
     "render",
 ]
-
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()
@@ -125,12 +121,14 @@ def db_failure(kind: str) -> None:
     DB_FAILURES.labels(kind).inc()
 
 
-def render() -> bytes:
-    """The exposition text of this process, or of all workers in multiprocess mode."""
+def render(accept: str = "") -> tuple[bytes, str]:
+    """The exposition of this process (or of all workers in multiprocess mode) and its content
+    type: Prometheus text 0.0.4 unless ``accept`` asks for OpenMetrics."""
+    encode, content_type = choose_encoder(accept)
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+        return encode(registry), content_type
+    return encode(REGISTRY), content_type

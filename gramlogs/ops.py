@@ -31,4 +31,5 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+    body, content_type = metrics.render(request.headers.get("accept", ""))
+    return Response(body, headers={"Content-Type": content_type})
