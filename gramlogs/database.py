@@ -26,6 +26,9 @@ EMBEDDED_DATABASE = "gramlogs"
 _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection the server terminated (restart, pg_terminate_backend) can be left in an
+    # inconsistent protocol state that surfaces as this on its next use (asyncpg#1069, #784).
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
@@ -103,9 +106,22 @@ class Database:
             metrics.connection_acquired(self.pool.get_size())
             try:
                 yield conn
+            except asyncpg.InternalClientError:
+                conn.terminate()  # never lend it again (see _UNAVAILABLE)
+                raise
             finally:
-                await self.pool.release(conn)
-                metrics.connection_released(self.pool.get_size())
+                await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # The request's work is done; a connection that cannot be reset (the server went away
+        # after the last query) is terminated by asyncpg and must not turn a good answer into
+        # an error.
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:
+            logger.warning("dropped a connection that could not be reset: %r", exc)
+        finally:
+            metrics.connection_released(self.pool.get_size())
 
 
 def embedded_url(data_dir: Path) -> str:
