@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import uuid
@@ -93,6 +94,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     print(f"Serving on {base} ({config.workers} worker(s)); Ctrl-C stops.", flush=True)
     served = dataclasses.replace(config, database_url=url)
     options = uvicorn_options(served)
+    # uvicorn drains in-flight requests on SIGTERM, closes the pool (lifespan), then raises
+    # SIGTERM again with the handler it found: make that a normal exit, status 0, so that atexit
+    # handlers (the embedded PostgreSQL's stop) run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if config.workers > 1:
         # Workers are fresh processes that read their settings from the environment.
         os.environ["GRAMLOGS_DATABASE_URL"] = url
@@ -105,6 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from gramlogs.app import create_app
 
         uvicorn.run(create_app(served), **options)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _configure_logging(config: Config) -> None:
