@@ -8,9 +8,10 @@ Three copies of the application on one database, called side by side in the same
   /dev/null, as a log shipper reading stdout would cost about the same to us).
 
 Requests are ASGI calls in process (no sockets), interleaved across the variants (in a shuffled
-order each round) so that machine noise falls on all of them alike; two routes: the Gram endpoint (a 20-row page of a
-seeded project, one database round trip) and ``/healthz`` (no database: the middleware's cost
-alone). Prints machine, versions, medians and percentiles, ratios to ``bare``, and one JSON line.
+order each round) so that machine noise falls on all of them alike; two routes: the Gram
+endpoint (a 20-row page of a seeded project, one database round trip) and ``/healthz`` (no
+database: the middleware's cost alone). Prints machine, versions, medians and percentiles,
+ratios to ``bare``, and one JSON line.
 
     .venv/bin/python -m benchmarks.observe_overhead            # about a minute
     .venv/bin/python -m benchmarks.observe_overhead --smoke    # seconds
