@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 from _support import live_server, wait_for_lock_waiters
+from prometheus_client.parser import text_string_to_metric_families
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -202,3 +203,27 @@ async def test_sigterm_drains_in_flight_requests_then_closes_the_pool(
     access = [json.loads(x) for x in server.stdout.read_text().splitlines() if x[:1] == "{"]
     [line] = [line for line in access if line["id"] == r.headers["x-request-id"]]
     assert line["status"] == 200
+
+
+def healthz_count(text: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = {"route": "/healthz", "method": "GET", "status": "200"}
+            if sample.name == "gramlogs_http_requests_total" and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def test_metrics_sum_the_workers(database_url, tmp_path):
+    with live_server(database_url, tmp_path, GRAMLOGS_WORKERS="2") as server:
+        before = healthz_count(httpx.get(server.base_url + "/metrics").text)
+        for _ in range(20):  # new connections: the kernel spreads them over the workers
+            assert httpx.get(server.base_url + "/healthz").status_code == 200
+        counts = {healthz_count(httpx.get(server.base_url + "/metrics").text) for _ in range(6)}
+        pids = {
+            line.split("[")[1].split("]")[0]
+            for line in server.logs().splitlines()
+            if "Started server process" in line
+        }
+    assert counts == {before + 20}
+    assert len(pids) == 2
