@@ -39,6 +39,8 @@ SCOPE_ERROR = "gramlogs.error"
 SCOPE_PROJECT = "gramlogs.project"
 # Logged when no response was started: the request was cancelled (shutdown) or the client left.
 NO_RESPONSE = 499
+# Clients choose the method: any other token shares one label, so that series stay bounded.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 access_logger = logging.getLogger("gramlogs.access")
 logger = logging.getLogger("gramlogs.app")
@@ -115,7 +117,7 @@ class Observe:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route_obj = scope.get("route")
         route = route_obj.path if route_obj is not None else metrics.UNMATCHED_ROUTE
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in _METHODS else "other"
         counter = self._counters.get((route, method, status))
         if counter is None:
             counter = metrics.REQUESTS.labels(route, method, str(status))
@@ -141,7 +143,7 @@ class Observe:
         line = AccessLine(
             ts=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             id=scope[SCOPE_REQUEST_ID],
-            method=scope["method"],
+            method=scope["method"][:20],
             route=route,
             path=scope["path"][:200],
             status=status,

@@ -146,6 +146,17 @@ async def test_metrics_count_requests_by_route_template_and_status(client, make_
     assert "gramlogs_http_requests_created" not in after
 
 
+async def test_made_up_methods_share_one_label(client):
+    for i in range(5):
+        r = await client.request(f"BREW{i}", "/healthz")
+        assert r.status_code == 405
+    text = (await client.get("/metrics")).text
+    assert "BREW" not in text
+    total = "gramlogs_http_requests_total"
+    labels = {"route": "/healthz", "method": "other", "status": "405"}
+    assert sample(text, total, **labels) >= 5
+
+
 async def test_ingestion_counters_are_exposed(client):
     from gramlogs import metrics
 
