@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import logging.config
 import os
 import signal
 import sys
@@ -71,10 +72,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from gramlogs.server import uvicorn_options
+    from gramlogs.server import log_config, uvicorn_options
 
     config = _config(args)
-    _configure_logging(config)
+    logging.config.dictConfig(log_config(config))
     embedded = not config.database_url
     url = resolve_url(config)
 
@@ -114,19 +115,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
-
-
-def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The access log is JSON lines on stdout, one per request, without a prefix (observe.py).
-    access = logging.getLogger("gramlogs.access")
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    access.propagate = False
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -39,7 +39,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("statement_timeout_ms", int, 5000, "time limit of every query, in milliseconds"),
     Setting("acquire_timeout_ms", int, 2000, "longest wait for a pooled connection before a 503"),
     Setting("log_level", str, "info", "debug, info, warning or error"),
-    # -- hardening (README, "Production hardening") --
+    # -- operation (README, "Running it in production") --
     Setting("access_log", bool, True, "one JSON line per request on stdout"),
     Setting("rate_limit", float, 0.0, "requests per second per API key and worker; 0 is off"),
     Setting("rate_limit_burst", int, 0, "requests a key may make at once; 0: twice the rate"),

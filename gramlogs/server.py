@@ -26,10 +26,12 @@ limits in front of gramlogs where that matters.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import uvicorn.config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gramlogs import metrics
@@ -44,7 +46,7 @@ from gramlogs.errors import (
     new_error_id,
 )
 
-__all__ = ["LimitedHttpToolsProtocol", "Limits", "uvicorn_options"]
+__all__ = ["LimitedHttpToolsProtocol", "Limits", "log_config", "uvicorn_options"]
 
 logger = logging.getLogger("gramlogs.server")
 
@@ -189,10 +191,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
 
 
+def log_config(config: Config) -> dict[str, Any]:
+    """Logging for ``serve``: the JSON access log on stdout, one line per request, no prefix;
+    everything else on stderr. Given to uvicorn, which applies it in every worker process too."""
+    config_dict = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config_dict["formatters"]["gramlogs"] = {
+        "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    }
+    config_dict["formatters"]["line"] = {"format": "%(message)s"}
+    config_dict["handlers"]["gramlogs"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "gramlogs",
+        "stream": "ext://sys.stderr",
+    }
+    config_dict["handlers"]["access_json"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "line",
+        "stream": "ext://sys.stdout",
+    }
+    config_dict["loggers"]["gramlogs.access"] = {
+        "handlers": ["access_json"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    config_dict["root"] = {"handlers": ["gramlogs"], "level": config.log_level.upper()}
+    return config_dict
+
+
 def uvicorn_options(config: Config) -> dict[str, Any]:
     """The keyword arguments ``uvicorn.run`` gets from gramlogs' settings."""
     LimitedHttpToolsProtocol.limits = Limits.from_config(config)
     return {
+        "log_config": log_config(config),
         "host": config.host,
         "port": config.port,
         "log_level": config.log_level,

@@ -225,5 +225,8 @@ def test_metrics_sum_the_workers(database_url, tmp_path):
             for line in server.logs().splitlines()
             if "Started server process" in line
         }
+        access = [json.loads(x) for x in server.stdout.read_text().splitlines() if x[:1] == "{"]
     assert counts == {before + 20}
     assert len(pids) == 2
+    # Every worker writes its access-log lines (logging is configured in each of them).
+    assert sum(1 for line in access if line["route"] == "/healthz") >= 20
