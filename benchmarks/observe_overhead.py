@@ -153,23 +153,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"machine: {platform.machine()} {os.cpu_count()} cpus, {platform.platform()}")
     print(f"python {sys.version.split()[0]}, loop: asyncio (in-process ASGI calls, no sockets)")
     print(f"{args.requests} requests per variant and route after {args.warmup} warm-up; µs\n")
-    print(f"{'route':<8} {'variant':<8} {'p50':>8} {'p90':>8} {'p99':>8} {'p50 vs bare':>12}")
+    print(
+        f"{'route':<8} {'variant':<8} {'p50':>8} {'p90':>8} {'p99':>8} {'p50/bare':>9}"
+        f" {'paired Δ p50':>13}"
+    )
     for route in routes:
-        bare = statistics.median(samples[(route, "bare")])
+        bare_values = samples[(route, "bare")]
+        bare = statistics.median(bare_values)
         for variant in apps:
             values = samples[(route, variant)]
             p50 = statistics.median(values)
+            # Each round ran every variant once, back to back: the median of the per-round
+            # differences cancels most of the drift of a shared machine.
+            paired = statistics.median(v - b for v, b in zip(values, bare_values, strict=True))
             row = {
                 "p50_us": round(p50 / 1000, 1),
                 "p90_us": round(percentile(values, 0.90) / 1000, 1),
                 "p99_us": round(percentile(values, 0.99) / 1000, 1),
-                "p50_delta_us": round((p50 - bare) / 1000, 1),
                 "p50_ratio": round(p50 / bare, 3),
+                "paired_delta_p50_us": round(paired / 1000, 1),
             }
             result[f"{route}.{variant}"] = row
             print(
                 f"{route:<8} {variant:<8} {row['p50_us']:>8} {row['p90_us']:>8} {row['p99_us']:>8}"
-                f" {row['p50_ratio']:>7}x {row['p50_delta_us']:>+6}"
+                f" {row['p50_ratio']:>8}x {row['paired_delta_p50_us']:>+12}"
             )
     return result
 
