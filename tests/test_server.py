@@ -90,11 +90,26 @@ def test_garbage_is_a_400(server):
     refused(400, "bad_request", "the request is not valid HTTP/1.1", raw)
 
 
-def test_raw_invalid_utf8_in_the_query_is_a_clean_4xx(server):
+def test_raw_non_ascii_bytes_in_the_request_target_are_refused_by_the_parser(server):
     raw = server.raw(b"GET " + URL.encode() + b"?instance=\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n")
-    status, _, body = response(raw)
-    assert 400 <= status < 500
-    assert body["name"] in ("bad_request", "invalid_format", "unauthorized")
+    refused(400, "bad_request", "the request is not valid HTTP/1.1", raw)
+    assert_healthy(server)
+
+
+def test_percent_encoded_invalid_utf8_is_a_400_naming_the_parameter(server):
+    head = b"GET " + URL.encode() + b"?instance=%FF%00 HTTP/1.1\r\nHost: x\r\n"
+    raw = server.raw(head + b"Gram-Key: glk_x\r\nGram-Project: p\r\nConnection: close\r\n\r\n")
+    status, headers, body = response(raw)
+    assert status == 400
+    assert body == {
+        "name": "invalid_format",
+        "id": headers["x-request-id"],
+        "message": "instance must be formatted as UTF-8 text without NUL characters"
+        ' but got value "\ufffd\ufffd"',
+        "temporary": False,
+        "timeout": False,
+        "fault": False,
+    }
     assert_healthy(server)
 
 
