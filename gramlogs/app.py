@@ -1,4 +1,9 @@
-"""The ASGI application: routes, the lifespan that owns the pool, and the one error handler."""
+"""The ASGI application: routes, the lifespan that owns the pool, and the one error handler.
+
+Middleware, outermost first: :class:`~gramlogs.observe.Observe` (request id, access log,
+metrics; renders errors that escape the router), then :class:`~gramlogs.ratelimit.RateLimit`
+when ``rate_limit`` is set, then Starlette's own.
+"""
 
 from __future__ import annotations
 
@@ -6,64 +11,35 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram
+from gramlogs import gram, ops
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
-from gramlogs.errors import (
-    GramlogsError,
-    MethodNotAllowed,
-    NotFound,
-    Unexpected,
-    error_body,
-    new_error_id,
-)
+from gramlogs.errors import GramlogsError, encode_error, from_exception
+from gramlogs.observe import SCOPE_ERROR, Observe, request_id
+from gramlogs.ratelimit import RateLimit
 from gramlogs.state import AppState
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("gramlogs.app")
-_encoder = msgspec.json.Encoder()
-
-
-def _as_gramlogs_error(exc: Exception) -> GramlogsError:
-    if isinstance(exc, GramlogsError):
-        return exc
-    if isinstance(exc, HTTPException):
-        if exc.status_code == 405:
-            error: GramlogsError = MethodNotAllowed("method not allowed on this route")
-            error.headers = dict(exc.headers or {})
-            return error
-        if exc.status_code == 404:
-            return NotFound("no such route")
-        error = GramlogsError(str(exc.detail))
-        error.status, error.name = exc.status_code, "bad_request"
-        return error
-    return Unexpected("an unexpected error occurred; the server log has the details")
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
-    error = _as_gramlogs_error(exc)
-    error_id = new_error_id()
+    error = from_exception(exc)
+    error_id = request_id(request.scope)
+    request.scope[SCOPE_ERROR] = error.name
     if error.fault:
         logger.error("error id=%s %s %s", error_id, request.method, request.url.path, exc_info=exc)
-    else:
-        logger.info(
-            "error id=%s status=%d name=%s %s %s",
-            error_id,
-            error.status,
-            error.name,
-            request.method,
-            request.url.path,
-        )
+    # Other errors are in the access-log line of the request (observe.py), id and name included.
     return Response(
-        _encoder.encode(error_body(error, error_id)),
+        encode_error(error, error_id),
         status_code=error.status,
         headers=error.headers,
         media_type="application/json",
@@ -82,6 +58,7 @@ def create_app(config: Config | None = None) -> Starlette:
             yield
         finally:
             await db.close()
+            logger.info("database pool closed")
 
     routes = [
         Route(
@@ -89,9 +66,17 @@ def create_app(config: Config | None = None) -> Starlette:
             gram.list_tool_execution_logs,
             methods=["GET"],
         ),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
     ]
+    middleware = [Middleware(Observe, access_log=config.access_log)]
+    if config.rate_limit > 0:
+        burst = config.rate_limit_burst or max(1, round(2 * config.rate_limit))
+        middleware.append(Middleware(RateLimit, rate=config.rate_limit, burst=burst))
     return Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             GramlogsError: _on_error,

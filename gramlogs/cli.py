@@ -11,8 +11,11 @@ import asyncio
 import dataclasses
 import json
 import logging
+import logging.config
 import os
+import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -69,12 +72,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from gramlogs.app import create_app
+    from gramlogs.server import log_config, uvicorn_options
 
     config = _config(args)
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.config.dictConfig(log_config(config))
     embedded = not config.database_url
     url = resolve_url(config)
 
@@ -93,19 +94,27 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print(demo.banner(shown, base), flush=True)
     print(f"Serving on {base} ({config.workers} worker(s)); Ctrl-C stops.", flush=True)
     served = dataclasses.replace(config, database_url=url)
-    options: dict[str, Any] = {
-        "host": config.host,
-        "port": config.port,
-        "log_level": config.log_level,
-        "access_log": False,
-        "server_header": False,
-    }
+    options = uvicorn_options(served)
+    # uvicorn drains in-flight requests on SIGTERM, closes the pool (lifespan), then raises
+    # SIGTERM again with the handler it found: make that a normal exit, status 0, so that atexit
+    # handlers (the embedded PostgreSQL's stop) run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if config.workers > 1:
         # Workers are fresh processes that read their settings from the environment.
         os.environ["GRAMLOGS_DATABASE_URL"] = url
-        uvicorn.run("gramlogs.app:create_app", factory=True, workers=config.workers, **options)
+        with tempfile.TemporaryDirectory(prefix="gramlogs-metrics-") as metrics_dir:
+            # prometheus-client's multiprocess mode: each worker writes its samples here and
+            # /metrics sums them (gramlogs/metrics.py). Must be set before workers import it.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            uvicorn.run("gramlogs.app:create_app", factory=True, workers=config.workers, **options)
     else:
+        from gramlogs.app import create_app
+
         uvicorn.run(create_app(served), **options)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

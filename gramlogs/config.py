@@ -39,6 +39,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("statement_timeout_ms", int, 5000, "time limit of every query, in milliseconds"),
     Setting("acquire_timeout_ms", int, 2000, "longest wait for a pooled connection before a 503"),
     Setting("log_level", str, "info", "debug, info, warning or error"),
+    # -- operation (README, "Running it in production") --
+    Setting("access_log", bool, True, "one JSON line per request on stdout"),
+    Setting("rate_limit", float, 0.0, "requests per second per API key and worker; 0 is off"),
+    Setting("rate_limit_burst", int, 0, "requests a key may make at once; 0: twice the rate"),
+    Setting("max_url_bytes", int, 8192, "longest request target (path and query); else 414"),
+    Setting("max_header_bytes", int, 16384, "most bytes of request headers; else 431"),
+    Setting("header_timeout_s", float, 10.0, "time a client has to send a request's headers"),
+    Setting("body_timeout_s", float, 60.0, "time a client has to send a request's body"),
+    Setting("keep_alive_s", int, 5, "how long an idle keep-alive connection stays open"),
+    Setting("shutdown_timeout_s", int, 15, "on SIGTERM, how long in-flight requests may finish"),
 )
 
 
@@ -54,6 +64,15 @@ class Config:
     statement_timeout_ms: int = 5000
     acquire_timeout_ms: int = 2000
     log_level: str = "info"
+    access_log: bool = True
+    rate_limit: float = 0.0
+    rate_limit_burst: int = 0
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 16384
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_s: int = 5
+    shutdown_timeout_s: int = 15
 
     @classmethod
     def load(
@@ -74,11 +93,26 @@ class Config:
         return config
 
     def _check(self) -> None:
-        for name in ("port", "workers", "pool_min", "pool_max", "statement_timeout_ms"):
-            value, minimum = getattr(self, name), 0 if name == "port" else 1
+        positive = (
+            "workers",
+            "pool_max",
+            "statement_timeout_ms",
+            "acquire_timeout_ms",
+            "max_url_bytes",
+            "max_header_bytes",
+            "keep_alive_s",
+        )
+        at_least_zero = ("port", "pool_min", "rate_limit", "rate_limit_burst", "shutdown_timeout_s")
+        for name in positive + at_least_zero:
+            value, minimum = getattr(self, name), 0 if name in at_least_zero else 1
             if value < minimum:
                 raise ConfigError(
                     f"GRAMLOGS_{name.upper()} must be at least {minimum}, got {value}"
+                )
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(
+                    f"GRAMLOGS_{name.upper()} must be more than 0, got {getattr(self, name)}"
                 )
         if self.pool_min > self.pool_max:
             raise ConfigError("GRAMLOGS_POOL_MIN must not exceed GRAMLOGS_POOL_MAX")
@@ -88,7 +122,16 @@ class Config:
             )
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
+
+
 def _convert(setting: Setting, raw: str) -> Any:
+    if setting.type is bool:
+        try:
+            return _BOOLEANS[raw.strip().lower()]
+        except KeyError:
+            raise ConfigError(f"{setting.env}={raw!r} is not a boolean (1/0, true/false)") from None
     try:
         return setting.type(raw)
     except ValueError:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 
+from gramlogs import metrics
 from gramlogs.config import Config
 from gramlogs.errors import BadRequest, Unavailable
 
@@ -25,6 +26,9 @@ EMBEDDED_DATABASE = "gramlogs"
 _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A connection the server terminated (restart, pg_terminate_backend) can be left in an
+    # inconsistent protocol state that surfaces as this on its next use (asyncpg#1069, #784).
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
@@ -34,16 +38,21 @@ _UNAVAILABLE = (
 
 
 @contextlib.contextmanager
-def translate_errors() -> object:
+def translate_errors() -> Iterator[None]:
     """Turn asyncpg's failures into the errors the HTTP layer knows."""
     try:
         yield
-    except asyncpg.QueryCanceledError as exc:
+    except (asyncpg.QueryCanceledError, TimeoutError) as exc:
+        # QueryCanceledError: the server's statement_timeout; TimeoutError: the client-side
+        # command_timeout that backs it up when the network, not the query, hangs.
+        metrics.db_failure("timeout")
         raise Unavailable("the query took too long; try a narrower request", timeout=True) from exc
     except (asyncpg.DataError, asyncpg.CharacterNotInRepertoireError) as exc:
-        # Invalid text (a NUL byte) or a value PostgreSQL refuses: the client's input.
+        # Invalid text (a NUL byte) or a value PostgreSQL refuses: the client's input. The
+        # parameter parsers refuse these first, so that the message can name the parameter.
         raise BadRequest("a value in the request cannot be stored or compared") from exc
     except _UNAVAILABLE as exc:
+        metrics.db_failure("unavailable")
         raise Unavailable("the database is unavailable; retry shortly") from exc
 
 
@@ -68,7 +77,11 @@ class Database:
             # not the query, is what hangs.
             command_timeout=config.statement_timeout_ms / 1000 + 1,
             max_inactive_connection_lifetime=300,
+            # Connecting is part of acquiring (after an outage every connection is new), so it
+            # gets the acquire limit: a database that does not answer is a fast 503, not a hang.
+            timeout=max(config.acquire_timeout_ms / 1000, 0.5),
         )
+        metrics.pool_opened(config.pool_max)
         return cls(pool, config.acquire_timeout_ms / 1000)
 
     async def close(self) -> None:
@@ -76,15 +89,39 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; every failure of the database comes out as a GramlogsError.
+
+        The pool is bounded (``pool_max``) and a request waits at most ``acquire_timeout_ms`` for
+        a connection (or for a new one to connect), then gets a 503: a flood or a slow database
+        queues no unbounded work. Every statement runs under ``statement_timeout_ms``.
+        """
         with translate_errors():
             try:
                 conn = await self.pool.acquire(timeout=self._acquire_timeout)
             except TimeoutError as exc:
-                raise Unavailable("the server is busy; retry shortly") from exc
+                metrics.db_failure("busy")
+                raise Unavailable(
+                    "the server is busy or the database is slow; retry shortly"
+                ) from exc
+            metrics.connection_acquired(self.pool.get_size())
             try:
                 yield conn
+            except asyncpg.InternalClientError:
+                conn.terminate()  # never lend it again (see _UNAVAILABLE)
+                raise
             finally:
-                await self.pool.release(conn)
+                await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # The request's work is done; a connection that cannot be reset (the server went away
+        # after the last query) is terminated by asyncpg and must not turn a good answer into
+        # an error.
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:
+            logger.warning("dropped a connection that could not be reset: %r", exc)
+        finally:
+            metrics.connection_released(self.pool.get_size())
 
 
 def embedded_url(data_dir: Path) -> str:

