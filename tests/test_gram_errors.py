@@ -23,7 +23,8 @@ def assert_error(r: httpx.Response, status: int, name: str, message: str | None 
     body = r.json()
     assert list(body) == ERROR_KEYS
     assert body["name"] == name
-    assert re.fullmatch(r"[A-Za-z0-9_-]{8}", body["id"])
+    assert re.fullmatch(r"[A-Za-z0-9_-]{12}", body["id"])
+    assert body["id"] == r.headers["x-request-id"]
     assert (body["temporary"], body["timeout"], body["fault"]) == (False, False, False)
     if message is not None:
         assert body["message"] == message
