@@ -5,6 +5,8 @@ The same ``seed`` gives the same rows (ids included) for the same ``end`` and ``
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import random
 import sys
@@ -128,22 +130,30 @@ async def seed_logs(
     chunk: int = 50_000,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """COPY ``plan.rows`` generated rows into ``logs``; register their functions. Returns rows."""
+    """COPY ``plan.rows`` generated rows into ``logs``; register their functions. Returns rows.
+
+    The next chunk is generated in a thread while the current one is copied: PostgreSQL's side
+    of COPY (index maintenance, WAL) runs in its own process, so the two overlap.
+    """
     done = 0
     functions: set[uuid.UUID] = set()
-    batch: list[tuple[object, ...]] = []
-    for row in generate(plan):
-        batch.append(row)
-        if len(batch) >= chunk:
-            done += await _copy(conn, batch, functions)
-            batch = []
-            if progress:
-                progress(done, plan.rows)
-    if batch:
-        done += await _copy(conn, batch, functions)
+    rows = generate(plan)
+
+    def next_chunk() -> list[tuple[object, ...]]:
+        return list(itertools.islice(rows, chunk))
+
+    batch = await asyncio.to_thread(next_chunk)
+    while batch:
+        copying = asyncio.ensure_future(_copy(conn, batch, functions))
+        try:
+            batch = await asyncio.to_thread(next_chunk)
+        finally:
+            done += await copying
+        if progress:
+            progress(done, plan.rows)
     await register_functions(conn, plan.project_id, functions)
-    if progress:
-        progress(done, plan.rows)
+    if progress and plan.rows == 0:
+        progress(0, 0)
     return done
 
 
