@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram
+from gramlogs import gram, ingest
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import (
@@ -89,6 +89,7 @@ def create_app(config: Config | None = None) -> Starlette:
             gram.list_tool_execution_logs,
             methods=["GET"],
         ),
+        Route("/rpc/logs.ingest", ingest.ingest_logs, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

@@ -39,6 +39,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("statement_timeout_ms", int, 5000, "time limit of every query, in milliseconds"),
     Setting("acquire_timeout_ms", int, 2000, "longest wait for a pooled connection before a 503"),
     Setting("log_level", str, "info", "debug, info, warning or error"),
+    Setting(
+        "max_body_bytes",
+        int,
+        8 * 1024 * 1024,
+        "largest write request body, in bytes, before and after decompression (413 above)",
+    ),
 )
 
 
@@ -54,6 +60,7 @@ class Config:
     statement_timeout_ms: int = 5000
     acquire_timeout_ms: int = 2000
     log_level: str = "info"
+    max_body_bytes: int = 8 * 1024 * 1024
 
     @classmethod
     def load(
@@ -74,7 +81,14 @@ class Config:
         return config
 
     def _check(self) -> None:
-        for name in ("port", "workers", "pool_min", "pool_max", "statement_timeout_ms"):
+        for name in (
+            "port",
+            "workers",
+            "pool_min",
+            "pool_max",
+            "statement_timeout_ms",
+            "max_body_bytes",
+        ):
             value, minimum = getattr(self, name), 0 if name == "port" else 1
             if value < minimum:
                 raise ConfigError(

@@ -40,6 +40,10 @@ def translate_errors() -> object:
         yield
     except asyncpg.QueryCanceledError as exc:
         raise Unavailable("the query took too long; try a narrower request", timeout=True) from exc
+    except asyncpg.TransactionRollbackError as exc:
+        # A deadlock or serialization failure between concurrent writes: nothing was stored and
+        # the same request may succeed when retried.
+        raise Unavailable("a concurrent write conflicted with this one; retry") from exc
     except (asyncpg.DataError, asyncpg.CharacterNotInRepertoireError) as exc:
         # Invalid text (a NUL byte) or a value PostgreSQL refuses: the client's input.
         raise BadRequest("a value in the request cannot be stored or compared") from exc

@@ -13,6 +13,7 @@ Every error is a :class:`GramlogsError`; its class carries the HTTP status and t
     ├── Forbidden                403 forbidden
     ├── NotFound                 404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
+    ├── Conflict                 409 conflict
     ├── PayloadTooLarge          413 payload_too_large
     ├── UnsupportedMediaType     415 unsupported_media_type
     ├── Unavailable              503 unavailable  (temporary)
@@ -113,6 +114,13 @@ class NotFound(GramlogsError):
 class MethodNotAllowed(GramlogsError):
     status = 405
     name = "method_not_allowed"
+
+
+class Conflict(GramlogsError):
+    """The request is valid but the project's state refuses it (a function with logs off)."""
+
+    status = 409
+    name = "conflict"
 
 
 class PayloadTooLarge(GramlogsError):
