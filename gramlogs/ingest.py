@@ -254,7 +254,10 @@ def _add_entry(builder: BatchBuilder, e: WireEntry, now: datetime) -> None:
         ts = _timestamp(e.timestamp)
     elif e.id is not None:
         # The id carries its own time to the microsecond; "now" could never match it.
-        ts = ids.timestamp_of(e.id)
+        try:
+            ts = ids.timestamp_of(e.id)
+        except OverflowError:  # 48 bits of milliseconds reach past the year 9999
+            raise EntryError("id", f"{e.id} is not a UUIDv7 of a time before 2100") from None
     else:
         ts = now
     level = "info"
@@ -304,6 +307,11 @@ def _entry_error(index: int, field: str | None, reason: str) -> str:
 _MISSING_RE = re.compile(r"Object missing required field `(\w+)`")
 
 
+def _too_deep() -> EntryError:
+    # msgspec recurses with Python's stack: about a thousand levels of nesting stop it.
+    return EntryError(None, "is nested too deeply")
+
+
 def _decode_problem(exc: msgspec.DecodeError) -> EntryError:
     # msgspec says "Expected `str`, got `int` - at `$.raw_log`": keep the reason, name the field.
     text = str(exc)
@@ -333,6 +341,8 @@ def _raw_entries(body: bytes) -> list[bytes]:
     """The entries of a JSON body, each undecoded, or the 400 for a body of the wrong shape."""
     try:
         batch = _raw_batch_decoder.decode(body)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
     except msgspec.ValidationError:  # a subclass of DecodeError: test it first
         raise BadRequest(
             'the body must be a JSON array of log entries or an object {"logs": [...]};'
@@ -356,12 +366,12 @@ def decode_entries(body: bytes, kind: str) -> list[WireEntry | EntryError]:
         _check_count(len(raws))
         try:
             return [_entry_decoder.decode(raw) for raw in raws]
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             pass
     else:
         try:
             decoded = _batch_decoder.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raws = _raw_entries(body)
             _check_count(len(raws))
         else:
@@ -375,6 +385,8 @@ def decode_entries(body: bytes, kind: str) -> list[WireEntry | EntryError]:
             found.append(_entry_decoder.decode(raw))
         except msgspec.DecodeError as exc:
             found.append(_decode_problem(exc))
+        except RecursionError:
+            found.append(_too_deep())
     return found
 
 
@@ -393,14 +405,19 @@ def build_rows(
     problems: list[str] = []
     bad = 0
     for index, entry in enumerate(entries):
-        try:
-            if isinstance(entry, EntryError):
-                raise entry
-            _add_entry(builder, entry, now)
-        except EntryError as exc:
-            bad += 1
-            if len(problems) < MAX_LISTED:
-                problems.append(_entry_error(index, exc.field, exc.reason))
+        if isinstance(entry, EntryError):
+            problem = entry
+        else:
+            try:
+                _add_entry(builder, entry, now)
+                continue
+            except EntryError as exc:
+                problem = exc
+            except RecursionError:
+                problem = _too_deep()
+        bad += 1
+        if len(problems) < MAX_LISTED:
+            problems.append(_entry_error(index, problem.field, problem.reason))
     if bad:
         raise _reject(problems, bad)
     return builder.rows

@@ -297,6 +297,20 @@ async def test_id_that_does_not_match_its_timestamp_is_refused(client, tenant, f
     assert await count_rows(pool, tenant) == 0
 
 
+async def test_id_far_in_the_future_without_timestamp_is_refused(client, tenant, fd):
+    log_id = uuid.UUID("ffffffff-ffff-7000-8000-000000000000")
+    r = await client.post(
+        URL, json=[entry(*fd, id=str(log_id))], headers=tenant.headers(producer=True)
+    )
+    assert (r.status_code, error(r)) == (
+        400,
+        bad_request(
+            f"nothing was stored: 1 invalid entry: entries[0].id: {log_id} is not a UUIDv7 of a"
+            " time before 2100"
+        ),
+    )
+
+
 async def test_resending_a_batch_stores_nothing_twice(client, tenant, fd, pool):
     batch = [
         entry(*fd, raw_log=f"line {i}", timestamp=f"2025-01-01T00:00:0{i}Z", attributes={"i": i})
@@ -438,6 +452,22 @@ async def test_nul_in_attributes_is_refused_but_an_escaped_backslash_is_not(clie
     assert r.status_code == 200
     [log] = await read_all(client, tenant)
     assert json.loads(log["attributes"]) == {"k": "\\u0000"}
+
+
+@pytest.mark.parametrize("kind", ["application/json", "application/x-ndjson"])
+async def test_deeply_nested_attributes_are_400_not_500(client, tenant, fd, kind):
+    deep = '{"k":' * 5000 + "1" + "}" * 5000
+    line = json.dumps(entry(*fd)).replace('"raw_log"', f'"attributes": {deep}, "raw_log"')
+    body = line if kind == "application/x-ndjson" else f"[{line}]"
+    headers = {**tenant.headers(producer=True), "content-type": kind}
+    r = await client.post(URL, content=body.encode(), headers=headers)
+    message = {
+        # The whole body is one JSON value: its decoder cannot even find the entries.
+        "application/json": "the body is nested too deeply",
+        "application/x-ndjson": "nothing was stored: 1 invalid entry: entries[0]: is nested too"
+        " deeply",
+    }[kind]
+    assert (r.status_code, error(r)) == (400, bad_request(message))
 
 
 async def test_body_that_is_not_a_batch_is_refused(client, tenant):
