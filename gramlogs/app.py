@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram, ingest
+from gramlogs import gram, ingest, otlp
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import (
@@ -90,6 +90,7 @@ def create_app(config: Config | None = None) -> Starlette:
             methods=["GET"],
         ),
         Route("/rpc/logs.ingest", ingest.ingest_logs, methods=["POST"]),
+        Route("/v1/logs", otlp.export_logs, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,
