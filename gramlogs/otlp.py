@@ -12,7 +12,6 @@ an error instead of silently losing everything.
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,6 +44,7 @@ from gramlogs.ingest import (
     authorised_project,
     check_text,
     encode_attributes,
+    function_ids,
     gram_credentials,
     normalise_level,
 )
@@ -110,16 +110,13 @@ def _timestamp(record: LogRecord, now: datetime) -> datetime:
     return ids.EPOCH + timedelta(microseconds=nanos // 1000)
 
 
-def _uuid_attribute(attrs: dict[str, AnyValue], key: str) -> uuid.UUID:
+def _uuid_attribute(builder: BatchBuilder, attrs: dict[str, AnyValue], key: str) -> str:
     value = attrs.get(key)
     if value is None:
         raise EntryError(key, "is missing (a resource or log record attribute)")
     if value.WhichOneof("value") != "string_value":
         raise EntryError(key, "must be a string attribute holding a uuid")
-    try:
-        return ids.parse_uuid(value.string_value)
-    except ids.IdError:
-        raise EntryError(key, f"must be a uuid; got {value.string_value[:60]!r}") from None
+    return builder.uuid(key, value.string_value)
 
 
 def _string_attribute(attrs: dict[str, AnyValue], key: str) -> str | None:
@@ -172,8 +169,8 @@ def _add_record(
         instance=check_text(INSTANCE, instance, MAX_NAME_BYTES),
         message=None if message is None else check_text("body", message, MAX_MESSAGE_BYTES),
         attributes=encode_attributes(extra),
-        function_id=_uuid_attribute(attrs, FUNCTION_ID),
-        deployment_id=_uuid_attribute(attrs, DEPLOYMENT_ID),
+        function_id=_uuid_attribute(builder, attrs, FUNCTION_ID),
+        deployment_id=_uuid_attribute(builder, attrs, DEPLOYMENT_ID),
         execution_id=(
             None if execution_id is None else check_text(EXECUTION_ID, execution_id, MAX_NAME_BYTES)
         ),
@@ -288,9 +285,10 @@ async def export_logs(request: Request) -> Response:
         )
     rows = builder.rows
     async with state.db.connection() as conn:
-        disabled = await disabled_among(conn, project_id, {row[10] for row in rows})
+        disabled = await disabled_among(conn, project_id, function_ids(rows))
         if disabled:
-            kept = [row for row in rows if row[10] not in disabled]
+            off = {str(f) for f in disabled}
+            kept = [row for row in rows if str(row[10]) not in off]
             rejected += len(rows) - len(kept)
             problems.append(
                 "logs are disabled for function "

@@ -25,7 +25,7 @@ __all__ = ["Row", "store_batch"]
 
 # One row in store.COLUMNS order.
 Row = tuple[
-    uuid.UUID,  # id
+    uuid.UUID | str,  # id (a uuid, or its 32 hex digits)
     datetime,  # timestamp
     str,  # instance
     str,  # level
@@ -33,7 +33,7 @@ Row = tuple[
     str,  # raw_log
     str | None,  # message
     str,  # attributes (JSON text)
-    uuid.UUID,  # project_id
+    uuid.UUID | str,  # project_id
     uuid.UUID,  # deployment_id
     uuid.UUID,  # function_id
     str | None,  # execution_id
@@ -50,8 +50,10 @@ _INSERT_NEW = (
 )
 
 
-def _sort_key(row: Row) -> int:
-    return row[0].int
+def _sort_key(row: Row) -> str:
+    # 32 lower-case hex digits sort as the uuids do.
+    log_id = row[0]
+    return log_id if isinstance(log_id, str) else log_id.hex
 
 
 async def store_batch(
