@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs import ids
+from gramlogs.auth import Scope, authenticate
 from gramlogs.body import media_type, read_body
 from gramlogs.errors import BadRequest
 from gramlogs.functions import disabled_among
@@ -41,7 +42,6 @@ from gramlogs.ingest import (
     SOURCES,
     BatchBuilder,
     EntryError,
-    authorised_project,
     check_text,
     encode_attributes,
     function_ids,
@@ -272,19 +272,19 @@ async def export_logs(request: Request) -> Response:
     key, slug = gram_credentials(request, allow_authorization=True)
     kind = media_type(request, MEDIA_TYPES)
     state = app_state(request)
-    project_id = await authorised_project(request, key, slug)
     body = await read_body(request, state.config.max_body_bytes)
-    export = parse_request(body, kind)
-    builder = BatchBuilder(project_id)
-    mapped = map_request(export, builder)
-    problems, rejected = list(mapped.problems), mapped.rejected
-    if rejected and not builder.rows:
-        more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
-        raise BadRequest(
-            f"no log record could be stored: {rejected} invalid{more}: " + "; ".join(problems)
-        )
-    rows = builder.rows
     async with state.db.connection() as conn:
+        project_id = (await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)).project_id
+        export = parse_request(body, kind)
+        builder = BatchBuilder(project_id)
+        mapped = map_request(export, builder)
+        problems, rejected = list(mapped.problems), mapped.rejected
+        if rejected and not builder.rows:
+            more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
+            raise BadRequest(
+                f"no log record could be stored: {rejected} invalid{more}: " + "; ".join(problems)
+            )
+        rows = builder.rows
         disabled = await disabled_among(conn, project_id, function_ids(rows))
         if disabled:
             off = {str(f) for f in disabled}

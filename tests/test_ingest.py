@@ -867,6 +867,35 @@ async def test_what_is_ingested_is_what_is_read_back(
     assert again.json() == {"stored": 0, "duplicates": len(batch)}
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    ts=st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)),
+    digits=st.integers(0, 9),
+    offset=st.integers(-(24 * 60 - 1), 24 * 60 - 1),
+    t=st.sampled_from("Tt"),
+    z=st.sampled_from(["Z", "z", None]),
+    second=st.sampled_from([None, 60, 61]),
+)
+def test_fast_timestamp_path_reads_as_parse_rfc3339_does(ts, digits, offset, t, z, second):
+    from gramlogs.ingest import EntryError, _timestamp
+
+    seconds = f"{ts.second if second is None else second:02d}"
+    text = f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}{t}{ts.hour:02d}:{ts.minute:02d}:{seconds}"
+    text += ("." + f"{ts.microsecond:06d}987"[:digits]) if digits else ""
+    sign = "-" if offset < 0 else "+"
+    text += z if z else f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    try:
+        expected = ids.parse_rfc3339(text)
+    except ids.IdError:
+        expected = None
+    try:
+        got = _timestamp(text)
+    except EntryError:
+        got = None
+    assert got == expected
+    assert got is None or got.tzinfo is UTC
+
+
 # -- durability: kill -9 mid-stream ----------------------------------------------------------------
 
 
