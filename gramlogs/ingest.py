@@ -1,19 +1,12 @@
-"""Ingestion: ``POST /rpc/logs.ingest`` and the batch rules both write endpoints share.
+"""``POST /rpc/logs.ingest``: JSON and NDJSON batches, stored whole or not at all.
 
-A batch is decoded with msgspec into typed structs, checked entry by entry, and turned into rows
-in ``store.COLUMNS`` order; ``writer.store_batch`` then COPYs it in one transaction. Either every
-entry is stored or none is: the first bad entries (at most 20) are named in one 400.
-
-Ids: an entry may carry its own id (a UUIDv7 whose first 64 bits the server would derive from
-the entry's timestamp). Otherwise its id is derived, not drawn: the timestamp gives the first 64
-bits, and the 62 others are the entry's rank among the batch's entries of the same microsecond
-(14 bits, so that such ties read back in batch order) and a hash of its content (48 bits). The
-same batch sent again therefore maps to the same ids, and a resend stores nothing twice.
+A batch is decoded with msgspec into typed structs in one pass, checked entry by entry
+(``batch.BatchBuilder``), and COPYed by ``writer.store_batch`` in one transaction. A bad entry
+rejects the batch: the 400 names the first bad entries (at most 20) by index and field.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -26,53 +19,41 @@ from starlette.responses import Response
 
 from gramlogs import ids
 from gramlogs.auth import Scope, authenticate, bearer
+from gramlogs.batch import (
+    FUNCTION_COLUMN,
+    LEVEL_ALIASES,
+    MAX_LISTED,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_BYTES,
+    MAX_RAW_LOG_BYTES,
+    SOURCES,
+    BatchBuilder,
+    EntryError,
+    check_text,
+    encode_attributes,
+    function_ids,
+    normalise_level,
+    shorten,
+)
 from gramlogs.body import media_type, read_body
 from gramlogs.errors import BadRequest, Conflict, PayloadTooLarge, Unauthorized
 from gramlogs.functions import disabled_among
 from gramlogs.state import app_state
-from gramlogs.store import COLUMNS
 from gramlogs.writer import Row, store_batch
 
 __all__ = [
+    "JSON_TYPES",
+    "LEVEL_ALIASES",
     "MAX_ENTRIES",
-    "MAX_RAW_LOG_BYTES",
-    "BatchBuilder",
-    "EntryError",
+    "NDJSON_TYPES",
+    "SOURCES",
     "decode_batch",
+    "decode_entries",
+    "gram_credentials",
     "ingest_logs",
-    "normalise_level",
 ]
 
 MAX_ENTRIES = 10_000
-# containerd's line limit, which PolyAPI documents too: longer lines are refused, not cut.
-MAX_RAW_LOG_BYTES = 16_384
-MAX_MESSAGE_BYTES = 16_384
-# instance is indexed: a btree entry must stay under ~2,700 bytes, so keep it well below.
-MAX_NAME_BYTES = 1_024
-MAX_LISTED = 20
-
-LEVEL_ALIASES: dict[str, str] = {
-    "trace": "debug",
-    "debug": "debug",
-    "dbg": "debug",
-    "info": "info",
-    "information": "info",
-    "informational": "info",
-    "notice": "info",
-    "warn": "warn",
-    "warning": "warn",
-    "error": "error",
-    "err": "error",
-    "fatal": "error",
-    "critical": "error",
-    "crit": "error",
-    "panic": "error",
-    "alert": "error",
-    "emerg": "error",
-    "emergency": "error",
-}
-SOURCES = ("function", "server", "stdout", "stderr")
-
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
@@ -112,156 +93,6 @@ _batch_decoder = msgspec.json.Decoder(list[WireEntry] | _WireBatch)
 _raw_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw] | _RawBatch)
 _entry_decoder = msgspec.json.Decoder(WireEntry)
 _encoder = msgspec.json.Encoder()
-# Sorted keys: the same attributes hash (and so derive ids) alike whatever order they came in.
-_canonical = msgspec.json.Encoder(order="sorted")
-
-_FUNCTION = COLUMNS.index("function_id")
-_RANK_BITS = 14
-_HASH_BITS = 62 - _RANK_BITS
-_MAX_RANK = (1 << _RANK_BITS) - 1
-
-
-class EntryError(ValueError):
-    """One entry that cannot be stored: which field, and why."""
-
-    def __init__(self, field: str | None, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-        self.reason = reason
-
-
-def normalise_level(value: str) -> str | None:
-    """``debug``/``info``/``warn``/``error`` for a level or a common alias (any case), else None."""
-    return LEVEL_ALIASES.get(value) or LEVEL_ALIASES.get(value.strip().lower())
-
-
-def check_text(field: str, value: str, max_bytes: int | None = None) -> str:
-    """``value`` if PostgreSQL can store it in a text column within ``max_bytes``."""
-    if "\x00" in value:
-        raise EntryError(field, "contains a NUL character, which cannot be stored")
-    # A str of n code points encodes to at most 4n bytes: most lines skip the encode.
-    if max_bytes is not None and len(value) * 4 > max_bytes:
-        size = len(value.encode("utf-8"))
-        if size > max_bytes:
-            raise EntryError(field, f"is {size} bytes long; at most {max_bytes} are allowed")
-    return value
-
-
-def encode_attributes(attributes: dict[str, Any] | None, field: str = "attributes") -> str:
-    """Attributes as JSON text for the jsonb column; NUL characters are refused."""
-    if not attributes:
-        return "{}"
-    text = _canonical.encode(attributes)
-    # PostgreSQL's jsonb refuses \u0000. The byte pattern can also come from a literal
-    # backslash-u0000 in a string, so look closer before refusing.
-    if b"\\u0000" in text and _has_nul(attributes):
-        raise EntryError(field, "contains a NUL character, which cannot be stored")
-    return text.decode("utf-8")
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-class BatchBuilder:
-    """Rows for one batch of one project, with their ids; see the module docstring."""
-
-    def __init__(self, project_id: uuid.UUID) -> None:
-        self.project_id = project_id
-        self.rows: list[Row] = []
-        self._ranks: dict[int, int] = {}
-        # asyncpg encodes a uuid given as text in C, but calls UUID.bytes (Python) for a UUID.
-        self._project = str(project_id)
-        self._uuids: dict[str, str] = {}
-
-    def uuid(self, field: str, text: str) -> str:
-        """``text`` as a canonical (lower-case) uuid, or the EntryError naming ``field``."""
-        found = self._uuids.get(text)
-        if found is None:
-            try:
-                found = str(ids.parse_uuid(text))
-            except ids.IdError:
-                raise EntryError(field, f"must be a uuid; got {_short(text)}") from None
-            self._uuids[text] = found
-        return found
-
-    def add(
-        self,
-        *,
-        timestamp: datetime,
-        raw_log: str,
-        level: str,
-        source: str,
-        instance: str,
-        message: str | None,
-        attributes: str,
-        function_id: str,
-        deployment_id: str,
-        execution_id: str | None,
-        log_id: uuid.UUID | None = None,
-    ) -> None:
-        """Append one checked entry (uuids from :meth:`uuid`); EntryError for an id that does not
-        fit its timestamp."""
-        try:
-            prefix = ids.id_prefix(timestamp)
-        except ids.IdError:
-            raise EntryError(
-                "timestamp",
-                f"{timestamp.isoformat()} is outside {ids.MIN_TIMESTAMP.isoformat()}"
-                f" .. {ids.MAX_TIMESTAMP.isoformat()}",
-            ) from None
-        if log_id is None:
-            rank = self._ranks.get(prefix, 0)
-            self._ranks[prefix] = rank + 1
-            content = _canonical.encode(
-                (
-                    raw_log,
-                    message,
-                    level,
-                    source,
-                    instance,
-                    function_id,
-                    deployment_id,
-                    execution_id,
-                    attributes,
-                )
-            )
-            digest = hashlib.blake2b(content, digest_size=_HASH_BITS // 8).hexdigest()
-            # Low 64 bits: variant 0b10, the 14-bit rank, the 48-bit hash; as 32 hex digits,
-            # which asyncpg encodes in C (a uuid.UUID costs more than the rest of the row).
-            row_id: uuid.UUID | str = f"{prefix:016x}{0x8000 | min(rank, _MAX_RANK):04x}{digest}"
-        elif ids.matches_timestamp(log_id, timestamp):
-            row_id = log_id
-        else:
-            raise EntryError(
-                "id",
-                f"{log_id} does not match the entry's timestamp {timestamp.isoformat()}: its first"
-                f" 64 bits must be {prefix:016x} (see the README, Ingestion)",
-            )
-        self.rows.append(
-            (
-                row_id,
-                timestamp,
-                instance,
-                level,
-                source,
-                raw_log,
-                message,
-                attributes,
-                self._project,
-                deployment_id,
-                function_id,
-                execution_id,
-            )
-        )
-
-
 # The usual shape of an RFC 3339 time, which datetime.fromisoformat (C, ~30 times faster than
 # ids.parse_rfc3339) reads the same way, truncating past the microsecond. Anything else (a
 # lower-case 't' or 'z', a leap second) takes the slow, general path.
@@ -281,7 +112,7 @@ def _timestamp(text: str) -> datetime:
         return ids.parse_rfc3339(text)
     except ids.IdError:
         raise EntryError(
-            "timestamp", f"must be an RFC 3339 date-time; got {_short(text)}"
+            "timestamp", f"must be an RFC 3339 date-time; got {shorten(text)}"
         ) from None
 
 
@@ -303,7 +134,7 @@ def _add_entry(builder: BatchBuilder, e: WireEntry, now: datetime) -> None:
             raise EntryError(
                 "level",
                 f"must be debug, info, warn or error (or an alias such as warning, err, fatal,"
-                f" trace), any case; got {_short(e.level)}",
+                f" trace), any case; got {shorten(e.level)}",
             )
         level = found
     source = "function"
@@ -311,7 +142,7 @@ def _add_entry(builder: BatchBuilder, e: WireEntry, now: datetime) -> None:
         source = e.source.strip().lower()
         if source not in SOURCES:
             raise EntryError(
-                "source", f"must be one of {', '.join(SOURCES)}; got {_short(e.source)}"
+                "source", f"must be one of {', '.join(SOURCES)}; got {shorten(e.source)}"
             )
     builder.add(
         timestamp=ts,
@@ -330,10 +161,6 @@ def _add_entry(builder: BatchBuilder, e: WireEntry, now: datetime) -> None:
         ),
         log_id=e.id,
     )
-
-
-def _short(text: str) -> str:
-    return repr(text if len(text) <= 60 else text[:60] + "…")
 
 
 def _entry_error(index: int, field: str | None, reason: str) -> str:
@@ -463,15 +290,10 @@ def build_rows(
     return builder.rows
 
 
-def function_ids(rows: Sequence[Row]) -> set[uuid.UUID]:
-    """The distinct functions of a batch."""
-    return {uuid.UUID(str(f)) for f in {row[_FUNCTION] for row in rows}}
-
-
 def refuse_disabled(rows: Sequence[Row], disabled: set[uuid.UUID]) -> Conflict:
     """The 409 for a batch with entries of functions whose logs are turned off."""
     off = {str(f) for f in disabled}
-    indexes = [i for i, row in enumerate(rows) if str(row[_FUNCTION]) in off]
+    indexes = [i for i, row in enumerate(rows) if str(row[FUNCTION_COLUMN]) in off]
     shown = ", ".join(str(i) for i in indexes[:MAX_LISTED])
     more = f" (first {MAX_LISTED} shown)" if len(indexes) > MAX_LISTED else ""
     functions = ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])

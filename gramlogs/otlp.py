@@ -31,10 +31,8 @@ from starlette.responses import Response
 
 from gramlogs import ids
 from gramlogs.auth import Scope, authenticate
-from gramlogs.body import media_type, read_body
-from gramlogs.errors import BadRequest
-from gramlogs.functions import disabled_among
-from gramlogs.ingest import (
+from gramlogs.batch import (
+    FUNCTION_COLUMN,
     MAX_LISTED,
     MAX_MESSAGE_BYTES,
     MAX_NAME_BYTES,
@@ -45,9 +43,12 @@ from gramlogs.ingest import (
     check_text,
     encode_attributes,
     function_ids,
-    gram_credentials,
     normalise_level,
 )
+from gramlogs.body import media_type, read_body
+from gramlogs.errors import BadRequest
+from gramlogs.functions import disabled_among
+from gramlogs.ingest import gram_credentials
 from gramlogs.state import app_state
 from gramlogs.writer import store_batch
 
@@ -288,7 +289,7 @@ async def export_logs(request: Request) -> Response:
         disabled = await disabled_among(conn, project_id, function_ids(rows))
         if disabled:
             off = {str(f) for f in disabled}
-            kept = [row for row in rows if str(row[10]) not in off]
+            kept = [row for row in rows if str(row[FUNCTION_COLUMN]) not in off]
             rejected += len(rows) - len(kept)
             problems.append(
                 "logs are disabled for function "
