@@ -151,7 +151,6 @@ class BatchBuilder:
 
     def add(
         self,
-        *,
         timestamp: datetime,
         raw_log: str,
         level: str,
@@ -163,9 +162,10 @@ class BatchBuilder:
         deployment_id: str,
         execution_id: str | None,
         log_id: uuid.UUID | None = None,
+        /,
     ) -> None:
         """Append one checked entry (uuids from :meth:`uuid`); EntryError for an id that does not
-        fit its timestamp."""
+        fit its timestamp. Positional: this runs once per line, and keywords cost."""
         try:
             prefix = ids.id_prefix(timestamp)
         except ids.IdError:

@@ -145,21 +145,21 @@ def _add_entry(builder: BatchBuilder, e: WireEntry, now: datetime) -> None:
                 "source", f"must be one of {', '.join(SOURCES)}; got {shorten(e.source)}"
             )
     builder.add(
-        timestamp=ts,
-        raw_log=check_text("raw_log", e.raw_log, MAX_RAW_LOG_BYTES),
-        level=level,
-        source=source,
-        instance="" if e.instance is None else check_text("instance", e.instance, MAX_NAME_BYTES),
-        message=None if e.message is None else check_text("message", e.message, MAX_MESSAGE_BYTES),
-        attributes=encode_attributes(e.attributes),
-        function_id=builder.uuid("function_id", e.function_id),
-        deployment_id=builder.uuid("deployment_id", e.deployment_id),
-        execution_id=(
+        ts,
+        check_text("raw_log", e.raw_log, MAX_RAW_LOG_BYTES),
+        level,
+        source,
+        "" if e.instance is None else check_text("instance", e.instance, MAX_NAME_BYTES),
+        None if e.message is None else check_text("message", e.message, MAX_MESSAGE_BYTES),
+        encode_attributes(e.attributes),
+        builder.uuid("function_id", e.function_id),
+        builder.uuid("deployment_id", e.deployment_id),
+        (
             None
             if e.execution_id is None
             else check_text("execution_id", e.execution_id, MAX_NAME_BYTES)
         ),
-        log_id=e.id,
+        e.id,
     )
 
 

@@ -163,18 +163,16 @@ def _add_record(
     execution_id = _string_attribute(attrs, EXECUTION_ID)
     instance = _string_attribute(resource, INSTANCE) or ""
     builder.add(
-        timestamp=_timestamp(record, now),
-        raw_log=check_text("body", raw_log, MAX_RAW_LOG_BYTES),
-        level=_level(record),
-        source=source,
-        instance=check_text(INSTANCE, instance, MAX_NAME_BYTES),
-        message=None if message is None else check_text("body", message, MAX_MESSAGE_BYTES),
-        attributes=encode_attributes(extra),
-        function_id=_uuid_attribute(builder, attrs, FUNCTION_ID),
-        deployment_id=_uuid_attribute(builder, attrs, DEPLOYMENT_ID),
-        execution_id=(
-            None if execution_id is None else check_text(EXECUTION_ID, execution_id, MAX_NAME_BYTES)
-        ),
+        _timestamp(record, now),
+        check_text("body", raw_log, MAX_RAW_LOG_BYTES),
+        _level(record),
+        source,
+        check_text(INSTANCE, instance, MAX_NAME_BYTES),
+        None if message is None else check_text("body", message, MAX_MESSAGE_BYTES),
+        encode_attributes(extra),
+        _uuid_attribute(builder, attrs, FUNCTION_ID),
+        _uuid_attribute(builder, attrs, DEPLOYMENT_ID),
+        (None if execution_id is None else check_text(EXECUTION_ID, execution_id, MAX_NAME_BYTES)),
     )
 
 
