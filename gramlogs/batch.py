@@ -136,17 +136,19 @@ class BatchBuilder:
         self._ranks: dict[int, int] = {}
         # asyncpg encodes a uuid given as text in C, but calls UUID.bytes (Python) for a UUID.
         self._project = str(project_id)
-        self._uuids: dict[str, str] = {}
+        # Texts already checked by uuid(), each to its canonical form; read it directly where a
+        # method call per line would cost.
+        self.uuids: dict[str, str] = {}
 
     def uuid(self, field: str, text: str) -> str:
         """``text`` as a canonical (lower-case) uuid, or the EntryError naming ``field``."""
-        found = self._uuids.get(text)
+        found = self.uuids.get(text)
         if found is None:
             try:
                 found = str(ids.parse_uuid(text))
             except ids.IdError:
                 raise EntryError(field, f"must be a uuid; got {shorten(text)}") from None
-            self._uuids[text] = found
+            self.uuids[text] = found
         return found
 
     def add(
