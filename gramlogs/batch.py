@@ -195,9 +195,9 @@ class BatchBuilder:
             digest = hashlib.blake2b(content, digest_size=_HASH_BITS // 8).hexdigest()
             # Low 64 bits: variant 0b10, the 14-bit rank, the 48-bit hash; as 32 hex digits,
             # which asyncpg encodes in C (a uuid.UUID costs more than the rest of the row).
-            row_id: uuid.UUID | str = f"{prefix:016x}{0x8000 | min(rank, _MAX_RANK):04x}{digest}"
+            row_id = f"{prefix:016x}{0x8000 | min(rank, _MAX_RANK):04x}{digest}"
         elif ids.matches_timestamp(log_id, timestamp):
-            row_id = log_id
+            row_id = log_id.hex
         else:
             raise EntryError(
                 "id",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 
 import asyncpg
 
@@ -25,7 +26,7 @@ __all__ = ["Row", "store_batch"]
 
 # One row in store.COLUMNS order.
 Row = tuple[
-    uuid.UUID | str,  # id (a uuid, or its 32 hex digits)
+    str,  # id, as 32 hex digits (sorting them sorts the uuids)
     datetime,  # timestamp
     str,  # instance
     str,  # level
@@ -50,12 +51,6 @@ _INSERT_NEW = (
 )
 
 
-def _sort_key(row: Row) -> str:
-    # 32 lower-case hex digits sort as the uuids do.
-    log_id = row[0]
-    return log_id if isinstance(log_id, str) else log_id.hex
-
-
 async def store_batch(
     conn: asyncpg.Connection, project_id: uuid.UUID, rows: Sequence[Row]
 ) -> tuple[int, int]:
@@ -66,7 +61,7 @@ async def store_batch(
     """
     if not rows:
         return 0, 0
-    ordered = sorted(rows, key=_sort_key)
+    ordered = sorted(rows, key=itemgetter(0))
     functions = {row[_FUNCTION] for row in ordered}
     try:
         async with conn.transaction():
