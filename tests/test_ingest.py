@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -173,8 +174,6 @@ async def test_ndjson_skips_blank_lines_and_accepts_crlf(client, tenant, fd):
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 async def test_compressed_body_is_accepted(client, tenant, fd, encoding):
-    import zlib
-
     data = ndjson([entry(*fd, raw_log=f"line {i}") for i in range(3)])
     body = gzip.compress(data) if encoding == "gzip" else zlib.compress(data)
     headers = {**tenant.headers(producer=True), **NDJSON, "content-encoding": encoding}
