@@ -192,10 +192,12 @@ class BatchBuilder:
                     attributes,
                 )
             )
-            digest = hashlib.blake2b(content, digest_size=_HASH_BITS // 8).hexdigest()
-            # Low 64 bits: variant 0b10, the 14-bit rank, the 48-bit hash; as 32 hex digits,
-            # which asyncpg encodes in C (a uuid.UUID costs more than the rest of the row).
-            row_id = f"{prefix:016x}{0x8000 | min(rank, _MAX_RANK):04x}{digest}"
+            digest = hashlib.blake2b(content, digest_size=_HASH_BITS // 8).digest()
+            # Low 64 bits: variant 0b10, the 14-bit rank, the 48-bit hash. As 32 hex digits,
+            # which asyncpg encodes in C (a uuid.UUID costs more than the rest of the row);
+            # bytes.hex() is three times faster than formatting the ints.
+            low = (0x8000 | min(rank, _MAX_RANK)).to_bytes(2, "big") + digest
+            row_id = (prefix.to_bytes(8, "big") + low).hex()
         elif ids.matches_timestamp(log_id, timestamp):
             row_id = log_id.hex
         else:
