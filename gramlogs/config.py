@@ -49,6 +49,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("body_timeout_s", float, 60.0, "time a client has to send a request's body"),
     Setting("keep_alive_s", int, 5, "how long an idle keep-alive connection stays open"),
     Setting("shutdown_timeout_s", int, 15, "on SIGTERM, how long in-flight requests may finish"),
+    Setting(
+        "max_body_bytes",
+        int,
+        8 * 1024 * 1024,
+        "largest write request body, in bytes, before and after decompression (413 above)",
+    ),
 )
 
 
@@ -73,6 +79,7 @@ class Config:
     body_timeout_s: float = 60.0
     keep_alive_s: int = 5
     shutdown_timeout_s: int = 15
+    max_body_bytes: int = 8 * 1024 * 1024
 
     @classmethod
     def load(
@@ -101,6 +108,7 @@ class Config:
             "max_url_bytes",
             "max_header_bytes",
             "keep_alive_s",
+            "max_body_bytes",
         )
         at_least_zero = ("port", "pool_min", "rate_limit", "rate_limit_burst", "shutdown_timeout_s")
         for name in positive + at_least_zero:

@@ -48,6 +48,10 @@ def translate_errors() -> Iterator[None]:
         # command_timeout that backs it up when the network, not the query, hangs.
         metrics.db_failure("timeout")
         raise Unavailable("the query took too long; try a narrower request", timeout=True) from exc
+    except asyncpg.TransactionRollbackError as exc:
+        # A deadlock or serialization failure between concurrent writes: nothing was stored and
+        # the same request may succeed when retried.
+        raise Unavailable("a concurrent write conflicted with this one; retry") from exc
     except (asyncpg.DataError, asyncpg.CharacterNotInRepertoireError) as exc:
         # Invalid text (a NUL byte) or a value PostgreSQL refuses: the client's input. The
         # parameter parsers refuse these first, so that the message can name the parameter.

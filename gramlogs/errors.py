@@ -14,6 +14,7 @@ Every error is a :class:`GramlogsError`; its class carries the HTTP status and t
     ├── NotFound                 404 not_found
     ├── MethodNotAllowed         405 method_not_allowed
     ├── RequestTimeout           408 request_timeout   (temporary; sent by server.py)
+    ├── Conflict                 409 conflict
     ├── PayloadTooLarge          413 payload_too_large
     ├── UriTooLong               414 uri_too_long      (sent by server.py)
     ├── UnsupportedMediaType     415 unsupported_media_type
@@ -120,6 +121,13 @@ class NotFound(GramlogsError):
 class MethodNotAllowed(GramlogsError):
     status = 405
     name = "method_not_allowed"
+
+
+class Conflict(GramlogsError):
+    """The request is valid but the project's state refuses it (a function with logs off)."""
+
+    status = 409
+    name = "conflict"
 
 
 class PayloadTooLarge(GramlogsError):

@@ -6,10 +6,15 @@ Tests isolate themselves by making their own organizations and projects, never b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -115,3 +120,62 @@ def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
         return Tenant(org, project, slug, consumer.key, producer.key)
 
     return make
+
+
+# -- a real server process (ingestion tests: OTel exporters, kill -9) ----------------------------
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(database_url: str, log_dir: Path, **env: str) -> Iterator[LiveServer]:
+    """``python -m gramlogs serve`` on a free loopback port, ready when this yields."""
+    port = free_port()
+    log = (log_dir / f"server-{port}.log").open("wb")
+    command = [sys.executable, "-m", "gramlogs", "serve", "--database-url", database_url]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--host", "127.0.0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "GRAMLOGS_LOG_LEVEL": "warning", **env},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}; see {log.name}")
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no answer in 60 s; see {log.name}") from None
+                time.sleep(0.1)
+        yield LiveServer(url, process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def serve(database_url: str, tmp_path_factory: pytest.TempPathFactory):
+    """``with serve() as server:`` runs a real server on the test database."""
+    log_dir = tmp_path_factory.mktemp("servers")
+    return lambda **env: live_server(database_url, log_dir, **env)
