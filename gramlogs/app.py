@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram
+from gramlogs import gram, maintenance
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import (
@@ -78,9 +79,13 @@ def create_app(config: Config | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = await Database.open(resolve_url(config), config)
         app.state.gramlogs = AppState(config=config, db=db)
+        upkeep = asyncio.create_task(maintenance.run_forever(db.pool, config))
         try:
             yield
         finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
             await db.close()
 
     routes = [

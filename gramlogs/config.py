@@ -39,6 +39,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("statement_timeout_ms", int, 5000, "time limit of every query, in milliseconds"),
     Setting("acquire_timeout_ms", int, 2000, "longest wait for a pooled connection before a 503"),
     Setting("log_level", str, "info", "debug, info, warning or error"),
+    Setting(
+        "read_database_url",
+        str,
+        None,
+        "a streaming replica for the read (GET) paths; unset: the primary",
+    ),
+    Setting(
+        "retention_days", int, 30, "days a log line is kept, unless its project says otherwise"
+    ),
+    Setting(
+        "retention_interval_s", int, 0, "seconds between retention runs in the server; 0: never"
+    ),
+    Setting("partition_days", int, 1, "days per logs partition (1: daily, 7: weekly)"),
+    Setting("partitions_ahead_days", int, 7, "how far ahead of now partitions are created"),
 )
 
 
@@ -54,6 +68,11 @@ class Config:
     statement_timeout_ms: int = 5000
     acquire_timeout_ms: int = 2000
     log_level: str = "info"
+    read_database_url: str | None = None
+    retention_days: int = 30
+    retention_interval_s: int = 0
+    partition_days: int = 1
+    partitions_ahead_days: int = 7
 
     @classmethod
     def load(
@@ -74,8 +93,19 @@ class Config:
         return config
 
     def _check(self) -> None:
-        for name in ("port", "workers", "pool_min", "pool_max", "statement_timeout_ms"):
-            value, minimum = getattr(self, name), 0 if name == "port" else 1
+        minimums = {"port": 0, "retention_interval_s": 0, "partitions_ahead_days": 0}
+        for name in (
+            "port",
+            "workers",
+            "pool_min",
+            "pool_max",
+            "statement_timeout_ms",
+            "retention_days",
+            "retention_interval_s",
+            "partition_days",
+            "partitions_ahead_days",
+        ):
+            value, minimum = getattr(self, name), minimums.get(name, 1)
             if value < minimum:
                 raise ConfigError(
                     f"GRAMLOGS_{name.upper()} must be at least {minimum}, got {value}"

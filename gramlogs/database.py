@@ -40,6 +40,9 @@ def translate_errors() -> object:
         yield
     except asyncpg.QueryCanceledError as exc:
         raise Unavailable("the query took too long; try a narrower request", timeout=True) from exc
+    except asyncpg.SerializationError as exc:
+        # On a hot standby, "canceling statement due to conflict with recovery" (40001).
+        raise Unavailable("the read was interrupted by replication; retry") from exc
     except (asyncpg.DataError, asyncpg.CharacterNotInRepertoireError) as exc:
         # Invalid text (a NUL byte) or a value PostgreSQL refuses: the client's input.
         raise BadRequest("a value in the request cannot be stored or compared") from exc
@@ -48,43 +51,86 @@ def translate_errors() -> object:
 
 
 class Database:
-    """A pool opened at start-up; ``connection()`` hands out a connection with a time limit."""
+    """Pools opened at start-up; ``connection()`` hands out a primary connection with a time
+    limit, ``read_connection()`` one for reads that may lag (the replica's, when configured).
+    """
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, acquire_timeout: float, read_pool: asyncpg.Pool | None = None
+    ) -> None:
         self.pool = pool
+        self.read_pool = read_pool
         self._acquire_timeout = acquire_timeout
 
     @classmethod
     async def open(cls, url: str, config: Config) -> Database:
-        pool = await asyncpg.create_pool(
-            url,
-            min_size=config.pool_min,
-            max_size=config.pool_max,
-            server_settings={
-                "application_name": "gramlogs",
-                "statement_timeout": str(config.statement_timeout_ms),
-            },
-            # The client-side limit backs up the server's statement_timeout when the network,
-            # not the query, is what hangs.
-            command_timeout=config.statement_timeout_ms / 1000 + 1,
-            max_inactive_connection_lifetime=300,
-        )
-        return cls(pool, config.acquire_timeout_ms / 1000)
+        pool = await _create_pool(url, config)
+        read_pool = None
+        if config.read_database_url:
+            try:
+                read_pool = await _create_pool(config.read_database_url, config)
+            except BaseException:
+                await pool.close()
+                raise
+        return cls(pool, config.acquire_timeout_ms / 1000, read_pool)
 
     async def close(self) -> None:
-        await asyncio.wait_for(self.pool.close(), timeout=10)
+        for pool in (self.pool, self.read_pool):
+            if pool is not None:
+                await asyncio.wait_for(pool.close(), timeout=10)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._acquire(self.pool) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read_connection(
+        self, primary: asyncpg.Connection | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for queries that may see the data a replication delay late.
+
+        With a replica configured, one of its connections; without, ``primary`` when the caller
+        already holds one (no second acquire), else a primary connection.
+        """
+        if self.read_pool is None and primary is not None:
+            yield primary
+            return
+        async with self._acquire(self.read_pool or self.pool) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         with translate_errors():
             try:
-                conn = await self.pool.acquire(timeout=self._acquire_timeout)
+                conn = await pool.acquire(timeout=self._acquire_timeout)
             except TimeoutError as exc:
                 raise Unavailable("the server is busy; retry shortly") from exc
             try:
                 yield conn
             finally:
-                await self.pool.release(conn)
+                await pool.release(conn)
+
+
+async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url,
+        min_size=config.pool_min,
+        max_size=config.pool_max,
+        server_settings={
+            "application_name": "gramlogs",
+            "statement_timeout": str(config.statement_timeout_ms),
+            # logs is partitioned (~40 partitions): a custom plan considers every index of every
+            # partition and costs ~3 ms to make; a generic plan is made once per connection and
+            # prunes at executor start-up ("Subplans Removed"), ~0.1 ms. Our statements' plan
+            # shapes do not depend on their parameter values. (benchmarks/RESULTS.md)
+            "plan_cache_mode": "force_generic_plan",
+        },
+        # The client-side limit backs up the server's statement_timeout when the network,
+        # not the query, is what hangs.
+        command_timeout=config.statement_timeout_ms / 1000 + 1,
+        max_inactive_connection_lifetime=300,
+    )
 
 
 def embedded_url(data_dir: Path) -> str:
