@@ -43,6 +43,7 @@ _LOCK_KEY = 0x6772616D70617274  # "grampart": one maintainer at a time, across p
 # DDL on logs waits for running queries and makes new ones wait behind it; give up quickly
 # and try again on the next run rather than stall reads.
 LOCK_TIMEOUT_MS = 2000
+_BATCH = 40  # partitions made per transaction
 _MONDAY = date(1970, 1, 5)  # weekly partitions start on Mondays
 _FIRST_DAY = ids.MIN_TIMESTAMP.date()
 _LAST_DAY = ids.MAX_TIMESTAMP.date()
@@ -122,20 +123,31 @@ def _tiles(start: date, end: date, width: int) -> list[tuple[date, date]]:
 
 def plan(
     parts: list[Partition], now: datetime, *, keep: int, ahead: int, width: int
-) -> list[tuple[date, date]]:
-    """The partitions (first day, end day) to add so that the window around ``now`` is covered."""
+) -> tuple[list[tuple[date, date]], list[tuple[date, date]]]:
+    """The partitions (first day, end day) to add below and above the existing ones, each list
+    in day order, so that [now - keep, now + ahead] is covered by ``width``-day partitions.
+
+    Between the window and partitions far from it (the server was off for months, the clock
+    moved back) goes one coarse filler partition, not hundreds of empty days.
+    """
     first = _floor(max((now - timedelta(days=keep)).date(), _FIRST_DAY), width)
     end = min(
         _floor((now + timedelta(days=ahead)).date(), width) + timedelta(days=width), _LAST_DAY
     )
     dailies = [p for p in parts if p.lo is not None and p.hi is not None]
     if not dailies:
-        return _tiles(first, end, width)
+        return [], _tiles(first, end, width)
     have_first, have_end = dailies[0].first_day, dailies[-1].end_day
     assert have_first is not None and have_end is not None
-    # Extend from the existing ends so that the partitions stay contiguous (after a long pause
-    # the gap since have_end is filled too; retention drops what is too old).
-    return _tiles(first, have_first, width) + _tiles(have_end, end, width)
+    below: list[tuple[date, date]] = []
+    if first < have_first:
+        stop = min(end, have_first)
+        below = _tiles(first, stop, width) + ([(stop, have_first)] if stop < have_first else [])
+    above: list[tuple[date, date]] = []
+    if end > have_end:
+        start = max(first, have_end)
+        above = ([(have_end, start)] if have_end < start else []) + _tiles(start, end, width)
+    return below, above
 
 
 async def maintenance_lock(conn: asyncpg.Connection) -> bool:
@@ -157,15 +169,21 @@ async def ensure(
     Safe to run from several processes at once (one does the work, the others return ``[]``).
     """
     now = now or datetime.now(UTC)
-    async with conn.transaction():
-        if not await maintenance_lock(conn):
-            return []
-        keep = await keep_days(conn, default_retention_days)
-        parts = await layout(conn)
-        tiles = plan(parts, now, keep=keep, ahead=ahead_days, width=width_days)
-        if tiles:
+    created: list[str] = []
+    while True:
+        async with conn.transaction():
+            if not await maintenance_lock(conn):
+                return created
+            keep = await keep_days(conn, default_retention_days)
+            parts = await layout(conn)
+            below, above = plan(parts, now, keep=keep, ahead=ahead_days, width=width_days)
+            # A bounded batch per transaction keeps its locks within max_locks_per_transaction;
+            # each batch extends the partitions where they end, so they stay contiguous.
+            tiles = below[-_BATCH:] or above[:_BATCH]
+            if not tiles:
+                return created
             await _split_catch_alls(conn, parts, tiles)
-        return [_name(first) for first, _ in tiles]
+        created += [_name(first) for first, _ in tiles]
 
 
 def _name(first: date) -> str:

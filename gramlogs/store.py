@@ -137,7 +137,8 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     rows: list[asyncpg.Record] = []
     has_back = None
     if lo <= hi:
-        rows = await conn.fetch(*page_query(req))
+        sql, args = page_query(req)
+        rows = await conn.fetch(sql, *args)
         if rows:
             has_back = rows[0]["has_back"]
     if has_back is None:
