@@ -130,7 +130,16 @@ async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
         # not the query, is what hangs.
         command_timeout=config.statement_timeout_ms / 1000 + 1,
         max_inactive_connection_lifetime=300,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query ("SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL"), a round trip on every request (~9% of a worker's time under load,
+    benchmarks/RESULTS.md). Our statements leave no session state behind: no session SET,
+    LISTEN, held cursor or session advisory lock; asyncpg still rolls back an open transaction.
+    """
 
 
 def embedded_url(data_dir: Path) -> str:
