@@ -18,6 +18,7 @@ import argparse
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import scenarios as sc
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -32,21 +33,21 @@ async def main(args: argparse.Namespace) -> None:
     slug = ds.slugs[0]
     print(f"dataset {spec.name}: {spec.rows:,} rows, project {slug} has {spec.rows_of(0):,}")
 
-    conn = await h.sql_connection(ds.url)
-    project = await h.project_id(conn, slug)
+    conn = await sc.sql_connection(ds.url)
+    project = await sc.project_id(conn, slug)
     scenarios = [
-        h.Scenario(f"pp{pp} {where}", {"per_page": str(pp)}, depth)
+        sc.Scenario(f"pp{pp} {where}", {"per_page": str(pp)}, depth)
         for pp in (20, 100)
         for where, depth in (("first", 0.0), ("95% deep", 0.95))
     ]
-    prepared = [await h.prepare(conn, project, s) for s in scenarios]
+    prepared = [await sc.prepare(conn, project, s) for s in scenarios]
     results = {}
     with h.gramlogs_server(ds.url) as server:
         client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
         status, body = client.get(prepared[-2].path)  # a 100-row page: the bare app's body
         assert status == 200, body
         for p in prepared:
-            results[p.scenario.name] = await h.measure(
+            results[p.scenario.name] = await sc.measure(
                 p, client, conn, iterations=iterations, warmup=warmup, offset=False
             )
         client.close()
@@ -56,7 +57,7 @@ async def main(args: argparse.Namespace) -> None:
                 wrk, server.port, [p.path for p in prepared], ds.key, slug,
                 connections=16, seconds=1 if args.smoke else 10,
             )  # fmt: skip
-    bare = h.bare_p50(body, iterations, warmup)
+    bare = sc.bare_p50(body, iterations, warmup)
     await conn.close()
 
     print(f"\nbare Starlette, same {len(body):,}-byte body: p50 {h.fmt_ms(bare['p50'])} ms")
