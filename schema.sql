@@ -43,7 +43,8 @@ CREATE INDEX IF NOT EXISTS functions_id ON functions (id);
 
 -- One row per log line. The id is a UUIDv7 whose first 64 bits are the line's own timestamp
 -- (gramlogs/ids.py), so (project_id, id) orders a project's lines by time: every page is a
--- keyset range scan on one of the indexes below, whatever its depth.
+-- keyset range scan on one of the indexes below, whatever its depth. The table is partitioned
+-- by id range, i.e. by time (block "Partitioning" at the end of this file).
 CREATE TABLE IF NOT EXISTS logs (
     project_id     uuid NOT NULL,
     id             uuid NOT NULL,
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS logs (
     function_id    uuid NOT NULL,
     execution_id   text,
     PRIMARY KEY (project_id, id)
-);
+) PARTITION BY RANGE (id);
 
 -- One index per equality filter, each ending in id so that a filtered page is an ordered
 -- range scan that stops after per_page + 1 rows. A time window is an id range on the primary key.
@@ -67,3 +68,19 @@ CREATE INDEX IF NOT EXISTS logs_deployment ON logs (project_id, deployment_id, i
 CREATE INDEX IF NOT EXISTS logs_instance ON logs (project_id, instance, id);
 CREATE INDEX IF NOT EXISTS logs_level ON logs (project_id, level, id);
 CREATE INDEX IF NOT EXISTS logs_source ON logs (project_id, source, id);
+
+-- == Partitioning and retention (issue 5) ==================================================
+-- logs is partitioned by id range, i.e. by time. Two catch-all partitions cover every id from
+-- the start: logs_past [MINVALUE, B) and logs_future [B, MAXVALUE), so an insert can never miss a
+-- partition. gramlogs/partitions.py then keeps daily partitions (logs_pYYYYMMDD) between them,
+-- from the retention horizon to a week ahead, splitting the catch-alls as time reaches them.
+-- No DEFAULT partition: once it holds rows it blocks creating any partition overlapping them.
+-- B is an arbitrary start (the lowest id of 2000-01-01); the first maintenance run moves it.
+CREATE TABLE IF NOT EXISTS logs_past PARTITION OF logs
+    FOR VALUES FROM (MINVALUE) TO ('00dc6acf-ac00-7000-0000-000000000000');
+CREATE TABLE IF NOT EXISTS logs_future PARTITION OF logs
+    FOR VALUES FROM ('00dc6acf-ac00-7000-0000-000000000000') TO (MAXVALUE);
+
+-- Per-project retention in days; NULL: the server's default (GRAMLOGS_RETENTION_DAYS, 30).
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS retention_days integer
+    CHECK (retention_days BETWEEN 1 AND 36500);

@@ -7,6 +7,7 @@ when ``rate_limit`` is set, then Starlette's own.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram, ingest, ops, otlp
+from gramlogs import gram, ingest, maintenance, ops, otlp
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import GramlogsError, encode_error, from_exception
@@ -52,11 +53,16 @@ def create_app(config: Config | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await Database.open(resolve_url(config), config)
+        url = resolve_url(config)
+        db = await Database.open(url, config)
         app.state.gramlogs = AppState(config=config, db=db)
+        upkeep = asyncio.create_task(maintenance.run_forever(url, config))
         try:
             yield
         finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
             await db.close()
             logger.info("database pool closed")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from gramlogs import __version__, demo, ids, schema, tenants
+from gramlogs import __version__, demo, ids, maintenance, partitions, schema, tenants
 from gramlogs.auth import Scope
 from gramlogs.config import Config, ConfigError
 from gramlogs.database import resolve_url
@@ -52,6 +52,7 @@ def _run(args: argparse.Namespace, work: Callable[[asyncpg.Connection], Awaitabl
         conn = await asyncpg.connect(url)
         try:
             await schema.migrate(conn)
+            await maintenance.ensure_partitions(conn, config)
             return await work(conn)
         finally:
             await conn.close()
@@ -83,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         conn = await asyncpg.connect(url)
         try:
             await schema.migrate(conn)
+            await maintenance.ensure_partitions(conn, config)
             return await demo.ensure_demo(conn, config.data_dir.resolve()) if embedded else None
         finally:
             await conn.close()
@@ -123,6 +125,49 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
     version = _run(args, work)
     _emit(args, {"version": version}, f"schema is at version {version}")
+
+
+def cmd_partitions(args: argparse.Namespace) -> None:
+    """Partitions were made by _run; show the layout with each partition's estimated rows."""
+
+    async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+        estimates = dict(
+            await conn.fetch(
+                "SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_inherits i"
+                " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass"
+            )
+        )
+        return [
+            {
+                "name": p.name,
+                "from": p.first_day,
+                "to": p.end_day,
+                "estimated_rows": estimates.get(p.name, 0),
+            }
+            for p in await partitions.layout(conn)
+        ]
+
+    rows = _run(args, work)
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        first, end = row["from"] or "-inf", row["to"] or "+inf"
+        print(f"{row['name']:<16} {first!s:>10} .. {end!s:<10} ~{row['estimated_rows']:,} rows")
+
+
+def cmd_retention(args: argparse.Namespace) -> None:
+    config = _config(args)
+    report = _run(args, lambda conn: maintenance.run_retention(conn, config))
+    if report.skipped:
+        raise CommandError("another process is maintaining the logs table; try again shortly")
+    _emit(
+        args,
+        dataclasses.asdict(report),
+        f"kept {report.keep_days} day(s) of partitions; dropped {len(report.dropped)}"
+        f" partition(s){': ' + ', '.join(report.dropped) if report.dropped else ''};"
+        f" deleted {report.deleted_rows:,} row(s) of projects with a shorter retention",
+    )
 
 
 # -- organizations, projects, keys --------------------------------------------------------------
@@ -186,6 +231,22 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
     _emit(args, {"id": key_id, "revoked": True}, f"revoked key {key_id}")
 
 
+def cmd_projects_retention(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> uuid.UUID:
+        org = await tenants.resolve_organization(conn, args.org)
+        project = await tenants.resolve_project(conn, org, args.slug)
+        await tenants.set_retention(conn, project, args.days)
+        return project
+
+    project = _run(args, work)
+    shown = f"{args.days} day(s)" if args.days else "the server default"
+    _emit(
+        args,
+        {"id": project, "slug": args.slug, "retention_days": args.days},
+        f"project {args.slug} keeps its logs for {shown}",
+    )
+
+
 # -- seed ---------------------------------------------------------------------------------------
 
 
@@ -239,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     p.set_defaults(func=cmd_migrate)
 
+    p = sub.add_parser(
+        "partitions", parents=[common], help="create the logs partitions due; list them"
+    )
+    p.set_defaults(func=cmd_partitions)
+
+    p = sub.add_parser("retention", parents=[common], help="remove expired log lines, once")
+    p.set_defaults(func=cmd_retention)
+
     orgs = sub.add_parser("orgs", help="organizations").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -254,6 +323,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--org", required=True, help="organization name or id")
     p.add_argument("--name", help="display name (default: the slug)")
     p.set_defaults(func=cmd_projects_create)
+    p = projects.add_parser(
+        "retention", parents=[common], help="set how long a project's logs are kept"
+    )
+    p.add_argument("slug")
+    p.add_argument("--org", required=True, help="organization name or id")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--days", type=_days, help="keep lines this many days (1-36500)")
+    group.add_argument(
+        "--default",
+        dest="days",
+        action="store_const",
+        const=None,
+        help="use GRAMLOGS_RETENTION_DAYS",
+    )
+    p.set_defaults(func=cmd_projects_retention)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -281,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--functions", type=int, default=8)
     p.set_defaults(func=cmd_seed)
     return parser
+
+
+def _days(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 36500:
+        raise argparse.ArgumentTypeError("must be between 1 and 36500")
+    return value
 
 
 def _path(text: str) -> Any:

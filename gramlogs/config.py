@@ -55,6 +55,20 @@ SETTINGS: tuple[Setting, ...] = (
         8 * 1024 * 1024,
         "largest write request body, in bytes, before and after decompression (413 above)",
     ),
+    Setting(
+        "read_database_url",
+        str,
+        None,
+        "a streaming replica for the read (GET) paths; unset: the primary",
+    ),
+    Setting(
+        "retention_days", int, 30, "days a log line is kept, unless its project says otherwise"
+    ),
+    Setting(
+        "retention_interval_s", int, 0, "seconds between retention runs in the server; 0: never"
+    ),
+    Setting("partition_days", int, 1, "days per logs partition (1: daily, 7: weekly)"),
+    Setting("partitions_ahead_days", int, 7, "how far ahead of now partitions are created"),
 )
 
 
@@ -80,6 +94,11 @@ class Config:
     keep_alive_s: int = 5
     shutdown_timeout_s: int = 15
     max_body_bytes: int = 8 * 1024 * 1024
+    read_database_url: str | None = None
+    retention_days: int = 30
+    retention_interval_s: int = 0
+    partition_days: int = 1
+    partitions_ahead_days: int = 7
 
     @classmethod
     def load(
@@ -109,8 +128,18 @@ class Config:
             "max_header_bytes",
             "keep_alive_s",
             "max_body_bytes",
+            "retention_days",
+            "partition_days",
         )
-        at_least_zero = ("port", "pool_min", "rate_limit", "rate_limit_burst", "shutdown_timeout_s")
+        at_least_zero = (
+            "port",
+            "pool_min",
+            "rate_limit",
+            "rate_limit_burst",
+            "shutdown_timeout_s",
+            "retention_interval_s",
+            "partitions_ahead_days",
+        )
         for name in positive + at_least_zero:
             value, minimum = getattr(self, name), 0 if name in at_least_zero else 1
             if value < minimum:

@@ -49,9 +49,10 @@ def translate_errors() -> Iterator[None]:
         metrics.db_failure("timeout")
         raise Unavailable("the query took too long; try a narrower request", timeout=True) from exc
     except asyncpg.TransactionRollbackError as exc:
-        # A deadlock or serialization failure between concurrent writes: nothing was stored and
-        # the same request may succeed when retried.
-        raise Unavailable("a concurrent write conflicted with this one; retry") from exc
+        # A deadlock or serialization failure between concurrent writes, or on a hot standby
+        # "canceling statement due to conflict with recovery" (40001): nothing was done and the
+        # same request may succeed when retried.
+        raise Unavailable("the query conflicted with concurrent work; retry") from exc
     except (asyncpg.DataError, asyncpg.CharacterNotInRepertoireError) as exc:
         # Invalid text (a NUL byte) or a value PostgreSQL refuses: the client's input. The
         # parameter parsers refuse these first, so that the message can name the parameter.
@@ -62,35 +63,34 @@ def translate_errors() -> Iterator[None]:
 
 
 class Database:
-    """A pool opened at start-up; ``connection()`` hands out a connection with a time limit."""
+    """Pools opened at start-up; ``connection()`` hands out a primary connection with a time
+    limit, ``read_connection()`` one for reads that may lag (the replica's, when configured).
+    """
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, acquire_timeout: float, read_pool: asyncpg.Pool | None = None
+    ) -> None:
         self.pool = pool
+        self.read_pool = read_pool
         self._acquire_timeout = acquire_timeout
 
     @classmethod
     async def open(cls, url: str, config: Config) -> Database:
-        pool = await asyncpg.create_pool(
-            url,
-            min_size=config.pool_min,
-            max_size=config.pool_max,
-            server_settings={
-                "application_name": "gramlogs",
-                "statement_timeout": str(config.statement_timeout_ms),
-            },
-            # The client-side limit backs up the server's statement_timeout when the network,
-            # not the query, is what hangs.
-            command_timeout=config.statement_timeout_ms / 1000 + 1,
-            max_inactive_connection_lifetime=300,
-            # Connecting is part of acquiring (after an outage every connection is new), so it
-            # gets the acquire limit: a database that does not answer is a fast 503, not a hang.
-            timeout=max(config.acquire_timeout_ms / 1000, 0.5),
-        )
+        pool = await _create_pool(url, config)
+        read_pool = None
+        if config.read_database_url:
+            try:
+                read_pool = await _create_pool(config.read_database_url, config)
+            except BaseException:
+                await pool.close()
+                raise
         metrics.pool_opened(config.pool_max)
-        return cls(pool, config.acquire_timeout_ms / 1000)
+        return cls(pool, config.acquire_timeout_ms / 1000, read_pool)
 
     async def close(self) -> None:
-        await asyncio.wait_for(self.pool.close(), timeout=10)
+        for pool in (self.pool, self.read_pool):
+            if pool is not None:
+                await asyncio.wait_for(pool.close(), timeout=10)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -100,9 +100,29 @@ class Database:
         a connection (or for a new one to connect), then gets a 503: a flood or a slow database
         queues no unbounded work. Every statement runs under ``statement_timeout_ms``.
         """
+        async with self._acquire(self.pool) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read_connection(
+        self, primary: asyncpg.Connection | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection for queries that may see the data a replication delay late.
+
+        With a replica configured, one of its connections; without, ``primary`` when the caller
+        already holds one (no second acquire), else a primary connection.
+        """
+        if self.read_pool is None and primary is not None:
+            yield primary
+            return
+        async with self._acquire(self.read_pool or self.pool) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         with translate_errors():
             try:
-                conn = await self.pool.acquire(timeout=self._acquire_timeout)
+                conn = await pool.acquire(timeout=self._acquire_timeout)
             except TimeoutError as exc:
                 metrics.db_failure("busy")
                 raise Unavailable(
@@ -115,18 +135,51 @@ class Database:
                 conn.terminate()  # never lend it again (see _UNAVAILABLE)
                 raise
             finally:
-                await self._release(conn)
+                await self._release(pool, conn)
 
-    async def _release(self, conn: asyncpg.Connection) -> None:
+    async def _release(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         # The request's work is done; a connection that cannot be reset (the server went away
         # after the last query) is terminated by asyncpg and must not turn a good answer into
         # an error.
         try:
-            await self.pool.release(conn)
+            await pool.release(conn)
         except Exception as exc:
             logger.warning("dropped a connection that could not be reset: %r", exc)
         finally:
             metrics.connection_released(self.pool.get_size())
+
+
+async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url,
+        min_size=config.pool_min,
+        max_size=config.pool_max,
+        server_settings={
+            "application_name": "gramlogs",
+            "statement_timeout": str(config.statement_timeout_ms),
+            # logs is partitioned (~40 partitions): a custom plan considers every index of every
+            # partition and costs ~3 ms to make; a generic plan is made once per connection and
+            # prunes at executor start-up ("Subplans Removed"), ~0.1 ms. Our statements' plan
+            # shapes do not depend on their parameter values. (benchmarks/RESULTS.md)
+            "plan_cache_mode": "force_generic_plan",
+        },
+        # The client-side limit backs up the server's statement_timeout when the network,
+        # not the query, is what hangs.
+        command_timeout=config.statement_timeout_ms / 1000 + 1,
+        max_inactive_connection_lifetime=300,
+        # Connecting is part of acquiring (after an outage every connection is new), so it
+        # gets the acquire limit: a database that does not answer is a fast 503, not a hang.
+        timeout=max(config.acquire_timeout_ms / 1000, 0.5),
+        reset=_keep_session,
+    )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query ("SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL"), a round trip on every request (~9% of a worker's time under load,
+    benchmarks/RESULTS.md). Our statements leave no session state behind: no session SET,
+    LISTEN, held cursor or session advisory lock; asyncpg still rolls back an open transaction.
+    """
 
 
 def embedded_url(data_dir: Path) -> str:

@@ -180,7 +180,10 @@ async def list_tool_execution_logs(request: Request) -> Response:
     if not slug:
         raise Unauthorized("missing Gram-Project header")
     query = parse_list_query(first_values(request))
-    async with app_state(request).db.connection() as conn:
+    db = app_state(request).db
+    # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
+    async with db.connection() as conn:
         principal = await authenticate(conn, key, Scope.CONSUMER, project_slug=slug)
-        page = await fetch_page(conn, query.page_request(principal.project_id))
+        async with db.read_connection(conn) as reader:
+            page = await fetch_page(reader, query.page_request(principal.project_id))
     return Response(_encoder.encode(render(page, query)), media_type="application/json")

@@ -21,6 +21,7 @@ __all__ = [
     "create_project",
     "list_keys",
     "revoke_key",
+    "set_retention",
 ]
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
@@ -91,6 +92,11 @@ async def create_project(
     except asyncpg.UniqueViolationError:
         raise TenantError(f"the organization already has a project {slug!r}") from None
     return project_id
+
+
+async def set_retention(conn: asyncpg.Connection, project_id: uuid.UUID, days: int | None) -> None:
+    """Keep the project's lines ``days`` days; ``None``: the server's default."""
+    await conn.execute("UPDATE projects SET retention_days = $2 WHERE id = $1", project_id, days)
 
 
 async def resolve_project(

@@ -71,6 +71,24 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A database of this test's own at the current schema, for what is global to a database
+    (the partition layout, retention): such tests must not disturb the shared one."""
+    name = f"gramlogs_own_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = _with_database(server_url, name)
+    conn = await asyncpg.connect(url)
+    await schema.migrate(conn)
+    await conn.close()
+    try:
+        yield url
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as p:

@@ -1,0 +1,525 @@
+"""What every gramlogs benchmark shares: a seeded, cached dataset; timing and percentiles; the
+machine and versions; a real server in a subprocess; a bare Starlette app as the baseline; wrk.
+
+Datasets live in their own databases (``bench_<rows>_<projects>_...``) on the embedded PostgreSQL
+under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and are reused by
+later runs: a ``bench_meta`` row records that seeding finished, with the keys and the time span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from gramlogs import __version__, partitions, schema, tenants
+from gramlogs.auth import Scope
+from gramlogs.config import Config
+from gramlogs.seed import ProgressBar, SeedPlan, seed_logs
+
+HERE = Path(__file__).parent
+CACHE = HERE / ".cache"
+HOST = "127.0.0.1"
+SERVER_PORT = int(os.environ.get("GRAMLOGS_BENCH_PORT", "8103"))
+BARE_PORT = SERVER_PORT + 1
+
+
+# -- numbers ------------------------------------------------------------------------------------
+
+
+def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds (nearest rank), and the sample count."""
+    ordered = sorted(samples_s)
+    if not ordered:
+        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
+
+    return {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
+
+
+def fmt_ms(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+async def timed_loop(
+    steps: dict[str, Callable[[], Awaitable[Any]]],
+    *,
+    iterations: int,
+    warmup: int,
+    budget_s: dict[str, float] | None = None,
+) -> dict[str, list[float]]:
+    """Run each step in turn, ``iterations`` times, interleaved so that a noisy neighbour hurts
+    every series alike; a step whose time budget is spent stops early (deep OFFSET queries)."""
+    for _ in range(warmup):
+        for step in steps.values():
+            await step()
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    spent = dict.fromkeys(steps, 0.0)
+    budget_s = budget_s or {}
+    for _ in range(iterations):
+        for name, step in steps.items():
+            if spent[name] > budget_s.get(name, float("inf")):
+                continue
+            t0 = time.perf_counter()
+            await step()
+            elapsed = time.perf_counter() - t0
+            samples[name].append(elapsed)
+            spent[name] += elapsed
+    return samples
+
+
+# -- machine ------------------------------------------------------------------------------------
+
+
+def machine(pg_version: str) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    packages = ("asyncpg", "starlette", "uvicorn", "uvloop", "httptools", "msgspec")
+    versions = {p: _version(p) for p in packages}
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "gramlogs": __version__,
+        "wrk": _wrk_version(),
+        **versions,
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+
+
+# -- datasets -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    rows: int
+    projects: int
+    hot_share: float = 0.0  # share of all rows in project 0; the rest spread evenly
+    days: float = 30.0
+    seed: int = 0
+    version: int = 1  # bump when seeding changes, so old caches are not reused
+
+    @property
+    def name(self) -> str:
+        hot = f"_hot{round(self.hot_share * 100)}" if self.hot_share else ""
+        days = f"{round(self.days)}d"
+        return f"bench_{self.rows}_{self.projects}{hot}_{days}_s{self.seed}_v{self.version}"
+
+    def rows_of(self, index: int) -> int:
+        if self.projects == 1:
+            return self.rows
+        hot = round(self.rows * self.hot_share)
+        rest, extra = divmod(self.rows - hot, self.projects - (1 if self.hot_share else 0))
+        if self.hot_share and index == 0:
+            return hot
+        position = index - (1 if self.hot_share else 0)
+        return rest + (1 if position < extra else 0)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    spec: DatasetSpec
+    url: str
+    end: datetime  # newest row's time
+    slugs: list[str]
+    key: str  # a consumer key of the organization (reads every project)
+
+    @property
+    def hot_slug(self) -> str:
+        return self.slugs[0]
+
+
+def server_url() -> str:
+    """A PostgreSQL server to keep benchmark databases in: the configured one or the embedded
+    one under benchmarks/.cache (started now, stopped when this process exits)."""
+    configured = os.environ.get("GRAMLOGS_BENCH_DATABASE_URL")
+    if configured:
+        return configured
+    from gramlogs.database import embedded_url
+
+    return with_database(embedded_url(CACHE), "postgres")
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+async def dataset(spec: DatasetSpec, *, fresh: bool = False) -> Dataset:
+    """The seeded database of ``spec``, seeding it first unless a finished one is cached."""
+    admin = await asyncpg.connect(server_url())
+    try:
+        url = with_database(server_url(), spec.name)
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", spec.name)
+        if exists and not fresh:
+            found = await _finished(url)
+            if found is not None:
+                return found
+        await admin.execute(f"DROP DATABASE IF EXISTS {spec.name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {spec.name}")
+    finally:
+        await admin.close()
+    return await _seed(spec, url)
+
+
+async def _finished(url: str) -> Dataset | None:
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('bench_meta') IS NOT NULL"):
+            return None
+        meta = json.loads(await conn.fetchval("SELECT meta FROM bench_meta"))
+    finally:
+        await conn.close()
+    return Dataset(
+        spec=DatasetSpec(**meta["spec"]),
+        url=url,
+        end=datetime.fromisoformat(meta["end"]),
+        slugs=meta["slugs"],
+        key=meta["key"],
+    )
+
+
+async def _seed(spec: DatasetSpec, url: str) -> Dataset:
+    end = datetime.now(UTC).replace(microsecond=0)
+    conn = await asyncpg.connect(url)
+    try:
+        await schema.migrate(conn)
+        # Partitions over the data's whole span before the load, as a live server has them.
+        await partitions.ensure(
+            conn,
+            default_retention_days=max(30, int(spec.days) + 1),
+            ahead_days=7,
+            width_days=Config().partition_days,
+            now=end,
+        )
+        org = await tenants.create_organization(conn, "bench")
+        key = await tenants.create_key(conn, org, Scope.CONSUMER, name="bench")
+        slugs = []
+        progress = ProgressBar(f"rows into {spec.name}")
+        done = 0
+        for i in range(spec.projects):
+            slug = f"p{i:03d}"
+            project = await tenants.create_project(conn, org, slug)
+            rows = spec.rows_of(i)
+            plan = SeedPlan(project, rows=rows, end=end, days=spec.days, seed=spec.seed * 1000 + i)
+            await seed_logs(
+                conn, plan, progress=lambda d, _t, base=done: progress(base + d, spec.rows)
+            )
+            done += rows
+            slugs.append(slug)
+        print(f"{spec.name}: VACUUM ANALYZE", file=sys.stderr, flush=True)
+        await conn.execute("VACUUM (ANALYZE) logs")
+        meta = {"spec": asdict(spec), "end": end.isoformat(), "slugs": slugs, "key": key.key}
+        await conn.execute("CREATE TABLE bench_meta (meta text NOT NULL)")
+        await conn.execute("INSERT INTO bench_meta VALUES ($1)", json.dumps(meta))
+    finally:
+        await conn.close()
+    return Dataset(spec=spec, url=url, end=end, slugs=slugs, key=key.key)
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+class HttpClient:
+    """A minimal keep-alive HTTP/1.1 client on a blocking socket: its own cost is a few µs, so
+    the latency measured is the server's (a full client library adds ~0.3 ms per request)."""
+
+    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
+        self.port = port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._head = f" HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode()
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection((HOST, self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buf = b""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            return self._get(path)
+        except (ConnectionError, BrokenPipeError):
+            # uvicorn closes a connection idle for 5 s (between scenarios): open a new one.
+            self.sock.close()
+            self._connect()
+            return self._get(path)
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        self.sock.sendall(b"GET " + path.encode() + self._head)
+        while b"\r\n\r\n" not in self._buf:
+            self._recv()
+        head, _, rest = self._buf.partition(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            rest += self._more()
+        self._buf = rest[length:]
+        return status, rest[:length]
+
+    def _recv(self) -> None:
+        self._buf += self._more()
+
+    def _more(self) -> bytes:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def peak_rss_mib(self) -> dict[str, float]:
+        """Peak resident memory (VmHWM) of the server and each worker process, in MiB."""
+        import psutil
+
+        out: dict[str, float] = {}
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return out
+        for p in procs:
+            with contextlib.suppress(OSError, psutil.Error):
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out[f"pid{p.pid}"] = int(line.split()[1]) / 1024
+        return out
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        children = root.children(recursive=True)
+        return [c.pid for c in children] or [root.pid]
+
+
+@contextlib.contextmanager
+def gramlogs_server(
+    database_url: str, *, workers: int = 1, port: int = SERVER_PORT
+) -> Iterator[ServerProcess]:
+    """``gramlogs serve`` in a subprocess, as a user runs it."""
+    env = os.environ | {
+        "GRAMLOGS_DATABASE_URL": database_url,
+        "GRAMLOGS_PORT": str(port),
+        "GRAMLOGS_HOST": HOST,
+        "GRAMLOGS_WORKERS": str(workers),
+        "GRAMLOGS_LOG_LEVEL": "warning",
+    }
+    with _process([sys.executable, "-m", "gramlogs", "serve"], env, port) as server:
+        yield server
+
+
+BARE_APP = """
+import os
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = open(os.environ["BENCH_BARE_BODY"], "rb").read()
+
+async def page(request):
+    return Response(BODY, media_type="application/json")
+
+app = Starlette(routes=[Route("/rpc/logs.listToolExecutionLogs", page)])
+"""
+
+
+@contextlib.contextmanager
+def bare_server(body: bytes, port: int = BARE_PORT) -> Iterator[ServerProcess]:
+    """The floor of any Starlette endpoint: the same uvicorn options and the same response
+    bytes, with no parsing, no database and no encoding."""
+    with tempfile.TemporaryDirectory(prefix="gramlogs-bare-") as tmp:
+        (Path(tmp) / "bench_bare_app.py").write_text(BARE_APP)
+        (Path(tmp) / "body.json").write_bytes(body)
+        env = os.environ | {"BENCH_BARE_BODY": str(Path(tmp) / "body.json"), "PYTHONPATH": tmp}
+        command = [
+            sys.executable, "-m", "uvicorn", "bench_bare_app:app", "--host", HOST,
+            "--port", str(port), "--log-level", "warning", "--no-access-log",
+            "--no-server-header", "--loop", "uvloop", "--http", "httptools",
+        ]  # fmt: skip
+        with _process(command, env, port) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def _process(command: list[str], env: dict[str, str], port: int) -> Iterator[ServerProcess]:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        raise RuntimeError(f"port {port} is already taken; stop what listens there")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port)
+        yield ServerProcess(proc, port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+# -- wrk ----------------------------------------------------------------------------------------
+
+
+def ensure_wrk(install: bool = True) -> str | None:
+    """The path of wrk, installing Debian's package when it is missing and we may (root)."""
+    found = shutil.which("wrk")
+    if found or not install:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(
+            "wrk is missing and cannot be installed here (need root and apt-get)", file=sys.stderr
+        )
+        return None
+    print("installing wrk (apt-get install -y wrk)...", file=sys.stderr, flush=True)
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode:
+        subprocess.run(["apt-get", "update"], check=False, **quiet)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)
+    return shutil.which("wrk")
+
+
+def _wrk_version() -> str:
+    path = shutil.which("wrk")
+    if not path:
+        return "absent"
+    out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
+    return (out.stdout + out.stderr).split("\n")[0].split(" [")[0].strip() or "unknown"
+
+
+WRK_SCRIPT = """
+local paths = {%(paths)s}
+local i = 0
+wrk.headers["Gram-Key"] = "%(key)s"
+wrk.headers["Gram-Project"] = "%(project)s"
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %%d, \\"seconds\\": %%.3f, \\"errors\\": %%d,"
+    .. " \\"non2xx\\": %%d, \\"p50_ms\\": %%.3f, \\"p99_ms\\": %%.3f}\\n",
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def run_wrk(
+    wrk: str,
+    port: int,
+    paths: list[str],
+    key: str,
+    project: str,
+    *,
+    connections: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """Requests/s and latency from wrk, cycling through ``paths``; errors and non-2xx counted."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(
+            WRK_SCRIPT
+            % {"paths": ", ".join(json.dumps(p) for p in paths), "key": key, "project": project}
+        )
+    try:
+        threads = max(1, min(2, connections))
+        done = subprocess.run(
+            [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", f.name,
+             f"http://{HOST}:{port}"],
+            capture_output=True, text=True, check=False, timeout=seconds + 60,
+        )  # fmt: skip
+    finally:
+        os.unlink(f.name)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("JSON ")), None)
+    if done.returncode or line is None:
+        # Reported, not fatal: one failed load run must not lose the rest of a long suite.
+        detail = (done.stderr or done.stdout).strip()[-300:]
+        print(f"wrk failed (exit {done.returncode}): {detail}", file=sys.stderr, flush=True)
+        return {"requests": 0, "seconds": 0, "errors": -1, "non2xx": 0, "p50_ms": float("nan"),
+                "p99_ms": float("nan"), "rps": 0.0, "failed": detail}  # fmt: skip
+    result = json.loads(line[5:])
+    result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def json_line(name: str, data: dict[str, Any]) -> None:
+    """The one machine-readable line every benchmark prints."""
+    print(f"RESULT {name} " + json.dumps(data, default=str, separators=(",", ":")), flush=True)
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+def window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:
+    start = end - timedelta(hours=hours_before)
+    stop = start + timedelta(hours=hours)
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,115 @@
+"""Keyset paging end to end (issue 2): is a deep page as fast as the first, and how much does
+the HTTP layer add to the query?
+
+Seeds 1M rows across 20 projects (cached), then for per_page 20 and 100, the first page and a
+page 95% deep (newest first), reports p50/p95 of the HTTP endpoint and of the same SQL run
+directly over asyncpg, side by side, plus requests/s with 16 concurrent clients (wrk).
+
+Targets: endpoint p50 <= 2 x (direct SQL p50 + bare Starlette p50); deep p50 ~ first p50.
+
+    .venv/bin/python -m benchmarks.paging            # 1M rows
+    .venv/bin/python -m benchmarks.paging --smoke    # seconds: tiny data, few iterations
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import asyncpg
+
+from benchmarks import harness as h
+from benchmarks import scenarios as sc
+
+
+async def main(args: argparse.Namespace) -> None:
+    spec = h.DatasetSpec(rows=20_000 if args.smoke else 1_000_000, projects=20, seed=2)
+    iterations, warmup = (30, 5) if args.smoke else (args.iterations, 50)
+    wrk = h.ensure_wrk(install=not args.no_install)
+    ds = await h.dataset(spec)
+    admin = await asyncpg.connect(ds.url)
+    info = h.machine(await admin.fetchval("SHOW server_version"))
+    await admin.close()
+    h.print_machine(info)
+    slug = ds.slugs[0]
+    print(f"dataset {spec.name}: {spec.rows:,} rows, project {slug} has {spec.rows_of(0):,}")
+
+    conn = await sc.sql_connection(ds.url)
+    project = await sc.project_id(conn, slug)
+    scenarios = [
+        sc.Scenario(f"pp{pp} {where}", {"per_page": str(pp)}, depth)
+        for pp in (20, 100)
+        for where, depth in (("first", 0.0), ("95% deep", 0.95))
+    ]
+    prepared = [await sc.prepare(conn, project, s) for s in scenarios]
+    results = {}
+    with h.gramlogs_server(ds.url) as server:
+        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
+        status, body = client.get(prepared[-2].path)  # a 100-row page: the bare app's body
+        assert status == 200, body
+        for p in prepared:
+            results[p.scenario.name] = await sc.measure(
+                p, client, conn, iterations=iterations, warmup=warmup, offset=False
+            )
+        client.close()
+        throughput = None
+        if wrk:
+            throughput = h.run_wrk(
+                wrk, server.port, [p.path for p in prepared], ds.key, slug,
+                connections=16, seconds=1 if args.smoke else 10,
+            )  # fmt: skip
+    bare = sc.bare_p50(body, iterations, warmup)
+    await conn.close()
+
+    print(f"\nbare Starlette, same {len(body):,}-byte body: p50 {h.fmt_ms(bare['p50'])} ms")
+    print(
+        f"{'scenario':<18} {'HTTP p50':>9} {'p95':>7} {'SQL p50':>8} {'p95':>7}"
+        f" {'HTTP/(SQL+bare)':>16}"
+    )
+    ok = True
+    for name, r in results.items():
+        ratio = r["http"]["p50"] / (r["sql"]["p50"] + bare["p50"])
+        ok &= ratio <= 2.0
+        print(
+            f"{name:<18} {h.fmt_ms(r['http']['p50']):>9} {h.fmt_ms(r['http']['p95']):>7}"
+            f" {h.fmt_ms(r['sql']['p50']):>8} {h.fmt_ms(r['sql']['p95']):>7} {ratio:>16.2f}"
+        )
+    depth_ratios = {
+        pp: results[f"pp{pp} 95% deep"]["http"]["p50"] / results[f"pp{pp} first"]["http"]["p50"]
+        for pp in (20, 100)
+    }
+    for pp, ratio in depth_ratios.items():
+        print(f"per_page {pp}: 95%-deep p50 / first p50 = {ratio:.2f}")
+    if throughput:
+        print(
+            f"16 clients (wrk, 1 worker): {throughput['rps']:,.0f} requests/s,"
+            f" p50 {throughput['p50_ms']:.2f} ms, errors {throughput['errors']},"
+            f" non-2xx {throughput['non2xx']}"
+        )
+    else:
+        print("16 clients: skipped (wrk not available)")
+    print(f"target endpoint p50 <= 2 x (SQL p50 + bare p50): {'met' if ok else 'NOT met'}")
+    h.json_line(
+        "paging",
+        {
+            "machine": info,
+            "dataset": spec.name,
+            "bare": bare,
+            "scenarios": results,
+            "depth_ratios": depth_ratios,
+            "throughput_16": throughput,
+            "target_met": ok,
+        },
+    )
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    args = parser.parse_args()
+    h.run(lambda: main(args))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,417 @@
+"""The scale suite (issue 5): latency of every kind of page at 1M and 10M rows, against the
+direct SQL floor and OFFSET pagination, throughput under wrk, the server's peak memory.
+
+Datasets: 100 projects, one hot project with 20% of the rows, 30 days ending at seeding time
+(cached between runs in benchmarks/.cache). Every scenario pages the hot project.
+
+    make bench                                    # 1M and 10M rows; writes RESULTS.md + PNG
+    .venv/bin/python -m benchmarks.suite --sizes 1m
+    .venv/bin/python -m benchmarks.suite --smoke  # seconds; writes nothing unless --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from benchmarks import harness as h
+from benchmarks import scenarios as sc
+
+SIZES = {"smoke": 20_000, "1m": 1_000_000, "10m": 10_000_000}
+DEPTHS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95)
+TARGET_P50_MS = 3.0
+
+
+def scenarios(sample: asyncpg.Record, ds: h.Dataset) -> list[sc.Scenario]:
+    start, end = h.window_ids(ds.end, 15 * 24, 1)
+    pp = {"per_page": "100"}
+    return [
+        sc.Scenario("first page", pp),
+        sc.Scenario("first page, per_page 20", {"per_page": "20"}),
+        sc.Scenario("50% deep", pp, 0.5),
+        sc.Scenario("95% deep", pp, 0.95),
+        sc.Scenario("95% deep, per_page 20", {"per_page": "20"}, 0.95),
+        sc.Scenario("level=error", pp | {"level": "error"}),
+        sc.Scenario("source=server", pp | {"source": "server"}),
+        sc.Scenario("instance", pp | {"instance": sample["instance"]}),
+        sc.Scenario("function_id", pp | {"function_id": str(sample["function_id"])}),
+        sc.Scenario("deployment_id", pp | {"deployment_id": str(sample["deployment_id"])}),
+        sc.Scenario("1-hour window of 30 days", pp | {"ts_start": start, "ts_end": end}),
+        sc.Scenario("direction=prev, 50% deep", pp | {"direction": "prev"}, 0.5),
+        sc.Scenario("sort=asc", pp | {"sort": "asc"}),
+        sc.Scenario("sort=asc, 95% deep", pp | {"sort": "asc"}, 0.95),
+    ] + [sc.Scenario(f"depth {d:.0%}", pp, d) for d in DEPTHS if d not in (0.0, 0.5, 0.95)]
+
+
+async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dict[str, Any]:
+    rows = SIZES[label]
+    spec = h.DatasetSpec(rows=rows, projects=100 if rows >= 100_000 else 10, hot_share=0.2)
+    ds = await h.dataset(spec)
+    iterations, warmup = (20, 3) if args.smoke else (args.iterations, 30)
+    conn = await sc.sql_connection(ds.url)
+    project = await sc.project_id(conn, ds.hot_slug)
+    sample = await conn.fetchrow(
+        "SELECT instance, function_id, deployment_id FROM logs WHERE project_id = $1 LIMIT 1",
+        project,
+    )
+    prepared = [await sc.prepare(conn, project, s) for s in scenarios(sample, ds)]
+    print(f"\n== {label}: {spec.name}, hot project {spec.rows_of(0):,} rows", flush=True)
+    out: dict[str, Any] = {"rows": rows, "dataset": spec.name, "hot_rows": spec.rows_of(0)}
+    results: dict[str, Any] = {}
+    with h.gramlogs_server(ds.url, workers=1) as server:
+        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
+        _, body = client.get(prepared[0].path)
+        for p in prepared:
+            r = await sc.measure(p, client, conn, iterations=iterations, warmup=warmup)
+            r["offset_rows"] = p.offset
+            results[p.scenario.name] = r
+            print(
+                f"  {p.scenario.name:<28} HTTP {h.fmt_ms(r['http']['p50']):>6}"
+                f"  SQL {h.fmt_ms(r['sql']['p50']):>6}  OFFSET {h.fmt_ms(r['offset']['p50']):>7} ms"
+                f"  (n={r['http']['n']}/{r['offset']['n']})",
+                flush=True,
+            )
+        client.close()
+        out["throughput"] = {}
+        paths = [p.path for p in prepared]
+        if wrk:
+            out["throughput"]["1"] = _wrk_series(wrk, server, paths, ds, args)
+            if args.profile:
+                out["profile"] = _profile(wrk, server, paths, ds, args)
+            out["rss_mib_1_worker"] = server.peak_rss_mib()
+    if wrk:
+        with h.gramlogs_server(ds.url, workers=2) as server:
+            out["throughput"]["2"] = _wrk_series(wrk, server, paths, ds, args)
+            out["rss_mib_2_workers"] = server.peak_rss_mib()
+    out["bare"] = sc.bare_p50(body, iterations, warmup)
+    out["bare_body_bytes"] = len(body)
+    out["scenarios"] = results
+    await conn.close()
+    return out
+
+
+def _wrk_series(
+    wrk: str, server: h.ServerProcess, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+) -> dict[str, Any]:
+    series = {}
+    for connections in (1, 16, 64):
+        r = h.run_wrk(
+            wrk, server.port, paths, ds.key, ds.hot_slug,
+            connections=connections, seconds=1 if args.smoke else args.wrk_seconds,
+        )  # fmt: skip
+        series[str(connections)] = r
+        print(
+            f"  wrk {connections:>2} connections: {r['rps']:>7,.0f} req/s  p50 {r['p50_ms']:.2f} ms"
+            f"  p99 {r['p99_ms']:.2f} ms  errors {r['errors']} non-2xx {r['non2xx']}",
+            flush=True,
+        )
+    return series
+
+
+def _profile(
+    wrk: str, server: h.ServerProcess, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+) -> dict[str, Any]:
+    """py-spy samples the worker under 16 connections; returns the share of samples in the
+    frames that matter (inclusive) and the top functions by own time."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        return {"skipped": "py-spy is not installed (pip install -e '.[bench]')"}
+    raw = h.CACHE / "profile.txt"
+    seconds = 3 if args.smoke else 10
+    pid = server.worker_pids()[0]
+    spy_proc = subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+         "--format", "raw", "--output", str(raw), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    h.run_wrk(wrk, server.port, paths, ds.key, ds.hot_slug, connections=16, seconds=seconds)
+    spy_proc.wait(timeout=seconds + 30)
+    return summarize_profile(raw)
+
+
+# Frames whose inclusive share says where a worker's time goes. Native code (asyncpg's
+# protocol, msgspec, uvloop) is counted in the Python frame that called it.
+_MARKERS = {
+    "page query (asyncpg: send, wait, decode 101 rows)": "fetch_page",
+    "authenticate (asyncpg fetchrow)": "authenticate",
+    "render (rows to structs)": "render (gramlogs/gram.py",
+    "parse query string": "parse_list_query",
+    "pool acquire/release": "_acquire",
+    "uvicorn: write response": "RequestResponseCycle.send",
+    "uvicorn: read and parse request": "data_received",
+    "event loop itself (idle or in C)": "Runner.run",
+}
+
+
+def summarize_profile(raw: Path) -> dict[str, Any]:
+    if not raw.exists():
+        return {"skipped": "py-spy wrote no samples"}
+    total = 0
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for label, marker in _MARKERS.items():
+            hit = (
+                marker in frames[-1] if marker == "Runner.run" else any(marker in f for f in frames)
+            )
+            if hit:
+                inclusive[label] += count
+        own[frames[-1]] += count
+    if not total:
+        return {"skipped": "no samples"}
+    return {
+        "samples": total,
+        "inclusive_pct": {k: round(100 * v / total, 1) for k, v in inclusive.most_common()},
+        "top_own_pct": {k: round(100 * v / total, 1) for k, v in own.most_common(12)},
+    }
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def targets(sizes: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    checks = []
+    big = sizes.get("10m") or sizes[max(sizes, key=lambda k: sizes[k]["rows"])]
+    label = f"{big['rows']:,} rows"
+    worst = max(big["scenarios"].items(), key=lambda kv: kv[1]["http"]["p50"])
+    checks.append(
+        (
+            f"every scenario's p50 <= {TARGET_P50_MS} ms end to end at {label}",
+            worst[1]["http"]["p50"] <= TARGET_P50_MS,
+            f"worst: {worst[0]} {worst[1]['http']['p50']:.2f} ms",
+        )
+    )
+    for size in sizes.values():
+        s = size["scenarios"]
+        ratio = s["95% deep"]["http"]["p50"] / s["first page"]["http"]["p50"]
+        checks.append(
+            (
+                f"p50 95% deep <= 1.2 x first page ({size['rows']:,} rows)",
+                ratio <= 1.2,
+                f"{ratio:.2f}",
+            )
+        )
+        bare = size["bare"]["p50"]
+        ratios = {n: r["http"]["p50"] / (r["sql"]["p50"] + bare) for n, r in s.items()}
+        name, worst_ratio = max(ratios.items(), key=lambda kv: kv[1])
+        checks.append(
+            (
+                f"endpoint p50 <= 1.5 x (SQL p50 + bare Starlette p50) ({size['rows']:,} rows)",
+                worst_ratio <= 1.5,
+                f"worst: {name} {worst_ratio:.2f}",
+            )
+        )
+        for workers in ("1_worker", "2_workers"):
+            rss = size.get(f"rss_mib_{workers}")
+            if rss:
+                peak = max(rss.values())
+                checks.append(
+                    (
+                        f"server RSS <= 150 MB under load, {workers.replace('_', ' ')}"
+                        f" ({size['rows']:,} rows)",
+                        peak * 1.048576 <= 150,
+                        f"peak {peak * 1.048576:.0f} MB",
+                    )
+                )
+    if "1m" in sizes and "10m" in sizes:
+        small, large = sizes["1m"]["scenarios"], sizes["10m"]["scenarios"]
+        ratios = {n: large[n]["http"]["p50"] / small[n]["http"]["p50"] for n in large}
+        name, worst_ratio = max(ratios.items(), key=lambda kv: kv[1])
+        checks.append(
+            (
+                "p50 at 10M <= 1.2 x p50 at 1M, every scenario",
+                worst_ratio <= 1.2,
+                f"worst: {name} {worst_ratio:.2f}",
+            )
+        )
+    return checks
+
+
+def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], command: str) -> None:
+    lines = [
+        "# gramlogs benchmark results",
+        "",
+        f"Written by `{command}` (benchmarks/suite.py). Latencies in milliseconds, measured",
+        "one request at a time by a minimal keep-alive HTTP client (HTTP), by asyncpg on one",
+        "connection (SQL: the very statement the server runs; OFFSET: `ORDER BY id OFFSET n",
+        "LIMIT per_page`, what most dashboards do), interleaved request by request so that load",
+        "from elsewhere hits every column alike. The machine is shared with other developers:",
+        "see the load average below.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in info.items()],
+        "",
+        "## Targets",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {'yes' if ok else '**no**'} | {detail} |"
+            for name, ok, detail in targets(sizes)
+        ],
+    ]
+    for size in sizes.values():
+        lines += [
+            "",
+            f"## {size['rows']:,} rows ({size['dataset']}; hot project {size['hot_rows']:,} rows)",
+            "",
+            f"Bare Starlette serving the same {size['bare_body_bytes']:,}-byte body: p50"
+            f" {h.fmt_ms(size['bare']['p50'])}, p95 {h.fmt_ms(size['bare']['p95'])}, p99"
+            f" {h.fmt_ms(size['bare']['p99'])}.",
+            "",
+            "| scenario | HTTP p50 | p95 | p99 | SQL p50 | p95 | p99 | OFFSET p50 | p95 | p99 (n)"
+            " | HTTP / (SQL + bare) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in size["scenarios"].items():
+            ratio = r["http"]["p50"] / (r["sql"]["p50"] + size["bare"]["p50"])
+            cells = [h.fmt_ms(r[k][q]) for k in ("http", "sql") for q in ("p50", "p95", "p99")]
+            o = r["offset"]
+            cells += [h.fmt_ms(o["p50"]), h.fmt_ms(o["p95"]), f"{h.fmt_ms(o['p99'])} ({o['n']})"]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+        if size["throughput"]:
+            lines += ["", "Throughput (wrk cycling through every scenario's request):", ""]
+            lines += ["| workers | connections | requests/s | p50 | p99 | errors | non-2xx |"]
+            lines += ["|---|---|---|---|---|---|---|"]
+            for workers, series in size["throughput"].items():
+                for conns, r in series.items():
+                    lines.append(
+                        f"| {workers} | {conns} | {r['rps']:,.0f} | {r['p50_ms']:.2f}"
+                        f" | {r['p99_ms']:.2f}"
+                        f" | {r['errors']} | {r['non2xx']} |"
+                    )
+            for workers in ("1_worker", "2_workers"):
+                rss = size.get(f"rss_mib_{workers}") or {}
+                shown = ", ".join(f"{v * 1.048576:.0f} MB" for v in rss.values())
+                lines.append(f"\nPeak RSS ({workers.replace('_', ' ')}; each process): {shown}")
+        if size.get("profile"):
+            lines += ["", "Profile (py-spy, 1 worker under 16 connections):", "", "```"]
+            lines += [json.dumps(size["profile"], indent=2), "```"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: Path, sizes: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    depth_names = {0.0: "first page", 0.5: "50% deep", 0.95: "95% deep"}
+    styles = {"1m": "--", "10m": "-", "smoke": ":"}
+    for label, size in sizes.items():
+        s = size["scenarios"]
+        xs = list(DEPTHS)
+        names = [depth_names.get(d, f"depth {d:.0%}") for d in xs]
+        for key, color, what in (
+            ("http", "tab:blue", "keyset, HTTP"),
+            ("sql", "tab:green", "keyset, SQL"),
+            ("offset", "tab:red", "OFFSET, SQL"),
+        ):
+            left.plot(
+                [x * 100 for x in xs],
+                [s[n][key]["p50"] for n in names],
+                styles.get(label, "-"),
+                color=color,
+                marker="o",
+                label=f"{what} ({label})",
+            )
+    left.set(
+        xlabel="page depth (% of the hot project's rows before the page)",
+        ylabel="p50 latency (ms)",
+        yscale="log",
+        title="p50 against page depth (per_page 100)",
+    )
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=7)
+    ordered = sorted(sizes.values(), key=lambda x: x["rows"])
+    rows = [x["rows"] for x in ordered]
+    for name in (
+        "first page",
+        "95% deep",
+        "level=error",
+        "1-hour window of 30 days",
+        "sort=asc, 95% deep",
+    ):
+        right.plot(
+            rows,
+            [x["scenarios"][name]["http"]["p50"] for x in ordered],
+            marker="o",
+            label=f"keyset HTTP: {name}",
+        )
+    right.plot(
+        rows,
+        [x["scenarios"]["95% deep"]["offset"]["p50"] for x in ordered],
+        marker="s",
+        color="tab:red",
+        label="OFFSET SQL: 95% deep",
+    )
+    right.set(
+        xlabel="rows in the table",
+        ylabel="p50 latency (ms)",
+        xscale="log",
+        yscale="log",
+        title="p50 against table size",
+    )
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def main(args: argparse.Namespace) -> None:
+    wrk = None if args.no_wrk else h.ensure_wrk(install=not args.no_install)
+    labels = ["smoke"] if args.smoke else args.sizes.split(",")
+    conn = await asyncpg.connect(h.server_url())
+    info = h.machine(await conn.fetchval("SHOW server_version"))
+    await conn.close()
+    h.print_machine(info)
+    sizes = {label: await run_size(label, args, wrk) for label in labels}
+    info["load_avg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    for name, ok, detail in targets(sizes):
+        print(f"target {'met' if ok else 'NOT met'}: {name} ({detail})")
+    if args.out:
+        command = " ".join(["python -m benchmarks.suite", *sys.argv[1:]])
+        write_report(Path(args.out), info, sizes, command)
+        print(f"wrote {args.out}")
+    if args.plot:
+        with contextlib.suppress(ImportError):
+            plot(Path(args.plot), sizes)
+            print(f"wrote {args.plot}")
+    h.json_line("suite", {"machine": info, "sizes": sizes})
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
+    parser.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--wrk-seconds", type=float, default=10)
+    parser.add_argument("--no-wrk", action="store_true", help="skip the throughput runs")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server under load")
+    parser.add_argument("--out", help="write the Markdown report here")
+    parser.add_argument("--plot", help="write the PNG plot here")
+    args = parser.parse_args()
+    h.run(lambda: main(args))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,83 @@
+"""The benchmarks still run: each in its --smoke size (seconds), against the test server.
+
+Timings are printed, never asserted. wrk is used when it is installed (``make bench`` installs
+it); the smoke runs never install it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+        with socket.socket() as b:
+            try:
+                b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+async def _run(module: str, server_url: str, *args: str) -> dict:
+    env = os.environ | {
+        "GRAMLOGS_BENCH_DATABASE_URL": server_url,
+        "GRAMLOGS_BENCH_PORT": str(_free_port_pair()),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", module, "--smoke", "--no-install", *args),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=240)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    (line,) = [x for x in out.decode().splitlines() if x.startswith("RESULT ")]
+    return json.loads(line.split(" ", 2)[2])
+
+
+async def _drop(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.mark.timeout(300)
+async def test_paging_benchmark_smoke(server_url):
+    result = await _run("benchmarks.paging", server_url)
+    await _drop(server_url, result["dataset"])
+    assert set(result["scenarios"]) == {
+        "pp20 first",
+        "pp20 95% deep",
+        "pp100 first",
+        "pp100 95% deep",
+    }
+    assert all(r["http"]["n"] == r["sql"]["n"] == 30 for r in result["scenarios"].values())
+
+
+@pytest.mark.timeout(300)
+async def test_scale_suite_smoke(server_url, tmp_path):
+    result = await _run("benchmarks.suite", server_url, "--out", str(tmp_path / "R.md"), "--no-wrk")
+    size = result["sizes"]["smoke"]
+    await _drop(server_url, size["dataset"])
+    assert len(size["scenarios"]) == 17
+    assert all(r["http"]["n"] == 20 for r in size["scenarios"].values())
+    report = (tmp_path / "R.md").read_text()
+    assert "| first page |" in report and "## Targets" in report
