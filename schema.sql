@@ -67,3 +67,15 @@ CREATE INDEX IF NOT EXISTS logs_deployment ON logs (project_id, deployment_id, i
 CREATE INDEX IF NOT EXISTS logs_instance ON logs (project_id, instance, id);
 CREATE INDEX IF NOT EXISTS logs_level ON logs (project_id, level, id);
 CREATE INDEX IF NOT EXISTS logs_source ON logs (project_id, source, id);
+
+-- ---- Keyword search and the Poly dialect (issue 4) -------------------------------------------
+-- `keyword` is a case-insensitive substring of message or raw_log (ILIKE with %, _ and \
+-- escaped). A trigram GIN index answers it without reading every line of the project; see
+-- store.py for how a page chooses between it and the ordered (project_id, id) scans above.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX IF NOT EXISTS logs_keyword ON logs
+    USING gin (message gin_trgm_ops, raw_log gin_trgm_ops);
+-- Poly's executionId filter: one run's lines, newest first, without walking the function's
+-- whole history. Lines without an execution (server lines) are left out of the index.
+CREATE INDEX IF NOT EXISTS logs_execution ON logs (project_id, execution_id, id)
+    WHERE execution_id IS NOT NULL;

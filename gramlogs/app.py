@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram
+from gramlogs import gram, poly
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import (
@@ -89,6 +89,8 @@ def create_app(config: Config | None = None) -> Starlette:
             gram.list_tool_execution_logs,
             methods=["GET"],
         ),
+        Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
+        Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
     ]
     return Starlette(
         routes=routes,

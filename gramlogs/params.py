@@ -9,9 +9,27 @@ from datetime import datetime
 from starlette.requests import Request
 
 from gramlogs import ids
-from gramlogs.errors import InvalidEnumValue, InvalidFieldType, InvalidFormat, InvalidRange
+from gramlogs.errors import (
+    InvalidEnumValue,
+    InvalidFieldType,
+    InvalidFormat,
+    InvalidLength,
+    InvalidRange,
+)
 
-__all__ = ["first_values", "parse_enum", "parse_int", "parse_timestamp", "parse_uuid"]
+__all__ = [
+    "MAX_TEXT_LENGTH",
+    "first_values",
+    "parse_enum",
+    "parse_int",
+    "parse_text",
+    "parse_timestamp",
+    "parse_uuid",
+]
+
+# Longest free-text filter (keyword, executionId), in characters. Far above any real search,
+# and it keeps a keyword's trigram lookup small.
+MAX_TEXT_LENGTH = 1024
 
 
 def first_values(request: Request) -> dict[str, str]:
@@ -58,3 +76,12 @@ def parse_int(name: str, value: str, minimum: int, maximum: int | None = None) -
     if maximum is not None and number > maximum:
         raise InvalidRange.at_most(name, maximum, shown)
     return number
+
+
+def parse_text(name: str, value: str) -> str:
+    """A free-text filter, taken literally; PostgreSQL text cannot hold NUL, so it is refused."""
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidLength.at_most(name, MAX_TEXT_LENGTH, len(value))
+    if "\x00" in value:
+        raise InvalidFormat(f"{name} must not contain NUL characters")
+    return value
