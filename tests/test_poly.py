@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gramlogs import cli, functions, ids, tenants
 from gramlogs.auth import Scope
@@ -550,3 +552,103 @@ async def test_delete_walks_many_batches(make_tenant, pool):
         assert sorted(r["source"] for r in left) == ["server"] * 84
         assert await functions.delete_logs(conn, tenant.project_id, f, batch=10) == 84
         assert await functions.delete_logs(conn, tenant.project_id, f, batch=10) == 0
+
+
+# -- the Poly answer is the Gram answer, reshaped ------------------------------------------------
+
+WORDS = ("alpha", "Beta", "50%", "a_b", "back\\slash", "")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    tenant: object
+    functions: list[uuid.UUID]
+
+
+@pytest.fixture(scope="module")
+async def corpus(make_tenant, pool) -> Corpus:
+    """Three functions' lines, aged k + 0.5 hours (k = -2 … 100): every window boundary, a whole
+    number of hours back from now, stays half an hour from any line while the test runs."""
+    import random
+
+    rng = random.Random(4)
+    tenant = await make_tenant()
+    fns = [uuid.uuid4() for _ in range(3)]
+    now = datetime.now(UTC)
+    lines = []
+    for _ in range(240):
+        words = " ".join(rng.sample(WORDS, 2))
+        message = rng.choice([f"msg {words}", None, ""])
+        lines.append(
+            Line(
+                rng.choice(fns),
+                now
+                - timedelta(hours=rng.randint(-2, 100) + 0.5, microseconds=rng.randrange(10**6)),
+                rng.choice(("debug", "info", "warn", "error")),
+                rng.choice(("function", "stdout", "stderr", "server")),
+                message,
+                f"raw {rng.choice(WORDS)} {rng.randrange(1000)}",
+                rng.choice(("e1", "e2", None)),
+            )
+        )
+    await store(pool, tenant.project_id, lines)
+    return Corpus(tenant, fns)
+
+
+async def gram_rows(client, tenant, params: dict[str, str]) -> list[dict[str, object]]:
+    r = await client.get(
+        "/rpc/logs.listToolExecutionLogs",
+        params=params,
+        headers={"Gram-Key": tenant.consumer_key, "Gram-Project": tenant.slug},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["logs"]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    function=st.integers(0, 2),
+    hours=st.none() | st.integers(1, 110),
+    days=st.none() | st.integers(1, 5),
+    limit=st.integers(1, 100),
+    keyword=st.none() | st.sampled_from((*WORDS[:-1], "A", "%", "_", "\\", "msg b")),
+    system=st.booleans(),
+)
+async def test_poly_answer_equals_the_gram_rows(
+    client, corpus, function, hours, days, limit, keyword, system
+):
+    tenant, f = corpus.tenant, corpus.functions[function]
+    poly_params = {"limit": str(limit)}
+    gram_params = {"function_id": str(f), "per_page": str(limit), "sort": "desc"}
+    if hours is not None:
+        poly_params["lastHours"] = str(hours)
+    if days is not None:
+        poly_params["lastDays"] = str(days)
+    if hours is not None or days is not None:
+        start = datetime.now(UTC) - timedelta(hours=max(hours or 0, (days or 0) * 24))
+        gram_params["ts_start"] = start.isoformat()
+    if keyword is not None:
+        poly_params["keyword"] = gram_params["keyword"] = keyword
+    r = await client.get(url(f, system), params=poly_params, headers=auth(tenant.consumer_key))
+    assert r.status_code == 200
+    poly = r.json()
+
+    if system:
+        gram = await gram_rows(client, tenant, gram_params)
+    else:
+        gram = []
+        for source in ("function", "stdout", "stderr"):
+            gram += await gram_rows(client, tenant, {**gram_params, "source": source})
+        gram = sorted(gram, key=lambda log: uuid.UUID(log["id"]), reverse=True)[:limit]
+    expected = [
+        {
+            "timestamp": log["timestamp"],
+            "value": log.get("message") or log["raw_log"],
+            "level": log["level"].upper(),
+        }
+        for log in gram
+    ]
+    assert poly["logsEnabled"] is True
+    assert [
+        {k: v for k, v in log.items() if k != "executionId"} for log in poly["logs"]
+    ] == expected
