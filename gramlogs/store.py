@@ -51,6 +51,12 @@ EQUALITY_FILTERS = (
 
 _MAX_ID = (1 << 128) - 1
 
+# The expression the trigram index logs_keyword covers (schema.sql; keep the two identical).
+# A keyword without the \x01 separator is a substring of it exactly when it is a substring of
+# message or of raw_log; a keyword with one is matched column by column, without the index.
+KEYWORD_SEPARATOR = "\x01"
+_KEYWORD_TEXT = "(coalesce(message, '') || E'\\x01' || raw_log)"
+
 
 @dataclass(frozen=True, slots=True)
 class LogFilter:
@@ -104,7 +110,7 @@ class _Shape:
 
     equals: tuple[str, ...]
     sources: bool
-    keyword: bool
+    keyword: str | None  # "indexed": through logs_keyword; "columns": each column; None: no keyword
 
 
 def _shape_and_values(f: LogFilter) -> tuple[_Shape, list[object]]:
@@ -114,7 +120,10 @@ def _shape_and_values(f: LogFilter) -> tuple[_Shape, list[object]]:
         values.append(list(f.sources))
     if f.keyword is not None:
         values.append(like_pattern(f.keyword))
-    return _Shape(equals, bool(f.sources), f.keyword is not None), values
+    keyword = None
+    if f.keyword is not None:
+        keyword = "columns" if KEYWORD_SEPARATOR in f.keyword else "indexed"
+    return _Shape(equals, bool(f.sources), keyword), values
 
 
 def like_pattern(keyword: str) -> str:
@@ -157,7 +166,10 @@ def _where(shape: _Shape, first_param: int) -> str:
     if shape.sources:
         n += 1
         parts.append(f" AND source = ANY(${n}::text[])")
-    if shape.keyword:
+    if shape.keyword == "indexed":
+        n += 1
+        parts.append(f" AND {_KEYWORD_TEXT} ILIKE ${n}")
+    elif shape.keyword == "columns":
         n += 1
         parts.append(f" AND (message ILIKE ${n} OR raw_log ILIKE ${n})")
     return "".join(parts)

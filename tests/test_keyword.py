@@ -232,3 +232,27 @@ async def test_walking_keyword_pages_visits_every_match_once_in_order(
     if direction == "prev":
         pages.reverse()
     assert [i for page in pages for i in page] == expected
+
+
+async def test_keyword_with_the_separator_is_matched_column_by_column(client, make_tenant, pool):
+    tenant = await make_tenant()
+    await store(pool, tenant.project_id, [Row("ab", "cd"), Row("x\x01y", "raw")])
+    # "b\x01c" spans message and raw line of the first row: no match; the second holds it.
+    assert await messages(client, tenant, keyword="b\x01c") == []
+    assert await messages(client, tenant, keyword="X\x01Y") == ["x\x01y"]
+    assert await messages(client, tenant, keyword="bc") == []
+
+
+async def test_keyword_condition_can_use_the_trigram_index(pool):
+    """The expression in store.py must stay the one schema.sql indexes."""
+    from gramlogs.store import _shape_and_values, _where
+
+    shape, values = _shape_and_values(LogFilter(project_id=uuid.UUID(int=0), keyword="quokka"))
+    async with pool.acquire() as conn, conn.transaction():
+        # Without sequential and plain index scans, the condition alone can be answered only by
+        # a bitmap scan of an index that covers it: the plan names one if, and only if, it can.
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+        plan = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM logs WHERE true" + _where(shape, 0), *values
+        )
+    assert '"Index Name": "logs_keyword"' in plan
