@@ -137,10 +137,10 @@ def like_pattern(keyword: str) -> str:
 
 @lru_cache(maxsize=256)
 def _page_sql(shape: _Shape, ascending: bool) -> str:
-    where = _where(shape, first_param=6)
+    where = "".join(_conditions(shape, first_param=6))
     order = "ASC" if ascending else "DESC"
     return (
-        f"SELECT {', '.join(_quoted(c) for c in COLUMNS)},"
+        f"SELECT {_COLUMN_LIST},"
         f" (SELECT EXISTS (SELECT 1 FROM logs WHERE project_id = $1"
         f" AND id BETWEEN $4 AND $5{where})) AS has_back"
         f" FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{where}"
@@ -149,14 +149,52 @@ def _page_sql(shape: _Shape, ascending: bool) -> str:
 
 
 @lru_cache(maxsize=256)
+def _keyword_page_sql(shape: _Shape, ascending: bool) -> str:
+    """A keyword page: the newest (in scan order) $7 filtered rows first, then the trigram index.
+
+    The first branch walks the scan range in order, as a page without a keyword does, but
+    reads at most $7 rows: a common word fills the page within them. Only when it has not
+    (the word is rarer than per_page in $7) does the second branch run: it gathers the range's
+    matches as a set planned on its own, so through the trigram index when the word is rare
+    (OFFSET 0 keeps out both the page's LIMIT and the bound below, which would otherwise tempt
+    the planner to AND the trigram bitmap with a bitmap of the whole id range), keeps those
+    beyond the rows the first branch read, and sorts them. PostgreSQL runs
+    UNION ALL branches in order and stops at the LIMIT, so the page is the first branch's
+    matches followed by the second's; parallel plans, which would interleave them, are off for
+    keyword pages (see fetch_page). $8 is $7 - 1: the offset of the last row the first branch
+    reads; no such row means the first branch read the whole range.
+    """
+    filters, keyword = _conditions(shape, first_param=8)
+    order = "ASC" if ascending else "DESC"
+    beyond = ">" if ascending else "<"
+    scan = f"FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{filters}"
+    return (
+        f"SELECT {_COLUMN_LIST},"
+        f" (SELECT EXISTS (SELECT 1 FROM logs WHERE project_id = $1"
+        f" AND id BETWEEN $4 AND $5{filters}{keyword})) AS has_back"
+        f" FROM ((SELECT {_COLUMN_LIST} FROM"
+        f" (SELECT {_COLUMN_LIST} {scan} ORDER BY id {order} LIMIT $7) AS recent"
+        f" WHERE true{keyword} ORDER BY id {order})"
+        f" UNION ALL"
+        f" (SELECT {_COLUMN_LIST} FROM"
+        f" (SELECT {_COLUMN_LIST} {scan}{keyword} OFFSET 0) AS older"
+        f" WHERE id {beyond} (SELECT id {scan} ORDER BY id {order} OFFSET $8 LIMIT 1)"
+        f" ORDER BY id {order})) AS page"
+        f" LIMIT $6"
+    )
+
+
+@lru_cache(maxsize=256)
 def _exists_sql(shape: _Shape) -> str:
-    where = _where(shape, first_param=3)
+    where = "".join(_conditions(shape, first_param=3))
     return (
         f"SELECT EXISTS (SELECT 1 FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{where})"
     )
 
 
-def _where(shape: _Shape, first_param: int) -> str:
+def _conditions(shape: _Shape, first_param: int) -> tuple[str, str]:
+    """The filter's conditions without the keyword, and the keyword's; values are parameters
+    numbered from ``first_param + 1`` in :func:`_shape_and_values` order."""
     # Column names come from EQUALITY_FILTERS only; values are always parameters.
     n = first_param
     parts = []
@@ -166,17 +204,22 @@ def _where(shape: _Shape, first_param: int) -> str:
     if shape.sources:
         n += 1
         parts.append(f" AND source = ANY(${n}::text[])")
+    keyword = ""
     if shape.keyword == "indexed":
-        n += 1
-        parts.append(f" AND {_KEYWORD_TEXT} ILIKE ${n}")
+        keyword = f" AND {_KEYWORD_TEXT} ILIKE ${n + 1}"
     elif shape.keyword == "columns":
-        n += 1
-        parts.append(f" AND (message ILIKE ${n} OR raw_log ILIKE ${n})")
-    return "".join(parts)
+        keyword = f" AND (message ILIKE ${n + 1} OR raw_log ILIKE ${n + 1})"
+    return "".join(parts), keyword
 
 
 def _quoted(column: str) -> str:
     return '"timestamp"' if column == "timestamp" else column
+
+
+KEYWORD_PROBE_ROWS = 2000
+KEYWORD_PROBE_PER_ROW = 10
+
+_COLUMN_LIST = ", ".join(_quoted(c) for c in COLUMNS)
 
 
 def _uuid(value: int) -> uuid.UUID:
@@ -186,37 +229,57 @@ def _uuid(value: int) -> uuid.UUID:
 async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     """One page of ``req.filter``'s rows in sort order, with what lies either side of it.
 
-    A keyword page is planned for its own keyword every time. The best plan depends on how
-    common the word is: for a common one, the ordered (project_id, id) scan meets ``per_page``
-    matches within a few dozen rows; for a rare one, the trigram index finds its few rows and a
-    top-N sort orders them. asyncpg reuses prepared statements, and after five executions
-    PostgreSQL may switch a statement to a generic plan that cannot know the word: measured on
-    1M rows (benchmarks/keyword.py), it read 300k rows for a common word (611 ms instead of
-    0.1 ms). ``force_custom_plan``, set for the page's own transaction only, prevents that.
+    A keyword page (see :func:`_keyword_page_sql`) runs in a transaction of its own, with
+    two settings for it alone. ``force_custom_plan``: asyncpg reuses prepared statements, and
+    after five executions PostgreSQL may switch to a generic plan made without knowing the
+    word, which on 1M rows read 300k rows for a common word (0.7 s instead of 1 ms;
+    benchmarks/keyword.py). No parallel plans: they would interleave the page's two branches.
     """
     if req.filter.keyword is None:
         return await _fetch_page(conn, req)
     async with conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        await conn.execute(_KEYWORD_SETTINGS)
         return await _fetch_page(conn, req)
 
 
-async def _fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
+_KEYWORD_SETTINGS = (
+    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL max_parallel_workers_per_gather = 0"
+)
+
+
+def keyword_probe_rows(per_page: int) -> int:
+    """How many rows a keyword page reads in order before it turns to the trigram index.
+
+    Reading a row costs about a microsecond (an ILIKE on its text), so the probe costs a
+    couple of milliseconds; a word that fills a page within it is common enough that the
+    ordered walk is the fastest plan, one that does not is rare enough for the index.
+    """
+    return max(KEYWORD_PROBE_ROWS, KEYWORD_PROBE_PER_ROW * (per_page + 1))
+
+
+async def _fetch_page(conn: asyncpg.Connection, req: PageRequest, *, probe: bool = True) -> Page:
+    # probe=False leaves a keyword page to the planner (one ordered or index plan for the whole
+    # range); benchmarks/keyword.py measures it beside the shipped plan.
     shape, values = _shape_and_values(req.filter)
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     rows: list[asyncpg.Record] = []
     has_back = None
     if lo <= hi:
-        rows = await conn.fetch(
-            _page_sql(shape, req.scan_ascending),
+        args: list[object] = [
             req.filter.project_id,
             _uuid(lo),
             _uuid(hi),
             _uuid(back_lo),
             _uuid(back_hi),
             req.per_page + 1,
-            *values,
-        )
+        ]
+        if shape.keyword is not None and probe:
+            reads = keyword_probe_rows(req.per_page)
+            sql = _keyword_page_sql(shape, req.scan_ascending)
+            args += [reads, reads - 1]
+        else:
+            sql = _page_sql(shape, req.scan_ascending)
+        rows = await conn.fetch(sql, *args, *values)
         if rows:
             has_back = rows[0]["has_back"]
     if has_back is None:

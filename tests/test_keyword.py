@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from dataclasses import dataclass
@@ -12,9 +13,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlogs import ids
+from gramlogs import store as store_module
 from gramlogs.store import COLUMNS, LogFilter, PageRequest, fetch_page, like_pattern
 
 URL = "/rpc/logs.listToolExecutionLogs"
+
+
+@contextlib.contextmanager
+def probe_reads(rows: int | None):
+    """Make keyword pages read only ``rows`` rows in order before the trigram branch (None: as
+    shipped), so that small test sets exercise both branches of the page query."""
+    if rows is None:
+        yield
+        return
+    saved = store_module.KEYWORD_PROBE_ROWS, store_module.KEYWORD_PROBE_PER_ROW
+    store_module.KEYWORD_PROBE_ROWS, store_module.KEYWORD_PROBE_PER_ROW = rows, 0
+    try:
+        yield
+    finally:
+        store_module.KEYWORD_PROBE_ROWS, store_module.KEYWORD_PROBE_PER_ROW = saved
+
+
+@pytest.fixture(params=[None, 1, 3], ids=["probe-as-shipped", "probe-1", "probe-3"])
+def probe(request):
+    with probe_reads(request.param):
+        yield request.param
+
+
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
 FUNCTION = uuid.UUID(int=7)
 
@@ -116,12 +141,12 @@ async def messages(client, tenant, **params: str) -> list[str]:
     ],
 )
 async def test_gram_keyword_is_a_literal_case_insensitive_substring(
-    client, tenant, keyword, expected
+    client, tenant, probe, keyword, expected
 ):
     assert await messages(client, tenant, keyword=keyword) == expected
 
 
-async def test_gram_keyword_combines_with_the_other_filters(client, tenant):
+async def test_gram_keyword_combines_with_the_other_filters(client, tenant, probe):
     assert await messages(client, tenant, keyword="message", level="error") == [""]
     assert await messages(client, tenant, keyword="message", level="info") == [
         "raw only, no message"
@@ -197,16 +222,17 @@ def matches(row: Row, keyword: str) -> bool:
     return k in (row.message or "").lower() or k in row.raw_log.lower()
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=50, deadline=None, derandomize=True)
 @given(
     keyword=st.sampled_from((*VOCAB, "ERROR", "_", "%", "\\", "line 1")),
     level=st.none() | st.sampled_from(("info", "warn")),
     per_page=st.integers(1, 40),
     sort=st.sampled_from(("asc", "desc")),
     direction=st.sampled_from(("next", "prev")),
+    probe=st.sampled_from((None, 1, 2, 7, 60)),
 )
 async def test_walking_keyword_pages_visits_every_match_once_in_order(
-    client, paged, keyword, level, per_page, sort, direction
+    client, paged, keyword, level, per_page, sort, direction, probe
 ):
     tenant, stored = paged
     expected = [
@@ -221,7 +247,8 @@ async def test_walking_keyword_pages_visits_every_match_once_in_order(
         params["level"] = level
     pages: list[list[str]] = []
     while True:
-        r = await client.get(URL, params=params, headers=tenant.headers())
+        with probe_reads(probe):
+            r = await client.get(URL, params=params, headers=tenant.headers())
         assert r.status_code == 200
         body = r.json()
         pages.append([log["id"] for log in body["logs"]])
@@ -245,7 +272,7 @@ async def test_keyword_with_the_separator_is_matched_column_by_column(client, ma
 
 async def test_keyword_condition_can_use_the_trigram_index(pool):
     """The expression in store.py must stay the one schema.sql indexes."""
-    from gramlogs.store import _shape_and_values, _where
+    from gramlogs.store import _conditions, _shape_and_values
 
     shape, values = _shape_and_values(LogFilter(project_id=uuid.UUID(int=0), keyword="quokka"))
     async with pool.acquire() as conn, conn.transaction():
@@ -253,6 +280,7 @@ async def test_keyword_condition_can_use_the_trigram_index(pool):
         # a bitmap scan of an index that covers it: the plan names one if, and only if, it can.
         await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
         plan = await conn.fetchval(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM logs WHERE true" + _where(shape, 0), *values
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM logs WHERE true" + _conditions(shape, 0)[1],
+            *values,
         )
     assert '"Index Name": "logs_keyword"' in plan
