@@ -231,9 +231,10 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
 
     A keyword page (see :func:`_keyword_page_sql`) runs in a transaction of its own, with
     two settings for it alone. ``force_custom_plan``: asyncpg reuses prepared statements, and
-    after five executions PostgreSQL may switch to a generic plan made without knowing the
-    word, which on 1M rows read 300k rows for a common word (0.7 s instead of 1 ms;
-    benchmarks/keyword.py). No parallel plans: they would interleave the page's two branches.
+    after five executions PostgreSQL may switch to a generic plan made without knowing the word
+    or the range; on 1M rows that plan took 40 ms instead of 1 for a common word and 35-50 ms
+    instead of 5 for a rare one (benchmarks/keyword.py). No parallel plans: they would
+    interleave the page's two branches.
     """
     if req.filter.keyword is None:
         return await _fetch_page(conn, req)
