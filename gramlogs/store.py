@@ -2,8 +2,9 @@
 
 Every page is one statement: an ordered index range scan that stops after ``per_page + 1``
 rows, plus an ``EXISTS`` probe (an InitPlan, run once) that tells whether rows lie on the
-other side of the cursor. A keyword page may instead gather its matches through the trigram
-index and sort them (see :func:`fetch_page`). Nothing here knows about HTTP.
+other side of the cursor. A keyword page adds a second branch that, when the ordered scan does
+not fill the page quickly, gathers the matches through the trigram index and sorts them (see
+:func:`_keyword_page_sql`). Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
@@ -158,11 +159,11 @@ def _keyword_page_sql(shape: _Shape, ascending: bool) -> str:
     matches as a set planned on its own, so through the trigram index when the word is rare
     (OFFSET 0 keeps out both the page's LIMIT and the bound below, which would otherwise tempt
     the planner to AND the trigram bitmap with a bitmap of the whole id range), keeps those
-    beyond the rows the first branch read, and sorts them. PostgreSQL runs
-    UNION ALL branches in order and stops at the LIMIT, so the page is the first branch's
-    matches followed by the second's; parallel plans, which would interleave them, are off for
-    keyword pages (see fetch_page). $8 is $7 - 1: the offset of the last row the first branch
-    reads; no such row means the first branch read the whole range.
+    beyond the rows the first branch read, and sorts them. PostgreSQL runs UNION ALL branches
+    in order and stops at the LIMIT, so the page is the first branch's matches followed by the
+    second's; parallel plans, which would interleave them, are off for keyword pages (see
+    fetch_page). $8 is $7 - 1: the offset of the last row the first branch reads; no such row
+    means the first branch read the whole range, and the second branch keeps nothing.
     """
     filters, keyword = _conditions(shape, first_param=8)
     order = "ASC" if ascending else "DESC"
