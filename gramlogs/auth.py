@@ -17,7 +17,7 @@ import asyncpg
 
 from gramlogs.errors import Forbidden, Unauthorized
 
-__all__ = ["Principal", "Scope", "authenticate", "hash_key", "new_key"]
+__all__ = ["KeyHolder", "Principal", "Scope", "authenticate", "hash_key", "identify", "new_key"]
 
 KEY_PREFIX = "glk_"
 
@@ -103,3 +103,39 @@ async def authenticate(
     if not scope.allows(needed):
         raise Forbidden(f"this key has scope {scope.value!r}; {needed.value!r} is required")
     return Principal(key_id=row["id"], scope=scope, project_id=found)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """Who a key speaks for, before any project is named (the Poly dialect names a function)."""
+
+    key_id: uuid.UUID
+    scope: Scope
+    organization_id: uuid.UUID
+    bound_project_id: uuid.UUID | None  # the one project the key may use; None: any in the org
+
+    def require(self, needed: Scope) -> None:
+        if not self.scope.allows(needed):
+            raise Forbidden(
+                f"this key has scope {self.scope.value!r}; {needed.value!r} is required"
+            )
+
+
+async def identify(conn: asyncpg.Connection, key: str | None) -> KeyHolder:
+    """The holder of ``key``; 401 when it is missing, unknown or revoked."""
+    if key is None:
+        raise Unauthorized("missing API key")
+    digest = hash_key(key)
+    row = await conn.fetchrow(
+        "SELECT id, scope, key_hash, organization_id, project_id FROM api_keys"
+        " WHERE key_hash = $1 AND revoked_at IS NULL",
+        digest,
+    )
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        raise Unauthorized("invalid or revoked API key")
+    return KeyHolder(
+        key_id=row["id"],
+        scope=Scope(row["scope"]),
+        organization_id=row["organization_id"],
+        bound_project_id=row["project_id"],
+    )

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from gramlogs import __version__, demo, ids, maintenance, partitions, schema, tenants
+from gramlogs import __version__, demo, functions, ids, maintenance, partitions, schema, tenants
 from gramlogs.auth import Scope
 from gramlogs.config import Config, ConfigError
 from gramlogs.database import resolve_url
@@ -247,6 +247,53 @@ def cmd_projects_retention(args: argparse.Namespace) -> None:
     )
 
 
+# -- functions ----------------------------------------------------------------------------------
+
+
+def cmd_functions_set(args: argparse.Namespace) -> None:
+    enabled = args.action == "enable"
+    try:
+        function_id = ids.parse_uuid(args.function_id)
+    except ids.IdError:
+        raise CommandError(f"function id {args.function_id!r} is not a uuid") from None
+
+    async def work(conn: asyncpg.Connection) -> tuple[uuid.UUID, str]:
+        org = await tenants.resolve_organization(conn, args.org)
+        if args.project:
+            # Naming the project may register a function before its first line arrives.
+            project = await tenants.resolve_project(conn, org, args.project)
+            slug = args.project
+        else:
+            found = await functions.find_function(conn, org, function_id)
+            if not found:
+                raise CommandError(
+                    f"no project of the organization has function {function_id};"
+                    " name one with --project to register it"
+                )
+            if len(found) > 1:
+                slugs = ", ".join(f.project_slug for f in found)
+                raise CommandError(
+                    f"function {function_id} is in several projects ({slugs});"
+                    " choose one with --project"
+                )
+            project, slug = found[0].project_id, found[0].project_slug
+        await functions.set_logs_enabled(conn, project, function_id, enabled)
+        return project, slug
+
+    project, slug = _run(args, work)
+    state = "enabled" if enabled else "disabled"
+    _emit(
+        args,
+        {
+            "function_id": function_id,
+            "project_id": project,
+            "project": slug,
+            "logs_enabled": enabled,
+        },
+        f"logs {state} for function {function_id} in project {slug}",
+    )
+
+
 # -- seed ---------------------------------------------------------------------------------------
 
 
@@ -354,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("revoke", parents=[common], help="revoke a key, effective at once")
     p.add_argument("key_id")
     p.set_defaults(func=cmd_keys_revoke)
+
+    funcs = sub.add_parser("functions", help="per-function settings").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    for action, verb in (("enable", "accept and show"), ("disable", "refuse and hide")):
+        p = funcs.add_parser(
+            action, parents=[common], help=f"{verb} a function's logs (Poly's logsEnabled)"
+        )
+        p.add_argument("function_id")
+        p.add_argument("--org", required=True, help="organization name or id")
+        p.add_argument("--project", help="project slug (needed when several projects have it)")
+        p.set_defaults(func=cmd_functions_set)
 
     p = sub.add_parser("seed", parents=[common], help="COPY synthetic logs into a project")
     p.add_argument("--org", required=True, help="organization name or id")

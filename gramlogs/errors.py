@@ -8,7 +8,8 @@ Every error is a :class:`GramlogsError`; its class carries the HTTP status and t
     │   ├── InvalidFormat        400 invalid_format
     │   ├── InvalidEnumValue     400 invalid_enum_value
     │   ├── InvalidFieldType     400 invalid_field_type
-    │   └── InvalidRange         400 invalid_range
+    │   ├── InvalidRange         400 invalid_range
+    │   └── InvalidLength        400 invalid_length
     ├── Unauthorized             401 unauthorized
     ├── Forbidden                403 forbidden
     ├── NotFound                 404 not_found
@@ -101,6 +102,14 @@ class InvalidRange(BadRequest):
     @classmethod
     def at_most(cls, param: str, maximum: int, value: object) -> InvalidRange:
         return cls(f"{param} must be lesser or equal than {maximum} but got value {value}")
+
+
+class InvalidLength(BadRequest):
+    name = "invalid_length"
+
+    @classmethod
+    def at_most(cls, param: str, maximum: int, length: int) -> InvalidLength:
+        return cls(f"length of {param} must be lesser or equal than {maximum} but got {length}")
 
 
 class Unauthorized(GramlogsError):

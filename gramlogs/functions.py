@@ -1,16 +1,38 @@
 """Functions: the per-function settings kept beside the logs (Poly's ``logsEnabled``).
 
-A function is known to a project once a line of it has been stored there; it starts enabled.
+A function is known to a project once a line of it has been stored there (or an administrator
+set its logsEnabled); it starts enabled.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
-__all__ = ["disabled_among", "register_functions", "set_logs_enabled"]
+__all__ = [
+    "DELETE_BATCH",
+    "FunctionRef",
+    "delete_logs",
+    "disabled_among",
+    "find_function",
+    "register_functions",
+    "set_logs_enabled",
+]
+
+# Rows removed per DELETE statement: each stays far inside the statement time limit (5 s by
+# default) however many lines the function has; all batches share one transaction.
+DELETE_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRef:
+    project_id: uuid.UUID
+    project_slug: str
+    id: uuid.UUID
+    logs_enabled: bool
 
 
 async def register_functions(
@@ -49,3 +71,65 @@ async def set_logs_enabled(
         function_id,
         enabled,
     )
+
+
+async def find_function(
+    conn: asyncpg.Connection,
+    organization_id: uuid.UUID,
+    function_id: uuid.UUID,
+    *,
+    project_id: uuid.UUID | None = None,
+) -> list[FunctionRef]:
+    """The organization's projects (only ``project_id``, when given) that know the function."""
+    rows = await conn.fetch(
+        "SELECT f.project_id, p.slug, f.id, f.logs_enabled"
+        " FROM functions f JOIN projects p ON p.id = f.project_id"
+        " WHERE f.id = $1 AND p.organization_id = $2 AND ($3::uuid IS NULL OR f.project_id = $3)"
+        " ORDER BY p.slug",
+        function_id,
+        organization_id,
+        project_id,
+    )
+    return [FunctionRef(*row) for row in rows]
+
+
+async def delete_logs(
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    function_id: uuid.UUID,
+    *,
+    sources: Sequence[str] = (),
+    batch: int = DELETE_BATCH,
+) -> int:
+    """Delete the function's stored lines (only those of ``sources``, when given); return how many.
+
+    All or nothing: the batches share one transaction. Lines stored after the call began with a
+    later id than any before it are left alone, so a busy writer cannot keep the loop going.
+    Each batch walks down the id range from where the last one stopped, so no batch rereads the
+    index entries of rows already deleted.
+    """
+    only = " AND source = ANY($3::text[])" if sources else ""
+    extra: list[object] = [list(sources)] if sources else []
+    top_sql = (
+        f"SELECT id FROM logs WHERE project_id = $1 AND function_id = $2{only}"
+        " ORDER BY id DESC LIMIT 1"
+    )
+    # $3 is the sources when given; the walk's bound and batch size come after.
+    n = 4 if sources else 3
+    batch_sql = (
+        "WITH doomed AS (SELECT id FROM logs WHERE project_id = $1 AND function_id = $2"
+        f"{only} AND id <= ${n} ORDER BY id DESC LIMIT ${n + 1}),"
+        " gone AS (DELETE FROM logs l USING doomed d WHERE l.project_id = $1 AND l.id = d.id"
+        " RETURNING l.id)"
+        " SELECT count(*) AS n, (array_agg(id ORDER BY id))[1] AS low FROM gone"
+    )
+    total = 0
+    async with conn.transaction():
+        top = await conn.fetchval(top_sql, project_id, function_id, *extra)
+        while top is not None:
+            row = await conn.fetchrow(batch_sql, project_id, function_id, *extra, top, batch)
+            total += row["n"]
+            if row["n"] < batch or row["low"].int == 0:
+                break
+            top = uuid.UUID(int=row["low"].int - 1)
+    return total

@@ -22,6 +22,7 @@ from gramlogs.params import (
     header_text,
     parse_enum,
     parse_int,
+    parse_text,
     parse_timestamp,
     parse_uuid,
 )
@@ -76,6 +77,7 @@ class ListQuery:
     ts_start: datetime
     ts_end: datetime
     equals: dict[str, object]
+    keyword: str | None
     cursor: uuid.UUID | None
     per_page: int
     ascending: bool
@@ -90,7 +92,9 @@ class ListQuery:
         else:
             lo, hi = ids.lowest_id(start).int, ids.highest_id(end).int
         return PageRequest(
-            filter=LogFilter(project_id=project_id, lo=lo, hi=hi, equals=self.equals),
+            filter=LogFilter(
+                project_id=project_id, lo=lo, hi=hi, equals=self.equals, keyword=self.keyword
+            ),
             per_page=self.per_page,
             ascending=self.ascending,
             forward=self.forward,
@@ -113,6 +117,8 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         equals["level"] = parse_enum("level", v, LEVELS)
     if (v := get("source")) is not None:
         equals["source"] = parse_enum("source", v, SOURCES)
+    # Extension: unknown to Gram's clients, harmless to them (see README, "Keyword search").
+    keyword = parse_text("keyword", v) if (v := get("keyword")) is not None else None
     cursor = parse_uuid("cursor", v) if (v := get("cursor")) is not None else None
     per_page = DEFAULT_PER_PAGE
     if (v := get("per_page")) is not None:
@@ -127,6 +133,7 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         ts_start=ts_start,
         ts_end=ts_end,
         equals=equals,
+        keyword=keyword,
         cursor=cursor,
         per_page=per_page,
         ascending=sort == "asc",

@@ -19,20 +19,26 @@ from gramlogs.errors import (
     InvalidEnumValue,
     InvalidFieldType,
     InvalidFormat,
+    InvalidLength,
     InvalidRange,
 )
 
 __all__ = [
+    "MAX_TEXT_LENGTH",
     "first_values",
     "header_text",
     "parse_enum",
     "parse_int",
     "parse_query",
+    "parse_text",
     "parse_timestamp",
     "parse_uuid",
 ]
 
 _TEXT = "UTF-8 text without NUL characters"
+# Longest free-text filter (keyword, executionId), in characters. Far above any real search,
+# and it keeps a keyword's trigram lookup small.
+MAX_TEXT_LENGTH = 1024
 
 
 def first_values(request: Request) -> dict[str, str]:
@@ -118,3 +124,10 @@ def parse_int(name: str, value: str, minimum: int, maximum: int | None = None) -
     if maximum is not None and number > maximum:
         raise InvalidRange.at_most(name, maximum, shown)
     return number
+
+
+def parse_text(name: str, value: str) -> str:
+    """A free-text filter, taken literally (NUL is refused by :func:`first_values` already)."""
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidLength.at_most(name, MAX_TEXT_LENGTH, len(value))
+    return value

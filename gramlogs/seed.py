@@ -71,6 +71,10 @@ class SeedPlan:
     deployments_per_function: int = 3
     instances: int = 12
     seed: int = 0
+    # (word, fraction): append ``word`` to about that fraction of lines (message and raw line),
+    # so that keyword benchmarks and tests know how many lines a word matches. A separate random
+    # stream decides, so planting changes no other column of any row.
+    plant: tuple[tuple[str, float], ...] = ()
 
 
 def _uuid(rng: random.Random) -> uuid.UUID:
@@ -94,6 +98,7 @@ def generate(plan: SeedPlan) -> Iterator[tuple[object, ...]]:
     # rows come in time order (as real lines do) and fill the span evenly.
     gap = span_us / max(plan.rows, 1)
     execution = f"exec-{rng.getrandbits(40):010x}"
+    planter = random.Random(f"plant-{plan.seed}")
     for i in range(plan.rows):
         ts = start + timedelta(microseconds=int((i + rng.random()) * gap))
         if rng.random() < 0.05:
@@ -105,6 +110,9 @@ def generate(plan: SeedPlan) -> Iterator[tuple[object, ...]]:
         message = template.format(
             n=rng.randrange(1, 5000), k=f"{rng.getrandbits(24):06x}", b=rng.random() < 0.5
         )
+        for word, fraction in plan.plant:
+            if planter.random() < fraction:
+                message = f"{message} {word}"
         tool = tool_names[function_id]
         raw = json.dumps({"level": level, "msg": message, "tool": tool}) if not server else message
         yield (

