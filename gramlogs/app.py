@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram, ops
+from gramlogs import gram, openapi, ops
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import GramlogsError, encode_error, from_exception
@@ -69,6 +69,7 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi.endpoint, methods=["GET"]),
     ]
     middleware = [Middleware(Observe, access_log=config.access_log)]
     if config.rate_limit > 0:
