@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
+from schemathesis.python.asgi import shutdown_lifespans
 
 from gramlogs.app import create_app
 from gramlogs.config import Config
@@ -98,7 +100,17 @@ def run_schemathesis(app: object, key: str | None, project: str) -> Outcome:
     # refresh_interval=None: no caching provider, so a 401 does not make schemathesis log in again.
     schema.auth(refresh_interval=None)(_credentials(key, project))
     outcome = Outcome()
-    for event in from_schema(schema).execute():
+    try:
+        _collect(from_schema(schema).execute(), outcome)
+    finally:
+        # schemathesis keeps the application's lifespan (our pool) running until the process
+        # exits unless told otherwise.
+        shutdown_lifespans()
+    return outcome
+
+
+def _collect(stream: Iterable[events.EngineEvent], outcome: Outcome) -> None:
+    for event in stream:
         if isinstance(event, events.ScenarioFinished):
             for interaction in event.recorder.interactions.values():
                 response = interaction.response
@@ -122,7 +134,6 @@ def run_schemathesis(app: object, key: str | None, project: str) -> Outcome:
             outcome.failures.append(f"{event.label}: {event.value!r}\n{event.info.code_sample}")
         elif isinstance(event, events.FatalError):
             outcome.failures.append(f"fatal: {event.exception!r}")
-    return outcome
 
 
 @pytest.fixture(scope="module")
