@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gramlogs import gram, ingest, maintenance, ops, otlp, poly
+from gramlogs import gram, ingest, maintenance, openapi, ops, otlp, poly
 from gramlogs.config import Config
 from gramlogs.database import Database, resolve_url
 from gramlogs.errors import GramlogsError, encode_error, from_exception
@@ -79,6 +79,7 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/v1/logs", otlp.export_logs, methods=["POST"]),
         Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
         Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
+        Route("/openapi.json", openapi.endpoint, methods=["GET"]),
     ]
     middleware = [Middleware(Observe, access_log=config.access_log)]
     if config.rate_limit > 0:

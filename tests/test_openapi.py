@@ -1,0 +1,254 @@
+"""The OpenAPI document: valid OpenAPI 3.0, in step with Gram's published listToolExecutionLogs,
+served as built, and describing the responses schemathesis cannot reach (its own path, unknown
+routes, wrong methods, rate limiting, a database that is down)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema_rs
+import pytest
+import schemathesis
+from _support import app_client, free_port
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+# The OpenAPI 3.0 meta-schema (from OAI/OpenAPI-Specification), as schemathesis ships it.
+from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
+
+from gramlogs import openapi
+from gramlogs.errors import GramlogsError
+
+URL = "/rpc/logs.listToolExecutionLogs"
+CHECKS = [
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+# Gram's published operation, from the Goa design of its logs service
+# (ListToolExecutionLogsPayload and friends, speakeasy-api/gram server/design/toolmetrics):
+# each query parameter's schema as Goa renders it, less the description.
+GRAM_PARAMETERS = {
+    "ts_start": {"type": "string", "format": "date-time"},
+    "ts_end": {"type": "string", "format": "date-time"},
+    "deployment_id": {"type": "string", "format": "uuid"},
+    "function_id": {"type": "string", "format": "uuid"},
+    "instance": {"type": "string"},
+    "level": {"type": "string", "enum": ["debug", "info", "warn", "error"]},
+    "source": {"type": "string", "enum": ["stdout", "stderr"]},
+    "cursor": {"type": "string", "format": "uuid"},
+    "per_page": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 100, "default": 20},
+    "direction": {"type": "string", "enum": ["next", "prev"], "default": "next"},
+    "sort": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
+}
+GRAM_HEADERS = ["Gram-Key", "Gram-Project"]  # Gram also has Gram-Session: dashboard sessions
+# (type, format) of each property, and the required ones.
+GRAM_SCHEMAS = {
+    "ListToolExecutionLogsResult": (
+        {"logs": ("array", None), "pagination": (None, None)},
+        None,
+    ),
+    "PaginationResponse": (
+        {
+            "per_page": ("integer", "int64"),
+            "has_next_page": ("boolean", None),
+            "next_page_cursor": ("string", "uuid"),
+        },
+        None,
+    ),
+    "ToolExecutionLog": (
+        {
+            "id": ("string", "uuid"),
+            "timestamp": ("string", "date-time"),
+            "instance": ("string", None),
+            "level": ("string", None),
+            "source": ("string", None),
+            "raw_log": ("string", None),
+            "message": ("string", None),
+            "attributes": ("string", None),
+            "project_id": ("string", "uuid"),
+            "deployment_id": ("string", "uuid"),
+            "function_id": ("string", "uuid"),
+        },
+        [
+            "id",
+            "timestamp",
+            "instance",
+            "level",
+            "source",
+            "raw_log",
+            "project_id",
+            "deployment_id",
+            "function_id",
+        ],
+    ),
+    "Error": (
+        {
+            "fault": ("boolean", None),
+            "id": ("string", None),
+            "message": ("string", None),
+            "name": ("string", None),
+            "temporary": ("boolean", None),
+            "timeout": ("boolean", None),
+        },
+        ["name", "id", "message", "temporary", "timeout", "fault"],
+    ),
+}
+GRAM_SECURITY = {
+    "apikey_header_Gram-Key": ("apiKey", "header", "Gram-Key"),
+    "project_slug_header_Gram-Project": ("apiKey", "header", "Gram-Project"),
+}
+
+
+def list_operation() -> dict:
+    return openapi.DOCUMENT["paths"][URL]["get"]
+
+
+def test_document_is_valid_openapi_3_0():
+    assert openapi.DOCUMENT["openapi"] == "3.0.3"
+    assert list(OPENAPI_30_VALIDATOR.iter_errors(openapi.build())) == []
+    broken = openapi.build()
+    broken["paths"][URL]["get"]["parameters"][0]["in"] = "body"
+    assert list(OPENAPI_30_VALIDATOR.iter_errors(broken)) != []  # the validator does validate
+
+
+def test_list_operation_has_grams_operation_id_parameters_and_security():
+    operation = list_operation()
+    assert operation["operationId"] == "listToolExecutionLogs"
+    query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    assert list(query) == list(GRAM_PARAMETERS)
+    for name, gram_schema in GRAM_PARAMETERS.items():
+        ours = {k: v for k, v in query[name]["schema"].items() if k != "description"}
+        assert query[name]["allowEmptyValue"] is True
+        assert query[name].get("required", False) is False
+        if name == "source":
+            # Gram's enum, then the values gramlogs adds, marked as such.
+            extra = query[name]["x-gramlogs-extension-values"]
+            assert ours == {**gram_schema, "enum": gram_schema["enum"] + extra}
+            assert extra == ["server", "function"]
+        else:
+            assert ours == gram_schema, name
+    headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+    assert headers == GRAM_HEADERS
+    assert operation["security"] == [{name: [] for name in GRAM_SECURITY}]
+    schemes = openapi.DOCUMENT["components"]["securitySchemes"]
+    assert {n: (s["type"], s["in"], s["name"]) for n, s in schemes.items()} == GRAM_SECURITY
+
+
+def test_schemas_have_grams_names_types_and_required_fields_and_mark_extensions():
+    schemas = openapi.DOCUMENT["components"]["schemas"]
+    for name, (gram_properties, required) in GRAM_SCHEMAS.items():
+        properties = schemas[name]["properties"]
+        gram_part = {
+            prop: (schema.get("type"), schema.get("format"))
+            for prop, schema in properties.items()
+            if not schema.get("x-gramlogs-extension")
+        }
+        assert gram_part == gram_properties, name
+        assert schemas[name].get("required") == required, name
+    extensions = [
+        prop
+        for schema in schemas.values()
+        for prop, value in schema["properties"].items()
+        if value.get("x-gramlogs-extension")
+    ]
+    assert extensions == ["has_prev_page", "prev_page_cursor"]
+
+
+def test_every_error_class_is_documented_with_its_status_and_name():
+    responses = openapi.DOCUMENT["components"]["responses"]
+    by_status = {
+        status: responses[component] for status, (component, _) in openapi.ERROR_RESPONSES.items()
+    }
+    pending: list[type[GramlogsError]] = [GramlogsError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        response = by_status[cls.status]
+        assert cls.name in response["x-gramlogs-error-names"], cls
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+        assert "X-Request-Id" in response["headers"]
+    assert "Retry-After" in by_status[429]["headers"]
+    assert "Retry-After" in by_status[503]["headers"]
+    assert "Allow" in by_status[405]["headers"]
+
+
+async def test_openapi_json_serves_the_document(client: httpx.AsyncClient):
+    first = await client.get("/openapi.json")
+    second = await client.get("/openapi.json")
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    assert first.content == second.content
+    assert json.loads(first.content) == openapi.build()
+    schema = schemathesis.openapi.from_dict(openapi.build())
+    schema["/openapi.json"]["GET"].Case().validate_response(first, checks=CHECKS)
+
+
+def _error_validator() -> jsonschema_rs.Validator:
+    return jsonschema_rs.validator_for(openapi.DOCUMENT["components"]["schemas"]["Error"])
+
+
+def _assert_documented_error(response: httpx.Response, component: str) -> None:
+    documented = openapi.DOCUMENT["components"]["responses"][component]
+    body = response.json()
+    _error_validator().validate(body)
+    assert body["name"] in documented["x-gramlogs-error-names"]
+    assert body["id"] == response.headers["x-request-id"]
+    assert response.headers["content-type"] == "application/json"
+    for header in documented["headers"]:
+        assert header.lower() in response.headers, header
+
+
+async def test_unknown_route_is_the_documented_404(client: httpx.AsyncClient):
+    r = await client.get("/rpc/logs.nope")
+    assert r.status_code == 404
+    _assert_documented_error(r, "NotFound")
+    assert openapi.DOCUMENT["x-gramlogs-any-route"]["404"] == {
+        "$ref": "#/components/responses/NotFound"
+    }
+
+
+@pytest.mark.parametrize("path", [*openapi.DOCUMENT["paths"]])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_a_method_a_route_lacks_is_the_documented_405(client, path, method):
+    r = await client.request(method, path)
+    assert r.status_code == 405
+    _assert_documented_error(r, "MethodNotAllowed")
+    documented = [m.upper() for m in openapi.DOCUMENT["paths"][path]]
+    # Starlette answers HEAD wherever there is GET; the order of Allow varies (a set).
+    assert set(r.headers["allow"].split(", ")) == {*documented, "HEAD"}
+
+
+async def test_rate_limited_request_is_the_documented_429(database_url, make_tenant):
+    tenant = await make_tenant()
+    schema = schemathesis.openapi.from_dict(openapi.build())
+    async with app_client(database_url, rate_limit=1, rate_limit_burst=1) as c:
+        for path in (URL, "/healthz"):
+            await c.get(path, headers=tenant.headers())
+            r = await c.get(path, headers=tenant.headers())
+            assert r.status_code == 429
+            _assert_documented_error(r, "TooManyRequests")
+            schema[path]["GET"].Case().validate_response(r, checks=CHECKS)
+
+
+async def test_database_down_is_the_documented_503(make_tenant):
+    tenant = await make_tenant()
+    schema = schemathesis.openapi.from_dict(openapi.build())
+    # Nothing listens on the port; pool_min=0 lets the application start without the database.
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    async with app_client(down, pool_min=0, acquire_timeout_ms=500) as c:
+        for path in (URL, "/readyz"):
+            r = await c.get(path, headers=tenant.headers())
+            assert r.status_code == 503
+            _assert_documented_error(r, "Unavailable")
+            schema[path]["GET"].Case().validate_response(r, checks=CHECKS)

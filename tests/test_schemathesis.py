@@ -1,0 +1,182 @@
+"""schemathesis against ``/openapi.json``, in process, as ``st run`` would test a live server.
+
+Every phase that applies (the schema's examples, coverage of boundaries and missing or invalid
+parameters, fuzzing), valid and invalid inputs (``mode = "all"``), once per kind of credentials:
+a consumer key, a producer key, a key of another organization, an unknown key and no key. The
+checks: no 5xx, and every response conforms to the document (status code, content type,
+headers, body); invalid input is refused with a 4xx; undocumented methods get a 405 with
+``Allow``; a request without credentials is refused. A fixed seed makes the run replayable.
+
+``positive_data_acceptance`` is off: OpenAPI cannot say that ``ts_start`` must not be after
+``ts_end``, so schema-valid requests may rightly get a 400.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events, from_schema
+from schemathesis.python.asgi import shutdown_lifespans
+
+from gramlogs.app import create_app
+from gramlogs.config import Config
+from gramlogs.seed import SeedPlan, seed_logs
+
+# Deeper or different runs by hand: GRAMLOGS_SCHEMATHESIS_SEED=7 GRAMLOGS_SCHEMATHESIS_EXAMPLES=2000
+SEED = int(os.environ.get("GRAMLOGS_SCHEMATHESIS_SEED", "20250601"))
+MAX_EXAMPLES = int(os.environ.get("GRAMLOGS_SCHEMATHESIS_EXAMPLES", "100"))
+# Each of the five runs makes at least this many requests, so 1,000 or more in all.
+MIN_CASES_PER_RUN = 250
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "missing_required_header",
+    "unsupported_method",
+    "ignored_auth",
+]
+LIST = "GET /rpc/logs.listToolExecutionLogs"
+OPERATIONS = {LIST, "GET /healthz", "GET /readyz", "GET /metrics"}
+# schemathesis does not test the path its schema came from; test_openapi.py checks that one.
+UNKNOWN_KEY = "glk_" + "A" * 43
+
+
+def _config() -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+            "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "database": "none"},
+            # The document has no links, so there is nothing stateful to test.
+            "phases": {"stateful": {"enabled": False}},
+        }
+    )
+
+
+def _credentials(key: str | None, project: str) -> type:
+    """An auth provider that puts ``key`` (or, when None, no key at all) and ``project`` on every
+    generated request, replacing the values schemathesis generated for those headers. schemathesis
+    still leaves them out or spoils them where a case tests exactly that."""
+
+    class Credentials:
+        def get(self, case: object, context: object) -> Credentials:
+            return self
+
+        def set(self, case: schemathesis.Case, data: object, context: object) -> None:
+            headers = {k: v for k, v in (case.headers or {}).items() if k != "Gram-Key"}
+            if key is not None:
+                headers["Gram-Key"] = key
+            headers["Gram-Project"] = project
+            case.headers = headers
+
+    return Credentials
+
+
+@dataclass
+class Outcome:
+    cases: int = 0
+    statuses: collections.Counter[tuple[str, int]] = field(default_factory=collections.Counter)
+    logs_returned: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{self.cases} cases; " + ", ".join(
+            f"{label} {status}: {n}" for (label, status), n in sorted(self.statuses.items())
+        )
+
+
+def run_schemathesis(app: object, key: str | None, project: str) -> Outcome:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config())
+    # refresh_interval=None: no caching provider, so a 401 does not make schemathesis log in again.
+    schema.auth(refresh_interval=None)(_credentials(key, project))
+    outcome = Outcome()
+    try:
+        _collect(from_schema(schema).execute(), outcome)
+    finally:
+        # schemathesis keeps the application's lifespan (our pool) running until the process
+        # exits unless told otherwise.
+        shutdown_lifespans()
+    return outcome
+
+
+def _collect(stream: Iterable[events.EngineEvent], outcome: Outcome) -> None:
+    for event in stream:
+        if isinstance(event, events.ScenarioFinished):
+            for interaction in event.recorder.interactions.values():
+                response = interaction.response
+                if response is None:
+                    continue
+                outcome.cases += 1
+                outcome.statuses[(event.label, response.status_code)] += 1
+                if event.label == LIST and response.status_code == 200:
+                    outcome.logs_returned += response.content.count(b'"raw_log":')
+            for nodes in event.recorder.checks.values():
+                for node in nodes:
+                    if node.failure_info is not None:
+                        failure = node.failure_info.failure
+                        outcome.failures.append(
+                            f"{event.label} ({event.phase.value}) {node.name}: {failure.title}\n"
+                            f"{failure.message}\n{node.failure_info.code_sample}"
+                        )
+            if event.status is Status.ERROR:
+                outcome.failures.append(f"{event.label} ({event.phase.value}): error {event!r}")
+        elif isinstance(event, events.NonFatalError):
+            outcome.failures.append(f"{event.label}: {event.value!r}\n{event.info.code_sample}")
+        elif isinstance(event, events.FatalError):
+            outcome.failures.append(f"fatal: {event.exception!r}")
+
+
+@pytest.fixture(scope="module")
+async def tenants(make_tenant, pool):
+    """A project with rows, so that 200s carry logs; and another organization's tenant."""
+    tenant = await make_tenant("schemathesis")
+    async with pool.acquire() as conn:
+        await seed_logs(
+            conn, SeedPlan(tenant.project_id, rows=500, end=datetime(2025, 6, 1, tzinfo=UTC))
+        )
+    return tenant, await make_tenant("elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("credentials", "expected"),
+    [
+        ("consumer", 200),
+        ("producer", 200),
+        ("other_organization", 403),
+        ("unknown", 401),
+        ("missing", 401),
+    ],
+)
+def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
+    credentials, expected, tenants, database_url
+):
+    tenant, other = tenants
+    key = {
+        "consumer": tenant.consumer_key,
+        "producer": tenant.producer_key,
+        "other_organization": other.consumer_key,
+        "unknown": UNKNOWN_KEY,
+        "missing": None,
+    }[credentials]
+    # An application of its own: schemathesis runs it, lifespan included, on its own event loop.
+    app = create_app(Config(database_url=database_url, pool_min=1, pool_max=4))
+
+    outcome = run_schemathesis(app, key, tenant.slug)
+    print(f"{credentials}: {outcome.summary()}")  # shown by pytest -rP
+
+    assert not outcome.failures, "\n\n".join(outcome.failures[:10])
+    assert outcome.cases >= MIN_CASES_PER_RUN, outcome.summary()
+    assert {label for label, _ in outcome.statuses} == OPERATIONS, outcome.summary()
+    assert outcome.statuses[(LIST, expected)] > 0, outcome.summary()
+    if expected == 200:
+        assert outcome.logs_returned > 0, outcome.summary()
