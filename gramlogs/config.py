@@ -22,83 +22,76 @@ class Setting:
     type: type
     default: Any
     help: str
+    minimum: float | None = None  # inclusive; header/body timeouts must be above 0 instead
 
     @property
     def env(self) -> str:
         return "GRAMLOGS_" + self.name.upper()
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", str, None, "PostgreSQL URL; unset: an embedded server in data_dir"),
-    Setting("data_dir", Path, Path(".gramlogs"), "where the embedded PostgreSQL keeps its data"),
-    Setting("host", str, "127.0.0.1", "address to listen on"),
-    Setting("port", int, 8080, "port to listen on"),
-    Setting("workers", int, 1, "server processes"),
-    Setting("pool_min", int, 2, "connections each worker opens at start-up"),
-    Setting("pool_max", int, 10, "most connections each worker holds"),
-    Setting("statement_timeout_ms", int, 5000, "time limit of every query, in milliseconds"),
-    Setting("acquire_timeout_ms", int, 2000, "longest wait for a pooled connection before a 503"),
-    Setting("log_level", str, "info", "debug, info, warning or error"),
-    # -- operation (README, "Running it in production") --
-    Setting("access_log", bool, True, "one JSON line per request on stdout"),
-    Setting("rate_limit", float, 0.0, "requests per second per API key and worker; 0 is off"),
-    Setting("rate_limit_burst", int, 0, "requests a key may make at once; 0: twice the rate"),
-    Setting("max_url_bytes", int, 8192, "longest request target (path and query); else 414"),
-    Setting("max_header_bytes", int, 16384, "most bytes of request headers; else 431"),
-    Setting("header_timeout_s", float, 10.0, "time a client has to send a request's headers"),
-    Setting("body_timeout_s", float, 60.0, "time a client has to send a request's body"),
-    Setting("keep_alive_s", int, 5, "how long an idle keep-alive connection stays open"),
-    Setting("shutdown_timeout_s", int, 15, "on SIGTERM, how long in-flight requests may finish"),
-    Setting(
-        "max_body_bytes",
-        int,
-        8 * 1024 * 1024,
-        "largest write request body, in bytes, before and after decompression (413 above)",
-    ),
-    Setting(
-        "read_database_url",
-        str,
-        None,
-        "a streaming replica for the read (GET) paths; unset: the primary",
-    ),
-    Setting(
-        "retention_days", int, 30, "days a log line is kept, unless its project says otherwise"
-    ),
-    Setting(
-        "retention_interval_s", int, 0, "seconds between retention runs in the server; 0: never"
-    ),
-    Setting("partition_days", int, 1, "days per logs partition (1: daily, 7: weekly)"),
-    Setting("partitions_ahead_days", int, 7, "how far ahead of now partitions are created"),
-)
+def _setting(default: Any, help: str, *, minimum: float | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    database_url: str | None = None
-    data_dir: Path = Path(".gramlogs")
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    pool_min: int = 2
-    pool_max: int = 10
-    statement_timeout_ms: int = 5000
-    acquire_timeout_ms: int = 2000
-    log_level: str = "info"
-    access_log: bool = True
-    rate_limit: float = 0.0
-    rate_limit_burst: int = 0
-    max_url_bytes: int = 8192
-    max_header_bytes: int = 16384
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 60.0
-    keep_alive_s: int = 5
-    shutdown_timeout_s: int = 15
-    max_body_bytes: int = 8 * 1024 * 1024
-    read_database_url: str | None = None
-    retention_days: int = 30
-    retention_interval_s: int = 0
-    partition_days: int = 1
-    partitions_ahead_days: int = 7
+    """Every setting, its default, its help and its lower bound: the one table (``SETTINGS``)."""
+
+    database_url: str | None = _setting(
+        None, "PostgreSQL URL; unset: an embedded server in data_dir"
+    )
+    # _setting returns a dataclasses.field, as ruff cannot see; the Path is immutable.
+    data_dir: Path = _setting(Path(".gramlogs"), "where the embedded PostgreSQL keeps its data")  # noqa: RUF009
+    host: str = _setting("127.0.0.1", "address to listen on")
+    port: int = _setting(8080, "port to listen on", minimum=0)
+    workers: int = _setting(1, "server processes", minimum=1)
+    pool_min: int = _setting(2, "connections each worker opens at start-up", minimum=0)
+    pool_max: int = _setting(10, "most connections each worker holds", minimum=1)
+    statement_timeout_ms: int = _setting(
+        5000, "time limit of every query, in milliseconds", minimum=1
+    )
+    acquire_timeout_ms: int = _setting(
+        2000, "longest wait for a pooled connection before a 503", minimum=1
+    )
+    log_level: str = _setting("info", "debug, info, warning or error")
+    # -- operation (README, "Running it in production") --
+    access_log: bool = _setting(True, "one JSON line per request on stdout")
+    rate_limit: float = _setting(
+        0.0, "requests per second per API key and worker; 0 is off", minimum=0
+    )
+    rate_limit_burst: int = _setting(
+        0, "requests a key may make at once; 0: twice the rate", minimum=0
+    )
+    max_url_bytes: int = _setting(
+        8192, "longest request target (path and query); else 414", minimum=1
+    )
+    max_header_bytes: int = _setting(16384, "most bytes of request headers; else 431", minimum=1)
+    header_timeout_s: float = _setting(10.0, "time a client has to send a request's headers")
+    body_timeout_s: float = _setting(60.0, "time a client has to send a request's body")
+    keep_alive_s: int = _setting(5, "how long an idle keep-alive connection stays open", minimum=1)
+    shutdown_timeout_s: int = _setting(
+        15, "on SIGTERM, how long in-flight requests may finish", minimum=0
+    )
+    # -- ingestion --
+    max_body_bytes: int = _setting(
+        8 * 1024 * 1024,
+        "largest write request body, in bytes, before and after decompression (413 above)",
+        minimum=1,
+    )
+    # -- storage at scale --
+    read_database_url: str | None = _setting(
+        None, "a streaming replica for the read (GET) paths; unset: the primary"
+    )
+    retention_days: int = _setting(
+        30, "days a log line is kept, unless its project says otherwise", minimum=1
+    )
+    retention_interval_s: int = _setting(
+        0, "seconds between retention runs in the server; 0: never", minimum=0
+    )
+    partition_days: int = _setting(1, "days per logs partition (1: daily, 7: weekly)", minimum=1)
+    partitions_ahead_days: int = _setting(
+        7, "how far ahead of now partitions are created", minimum=0
+    )
 
     @classmethod
     def load(
@@ -119,33 +112,10 @@ class Config:
         return config
 
     def _check(self) -> None:
-        positive = (
-            "workers",
-            "pool_max",
-            "statement_timeout_ms",
-            "acquire_timeout_ms",
-            "max_url_bytes",
-            "max_header_bytes",
-            "keep_alive_s",
-            "max_body_bytes",
-            "retention_days",
-            "partition_days",
-        )
-        at_least_zero = (
-            "port",
-            "pool_min",
-            "rate_limit",
-            "rate_limit_burst",
-            "shutdown_timeout_s",
-            "retention_interval_s",
-            "partitions_ahead_days",
-        )
-        for name in positive + at_least_zero:
-            value, minimum = getattr(self, name), 0 if name in at_least_zero else 1
-            if value < minimum:
-                raise ConfigError(
-                    f"GRAMLOGS_{name.upper()} must be at least {minimum}, got {value}"
-                )
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if setting.minimum is not None and value < setting.minimum:
+                raise ConfigError(f"{setting.env} must be at least {setting.minimum}, got {value}")
         for name in ("header_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(
@@ -158,6 +128,19 @@ class Config:
                 f"GRAMLOGS_LOG_LEVEL must be debug, info, warning or error, got {self.log_level!r}"
             )
 
+
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool, "Path": Path}
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(
+        name=f.name,
+        type=_TYPES[str(f.type).removesuffix(" | None")],
+        default=f.default,
+        help=f.metadata["help"],
+        minimum=f.metadata["minimum"],
+    )
+    for f in dataclasses.fields(Config)
+)
 
 _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}

@@ -54,39 +54,36 @@ def server_url() -> Iterator[str]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A database of this run's own, at the current schema; dropped at the end."""
-    name = f"gramlogs_test_{secrets.token_hex(4)}"
+@contextlib.asynccontextmanager
+async def _new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A database at the current schema, dropped on the way out."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f"CREATE DATABASE {name}")
     url = _with_database(server_url, name)
-    conn = await asyncpg.connect(url)
-    await schema.migrate(conn)
-    await conn.close()
     try:
+        conn = await asyncpg.connect(url)
+        await schema.migrate(conn)
+        await conn.close()
         yield url
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A database of this run's own, at the current schema; dropped at the end."""
+    async with _new_database(server_url, "gramlogs_test") as url:
+        yield url
 
 
 @pytest.fixture
 async def fresh_database(server_url: str) -> AsyncIterator[str]:
     """A database of this test's own at the current schema, for what is global to a database
     (the partition layout, retention): such tests must not disturb the shared one."""
-    name = f"gramlogs_own_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = _with_database(server_url, name)
-    conn = await asyncpg.connect(url)
-    await schema.migrate(conn)
-    await conn.close()
-    try:
+    async with _new_database(server_url, "gramlogs_own") as url:
         yield url
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 @pytest.fixture(scope="session")
