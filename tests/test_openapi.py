@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from gramlogs import openapi, otlp, params, poly
-from gramlogs.ingest import NDJSON_TYPES
 from gramlogs.errors import GramlogsError
+from gramlogs.ingest import NDJSON_TYPES
 
 URL = "/rpc/logs.listToolExecutionLogs"
 CHECKS = [
