@@ -26,7 +26,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gramlogs import __version__, gram
+from gramlogs import __version__, batch, gram, ingest, otlp, params, poly
 from gramlogs.errors import GramlogsError
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "build", "endpoint"]
@@ -205,7 +205,15 @@ def _list_tool_execution_logs() -> Json:
                     "Sort order of timestamp, then id",
                     {"type": "string", "enum": list(gram.SORTS), "default": "desc"},
                 ),
-                # Coming: the keyword extension parameter (marked x-gramlogs-extension).
+                # Extension (gram.parse_list_query, params.parse_text): README "Keyword search".
+                _query(
+                    "keyword",
+                    "Case-insensitive substring of the message or the raw line; every character "
+                    f"is literal. At most {params.MAX_TEXT_LENGTH} characters (else 400 "
+                    "invalid_length)",
+                    {"type": "string", "maxLength": params.MAX_TEXT_LENGTH},
+                    **{EXTENSION: True},
+                ),
                 _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
                 _header("Gram-Project", "project header (the project's slug)"),
             ],
@@ -223,7 +231,7 @@ def _list_tool_execution_logs() -> Json:
                 403,
                 503,
             ),
-            "security": [{"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}],
+            "security": _GRAM_SECURITY,
             "x-speakeasy-name-override": "listToolExecutionLogs",
         }
     }
@@ -345,6 +353,491 @@ _GRAM_SECURITY_SCHEMES: Json = {
     },
 }
 
+_BEARER_SCHEME = "bearer_Authorization"
+_SECURITY_SCHEMES: Json = {
+    **_GRAM_SECURITY_SCHEMES,
+    # The Poly dialect's (and OTLP exporters') way: Authorization: Bearer <key>, the same keys.
+    _BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <key>, the same API keys as Gram-Key.",
+        EXTENSION: True,
+    },
+}
+_GRAM_SECURITY = [{"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}]
+
+# -- Ingestion (extension) ------------------------------------------------------------------
+# POST /rpc/logs.ingest (ingest.py, batch.py, body.py) and POST /v1/logs (otlp.py). Both need
+# a producer key (a consumer key is a 403) and take the same bodies' encodings and size limit.
+
+
+def _content_encoding() -> Json:
+    # body.read_body: gzip (x-gzip) or deflate (zlib), else a 415; a body that does not inflate
+    # is a 400. Not a security or content header, so OpenAPI 3.0 allows it as a parameter.
+    description = (
+        "Compression of the body: gzip (or x-gzip), deflate (the zlib format) or identity "
+        "(also when empty); "
+        "anything else is a 415, a body that does not inflate a 400. The limit "
+        "GRAMLOGS_MAX_BODY_BYTES (default 8 MiB) holds on the wire and again inflated (413)"
+    )
+    return {
+        "name": "Content-Encoding",
+        "in": "header",
+        "description": description,
+        "schema": {
+            "type": "string",
+            "enum": ["gzip", "x-gzip", "deflate", "identity", ""],
+            "description": description,
+        },
+    }
+
+
+def _nullable(schema: Json, description: str) -> Json:
+    # Every optional field of WireEntry is `T | None`: null means "not given".
+    return {**schema, "nullable": True, "description": description}
+
+
+_INGEST_SCHEMAS: Json = {
+    # ingest.WireEntry, checked by ingest._add_entry and batch.BatchBuilder.
+    "IngestLogEntry": {
+        "type": "object",
+        "description": "One log entry of a batch (POST /rpc/logs.ingest). Unknown fields are "
+        "ignored. No string may contain a NUL character (400 naming the field).",
+        "properties": {
+            "raw_log": {
+                "type": "string",
+                "maxLength": batch.MAX_RAW_LOG_BYTES,
+                "description": f"The line as emitted; at most {batch.MAX_RAW_LOG_BYTES} bytes "
+                "of UTF-8 (longer lines are refused, not cut)",
+            },
+            "function_id": {**_UUID, "description": "Function UUID (8-4-4-4-12, any case)"},
+            "deployment_id": {**_UUID, "description": "Deployment UUID (8-4-4-4-12, any case)"},
+            "timestamp": _nullable(
+                _DATE_TIME,
+                "RFC 3339 with an offset, within 1970-01-01T00:00:00Z .. "
+                "2100-01-01T00:00:00Z; digits past the microsecond are dropped. Default: "
+                "the time in id when given, else the time the batch arrived",
+            ),
+            "level": _nullable(
+                {"type": "string"},
+                "debug, info, warn or error, in any case, or an alias: "
+                + ", ".join(f"{k} ({v})" for k, v in batch.LEVEL_ALIASES.items() if k != v)
+                + ". Default info",
+            ),
+            "source": _nullable(
+                {"type": "string"},
+                f"One of {', '.join(batch.SOURCES)}, in any case. Default function",
+            ),
+            "instance": _nullable(
+                {"type": "string", "maxLength": batch.MAX_NAME_BYTES},
+                f"Instance identifier; at most {batch.MAX_NAME_BYTES} bytes. Default empty",
+            ),
+            "message": _nullable(
+                {"type": "string", "maxLength": batch.MAX_MESSAGE_BYTES},
+                f"Parsed log message; at most {batch.MAX_MESSAGE_BYTES} bytes",
+            ),
+            "attributes": _nullable(
+                {"type": "object", "additionalProperties": True},
+                "Log attributes, stored as jsonb (key order, spacing and number spelling are "
+                "normalised)",
+            ),
+            "execution_id": _nullable(
+                {"type": "string", "maxLength": batch.MAX_NAME_BYTES},
+                f"Execution identifier; at most {batch.MAX_NAME_BYTES} bytes",
+            ),
+            "id": _nullable(
+                _UUID,
+                "The entry's own id, for idempotent retries: a UUIDv7 whose first 64 bits are "
+                "its timestamp to the microsecond (README, Ingestion), else a 400",
+            ),
+        },
+        "required": ["raw_log", "function_id", "deployment_id"],
+    },
+    "IngestResult": {
+        "type": "object",
+        "description": "The batch is committed: stored rows were new; duplicates had an id "
+        "that was already stored (by an earlier send, or earlier in the batch)",
+        "properties": {
+            "stored": {"type": "integer", "minimum": 0},
+            "duplicates": {"type": "integer", "minimum": 0},
+        },
+        "required": ["stored", "duplicates"],
+        "additionalProperties": False,
+    },
+}
+
+_ENTRIES: Json = {
+    "type": "array",
+    "maxItems": ingest.MAX_ENTRIES,
+    "description": f"At most {ingest.MAX_ENTRIES} entries (413 beyond)",
+    "items": _ref("schemas", "IngestLogEntry"),
+}
+
+
+def _ingest() -> Json:
+    ndjson = {
+        "schema": {
+            **_ENTRIES,
+            "description": "NDJSON: one entry (a JSON object) per line; blank lines are "
+            f"skipped and \\r\\n is fine. At most {ingest.MAX_ENTRIES} entries (413 beyond)",
+        }
+    }
+    return {
+        "post": {
+            "tags": ["ingest"],
+            "summary": "ingest logs",
+            "description": "Store a batch of log entries whole, or nothing: one bad entry "
+            "rejects the batch (the 400 names the first 20 by index and field). A producer "
+            "key. Order of checks: headers (401), content type and encoding (415), body size "
+            "(413), key (401/403), body, functions whose logs are disabled (409).",
+            "operationId": "ingestLogs",
+            "parameters": [
+                _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
+                _header("Gram-Project", "project header (the project's slug)"),
+                _content_encoding(),
+            ],
+            "requestBody": {
+                "required": True,
+                "description": 'A JSON array of entries or an object {"logs": [...]}, or '
+                "NDJSON. UTF-8 only (another charset is a 415).",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                _ENTRIES,
+                                {
+                                    "type": "object",
+                                    "properties": {"logs": _ENTRIES},
+                                    "required": ["logs"],
+                                },
+                            ]
+                        }
+                    },
+                    **{kind: ndjson for kind in ingest.NDJSON_TYPES},
+                },
+            },
+            "responses": _responses(
+                _ok(
+                    "The batch is committed (durable).",
+                    {"application/json": {"schema": _ref("schemas", "IngestResult")}},
+                ),
+                400,
+                401,
+                403,
+                409,
+                413,
+                415,
+                503,
+            ),
+            "security": _GRAM_SECURITY,
+            EXTENSION: True,
+        }
+    }
+
+
+# OTLP/JSON, as far as otlp.py reads it (the protobuf JSON mapping of ExportLogsServiceRequest;
+# snake_case names are read too, unknown fields ignored). Not the whole OTLP schema.
+_ANY_VALUE: Json = {
+    "type": "object",
+    "description": "OTLP AnyValue: one of its fields",
+    "properties": {
+        "stringValue": {"type": "string"},
+        "boolValue": {"type": "boolean"},
+        "intValue": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "doubleValue": {"type": "number"},
+        "arrayValue": {
+            "type": "object",
+            "description": '{"values": [AnyValue, ...]}',
+        },
+        "kvlistValue": {
+            "type": "object",
+            "description": '{"values": [KeyValue, ...]}',
+        },
+        "bytesValue": {"type": "string", "description": "base64"},
+    },
+}
+_KEY_VALUES: Json = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"key": {"type": "string"}, "value": _ref("schemas", "OtlpAnyValue")},
+    },
+}
+_UNIX_NANO: Json = {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}
+
+_OTLP_SCHEMAS: Json = {
+    "OtlpAnyValue": _ANY_VALUE,
+    "ExportLogsServiceRequest": {
+        "type": "object",
+        "description": "OTLP/JSON ExportLogsServiceRequest, as far as gramlogs reads it "
+        "(README, OpenTelemetry: the mapping). Resource or record attributes "
+        f"{otlp.FUNCTION_ID} and {otlp.DEPLOYMENT_ID} (uuid strings) are required per "
+        f"record; {otlp.EXECUTION_ID}, {otlp.SOURCE} and, on the resource, {otlp.INSTANCE} "
+        "are read too.",
+        "properties": {
+            "resourceLogs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "resource": {
+                            "type": "object",
+                            "properties": {"attributes": _KEY_VALUES},
+                        },
+                        "scopeLogs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "logRecords": {
+                                        "type": "array",
+                                        "items": _ref("schemas", "OtlpLogRecord"),
+                                    }
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
+    "OtlpLogRecord": {
+        "type": "object",
+        "description": "OTLP LogRecord: the fields gramlogs reads",
+        "properties": {
+            "timeUnixNano": {**_UNIX_NANO, "description": "uint64 nanoseconds; 0: unknown"},
+            "observedTimeUnixNano": {
+                **_UNIX_NANO,
+                "description": "used when timeUnixNano is 0",
+            },
+            "severityNumber": {
+                "type": "integer",
+                "description": "1-8 debug, 9-12 info, 13-16 warn, 17-24 error",
+            },
+            "severityText": {"type": "string", "description": "read when severityNumber is 0"},
+            "body": _ref("schemas", "OtlpAnyValue"),
+            "attributes": _KEY_VALUES,
+            "traceId": {"type": "string", "description": "hex (a 400 when it is not)"},
+            "spanId": {"type": "string", "description": "hex (a 400 when it is not)"},
+        },
+    },
+    "ExportLogsServiceResponse": {
+        "type": "object",
+        "description": "OTLP/JSON ExportLogsServiceResponse: {} when every record was stored",
+        "properties": {
+            "partialSuccess": {
+                "type": "object",
+                "properties": {
+                    "rejectedLogRecords": {
+                        "type": "string",
+                        "pattern": "^[0-9]+$",
+                        "description": "int64, written as a string by the JSON mapping",
+                    },
+                    "errorMessage": {
+                        "type": "string",
+                        "description": "names up to 20 rejected records by position",
+                    },
+                },
+                "additionalProperties": False,
+            }
+        },
+        "additionalProperties": False,
+    },
+}
+
+
+def _otlp() -> Json:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "post": {
+            "tags": ["ingest"],
+            "summary": "export logs (OTLP/HTTP)",
+            "description": "OTLP/HTTP logs: an ExportLogsServiceRequest in protobuf or JSON. "
+            "Records that cannot be stored are counted in partialSuccess and the others "
+            "stored (200); when no record is valid, or the body does not decode, a 400. A "
+            "producer key, in Gram-Key or Authorization: Bearer, with Gram-Project.",
+            "operationId": "exportLogs",
+            "parameters": [
+                _header(
+                    "Gram-Key",
+                    "API Key header (a leading 'Bearer ' is tolerated); or send "
+                    "Authorization: Bearer <key>",
+                ),
+                _header("Gram-Project", "project header (the project's slug)"),
+                _content_encoding(),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    otlp.PROTOBUF: binary,
+                    "application/protobuf": binary,
+                    otlp.JSON: {"schema": _ref("schemas", "ExportLogsServiceRequest")},
+                },
+            },
+            "responses": _responses(
+                _ok(
+                    "ExportLogsServiceResponse, in the request's encoding (protobuf for "
+                    "either protobuf type).",
+                    {
+                        otlp.JSON: {"schema": _ref("schemas", "ExportLogsServiceResponse")},
+                        otlp.PROTOBUF: binary,
+                    },
+                ),
+                400,
+                401,
+                403,
+                413,
+                415,
+                503,
+            ),
+            "security": [
+                *_GRAM_SECURITY,
+                {_BEARER_SCHEME: [], "project_slug_header_Gram-Project": []},
+            ],
+            EXTENSION: True,
+        }
+    }
+
+
+# -- Poly dialect (extension) ---------------------------------------------------------------
+# poly.py; README "PolyAPI dialect". Authorization: Bearer only; the function is found among
+# the projects the key may read (404 otherwise, whether or not it exists elsewhere).
+
+_POLY_SCHEMAS: Json = {
+    "PolyLogs": {
+        "type": "object",
+        "description": "A function's logs, newest first; none while its logs are disabled",
+        "properties": {
+            "logsEnabled": {"type": "boolean"},
+            "logs": {"type": "array", "items": _ref("schemas", "PolyLog")},
+        },
+        "required": ["logsEnabled", "logs"],
+        "additionalProperties": False,
+    },
+    "PolyLog": {
+        "type": "object",
+        "properties": {
+            "timestamp": {**_DATE_TIME, "description": "UTC, Z, to the microsecond"},
+            "value": {
+                "type": "string",
+                "description": "The message, or the raw line when the message is null or empty",
+            },
+            "level": {
+                "type": "string",
+                "enum": [level.upper() for level in gram.LEVELS],
+            },
+            "executionId": {
+                "type": "string",
+                "description": '"" when the line belongs to no execution',
+            },
+        },
+        "required": ["timestamp", "value", "level", "executionId"],
+        "additionalProperties": False,
+    },
+    "PolyDeleted": {
+        "type": "object",
+        "properties": {"deleted": {"type": "integer", "minimum": 0}},
+        "required": ["deleted"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _poly(system: bool) -> Json:
+    which = "system" if system else "execution"
+    lines = (
+        "every line of the function (sources function, stdout, stderr and server)"
+        if system
+        else "the lines the function itself emitted (sources function, stdout, stderr)"
+    )
+    name = "SystemLogs" if system else "FunctionLogs"
+    text = params.MAX_TEXT_LENGTH
+    security = [{_BEARER_SCHEME: []}]
+    return {
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "description": "The server function's id (400 invalid_format when not a uuid)",
+                "schema": _UUID,
+            }
+        ],
+        "get": {
+            "tags": ["poly"],
+            "summary": f"get {which} logs",
+            "description": f"PolyAPI: {lines}, newest first. Either key scope. Empty values are "
+            "ignored; a repeated parameter takes its first value.",
+            "operationId": f"get{name}",
+            "parameters": [
+                _query(
+                    "keyword",
+                    "Case-insensitive substring of the message or the raw line (literal); at "
+                    f"most {text} characters (400 invalid_length)",
+                    {"type": "string", "maxLength": text},
+                ),
+                _query(
+                    "lastHours",
+                    "Only lines from this many hours ago onwards; with lastDays, the longer "
+                    "window. Default: all time",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _query(
+                    "lastDays",
+                    "Only lines from this many days ago onwards; with lastHours, the longer "
+                    "window. Default: all time",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _query(
+                    "limit",
+                    f"The newest limit lines (1-{poly.MAX_LIMIT})",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": poly.MAX_LIMIT,
+                        "default": poly.DEFAULT_LIMIT,
+                    },
+                ),
+                _query(
+                    "executionId",
+                    f"Exact match on the execution id; at most {text} characters",
+                    {"type": "string", "maxLength": text},
+                ),
+            ],
+            "responses": _responses(
+                _ok("The logs.", {"application/json": {"schema": _ref("schemas", "PolyLogs")}}),
+                400,
+                401,
+                404,
+                503,
+            ),
+            "security": security,
+            EXTENSION: True,
+        },
+        "delete": {
+            "tags": ["poly"],
+            "summary": f"delete {which} logs",
+            "description": f"PolyAPI: remove {lines}, all or nothing. A producer key (403 "
+            "otherwise). No query parameters: keyword, lastHours, lastDays, limit or "
+            "executionId is a 400 rather than ignored.",
+            "operationId": f"delete{name}",
+            "responses": _responses(
+                _ok(
+                    "How many lines were removed.",
+                    {"application/json": {"schema": _ref("schemas", "PolyDeleted")}},
+                ),
+                400,
+                401,
+                403,
+                404,
+                503,
+            ),
+            "security": security,
+            EXTENSION: True,
+        },
+    }
+
+
 # -- Operability ----------------------------------------------------------------------------
 
 
@@ -418,8 +911,12 @@ def _paths() -> Json:
     return {
         # Gram dialect
         "/rpc/logs.listToolExecutionLogs": _list_tool_execution_logs(),
-        # Coming, one block each: POST /rpc/logs.ingest, POST /v1/logs (OTLP/HTTP), and the Poly
-        # dialect's GET|DELETE /functions/server/{id}/logs and /system-logs.
+        # Ingestion
+        "/rpc/logs.ingest": _ingest(),
+        "/v1/logs": _otlp(),
+        # Poly dialect
+        "/functions/server/{id}/logs": _poly(system=False),
+        "/functions/server/{id}/system-logs": _poly(system=True),
         # Operability
         "/healthz": _healthz(),
         "/readyz": _readyz(),
@@ -443,11 +940,13 @@ def build() -> Json:
         },
         "tags": [
             {"name": "logs", "description": "Log lines of tool executions (Gram dialect)."},
+            {"name": "ingest", "description": "Writing logs: JSON/NDJSON batches and OTLP."},
+            {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
         ],
         "paths": _paths(),
         "components": {
-            "schemas": _GRAM_SCHEMAS,
+            "schemas": {**_GRAM_SCHEMAS, **_INGEST_SCHEMAS, **_OTLP_SCHEMAS, **_POLY_SCHEMAS},
             "responses": {
                 component: _error_response(status, names[status])
                 for status, (component, _) in sorted(ERROR_RESPONSES.items())
@@ -470,7 +969,7 @@ def build() -> Json:
                     "schema": {"type": "string"},
                 },
             },
-            "securitySchemes": _GRAM_SECURITY_SCHEMES,
+            "securitySchemes": _SECURITY_SCHEMES,
         },
         "x-gramlogs-any-route": {
             str(status): _ref("responses", ERROR_RESPONSES[status][0]) for status in _ANY_ROUTE

@@ -21,8 +21,9 @@ from schemathesis.specs.openapi.checks import (
 # The OpenAPI 3.0 meta-schema (from OAI/OpenAPI-Specification), as schemathesis ships it.
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
-from gramlogs import openapi
+from gramlogs import openapi, otlp, params, poly
 from gramlogs.errors import GramlogsError
+from gramlogs.ingest import NDJSON_TYPES
 
 URL = "/rpc/logs.listToolExecutionLogs"
 CHECKS = [
@@ -122,7 +123,11 @@ def test_document_is_valid_openapi_3_0():
 def test_list_operation_has_grams_operation_id_parameters_and_security():
     operation = list_operation()
     assert operation["operationId"] == "listToolExecutionLogs"
-    query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+    query = {
+        p["name"]: p
+        for p in operation["parameters"]
+        if p["in"] == "query" and not p.get("x-gramlogs-extension")
+    }
     assert list(query) == list(GRAM_PARAMETERS)
     for name, gram_schema in GRAM_PARAMETERS.items():
         ours = {k: v for k, v in query[name]["schema"].items() if k != "description"}
@@ -139,7 +144,45 @@ def test_list_operation_has_grams_operation_id_parameters_and_security():
     assert headers == GRAM_HEADERS
     assert operation["security"] == [{name: [] for name in GRAM_SECURITY}]
     schemes = openapi.DOCUMENT["components"]["securitySchemes"]
-    assert {n: (s["type"], s["in"], s["name"]) for n, s in schemes.items()} == GRAM_SECURITY
+    gram_schemes = {n: s for n, s in schemes.items() if not s.get("x-gramlogs-extension")}
+    assert {n: (s["type"], s["in"], s["name"]) for n, s in gram_schemes.items()} == GRAM_SECURITY
+
+
+def test_keyword_is_the_one_extension_parameter_with_its_length_limit():
+    extensions = [p for p in list_operation()["parameters"] if p.get("x-gramlogs-extension")]
+    assert [(p["name"], p["in"]) for p in extensions] == [("keyword", "query")]
+    assert extensions[0]["schema"]["maxLength"] == params.MAX_TEXT_LENGTH == 1024
+
+
+def test_write_and_poly_operations_are_extensions_with_their_security():
+    paths = openapi.DOCUMENT["paths"]
+    gram = {"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}
+    bearer = {"bearer_Authorization": []}
+    ingest_op = paths["/rpc/logs.ingest"]["post"]
+    assert ingest_op["security"] == [gram]
+    assert set(ingest_op["requestBody"]["content"]) == {"application/json", *NDJSON_TYPES}
+    assert set(ingest_op["responses"]) >= {"200", "400", "401", "403", "409", "413", "415"}
+    otlp_op = paths["/v1/logs"]["post"]
+    assert otlp_op["security"] == [
+        gram,
+        {**bearer, "project_slug_header_Gram-Project": []},
+    ]
+    assert set(otlp_op["requestBody"]["content"]) == set(otlp.MEDIA_TYPES)
+    assert set(otlp_op["responses"]["200"]["content"]) == {otlp.JSON, otlp.PROTOBUF}
+    for path in ("/functions/server/{id}/logs", "/functions/server/{id}/system-logs"):
+        assert set(paths[path]) == {"parameters", "get", "delete"}
+        assert paths[path]["parameters"][0]["schema"] == {"type": "string", "format": "uuid"}
+        get = paths[path]["get"]
+        assert [p["name"] for p in get["parameters"]] == list(poly.PARAMS)
+        assert "parameters" not in paths[path]["delete"]
+        assert "403" in paths[path]["delete"]["responses"]
+        assert "404" in get["responses"]
+        for operation in (get, paths[path]["delete"]):
+            assert operation["security"] == [bearer]
+    for operation in (ingest_op, otlp_op, paths["/functions/server/{id}/logs"]["get"]):
+        assert operation["x-gramlogs-extension"] is True
+    scheme = openapi.DOCUMENT["components"]["securitySchemes"]["bearer_Authorization"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
 
 
 def test_schemas_have_grams_names_types_and_required_fields_and_mark_extensions():
@@ -156,7 +199,7 @@ def test_schemas_have_grams_names_types_and_required_fields_and_mark_extensions(
     extensions = [
         prop
         for schema in schemas.values()
-        for prop, value in schema["properties"].items()
+        for prop, value in schema.get("properties", {}).items()
         if value.get("x-gramlogs-extension")
     ]
     assert extensions == ["has_prev_page", "prev_page_cursor"]
@@ -218,15 +261,31 @@ async def test_unknown_route_is_the_documented_404(client: httpx.AsyncClient):
     }
 
 
-@pytest.mark.parametrize("path", [*openapi.DOCUMENT["paths"]])
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def _documented_methods(path: str) -> set[str]:
+    return {m.upper() for m in openapi.DOCUMENT["paths"][path] if m != "parameters"}
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        (path, method)
+        for path in openapi.DOCUMENT["paths"]
+        for method in METHODS
+        if method not in _documented_methods(path)
+    ],
+)
 async def test_a_method_a_route_lacks_is_the_documented_405(client, path, method):
-    r = await client.request(method, path)
+    url = path.replace("{id}", "00000000-0000-7000-8000-000000000000")
+    r = await client.request(method, url)
     assert r.status_code == 405
     _assert_documented_error(r, "MethodNotAllowed")
-    documented = [m.upper() for m in openapi.DOCUMENT["paths"][path]]
+    documented = _documented_methods(path)
     # Starlette answers HEAD wherever there is GET; the order of Allow varies (a set).
-    assert set(r.headers["allow"].split(", ")) == {*documented, "HEAD"}
+    head = {"HEAD"} if "GET" in documented else set()
+    assert set(r.headers["allow"].split(", ")) == documented | head
 
 
 async def test_rate_limited_request_is_the_documented_429(database_url, make_tenant):

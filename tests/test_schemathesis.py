@@ -8,13 +8,21 @@ headers, body); invalid input is refused with a 4xx; undocumented methods get a 
 ``Allow``; a request without credentials is refused. A fixed seed makes the run replayable.
 
 ``positive_data_acceptance`` is off: OpenAPI cannot say that ``ts_start`` must not be after
-``ts_end``, so schema-valid requests may rightly get a 400.
+``ts_end``, or that an ingested entry's ``id`` must match its timestamp, so schema-valid requests
+may rightly get a 400.
+
+The Poly dialect names a function in its path: a generated uuid would nearly always be unknown
+(404), so half of the valid ids are swapped for seeded functions, GET and DELETE each their own,
+so that GETs find rows whatever DELETE has removed. OTLP protobuf bodies are arbitrary bytes
+(schemathesis cannot make a valid protobuf message): they must get a 400, never a 5xx.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,11 +35,12 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from gramlogs.app import create_app
 from gramlogs.config import Config
+from gramlogs.ingest import NDJSON_TYPES
 from gramlogs.seed import SeedPlan, seed_logs
 
 # Deeper or different runs by hand: GRAMLOGS_SCHEMATHESIS_SEED=7 GRAMLOGS_SCHEMATHESIS_EXAMPLES=2000
 SEED = int(os.environ.get("GRAMLOGS_SCHEMATHESIS_SEED", "20250601"))
-MAX_EXAMPLES = int(os.environ.get("GRAMLOGS_SCHEMATHESIS_EXAMPLES", "100"))
+MAX_EXAMPLES = int(os.environ.get("GRAMLOGS_SCHEMATHESIS_EXAMPLES", "40"))
 # Each of the five runs makes at least this many requests, so 1,000 or more in all.
 MIN_CASES_PER_RUN = 250
 CHECKS = [
@@ -45,8 +54,23 @@ CHECKS = [
     "unsupported_method",
     "ignored_auth",
 ]
+# 413 is how a batch past the entry limit (maxItems) is refused.
+NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "429"]
 LIST = "GET /rpc/logs.listToolExecutionLogs"
-OPERATIONS = {LIST, "GET /healthz", "GET /readyz", "GET /metrics"}
+INGEST = "POST /rpc/logs.ingest"
+OTLP = "POST /v1/logs"
+POLY_GET = ("GET /functions/server/{id}/logs", "GET /functions/server/{id}/system-logs")
+POLY_DELETE = ("DELETE /functions/server/{id}/logs", "DELETE /functions/server/{id}/system-logs")
+OPERATIONS = {
+    LIST,
+    INGEST,
+    OTLP,
+    *POLY_GET,
+    *POLY_DELETE,
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+}
 # schemathesis does not test the path its schema came from; test_openapi.py checks that one.
 UNKNOWN_KEY = "glk_" + "A" * 43
 
@@ -55,7 +79,14 @@ def _config() -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
             "seed": SEED,
-            "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+            "checks": {
+                "enabled": False,
+                **{name: {"enabled": True} for name in CHECKS},
+                "negative_data_rejection": {
+                    "enabled": True,
+                    "expected-statuses": NEGATIVE_STATUSES,
+                },
+            },
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "database": "none"},
             # The document has no links, so there is nothing stateful to test.
             "phases": {"stateful": {"enabled": False}},
@@ -63,23 +94,62 @@ def _config() -> SchemathesisConfig:
     )
 
 
-def _credentials(key: str | None, project: str) -> type:
+@schemathesis.serializer(*NDJSON_TYPES)
+def _ndjson(ctx: object, value: object) -> bytes:
+    # One entry per line; a generated body that is not an array (negative data) as one line.
+    items = value if isinstance(value, list) else [value]
+    return b"".join(json.dumps(item).encode() + b"\n" for item in items)
+
+
+schemathesis.serializer.alias(
+    ["application/x-protobuf", "application/protobuf"], "application/octet-stream"
+)
+
+
+@dataclass(frozen=True)
+class Functions:
+    """Seeded functions the Poly operations are pointed at: GETs at one, DELETEs at another."""
+
+    read: str
+    delete: str
+
+
+def _credentials(key: str | None, project: str, functions: Functions) -> type:
     """An auth provider that puts ``key`` (or, when None, no key at all) and ``project`` on every
-    generated request, replacing the values schemathesis generated for those headers. schemathesis
-    still leaves them out or spoils them where a case tests exactly that."""
+    generated request, replacing the values schemathesis generated for those headers:
+    ``Gram-Key`` and ``Gram-Project`` for the Gram dialect and ingestion, ``Authorization:
+    Bearer`` for the Poly dialect. schemathesis still leaves them out or spoils them where a case
+    tests exactly that. It also swaps half of the valid Poly function ids for seeded ones."""
 
     class Credentials:
         def get(self, case: object, context: object) -> Credentials:
             return self
 
         def set(self, case: schemathesis.Case, data: object, context: object) -> None:
-            headers = {k: v for k, v in (case.headers or {}).items() if k != "Gram-Key"}
-            if key is not None:
-                headers["Gram-Key"] = key
-            headers["Gram-Project"] = project
+            skip = {"Gram-Key", "Authorization"}
+            headers = {k: v for k, v in (case.headers or {}).items() if k not in skip}
+            if case.operation.path.startswith("/functions/"):
+                if key is not None:
+                    headers["Authorization"] = f"Bearer {key}"
+                _point_at_seeded_function(case, functions)
+            else:
+                if key is not None:
+                    headers["Gram-Key"] = key
+                headers["Gram-Project"] = project
             case.headers = headers
 
     return Credentials
+
+
+def _point_at_seeded_function(case: schemathesis.Case, functions: Functions) -> None:
+    value = (case.path_parameters or {}).get("id")
+    try:
+        generated = uuid.UUID(str(value))
+    except ValueError:
+        return  # invalid on purpose: leave it
+    if str(generated) == value and generated.int % 2 == 0:
+        seeded = functions.delete if case.method.upper() == "DELETE" else functions.read
+        case.path_parameters = {**case.path_parameters, "id": seeded}
 
 
 @dataclass
@@ -87,6 +157,8 @@ class Outcome:
     cases: int = 0
     statuses: collections.Counter[tuple[str, int]] = field(default_factory=collections.Counter)
     logs_returned: int = 0
+    poly_logs_returned: int = 0
+    deleted: int = 0
     failures: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -95,10 +167,10 @@ class Outcome:
         )
 
 
-def run_schemathesis(app: object, key: str | None, project: str) -> Outcome:
+def run_schemathesis(app: object, key: str | None, project: str, functions: Functions) -> Outcome:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=_config())
     # refresh_interval=None: no caching provider, so a 401 does not make schemathesis log in again.
-    schema.auth(refresh_interval=None)(_credentials(key, project))
+    schema.auth(refresh_interval=None)(_credentials(key, project, functions))
     outcome = Outcome()
     try:
         _collect(from_schema(schema).execute(), outcome)
@@ -118,8 +190,14 @@ def _collect(stream: Iterable[events.EngineEvent], outcome: Outcome) -> None:
                     continue
                 outcome.cases += 1
                 outcome.statuses[(event.label, response.status_code)] += 1
-                if event.label == LIST and response.status_code == 200:
+                if response.status_code != 200:
+                    continue
+                if event.label == LIST:
                     outcome.logs_returned += response.content.count(b'"raw_log":')
+                elif event.label in POLY_GET:
+                    outcome.poly_logs_returned += response.content.count(b'"executionId":')
+                elif event.label in POLY_DELETE:
+                    outcome.deleted += json.loads(response.content)["deleted"]
             for nodes in event.recorder.checks.values():
                 for node in nodes:
                     if node.failure_info is not None:
@@ -138,13 +216,18 @@ def _collect(stream: Iterable[events.EngineEvent], outcome: Outcome) -> None:
 
 @pytest.fixture(scope="module")
 async def tenants(make_tenant, pool):
-    """A project with rows, so that 200s carry logs; and another organization's tenant."""
+    """A project with rows, so that 200s carry logs; its functions (to read and to delete);
+    and another organization's tenant."""
     tenant = await make_tenant("schemathesis")
     async with pool.acquire() as conn:
         await seed_logs(
             conn, SeedPlan(tenant.project_id, rows=500, end=datetime(2025, 6, 1, tzinfo=UTC))
         )
-    return tenant, await make_tenant("elsewhere")
+        seeded = await conn.fetch(
+            "SELECT id FROM functions WHERE project_id = $1 ORDER BY id", tenant.project_id
+        )
+    functions = Functions(read=str(seeded[0]["id"]), delete=str(seeded[1]["id"]))
+    return tenant, functions, await make_tenant("elsewhere")
 
 
 @pytest.mark.parametrize(
@@ -160,7 +243,7 @@ async def tenants(make_tenant, pool):
 def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     credentials, expected, tenants, database_url
 ):
-    tenant, other = tenants
+    tenant, functions, other = tenants
     key = {
         "consumer": tenant.consumer_key,
         "producer": tenant.producer_key,
@@ -171,7 +254,7 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     # An application of its own: schemathesis runs it, lifespan included, on its own event loop.
     app = create_app(Config(database_url=database_url, pool_min=1, pool_max=4))
 
-    outcome = run_schemathesis(app, key, tenant.slug)
+    outcome = run_schemathesis(app, key, tenant.slug, functions)
     print(f"{credentials}: {outcome.summary()}")  # shown by pytest -rP
 
     assert not outcome.failures, "\n\n".join(outcome.failures[:10])
@@ -180,3 +263,8 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     assert outcome.statuses[(LIST, expected)] > 0, outcome.summary()
     if expected == 200:
         assert outcome.logs_returned > 0, outcome.summary()
+        assert outcome.poly_logs_returned > 0, outcome.summary()
+    if credentials == "producer":
+        assert outcome.statuses[(INGEST, 200)] > 0, outcome.summary()
+        # Only a producer key may delete (the consumer run, before it, gets 403s).
+        assert outcome.deleted > 0, outcome.summary()
