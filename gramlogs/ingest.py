@@ -38,6 +38,7 @@ from gramlogs.batch import (
 from gramlogs.body import media_type, read_body
 from gramlogs.errors import BadRequest, Conflict, PayloadTooLarge, Unauthorized
 from gramlogs.functions import disabled_among
+from gramlogs.params import header_text
 from gramlogs.state import app_state
 from gramlogs.writer import Row, store_batch
 
@@ -323,7 +324,7 @@ def gram_credentials(request: Request, *, allow_authorization: bool = False) -> 
         key = bearer(request.headers.get("authorization"))
     if key is None:
         raise Unauthorized("missing Gram-Key header")
-    slug = request.headers.get("gram-project", "").strip()
+    slug = header_text("Gram-Project", request.headers.get("gram-project", "").strip())
     if not slug:
         raise Unauthorized("missing Gram-Project header")
     return key, slug

@@ -1006,3 +1006,12 @@ async def test_stored_and_rejected_lines_are_counted_in_metrics(client, tenant, 
     r = await client.post(URL, json=batch[:2], headers=tenant.headers(producer=True))
     assert r.status_code == 409
     assert _sample("gramlogs_rejected_lines_total", reason="disabled") == disabled + 2
+
+
+async def test_control_characters_in_gram_project_are_a_400_naming_it(client, tenant, fd):
+    headers = {"Gram-Key": tenant.producer_key, "Gram-Project": "proj\x7f"}
+    r = await client.post(URL, json=[entry(*fd)], headers=headers)
+    assert r.status_code == 400
+    body = error(r)
+    assert body["name"] == "invalid_format"
+    assert body["message"].startswith("Gram-Project must be formatted as printable text")
