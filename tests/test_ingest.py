@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import bad_request, error
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -41,17 +42,6 @@ def entry(function_id: uuid.UUID, deployment_id: uuid.UUID, **fields: Any) -> di
 
 def ndjson(entries: list[dict[str, Any]]) -> bytes:
     return b"\n".join(json.dumps(e).encode() for e in entries) + b"\n"
-
-
-def error(r: httpx.Response) -> dict[str, Any]:
-    """The error body with its (random) id checked and removed."""
-    body = r.json()
-    assert isinstance(body.pop("id"), str)
-    return body
-
-
-def bad_request(message: str, name: str = "bad_request") -> dict[str, Any]:
-    return {"name": name, "message": message, "temporary": False, "timeout": False, "fault": False}
 
 
 async def read_all(client: httpx.AsyncClient, tenant, **params: str) -> list[dict[str, Any]]:

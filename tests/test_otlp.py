@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import bad_request, error
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -73,16 +74,6 @@ def export(records: list[LogRecord], resource: dict[str, Any]) -> ExportLogsServ
 
 def gram(f: uuid.UUID, d: uuid.UUID, **more: Any) -> dict[str, Any]:
     return {"gram.function_id": str(f), "gram.deployment_id": str(d), **more}
-
-
-def error(r: httpx.Response) -> dict[str, Any]:
-    body = r.json()
-    assert isinstance(body.pop("id"), str)
-    return body
-
-
-def bad_request(message: str, name: str = "bad_request") -> dict[str, Any]:
-    return {"name": name, "message": message, "temporary": False, "timeout": False, "fault": False}
 
 
 async def read_all(client: httpx.AsyncClient, tenant) -> list[dict[str, Any]]:
