@@ -39,6 +39,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -176,19 +177,19 @@ class Run:
 # -- load ---------------------------------------------------------------------------------------
 
 
-def batch_body(client: int, number: int, lines: int) -> tuple[bytes, list[str]]:
+def batch_body(number: int, lines: int) -> tuple[bytes, list[str]]:
     """NDJSON lines, each with a unique marker (its first word) and a timestamp of its own."""
     base = datetime.now(UTC)
     out, markers = [], []
     for i in range(lines):
-        marker = f"soak-{client}-{number}-{i}"
+        marker = f"soak-{number}-{i}"
         entry = {
             "raw_log": f"{marker} {WORDS[(number + i) % len(WORDS)]} n={i}",
             "function_id": str(FUNCTIONS[(number + i) % len(FUNCTIONS)]),
             "deployment_id": str(DEPLOYMENT),
             "timestamp": (base + timedelta(microseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": LEVELS[i % len(LEVELS)],
-            "execution_id": f"exec-{client}-{number}",
+            "execution_id": f"exec-{number}",
         }
         out.append(json.dumps(entry, separators=(",", ":")))
         markers.append(marker)
@@ -204,18 +205,26 @@ def read_paths(k: int) -> str:
     )[k % 3]
 
 
-async def schedule(run: Run, index: int, clients: int, rate: float, seconds: float, step) -> None:
-    """Call ``step(k, due)`` at due = index/rate + k*clients/rate, never earlier."""
+async def schedule(
+    run: Run,
+    index: int,
+    clients: int,
+    rate: float,
+    seconds: float,
+    step: Callable[[int, float, Any], Awaitable[None]],
+    prepare: Callable[[int], Any] = lambda k: None,
+) -> None:
+    """Call ``step(k, due, prepare(k))`` at due = (index + n*clients)/rate, never earlier;
+    ``prepare`` (building a batch's body) runs before the wait, so it is not counted as latency.
+    """
     if rate <= 0:
         return
-    k = 0
-    while True:
-        due = (index + k * clients) / rate
-        if due >= seconds:
-            return
+    k = index
+    while (due := k / rate) < seconds:
+        item = prepare(k)
         await asyncio.sleep(max(0.0, due - run.now()))
-        await step(index + k * clients, due)
-        k += 1
+        await step(k, due, item)
+        k += clients
 
 
 async def send(
@@ -246,7 +255,7 @@ async def load(
     retries: set[asyncio.Task] = set()
     deadline = opts.seconds + 30  # a batch still failing then is reported unacknowledged
 
-    async def read(k: int, due: float) -> None:
+    async def read(k: int, due: float, _: None) -> None:
         path = read_paths(k)
         headers = read_h["poly"] if path.startswith("/functions") else read_h["gram"]
         await send(run, http, "read", due, "GET", path, headers=headers)
@@ -289,23 +298,23 @@ async def load(
                 return
             wait = again
 
-    def ingest_client(client: int):
-        async def step(k: int, due: float) -> None:
-            body, markers = batch_body(client, k, opts.lines)
-            wait = await attempt(body, markers, due, retry=False)
-            if wait is not None:
-                # Retried beside the schedule, so that the steady rate goes on.
-                task = asyncio.create_task(retry_until_acknowledged(body, markers, wait))
-                retries.add(task)
-                task.add_done_callback(retries.discard)
+    async def ingest(k: int, due: float, batch: tuple[bytes, list[str]]) -> None:
+        body, markers = batch
+        wait = await attempt(body, markers, due, retry=False)
+        if wait is not None:
+            # Retried beside the schedule, so that the steady rate goes on.
+            task = asyncio.create_task(retry_until_acknowledged(body, markers, wait))
+            retries.add(task)
+            task.add_done_callback(retries.discard)
 
-        return step
+    def build(k: int) -> tuple[bytes, list[str]]:
+        return batch_body(k, opts.lines)
 
     clients = [
         schedule(run, i, opts.read_clients, opts.reads, opts.seconds, read)
         for i in range(opts.read_clients)
     ] + [
-        schedule(run, i, opts.ingest_clients, opts.batches, opts.seconds, ingest_client(i))
+        schedule(run, i, opts.ingest_clients, opts.batches, opts.seconds, ingest, build)
         for i in range(opts.ingest_clients)
     ]
     await asyncio.gather(*clients)
@@ -513,7 +522,7 @@ async def soak(opts: Options, pg: OwnPostgres) -> int:
             base_url=f"http://{HOST}:{server.port}", limits=limits, timeout=30.0
         ) as http:
             # One batch first, so that PolyAPI's reads find the functions.
-            body, markers = batch_body(-1, 0, len(FUNCTIONS))
+            body, markers = batch_body(-1, len(FUNCTIONS))
             r = await http.post("/rpc/logs.ingest", content=body, headers=ingest_h)
             r.raise_for_status()
             run = Run(t0=time.monotonic())
