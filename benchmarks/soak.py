@@ -132,6 +132,12 @@ class Sample:
     done: float
     status: str  # "200", "503", or "exc:ReadTimeout"
     retry: bool = False
+    endpoint: str = ""  # the route, "?keyword" for a keyword search
+
+    @property
+    def service(self) -> float:
+        """From the actual send: the server's time, without the wait for a busy client."""
+        return self.done - self.sent
 
     @property
     def latency(self) -> float:
@@ -205,6 +211,39 @@ def read_paths(k: int) -> str:
     )[k % 3]
 
 
+def endpoint(path: str) -> str:
+    route, _, query = path.partition("?")
+    if route.startswith("/functions/server/"):
+        route = "/functions/server/{id}/" + route.rsplit("/", 1)[1]
+    return route + ("?keyword" if "keyword=" in query else "")
+
+
+def by_endpoint(run: Run) -> dict[str, dict[str, Any]]:
+    """Per endpoint, over the whole run: answers by status; p50/p99 from the scheduled send
+    (what a client waits) and of the server's own time; and the server's p99 per minute."""
+    grouped: dict[str, list[Sample]] = defaultdict(list)
+    for s in run.samples:
+        grouped[s.endpoint].append(s)
+    out = {}
+    for name, samples in sorted(grouped.items()):
+        late = percentiles([s.latency for s in samples])
+        own = percentiles([s.service for s in samples])
+        minutes: dict[int, list[float]] = defaultdict(list)
+        for s in samples:
+            minutes[int(s.due // 60)].append(s.service)
+        out[name] = {
+            "statuses": dict(sorted(Counter(s.status for s in samples).items())),
+            "p50_ms": late["p50"],
+            "p99_ms": late["p99"],
+            "service_p50_ms": own["p50"],
+            "service_p99_ms": own["p99"],
+            "service_p99_ms_per_minute": [
+                round(percentiles(minutes[m])["p99"], 2) for m in sorted(minutes)
+            ],
+        }
+    return out
+
+
 async def schedule(
     run: Run,
     index: int,
@@ -243,9 +282,11 @@ async def send(
         r = await http.request(method, path, **kw)
     except httpx.HTTPError as exc:
         status = f"exc:{type(exc).__name__}"
-        run.samples.append(Sample(kind, due, sent, run.now(), status, retry))
+        run.samples.append(Sample(kind, due, sent, run.now(), status, retry, endpoint(path)))
         return None
-    run.samples.append(Sample(kind, due, sent, run.now(), str(r.status_code), retry))
+    run.samples.append(
+        Sample(kind, due, sent, run.now(), str(r.status_code), retry, endpoint(path))
+    )
     return r
 
 
@@ -551,6 +592,7 @@ def report(
 ) -> int:
     rows = buckets(run, opts)
     print_table(rows)
+    endpoints = by_endpoint(run)
     statuses, failures = classify(run)
     lost = sorted(run.acked - stored.keys())
     doubled = sorted(m for m, c in stored.items() if c > 1)
@@ -606,6 +648,7 @@ def report(
             "no_line_doubled": not doubled,
             "rss_flat": rss_flat,
         },
+        "endpoints": endpoints,
         "buckets": rows,
         "machine": info,
     }
@@ -615,6 +658,16 @@ def report(
     if not_ready:
         print(f"/readyz not ready from {not_ready[0].due:.1f} to {not_ready[-1].done:.1f} s")
     print("answers: " + ", ".join(f"{k} {s}: {n}" for (k, s), n in sorted(statuses.items())))
+    print(
+        "by endpoint (ms): p50/p99 from the scheduled send; from the actual send; "
+        "p99 from the actual send per minute"
+    )
+    for name, e in endpoints.items():
+        print(
+            f"  {name}: {fmt_ms(e['p50_ms'])}/{fmt_ms(e['p99_ms'])}; "
+            f"{fmt_ms(e['service_p50_ms'])}/{fmt_ms(e['service_p99_ms'])}; "
+            + " ".join(fmt_ms(x) for x in e["service_p99_ms_per_minute"])
+        )
     print(
         "errors missing the target: "
         + (", ".join(f"{' '.join(k)}: {n}" for k, n in sorted(failures.items())) or "none")
