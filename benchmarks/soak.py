@@ -203,6 +203,12 @@ def batch_body(number: int, lines: int) -> tuple[bytes, list[str]]:
 
 
 def read_paths(k: int) -> str:
+    """The k-th read: the Gram list, PolyAPI's logs, PolyAPI's keyword search, in turn.
+
+    In ``batch_body`` a line's function and word both follow ``number + i``, so "timeout" lines
+    belong to two functions of the eight only: three keyword reads in four ask a function that
+    has none of a word frequent in its project (the costly case; see README "Soak").
+    """
     function = FUNCTIONS[k % len(FUNCTIONS)]
     return (
         "/rpc/logs.listToolExecutionLogs?per_page=20",
