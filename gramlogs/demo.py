@@ -23,6 +23,9 @@ __all__ = ["Demo", "ensure_demo"]
 
 DEMO_SLUG = "demo"
 DEMO_ROWS = 5000
+# Ids for the banner's ingestion example; any uuids would do (a new function registers itself).
+DEMO_FUNCTION = "0193a5b0-0000-7000-8000-00000000f001"
+DEMO_DEPLOYMENT = "0193a5b0-0000-7000-8000-00000000d001"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ def banner(demo: Demo, base_url: str) -> str:
             "List the newest logs:",
             f'  curl -s "{base_url}/rpc/logs.listToolExecutionLogs?per_page=5"'
             f' -H "Gram-Key: {demo.consumer_key}" -H "Gram-Project: {demo.project_slug}"',
+            "",
+            "Send a log line (producer key):",
+            f'  curl -s -X POST "{base_url}/rpc/logs.ingest"'
+            f' -H "Gram-Key: {demo.producer_key}" -H "Gram-Project: {demo.project_slug}"'
+            " -H 'Content-Type: application/json'"
+            f""" -d '[{{"raw_log": "hello from curl", "function_id": "{DEMO_FUNCTION}","""
+            f""" "deployment_id": "{DEMO_DEPLOYMENT}"}}]'""",
         ]
     else:
         lines.append("  (demo keys not found; make one with `gramlogs keys create`)")

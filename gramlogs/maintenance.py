@@ -33,7 +33,8 @@ async def ensure_partitions(conn: asyncpg.Connection, config: Config) -> list[st
         width_days=config.partition_days,
     )
     if created:
-        logger.info("created %d logs partition(s): %s", len(created), ", ".join(created))
+        shown = created[0] if len(created) == 1 else f"{created[0]} .. {created[-1]}"
+        logger.info("created %d logs partition(s): %s", len(created), shown)
     return created
 
 

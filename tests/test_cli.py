@@ -219,20 +219,23 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                 text=True,
             )
             try:
-                wait_for(proc, r"curl -s", lines)
+                wait_for(proc, r"^Serving on", lines)
                 banner = "".join(lines)
                 if run == "first":
                     assert "Created a demo project 'demo' with 5,000 log lines." in banner
                 else:
                     assert "Reusing the existing data" in banner
-                curl = next(line for line in lines if "curl -s" in line).strip()
-                argv = shlex.split(curl)
-                url = argv[2]
-                headers = dict(h.split(": ", 1) for h in argv[4::2])
+                list_curl, send_curl = [shlex.split(x) for x in lines if "curl -s" in x]
                 wait_listening(port)
-                r = httpx.get(url, headers=headers)
+                headers = dict(h.split(": ", 1) for h in list_curl[4::2])
+                r = httpx.get(list_curl[2], headers=headers)
                 assert r.status_code == 200
                 assert len(r.json()["logs"]) == 5
+                # The second line sends one log with the producer key, as pasted.
+                assert send_curl[:5] == ["curl", "-s", "-X", "POST", send_curl[4]]
+                headers = dict(h.split(": ", 1) for h in send_curl[6:-2:2])
+                r = httpx.post(send_curl[4], headers=headers, content=send_curl[-1])
+                assert (r.status_code, r.json()) == (200, {"stored": 1, "duplicates": 0})
             finally:
                 proc.send_signal(signal.SIGINT)
                 assert proc.wait(timeout=60) == 0
