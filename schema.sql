@@ -92,6 +92,7 @@ ALTER TABLE projects ADD COLUMN IF NOT EXISTS retention_days integer
 -- One expression holds both columns, so a trigram they share (a JSON line's message is in its
 -- raw line) is indexed once: 40% smaller than a two-column index, and cheaper to insert into.
 -- A keyword without \x01 matches the expression exactly when it matches message or raw_log.
+-- (Version 2, migrations/0002, replaces this index with one that holds project and function.)
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE INDEX IF NOT EXISTS logs_keyword ON logs
     USING gin ((coalesce(message, '') || E'\x01' || raw_log) gin_trgm_ops);

@@ -6,8 +6,9 @@ and what the index costs ingestion.
     .venv/bin/python -m benchmarks.keyword --database-url postgresql://postgres@127.0.0.1/postgres
 
 The project is seeded by ``gramlogs.seed`` with three planted words, in 0.1%, 1% and 30% of
-lines; a fourth word appears nowhere. Each is searched for (the first page, newest first, 20
-rows) in four set-ups measured side by side on the same data and connection:
+lines; a fourth word appears nowhere in it but in 30% of the lines of a neighbour project (a
+quarter of its size) in the same table and time range. Each is searched for (the first page,
+newest first, 20 rows) in these set-ups, measured side by side on the same data and connection:
 
 - ``shipped``: ``store.fetch_page``, the server's own page query (an ordered probe of the
   newest rows, then the trigram index; custom plans);
@@ -17,7 +18,9 @@ rows) in four set-ups measured side by side on the same data and connection:
   once it stops re-planning (``plan_cache_mode = force_generic_plan``): what fetch_page avoids;
 - ``no_index``: the trigram index dropped inside a transaction that is rolled back, and the
   page read by the ordered walk with a filter, the best first page without the index; and
-  ``no_index_shipped``: the shipped query without the index.
+  ``no_index_shipped``: the shipped query without the index;
+- ``v1_index``: the shipped query with schema version 1's trigram index (the text alone, no
+  project or function column; migrations/0002), built in a transaction that is rolled back.
 
 The planner's choice follows the sample ANALYZE took, so the rare word is timed again after
 several fresh samples.
@@ -66,6 +69,11 @@ WORDS = {
     "common (30%)": COMMON,
     "absent (0%)": ABSENT,
 }
+# Schema version 1's index, for the side-by-side ``v1_index`` set-up.
+V1_INDEX = (
+    "CREATE INDEX logs_keyword ON logs"
+    " USING gin ((coalesce(message, '') || E'\\x01' || raw_log) gin_trgm_ops)"
+)
 PER_PAGE = 20
 CACHE = Path(__file__).parent / ".cache"
 
@@ -194,11 +202,23 @@ async def _queries(
 
     try:
         async with conn.transaction():
-            await conn.execute("DROP INDEX logs_keyword")
+            await conn.execute("DROP INDEX logs_keyword_tenant")
             for setup, run in (("no_index", _walk_page), ("no_index_shipped", fetch_page)):
                 for label, word in WORDS.items():
                     times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
                     results[label][setup] = _summary(times)
+            raise _Rollback
+    except _Rollback:
+        pass
+
+    try:
+        async with conn.transaction():
+            await conn.execute(V1_INDEX)
+            await conn.execute("DROP INDEX logs_keyword_tenant")
+            await conn.execute("ANALYZE logs")
+            for label, word in WORDS.items():
+                times = await _timed(lambda w=word: fetch_page(conn, page(w)), repeats, budget_s)
+                results[label]["v1_index"] = _summary(times)
             raise _Rollback
     except _Rollback:
         pass
@@ -236,7 +256,7 @@ async def _ingest(
             try:
                 async with conn.transaction():
                     if setup == "without_index":
-                        await conn.execute("DROP INDEX logs_keyword")
+                        await conn.execute("DROP INDEX logs_keyword_tenant")
                     t = time.perf_counter()
                     await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
                     rates[setup].append(rows / (time.perf_counter() - t))
@@ -271,11 +291,19 @@ async def main(args: argparse.Namespace) -> None:
             print(f"seeding {args.rows:,} rows (with every index) ...", file=sys.stderr)
             t = time.perf_counter()
             await seed_logs(conn, plan, progress=ProgressBar())
+            neighbour = await tenants.create_project(conn, org, "neighbour")
+            await seed_logs(
+                conn,
+                SeedPlan(
+                    neighbour, rows=args.rows // 4, end=plan.end, seed=1, plant=((ABSENT, 0.3),)
+                ),
+                progress=ProgressBar(),
+            )
             seed_s = time.perf_counter() - t
             await conn.execute("VACUUM ANALYZE logs")
             sizes = await conn.fetchrow(
                 "SELECT pg_size_pretty(pg_table_size('logs')) AS heap,"
-                " pg_size_pretty(pg_relation_size('logs_keyword')) AS trigram_index,"
+                " pg_size_pretty(pg_relation_size('logs_keyword_tenant')) AS trigram_index,"
                 " pg_size_pretty(pg_indexes_size('logs')) AS all_indexes"
             )
             print("searching ...", file=sys.stderr)
@@ -304,7 +332,7 @@ async def main(args: argparse.Namespace) -> None:
         f" trigram index {sizes['trigram_index']}, all indexes {sizes['all_indexes']}"
     )
     print(f"\nfirst page ({PER_PAGE} rows, newest first), p50 / p90 ms")
-    columns = ("shipped", "planner", "generic_plan", "no_index", "no_index_shipped")
+    columns = ("shipped", "planner", "generic_plan", "no_index", "no_index_shipped", "v1_index")
     print(f"{'word':>14}" + "".join(f"  {c:>17}" for c in columns) + "  no_index / shipped")
     for label, by_setup in queries.items():
         cells = [f"{by_setup[c]['p50_ms']:>8.2f} / {by_setup[c]['p90_ms']:>6.1f}" for c in columns]

@@ -53,7 +53,8 @@ EQUALITY_FILTERS = (
 
 _MAX_ID = (1 << 128) - 1
 
-# The expression the trigram index logs_keyword covers (schema.sql; keep the two identical).
+# The expression the trigram index logs_keyword_tenant covers (migrations/0002; keep the two
+# identical).
 # A keyword without the \x01 separator is a substring of it exactly when it is a substring of
 # message or of raw_log; a keyword with one is matched column by column, without the index.
 KEYWORD_SEPARATOR = "\x01"
@@ -112,7 +113,9 @@ class _Shape:
 
     equals: tuple[str, ...]
     sources: bool
-    keyword: str | None  # "indexed": through logs_keyword; "columns": each column; None: no keyword
+    keyword: (
+        str | None
+    )  # "indexed": through logs_keyword_tenant; "columns": each column; None: no keyword
 
 
 def _shape_and_values(f: LogFilter) -> tuple[_Shape, list[object]]:

@@ -277,7 +277,7 @@ async def test_keyword_with_the_separator_is_matched_column_by_column(client, ma
 
 
 async def test_keyword_condition_can_use_the_trigram_index(pool):
-    """The expression in store.py must stay the one schema.sql indexes."""
+    """The expression in store.py must stay the one the schema indexes (migrations/0002)."""
     from gramlogs.store import _conditions, _shape_and_values
 
     shape, values = _shape_and_values(LogFilter(project_id=uuid.UUID(int=0), keyword="quokka"))
@@ -289,14 +289,14 @@ async def test_keyword_condition_can_use_the_trigram_index(pool):
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM logs WHERE true" + _conditions(shape, 0)[1],
             *values,
         )
-        # logs is partitioned: each partition has its own child of logs_keyword.
+        # logs is partitioned: each partition has its own child of logs_keyword_tenant.
         keyword_indexes = {
             row["relname"]
             for row in await conn.fetch(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-                " WHERE i.inhparent = 'logs_keyword'::regclass"
+                " WHERE i.inhparent = 'logs_keyword_tenant'::regclass"
             )
         }
     used = set(re.findall(r'"Index Name": "([^"]+)"', plan))
     assert used
-    assert used <= keyword_indexes | {"logs_keyword"}
+    assert used <= keyword_indexes | {"logs_keyword_tenant"}
