@@ -100,6 +100,15 @@ def _is_index(name: str, index: str) -> bool:
     return name == index or _INDEX_TOKEN[index] in name
 
 
+def _check_scan(scan: dict, index: str) -> None:
+    assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan["Node Type"]
+    if not _is_index(scan["Index Name"], index):
+        # Where the statistics say the project has no rows in a partition (other tests' rows
+        # sit there), either index is as cheap to the planner, which may take the primary key.
+        # Fine exactly when that scan met no row at all, matching or not.
+        assert scan["Actual Rows"] == scan.get("Rows Removed by Filter", 0) == 0, scan
+
+
 def _check(plan: dict, index: str) -> None:
     kinds = {node["Node Type"] for node in _nodes(plan)}
     assert not kinds & {"Seq Scan", "Bitmap Heap Scan", "Incremental Sort", "Merge Append"}, kinds
@@ -113,8 +122,7 @@ def _check(plan: dict, index: str) -> None:
     scans = [n for n in _nodes(page) if "Relation Name" in n]
     assert scans
     for scan in scans:
-        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan["Node Type"]
-        assert _is_index(scan["Index Name"], index), scan["Index Name"]
+        _check_scan(scan, index)
     read = sum(scan["Actual Rows"] * scan["Actual Loops"] for scan in scans)
     assert read <= PER_PAGE + 1
     assert plan["Actual Rows"] == PER_PAGE + 1  # the data has more rows than a page
@@ -181,6 +189,6 @@ async def test_probe_behind_an_empty_page_is_an_index_probe(
             kinds = {node["Node Type"] for node in nodes}
             assert not kinds & {"Seq Scan", "Sort", "Bitmap Heap Scan"}, kinds
             scans = [n for n in nodes if "Relation Name" in n]
-            assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in scans)
-            assert all(_is_index(n["Index Name"], index) for n in scans)
+            for scan in scans:
+                _check_scan(scan, index)
             assert sum(n["Actual Rows"] * n["Actual Loops"] for n in scans) == 1
