@@ -37,6 +37,23 @@ EXTENSION = "x-gramlogs-extension"
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _UUID = {"type": "string", "format": "uuid"}
 _DATE_TIME = {"type": "string", "format": "date-time"}
+# PostgreSQL text cannot hold NUL, so every string stored or compared with stored text refuses
+# it (400 invalid_format, naming the parameter or field). Saying so in the schema keeps a
+# generator of valid requests from sending one and a fuzzer from counting the 400 as a fault.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _text(**bounds: int) -> Json:
+    return {"type": "string", "pattern": NO_NUL, **bounds}
+
+
+def _any_case(words: Any) -> str:
+    """A pattern of ``words`` in any letter case, with blanks around: what batch accepts."""
+    alternatives = "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words
+    )
+    return f"^\\s*({alternatives})\\s*$"
+
 
 # Each error status: the name of its component in components.responses, and why it happens.
 # The Goa error names come from errors.py.
@@ -165,7 +182,7 @@ def _list_tool_execution_logs() -> Json:
                 ),
                 _query("deployment_id", "Deployment ID filter (exact match)", _UUID),
                 _query("function_id", "Function ID filter (exact match)", _UUID),
-                _query("instance", "Instance filter (exact match)", {"type": "string"}),
+                _query("instance", "Instance filter (exact match)", _text()),
                 _query(
                     "level",
                     "Log level filter",
@@ -211,7 +228,7 @@ def _list_tool_execution_logs() -> Json:
                     "Case-insensitive substring of the message or the raw line; every character "
                     f"is literal. At most {params.MAX_TEXT_LENGTH} characters (else 400 "
                     "invalid_length)",
-                    {"type": "string", "maxLength": params.MAX_TEXT_LENGTH},
+                    _text(maxLength=params.MAX_TEXT_LENGTH),
                     **{EXTENSION: True},
                 ),
                 _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
@@ -371,25 +388,15 @@ _GRAM_SECURITY = [{"apikey_header_Gram-Key": [], "project_slug_header_Gram-Proje
 # a producer key (a consumer key is a 403) and take the same bodies' encodings and size limit.
 
 
-def _content_encoding() -> Json:
-    # body.read_body: gzip (x-gzip) or deflate (zlib), else a 415; a body that does not inflate
-    # is a 400. Not a security or content header, so OpenAPI 3.0 allows it as a parameter.
-    description = (
-        "Compression of the body: gzip (or x-gzip), deflate (the zlib format) or identity "
-        "(also when empty); "
-        "anything else is a 415, a body that does not inflate a 400. The limit "
-        "GRAMLOGS_MAX_BODY_BYTES (default 8 MiB) holds on the wire and again inflated (413)"
-    )
-    return {
-        "name": "Content-Encoding",
-        "in": "header",
-        "description": description,
-        "schema": {
-            "type": "string",
-            "enum": ["gzip", "x-gzip", "deflate", "identity", ""],
-            "description": description,
-        },
-    }
+# body.read_body: gzip (x-gzip) or deflate (zlib), else a 415; a body that does not inflate
+# is a 400. Said in the operations' descriptions rather than as a header parameter: a generator
+# of requests would set the header on a body it does not compress.
+_CONTENT_ENCODING = (
+    " The body may be compressed (Content-Encoding: gzip, x-gzip or deflate, the zlib "
+    "format; identity or none: as is); any other encoding is a 415, a body that does not "
+    "inflate a 400. The limit GRAMLOGS_MAX_BODY_BYTES (default 8 MiB) holds on the wire and "
+    "again inflated (413)."
+)
 
 
 def _nullable(schema: Json, description: str) -> Json:
@@ -405,8 +412,7 @@ _INGEST_SCHEMAS: Json = {
         "ignored. No string may contain a NUL character (400 naming the field).",
         "properties": {
             "raw_log": {
-                "type": "string",
-                "maxLength": batch.MAX_RAW_LOG_BYTES,
+                **_text(maxLength=batch.MAX_RAW_LOG_BYTES),
                 "description": f"The line as emitted; at most {batch.MAX_RAW_LOG_BYTES} bytes "
                 "of UTF-8 (longer lines are refused, not cut)",
             },
@@ -419,21 +425,21 @@ _INGEST_SCHEMAS: Json = {
                 "the time in id when given, else the time the batch arrived",
             ),
             "level": _nullable(
-                {"type": "string"},
+                {"type": "string", "pattern": _any_case(batch.LEVEL_ALIASES)},
                 "debug, info, warn or error, in any case, or an alias: "
                 + ", ".join(f"{k} ({v})" for k, v in batch.LEVEL_ALIASES.items() if k != v)
                 + ". Default info",
             ),
             "source": _nullable(
-                {"type": "string"},
+                {"type": "string", "pattern": _any_case(batch.SOURCES)},
                 f"One of {', '.join(batch.SOURCES)}, in any case. Default function",
             ),
             "instance": _nullable(
-                {"type": "string", "maxLength": batch.MAX_NAME_BYTES},
+                _text(maxLength=batch.MAX_NAME_BYTES),
                 f"Instance identifier; at most {batch.MAX_NAME_BYTES} bytes. Default empty",
             ),
             "message": _nullable(
-                {"type": "string", "maxLength": batch.MAX_MESSAGE_BYTES},
+                _text(maxLength=batch.MAX_MESSAGE_BYTES),
                 f"Parsed log message; at most {batch.MAX_MESSAGE_BYTES} bytes",
             ),
             "attributes": _nullable(
@@ -442,7 +448,7 @@ _INGEST_SCHEMAS: Json = {
                 "normalised)",
             ),
             "execution_id": _nullable(
-                {"type": "string", "maxLength": batch.MAX_NAME_BYTES},
+                _text(maxLength=batch.MAX_NAME_BYTES),
                 f"Execution identifier; at most {batch.MAX_NAME_BYTES} bytes",
             ),
             "id": _nullable(
@@ -489,12 +495,12 @@ def _ingest() -> Json:
             "description": "Store a batch of log entries whole, or nothing: one bad entry "
             "rejects the batch (the 400 names the first 20 by index and field). A producer "
             "key. Order of checks: headers (401), content type and encoding (415), body size "
-            "(413), key (401/403), body, functions whose logs are disabled (409).",
+            "(413), key (401/403), body, functions whose logs are disabled (409)."
+            + _CONTENT_ENCODING,
             "operationId": "ingestLogs",
             "parameters": [
                 _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
                 _header("Gram-Project", "project header (the project's slug)"),
-                _content_encoding(),
             ],
             "requestBody": {
                 "required": True,
@@ -536,26 +542,10 @@ def _ingest() -> Json:
 
 
 # OTLP/JSON, as far as otlp.py reads it (the protobuf JSON mapping of ExportLogsServiceRequest;
-# snake_case names are read too, unknown fields ignored). Not the whole OTLP schema.
-_ANY_VALUE: Json = {
-    "type": "object",
-    "description": "OTLP AnyValue: one of its fields",
-    "properties": {
-        "stringValue": {"type": "string"},
-        "boolValue": {"type": "boolean"},
-        "intValue": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-        "doubleValue": {"type": "number"},
-        "arrayValue": {
-            "type": "object",
-            "description": '{"values": [AnyValue, ...]}',
-        },
-        "kvlistValue": {
-            "type": "object",
-            "description": '{"values": [KeyValue, ...]}',
-        },
-        "bytesValue": {"type": "string", "description": "base64"},
-    },
-}
+# snake_case names are read too, unknown fields ignored). Not the whole OTLP schema. The bounds
+# and patterns are protobuf's JSON parser's: a value outside them is a 400 for the whole body.
+_HEX = "^([0-9a-fA-F]{2})*$"
+_BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _KEY_VALUES: Json = {
     "type": "array",
     "items": {
@@ -563,64 +553,118 @@ _KEY_VALUES: Json = {
         "properties": {"key": {"type": "string"}, "value": _ref("schemas", "OtlpAnyValue")},
     },
 }
-_UNIX_NANO: Json = {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}
+_ANY_VALUE: Json = {
+    "type": "object",
+    "nullable": True,
+    "description": "OTLP AnyValue: one of its fields",
+    "properties": {
+        "stringValue": {"type": "string"},
+        "boolValue": {"type": "boolean"},
+        "intValue": {
+            "oneOf": [
+                {"type": "string", "pattern": "^-?[0-9]+$"},
+                {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+            ]
+        },
+        "doubleValue": {"type": "number"},
+        "arrayValue": {
+            "type": "object",
+            "properties": {"values": {"type": "array", "items": _ref("schemas", "OtlpAnyValue")}},
+        },
+        "kvlistValue": {"type": "object", "properties": {"values": _KEY_VALUES}},
+        "bytesValue": {"type": "string", "pattern": _BASE64, "description": "base64"},
+    },
+}
+_UNIX_NANO: Json = {
+    "oneOf": [
+        {"type": "string", "pattern": "^[0-9]+$"},
+        {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+    ]
+}
+
+
+def _proto3_nulls(schema: Any) -> Any:
+    """``schema`` with every property (and array) nullable, as protobuf's JSON parser reads
+    null as the field's default; array items stay non-null (a null item is a 400)."""
+    if isinstance(schema, list):
+        return [_proto3_nulls(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _proto3_nulls(v) for k, v in schema.items()}
+    for prop in out.get("properties", {}).values():
+        # In a oneOf, one branch only: null matching two would match none.
+        target = prop["oneOf"][0] if "oneOf" in prop else prop
+        if "type" in target:
+            target["nullable"] = True
+    return out
+
 
 _OTLP_SCHEMAS: Json = {
-    "OtlpAnyValue": _ANY_VALUE,
-    "ExportLogsServiceRequest": {
-        "type": "object",
-        "description": "OTLP/JSON ExportLogsServiceRequest, as far as gramlogs reads it "
-        "(README, OpenTelemetry: the mapping). Resource or record attributes "
-        f"{otlp.FUNCTION_ID} and {otlp.DEPLOYMENT_ID} (uuid strings) are required per "
-        f"record; {otlp.EXECUTION_ID}, {otlp.SOURCE} and, on the resource, {otlp.INSTANCE} "
-        "are read too.",
-        "properties": {
-            "resourceLogs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "resource": {
+    # What protobuf's JSON parser reads (null for any field, the OtlpAnyValue included).
+    **_proto3_nulls(
+        {
+            "OtlpAnyValue": _ANY_VALUE,
+            "ExportLogsServiceRequest": {
+                "type": "object",
+                "description": "OTLP/JSON ExportLogsServiceRequest, as far as gramlogs reads it "
+                "(README, OpenTelemetry: the mapping). Resource or record attributes "
+                f"{otlp.FUNCTION_ID} and {otlp.DEPLOYMENT_ID} (uuid strings) are required per "
+                f"record; {otlp.EXECUTION_ID}, {otlp.SOURCE} and, on the resource, {otlp.INSTANCE} "
+                "are read too.",
+                "properties": {
+                    "resourceLogs": {
+                        "type": "array",
+                        "items": {
                             "type": "object",
-                            "properties": {"attributes": _KEY_VALUES},
-                        },
-                        "scopeLogs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "logRecords": {
-                                        "type": "array",
-                                        "items": _ref("schemas", "OtlpLogRecord"),
-                                    }
+                            "properties": {
+                                "resource": {
+                                    "type": "object",
+                                    "properties": {"attributes": _KEY_VALUES},
+                                },
+                                "scopeLogs": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "logRecords": {
+                                                "type": "array",
+                                                "items": _ref("schemas", "OtlpLogRecord"),
+                                            }
+                                        },
+                                    },
                                 },
                             },
                         },
-                    },
+                    }
                 },
-            }
-        },
-    },
-    "OtlpLogRecord": {
-        "type": "object",
-        "description": "OTLP LogRecord: the fields gramlogs reads",
-        "properties": {
-            "timeUnixNano": {**_UNIX_NANO, "description": "uint64 nanoseconds; 0: unknown"},
-            "observedTimeUnixNano": {
-                **_UNIX_NANO,
-                "description": "used when timeUnixNano is 0",
             },
-            "severityNumber": {
-                "type": "integer",
-                "description": "1-8 debug, 9-12 info, 13-16 warn, 17-24 error",
+            "OtlpLogRecord": {
+                "type": "object",
+                "description": "OTLP LogRecord: the fields gramlogs reads",
+                "properties": {
+                    "timeUnixNano": {**_UNIX_NANO, "description": "uint64 nanoseconds; 0: unknown"},
+                    "observedTimeUnixNano": {
+                        **_UNIX_NANO,
+                        "description": "used when timeUnixNano is 0",
+                    },
+                    "severityNumber": {
+                        "type": "integer",
+                        "minimum": -(2**31),
+                        "maximum": 2**31 - 1,
+                        "description": "1-8 debug, 9-12 info, 13-16 warn, 17-24 error",
+                    },
+                    "severityText": {
+                        "type": "string",
+                        "description": "read when severityNumber is 0",
+                    },
+                    "body": _ref("schemas", "OtlpAnyValue"),
+                    "attributes": _KEY_VALUES,
+                    "traceId": {"type": "string", "pattern": _HEX, "description": "hex"},
+                    "spanId": {"type": "string", "pattern": _HEX, "description": "hex"},
+                },
             },
-            "severityText": {"type": "string", "description": "read when severityNumber is 0"},
-            "body": _ref("schemas", "OtlpAnyValue"),
-            "attributes": _KEY_VALUES,
-            "traceId": {"type": "string", "description": "hex (a 400 when it is not)"},
-            "spanId": {"type": "string", "description": "hex (a 400 when it is not)"},
-        },
-    },
+        }
+    ),
     "ExportLogsServiceResponse": {
         "type": "object",
         "description": "OTLP/JSON ExportLogsServiceResponse: {} when every record was stored",
@@ -655,7 +699,8 @@ def _otlp() -> Json:
             "description": "OTLP/HTTP logs: an ExportLogsServiceRequest in protobuf or JSON. "
             "Records that cannot be stored are counted in partialSuccess and the others "
             "stored (200); when no record is valid, or the body does not decode, a 400. A "
-            "producer key, in Gram-Key or Authorization: Bearer, with Gram-Project.",
+            "producer key, in Gram-Key or Authorization: Bearer, with Gram-Project."
+            + _CONTENT_ENCODING,
             "operationId": "exportLogs",
             "parameters": [
                 _header(
@@ -664,7 +709,6 @@ def _otlp() -> Json:
                     "Authorization: Bearer <key>",
                 ),
                 _header("Gram-Project", "project header (the project's slug)"),
-                _content_encoding(),
             ],
             "requestBody": {
                 "required": True,
@@ -774,7 +818,7 @@ def _poly(system: bool) -> Json:
                     "keyword",
                     "Case-insensitive substring of the message or the raw line (literal); at "
                     f"most {text} characters (400 invalid_length)",
-                    {"type": "string", "maxLength": text},
+                    _text(maxLength=text),
                 ),
                 _query(
                     "lastHours",
@@ -801,7 +845,7 @@ def _poly(system: bool) -> Json:
                 _query(
                     "executionId",
                     f"Exact match on the execution id; at most {text} characters",
-                    {"type": "string", "maxLength": text},
+                    _text(maxLength=text),
                 ),
             ],
             "responses": _responses(

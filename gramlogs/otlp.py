@@ -207,6 +207,38 @@ def map_request(
     return Mapped(rejected=rejected, problems=problems)
 
 
+def _check_shape(value: Any, descriptor: Any, path: str) -> None:
+    """Refuse a JSON value that is not an object where a message belongs (400 naming where).
+
+    protobuf's JSON parser, told to ignore unknown fields, reads any iterable as a message:
+    ``"scopeLogs": ["AAA"]`` would pass as one empty scope, each character an unknown field.
+    """
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"the body is not an OTLP/JSON ExportLogsServiceRequest: {path} must be an object"
+        )
+    for key, item in value.items():
+        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        if field is None or field.message_type is None or item is None:
+            continue
+        where = f"{path}.{key}"
+        if not _repeated(field):
+            _check_shape(item, field.message_type, where)
+            continue
+        if not isinstance(item, list):
+            raise BadRequest(
+                f"the body is not an OTLP/JSON ExportLogsServiceRequest: {where} must be an array"
+            )
+        for n, element in enumerate(item):
+            _check_shape(element, field.message_type, f"{where}[{n}]")
+
+
+def _repeated(field: Any) -> bool:
+    # protobuf 7 dropped FieldDescriptor.label for is_repeated (added in 5.29).
+    is_repeated = getattr(field, "is_repeated", None)
+    return is_repeated if is_repeated is not None else field.label == field.LABEL_REPEATED
+
+
 def _hex_ids_to_base64(data: Any) -> None:
     # OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping reads bytes as base64.
     if not isinstance(data, dict):
@@ -246,6 +278,10 @@ def parse_request(body: bytes, kind: str) -> ExportLogsServiceRequest:
         raise BadRequest("the body is nested too deeply") from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    try:
+        _check_shape(data, ExportLogsServiceRequest.DESCRIPTOR, "$")
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
     _hex_ids_to_base64(data)
     request = ExportLogsServiceRequest()
     try:

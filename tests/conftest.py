@@ -86,6 +86,14 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+async def module_database(server_url: str) -> AsyncIterator[str]:
+    """A database of this test module's own at the current schema: for plan tests, whose
+    plans follow statistics that other tests' rows would change."""
+    async with _new_database(server_url, "gramlogs_mod") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with asyncpg.create_pool(database_url, min_size=1, max_size=4) as p:

@@ -9,13 +9,14 @@ partitions together, stop at per_page + 1 (pruning itself: test_store_pruning.py
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
 import pytest
 
-from gramlogs import ids, maintenance
+from gramlogs import ids, maintenance, tenants
 from gramlogs.config import Config
 from gramlogs.seed import SeedPlan, generate, seed_logs
 from gramlogs.store import LogFilter, PageRequest, back_query, page_query
@@ -27,16 +28,25 @@ PROJECT_ROWS = 30_000
 
 
 @pytest.fixture(scope="module")
-async def big_project(make_tenant, pool: asyncpg.Pool) -> uuid.UUID:
-    tenant = await make_tenant("explain")
-    neighbours = [await make_tenant("neighbour") for _ in range(2)]
+async def pool(module_database: str) -> AsyncIterator[asyncpg.Pool]:
+    # A database of the module's own: other tests' rows (in the catch-all partitions, say)
+    # would change the statistics the plans below follow.
+    async with asyncpg.create_pool(module_database, min_size=1, max_size=2) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+async def big_project(pool: asyncpg.Pool) -> uuid.UUID:
     async with pool.acquire() as conn:
+        org = await tenants.create_organization(conn, "explain")
+        project = await tenants.create_project(conn, org, "explain")
         await maintenance.ensure_partitions(conn, Config())
-        await seed_logs(conn, SeedPlan(tenant.project_id, PROJECT_ROWS, END, days=30, seed=7))
-        for n, other in enumerate(neighbours):
-            await seed_logs(conn, SeedPlan(other.project_id, 10_000, END, days=30, seed=n))
+        await seed_logs(conn, SeedPlan(project, PROJECT_ROWS, END, days=30, seed=7))
+        for n in range(2):
+            neighbour = await tenants.create_project(conn, org, f"neighbour-{n}")
+            await seed_logs(conn, SeedPlan(neighbour, 10_000, END, days=30, seed=n))
         await conn.execute("ANALYZE logs")
-    return tenant.project_id
+    return project
 
 
 def _sample_row() -> tuple:
