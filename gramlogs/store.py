@@ -113,9 +113,8 @@ class _Shape:
 
     equals: tuple[str, ...]
     sources: bool
-    keyword: (
-        str | None
-    )  # "indexed": through logs_keyword_tenant; "columns": each column; None: no keyword
+    # "indexed": through logs_keyword_tenant; "columns": each column; None: no keyword.
+    keyword: str | None
 
 
 def _shape_and_values(f: LogFilter) -> tuple[_Shape, list[object]]:

@@ -113,9 +113,9 @@ def _is_index(name: str, index: str) -> bool:
 def _check_scan(scan: dict, index: str) -> None:
     assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan["Node Type"]
     if not _is_index(scan["Index Name"], index):
-        # Where the statistics say the project has no rows in a partition (other tests' rows
-        # sit there), either index is as cheap to the planner, which may take the primary key.
-        # Fine exactly when that scan met no row at all, matching or not.
+        # Where the statistics say the project has no rows in a partition (a catch-all, or a
+        # day only the neighbours' rows reach), either index is as cheap to the planner, which
+        # may take the primary key. Fine exactly when that scan met no row at all.
         assert scan["Actual Rows"] == scan.get("Rows Removed by Filter", 0) == 0, scan
 
 
