@@ -207,11 +207,13 @@ def map_request(
     return Mapped(rejected=rejected, problems=problems)
 
 
-def _check_shape(value: Any, descriptor: Any, path: str) -> None:
-    """Refuse a JSON value that is not an object where a message belongs (400 naming where).
+def _prepare(value: Any, descriptor: Any, path: str) -> None:
+    """Make decoded OTLP/JSON fit for protobuf's JSON parser, in one walk guided by the schema.
 
-    protobuf's JSON parser, told to ignore unknown fields, reads any iterable as a message:
-    ``"scopeLogs": ["AAA"]`` would pass as one empty scope, each character an unknown field.
+    - A JSON value that is not an object where a message belongs is a 400 naming where:
+      protobuf's parser, told to ignore unknown fields, reads any iterable as a message
+      (``"scopeLogs": ["AAA"]`` would pass as one empty scope, each character a field).
+    - OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping reads bytes as base64.
     """
     if not isinstance(value, dict):
         raise BadRequest(
@@ -219,50 +221,32 @@ def _check_shape(value: Any, descriptor: Any, path: str) -> None:
         )
     for key, item in value.items():
         field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
-        if field is None or field.message_type is None or item is None:
+        if field is None or item is None:
+            continue
+        if field.message_type is None:
+            # Only a LogRecord has these fields in a logs request.
+            if key in _ID_FIELDS and isinstance(item, str):
+                try:
+                    value[key] = base64.b64encode(bytes.fromhex(item)).decode()
+                except ValueError:
+                    raise BadRequest(f"{key} must be hex; got {item[:60]!r}") from None
             continue
         where = f"{path}.{key}"
         if not _repeated(field):
-            _check_shape(item, field.message_type, where)
+            _prepare(item, field.message_type, where)
             continue
         if not isinstance(item, list):
             raise BadRequest(
                 f"the body is not an OTLP/JSON ExportLogsServiceRequest: {where} must be an array"
             )
         for n, element in enumerate(item):
-            _check_shape(element, field.message_type, f"{where}[{n}]")
+            _prepare(element, field.message_type, f"{where}[{n}]")
 
 
 def _repeated(field: Any) -> bool:
     # protobuf 7 dropped FieldDescriptor.label for is_repeated (added in 5.29).
     is_repeated = getattr(field, "is_repeated", None)
     return is_repeated if is_repeated is not None else field.label == field.LABEL_REPEATED
-
-
-def _hex_ids_to_base64(data: Any) -> None:
-    # OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping reads bytes as base64.
-    if not isinstance(data, dict):
-        return
-    for resource_logs in _list(data.get("resourceLogs", data.get("resource_logs"))):
-        if not isinstance(resource_logs, dict):
-            continue
-        for scope_logs in _list(resource_logs.get("scopeLogs", resource_logs.get("scope_logs"))):
-            if not isinstance(scope_logs, dict):
-                continue
-            for record in _list(scope_logs.get("logRecords", scope_logs.get("log_records"))):
-                if not isinstance(record, dict):
-                    continue
-                for field in _ID_FIELDS:
-                    value = record.get(field)
-                    if isinstance(value, str):
-                        try:
-                            record[field] = base64.b64encode(bytes.fromhex(value)).decode()
-                        except ValueError:
-                            raise BadRequest(f"{field} must be hex; got {value[:60]!r}") from None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def parse_request(body: bytes, kind: str) -> ExportLogsServiceRequest:
@@ -279,10 +263,9 @@ def parse_request(body: bytes, kind: str) -> ExportLogsServiceRequest:
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     try:
-        _check_shape(data, ExportLogsServiceRequest.DESCRIPTOR, "$")
+        _prepare(data, ExportLogsServiceRequest.DESCRIPTOR, "$")
     except RecursionError:
         raise BadRequest("the body is nested too deeply") from None
-    _hex_ids_to_base64(data)
     request = ExportLogsServiceRequest()
     try:
         # OTLP/JSON: receivers must ignore unknown fields (forward compatibility).
