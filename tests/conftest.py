@@ -55,16 +55,19 @@ def server_url() -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def _new_database(server_url: str, prefix: str) -> AsyncIterator[str]:
-    """A database at the current schema, dropped on the way out."""
+async def _new_database(
+    server_url: str, prefix: str, *, migrated: bool = True
+) -> AsyncIterator[str]:
+    """A database at the current schema (empty unless ``migrated``), dropped on the way out."""
     name = f"{prefix}_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f"CREATE DATABASE {name}")
     url = _with_database(server_url, name)
     try:
-        conn = await asyncpg.connect(url)
-        await schema.migrate(conn)
-        await conn.close()
+        if migrated:
+            conn = await asyncpg.connect(url)
+            await schema.migrate(conn)
+            await conn.close()
         yield url
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -83,6 +86,13 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
     """A database of this test's own at the current schema, for what is global to a database
     (the partition layout, retention): such tests must not disturb the shared one."""
     async with _new_database(server_url, "gramlogs_own") as url:
+        yield url
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A database of this test's own with no schema at all (for schema upgrades)."""
+    async with _new_database(server_url, "gramlogs_empty", migrated=False) as url:
         yield url
 
 
