@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -197,32 +198,32 @@ async def _queries(
             times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
             results[label][setup] = _summary(times)
 
-    class _Rollback(Exception):
-        pass
-
-    try:
-        async with conn.transaction():
-            await conn.execute("DROP INDEX logs_keyword_tenant")
-            for setup, run in (("no_index", _walk_page), ("no_index_shipped", fetch_page)):
-                for label, word in WORDS.items():
-                    times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
-                    results[label][setup] = _summary(times)
-            raise _Rollback
-    except _Rollback:
-        pass
-
-    try:
-        async with conn.transaction():
-            await conn.execute(V1_INDEX)
-            await conn.execute("DROP INDEX logs_keyword_tenant")
-            await conn.execute("ANALYZE logs")
+    async with _rolled_back(conn):
+        await conn.execute("DROP INDEX logs_keyword_tenant")
+        for setup, run in (("no_index", _walk_page), ("no_index_shipped", fetch_page)):
             for label, word in WORDS.items():
-                times = await _timed(lambda w=word: fetch_page(conn, page(w)), repeats, budget_s)
-                results[label]["v1_index"] = _summary(times)
-            raise _Rollback
-    except _Rollback:
-        pass
+                times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
+                results[label][setup] = _summary(times)
+
+    async with _rolled_back(conn):
+        await conn.execute(V1_INDEX)
+        await conn.execute("DROP INDEX logs_keyword_tenant")
+        await conn.execute("ANALYZE logs")
+        for label, word in WORDS.items():
+            times = await _timed(lambda w=word: fetch_page(conn, page(w)), repeats, budget_s)
+            results[label]["v1_index"] = _summary(times)
     return results
+
+
+@contextlib.asynccontextmanager
+async def _rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction always rolled back: what a set-up changes (an index) is undone after it."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield
+    finally:
+        await transaction.rollback()
 
 
 async def _reanalyzed(
@@ -248,21 +249,14 @@ async def _ingest(
     batch = list(generate(plan))
     rates: dict[str, list[float]] = {"with_index": [], "without_index": []}
 
-    class _Rollback(Exception):
-        pass
-
     for _ in range(repeats):
         for setup in ("with_index", "without_index"):
-            try:
-                async with conn.transaction():
-                    if setup == "without_index":
-                        await conn.execute("DROP INDEX logs_keyword_tenant")
-                    t = time.perf_counter()
-                    await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
-                    rates[setup].append(rows / (time.perf_counter() - t))
-                    raise _Rollback
-            except _Rollback:
-                pass
+            async with _rolled_back(conn):
+                if setup == "without_index":
+                    await conn.execute("DROP INDEX logs_keyword_tenant")
+                t = time.perf_counter()
+                await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
+                rates[setup].append(rows / (time.perf_counter() - t))
     return {
         setup: {"n": len(r), "p50_rows_per_s": round(statistics.median(r)), "max": round(max(r))}
         for setup, r in rates.items()
