@@ -15,7 +15,7 @@ import asyncpg
 
 from benchmarks.harness import HttpClient, bare_server, percentiles, timed_loop
 from gramlogs.gram import parse_list_query
-from gramlogs.store import COLUMNS, page_query
+from gramlogs.store import COLUMNS, PLAN_SETTINGS, page_query
 
 PAGE_PATH = "/rpc/logs.listToolExecutionLogs"
 
@@ -89,7 +89,7 @@ def _uuid(value: int) -> uuid.UUID:
 
 async def sql_connection(url: str) -> asyncpg.Connection:
     """A connection set up as the server's pool sets up its own (gramlogs/database.py)."""
-    return await asyncpg.connect(url, server_settings={"plan_cache_mode": "force_generic_plan"})
+    return await asyncpg.connect(url, server_settings=PLAN_SETTINGS)
 
 
 async def project_id(conn: asyncpg.Connection, slug: str) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 
-from gramlogs import metrics
+from gramlogs import metrics, store
 from gramlogs.config import Config
 from gramlogs.errors import BadRequest, Unavailable
 
@@ -158,11 +158,8 @@ async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
         server_settings={
             "application_name": "gramlogs",
             "statement_timeout": str(config.statement_timeout_ms),
-            # logs is partitioned (~40 partitions): a custom plan considers every index of every
-            # partition and costs ~3 ms to make; a generic plan is made once per connection and
-            # prunes at executor start-up ("Subplans Removed"), ~0.1 ms. Our statements' plan
-            # shapes do not depend on their parameter values. (benchmarks/RESULTS.md)
-            "plan_cache_mode": "force_generic_plan",
+            # How page statements are planned: generic plans without sorts (store.py says why).
+            **store.PLAN_SETTINGS,
         },
         # The client-side limit backs up the server's statement_timeout when the network,
         # not the query, is what hangs.

@@ -18,6 +18,7 @@ import asyncpg
 __all__ = [
     "COLUMNS",
     "EQUALITY_FILTERS",
+    "PLAN_SETTINGS",
     "LogFilter",
     "Page",
     "PageRequest",
@@ -52,6 +53,29 @@ EQUALITY_FILTERS = (
 )
 
 _MAX_ID = (1 << 128) - 1
+
+# Session settings the page statements are planned under (the server's pools set them).
+#
+# Generic plans: logs is partitioned (~40 partitions), and a custom plan considers every index
+# of every partition, ~3-5 ms to make; a generic plan is made once per connection and prunes
+# at executor start-up ("Subplans Removed"), ~0.1 ms.
+#
+# No sorts: a generic plan estimates ``function_id = $n`` from the column's number of distinct
+# values across all projects, times the default selectivity of an id range with unknown
+# bounds, so at scale it expects about one row per partition where a busy function has tens of
+# thousands. Reading them all and sorting then looks cheaper than the ordered index scan that
+# stops after a page, above all while most of the window's partitions are empty (a new
+# installation's first weeks): on 1M lines over three days, a function's first page read and
+# sorted 25k rows, 22 ms instead of 1 (benchmarks/plans.py); at 6M lines, 390 ms.
+# With sorts disabled the planner keeps the ordered index range scan, which every page
+# statement has (the primary key at least), so none of them needs a sort; keyword pages, whose
+# trigram branch does sort its (few) matches, turn sorts back on for their own transaction.
+# A statement that cannot do without a sort (an insert in id order) still sorts.
+#
+# No JIT: up to PostgreSQL 17 a disabled sort adds 1e10 to a plan's cost, far above
+# jit_above_cost, and compiling the expressions took 2.5 s for a 1 ms statement. Nothing the
+# server runs is long enough for JIT to pay off.
+PLAN_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_sort": "off", "jit": "off"}
 
 # The expression the trigram index logs_keyword_tenant covers (migrations/0002; keep the two
 # identical).
@@ -241,11 +265,11 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     """One page of ``req.filter``'s rows in sort order, with what lies either side of it.
 
     A keyword page (see :func:`_keyword_page_sql`) runs in a transaction of its own, with
-    two settings for it alone. ``force_custom_plan``: asyncpg reuses prepared statements, and
-    after five executions PostgreSQL may switch to a generic plan made without knowing the word
-    or the range; on 1M rows that plan took 40 ms instead of 1 for a common word and 35-50 ms
-    instead of 5 for a rare one (benchmarks/keyword.py). No parallel plans: they would
-    interleave the page's two branches.
+    settings for it alone. ``force_custom_plan``: a generic plan is made without knowing the
+    word or the range; on 1M rows that plan took 40 ms instead of 1 for a common word and 35-50
+    ms instead of 5 for a rare one (benchmarks/keyword.py). Sorts allowed: the trigram branch
+    sorts its matches (:data:`PLAN_SETTINGS` turns sorts off for every other page). No parallel
+    plans: they would interleave the page's two branches.
     """
     if req.filter.keyword is None:
         return await _fetch_page(conn, req)
@@ -255,7 +279,8 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
 
 
 _KEYWORD_SETTINGS = (
-    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL max_parallel_workers_per_gather = 0"
+    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = on;"
+    " SET LOCAL max_parallel_workers_per_gather = 0"
 )
 
 

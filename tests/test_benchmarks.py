@@ -73,6 +73,17 @@ async def test_paging_benchmark_smoke(server_url):
 
 
 @pytest.mark.timeout(300)
+async def test_plans_benchmark_smoke(server_url):
+    result = await _run("benchmarks.plans", server_url)
+    await _drop(server_url, result["dataset"])
+    scenarios = result["scenarios"]
+    assert len(scenarios) == 12
+    assert all(r[s]["n"] == 20 for r in scenarios.values() for s in ("shipped", "generic_sorts"))
+    # Under the server's settings no page sorts: each is an ordered scan that stops at a page.
+    assert all(r["shipped"]["sorted_rows"] == 0 for r in scenarios.values())
+
+
+@pytest.mark.timeout(300)
 async def test_scale_suite_smoke(server_url, tmp_path):
     result = await _run("benchmarks.suite", server_url, "--out", str(tmp_path / "R.md"), "--no-wrk")
     size = result["sizes"]["smoke"]
