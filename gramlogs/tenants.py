@@ -52,8 +52,11 @@ class KeyInfo:
     revoked_at: datetime | None
 
 
-async def create_organization(conn: asyncpg.Connection, name: str) -> uuid.UUID:
-    org_id = uuid6.uuid7()
+async def create_organization(
+    conn: asyncpg.Connection, name: str, *, org_id: uuid.UUID | None = None
+) -> uuid.UUID:
+    """A new organization; ``org_id`` fixes its id (seeded data), else a fresh UUIDv7."""
+    org_id = org_id or uuid6.uuid7()
     await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, $2)", org_id, name)
     return org_id
 
@@ -73,14 +76,20 @@ async def resolve_organization(conn: asyncpg.Connection, ref: str) -> uuid.UUID:
 
 
 async def create_project(
-    conn: asyncpg.Connection, organization_id: uuid.UUID, slug: str, name: str | None = None
+    conn: asyncpg.Connection,
+    organization_id: uuid.UUID,
+    slug: str,
+    name: str | None = None,
+    *,
+    project_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
+    """A new project; ``project_id`` fixes its id (seeded data), else a fresh UUIDv7."""
     if not SLUG_RE.match(slug):
         raise TenantError(
             f"project slug {slug!r} must be 1-63 lower-case letters, digits or '-', "
             "starting with a letter or digit"
         )
-    project_id = uuid6.uuid7()
+    project_id = project_id or uuid6.uuid7()
     try:
         await conn.execute(
             "INSERT INTO projects (id, organization_id, slug, name) VALUES ($1, $2, $3, $4)",

@@ -96,12 +96,11 @@ async def empty_database(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-async def module_database(server_url: str) -> AsyncIterator[str]:
-    """A database of this test module's own at the current schema: for plan tests, whose
-    plans follow statistics that other tests' rows would change."""
-    async with _new_database(server_url, "gramlogs_mod") as url:
-        yield url
+@pytest.fixture(scope="session")
+def new_database(server_url: str) -> Callable[[str], contextlib.AbstractAsyncContextManager[str]]:
+    """``async with new_database(prefix) as url:`` a database of the caller's own at the current
+    schema: for plan tests, whose plans follow statistics that other tests' rows would change."""
+    return lambda prefix: _new_database(server_url, prefix)
 
 
 @pytest.fixture(scope="session")
