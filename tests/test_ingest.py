@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import signal
+import time
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -941,9 +942,9 @@ async def test_server_killed_mid_stream_leaves_whole_batches_or_none(make_tenant
 
     # A backend that had the COMMIT of a batch when the server died still finishes it: wait for
     # the dead server's backends to end before counting.
-    for _ in range(300):
-        if not {row["pid"] for row in await pool.fetch(backends)} - ours:
-            break
+    deadline = time.monotonic() + 60
+    while {row["pid"] for row in await pool.fetch(backends)} - ours:
+        assert time.monotonic() < deadline, "the dead server's backends still ran after 60 s"
         await asyncio.sleep(0.05)
 
     counts = dict(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,12 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gramlogs import cli, functions, ids, tenants
+from gramlogs import cli, functions, ids, poly, tenants
 from gramlogs.auth import Scope
 from gramlogs.poly import DEFAULT_LIMIT, MAX_LIMIT
 from gramlogs.store import COLUMNS
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+# The server's clock in this module: lastHours/lastDays windows end here, and lines are aged from
+# here, so no window edge moves while a test runs, however slow the machine.
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
 NUL = "must be formatted as UTF-8 text without NUL characters but got value"
 
@@ -81,6 +85,13 @@ def bad(name: str, message: str, **flags: bool) -> dict[str, object]:
 
 def url(function_id: object, system: bool = False) -> str:
     return f"/functions/server/{function_id}/{'system-logs' if system else 'logs'}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fixed_clock() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(poly, "_now", lambda: NOW)
+        yield
 
 
 @pytest.fixture
@@ -165,12 +176,11 @@ async def aged(make_tenant, pool):
     """One function with a line at each age: 30 min, 2.5 h, 30 h, 80 h old, and 2 h ahead."""
     tenant = await make_tenant()
     f = uuid.uuid4()
-    now = datetime.now(UTC)
     ages = {"m30": 0.5, "h2": 2.5, "h30": 30.5, "h80": 80.5, "future": -2.0}
     await store(
         pool,
         tenant.project_id,
-        [Line(f, now - timedelta(hours=h), message=name) for name, h in ages.items()],
+        [Line(f, NOW - timedelta(hours=h), message=name) for name, h in ages.items()],
     )
     return tenant, f
 
@@ -570,13 +580,12 @@ class Corpus:
 @pytest.fixture(scope="module")
 async def corpus(make_tenant, pool) -> Corpus:
     """Three functions' lines, aged k + 0.5 hours (k = -2 … 100): every window boundary, a whole
-    number of hours back from now, stays half an hour from any line while the test runs."""
+    number of hours back from NOW, is half an hour from any line."""
     import random
 
     rng = random.Random(4)
     tenant = await make_tenant()
     fns = [uuid.uuid4() for _ in range(3)]
-    now = datetime.now(UTC)
     lines = []
     for _ in range(240):
         words = " ".join(rng.sample(WORDS, 2))
@@ -584,7 +593,7 @@ async def corpus(make_tenant, pool) -> Corpus:
         lines.append(
             Line(
                 rng.choice(fns),
-                now
+                NOW
                 - timedelta(hours=rng.randint(-2, 100) + 0.5, microseconds=rng.randrange(10**6)),
                 rng.choice(("debug", "info", "warn", "error")),
                 rng.choice(("function", "stdout", "stderr", "server")),
@@ -627,7 +636,7 @@ async def test_poly_answer_equals_the_gram_rows(
     if days is not None:
         poly_params["lastDays"] = str(days)
     if hours is not None or days is not None:
-        start = datetime.now(UTC) - timedelta(hours=max(hours or 0, (days or 0) * 24))
+        start = NOW - timedelta(hours=max(hours or 0, (days or 0) * 24))
         gram_params["ts_start"] = start.isoformat()
     if keyword is not None:
         poly_params["keyword"] = gram_params["keyword"] = keyword

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from gramlogs import ids, partitions, tenants
+from gramlogs import ids, maintenance, partitions, tenants
 from gramlogs.app import create_app
 from gramlogs.auth import Scope
 from gramlogs.config import Config
@@ -22,6 +23,11 @@ from gramlogs.retention import apply_retention
 from gramlogs.seed import SeedPlan, seed_logs
 
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
+# For the runs on the wall clock (the CLI, the server's own upkeep): long expired whatever the
+# date, and always in logs_past, below the partitions the fixture makes around NOW. A time
+# relative to the wall clock would cross into those partitions and then into logs_future (late
+# 2030), which the CLI's retention never touches.
+LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
 URL = "/rpc/logs.listToolExecutionLogs"
 
 
@@ -122,9 +128,9 @@ async def test_paging_carries_on_across_a_retention_cut(conn, fresh_database):
             cursor = first["pagination"]["next_page_cursor"]
             assert ids.timestamp_of(uuid.UUID(cursor)) < NOW - timedelta(days=10)
             # The cursor's row goes. (The server's own maintenance may hold the lock a moment.)
-            for _ in range(100):
-                if not (await apply_retention(conn, default_days=30, now=NOW)).skipped:
-                    break
+            deadline = time.monotonic() + 60
+            while (await apply_retention(conn, default_days=30, now=NOW)).skipped:
+                assert time.monotonic() < deadline, "the maintenance lock stayed taken for 60 s"
                 await asyncio.sleep(0.05)
             seen = []
             while cursor:
@@ -140,9 +146,7 @@ async def test_paging_carries_on_across_a_retention_cut(conn, fresh_database):
 
 async def test_cli_retention_runs_once(conn, fresh_database):
     project = await _project(conn, "cli")
-    await seed_logs(
-        conn, SeedPlan(project, rows=100, end=datetime.now(UTC) - timedelta(days=200), days=5)
-    )
+    await seed_logs(conn, SeedPlan(project, rows=100, end=LONG_AGO, days=5))
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "gramlogs", "retention", "--json"),
         *("--database-url", fresh_database),
@@ -157,26 +161,36 @@ async def test_cli_retention_runs_once(conn, fresh_database):
 
 async def test_server_runs_retention_when_enabled(conn, fresh_database):
     project = await _project(conn, "server")
-    await seed_logs(
-        conn, SeedPlan(project, rows=100, end=datetime.now(UTC) - timedelta(days=200), days=5)
-    )
+    await seed_logs(conn, SeedPlan(project, rows=100, end=LONG_AGO, days=5))
     config = Config(database_url=fresh_database, pool_min=1, pool_max=2, retention_interval_s=3600)
     app = create_app(config)
     async with app.router.lifespan_context(app):
         # The first run starts with the server, in the background.
-        for _ in range(100):
-            if await _count(conn, project) == 0:
-                break
+        deadline = time.monotonic() + 60
+        while await _count(conn, project) != 0:
+            assert time.monotonic() < deadline, "no retention run within 60 s"
             await asyncio.sleep(0.1)
     assert await _count(conn, project) == 0
 
 
-async def test_server_leaves_lines_alone_when_retention_is_off(conn, fresh_database):
+async def test_server_leaves_lines_alone_when_retention_is_off(conn, fresh_database, monkeypatch):
     project = await _project(conn, "off")
-    await seed_logs(
-        conn, SeedPlan(project, rows=100, end=datetime.now(UTC) - timedelta(days=200), days=5)
-    )
+    await seed_logs(conn, SeedPlan(project, rows=100, end=LONG_AGO, days=5))
+    # Retention, when on, runs in the server's first upkeep pass: wait for the second pass to
+    # begin (a second apart, not an hour) rather than for a guessed while.
+    ensure_partitions = maintenance.ensure_partitions
+    passes: list[None] = []
+    second_pass = asyncio.Event()
+
+    async def counted(c: asyncpg.Connection, config: Config) -> list[str]:
+        passes.append(None)
+        if len(passes) == 2:
+            second_pass.set()
+        return await ensure_partitions(c, config)
+
+    monkeypatch.setattr(maintenance, "ensure_partitions", counted)
+    monkeypatch.setattr(maintenance, "PARTITION_CHECK_S", 0.0)
     app = create_app(Config(database_url=fresh_database, pool_min=1, pool_max=2))
     async with app.router.lifespan_context(app):
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(second_pass.wait(), 60)
     assert await _count(conn, project) == 100

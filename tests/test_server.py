@@ -231,6 +231,11 @@ def healthz_count(text: str) -> float:
 
 def test_metrics_sum_the_workers(database_url, tmp_path):
     with live_server(database_url, tmp_path, GRAMLOGS_WORKERS="2") as server:
+        # live_server returns once one worker answers; the other may still be starting.
+        deadline = time.monotonic() + 60
+        while server.logs().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.05)
         before = healthz_count(httpx.get(server.base_url + "/metrics").text)
         for _ in range(20):  # new connections: the kernel spreads them over the workers
             assert httpx.get(server.base_url + "/healthz").status_code == 200
