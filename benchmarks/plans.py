@@ -23,6 +23,8 @@ node took in, the rows a page read beyond what it returned.
 
     .venv/bin/python -m benchmarks.plans            # 1M rows
     .venv/bin/python -m benchmarks.plans --smoke    # 20k rows, seconds
+
+Figures, with the machine they were measured on: benchmarks/plans.md.
 """
 
 from __future__ import annotations
@@ -95,10 +97,14 @@ async def _sorted_rows(conn: asyncpg.Connection, req: PageRequest) -> int:
     finally:
         await conn.execute("DEALLOCATE bench_page")
     plan = msgspec.json.decode(explained)[0]["Plan"]
-    return sum(
-        sum(child["Actual Rows"] * child["Actual Loops"] for child in node.get("Plans", []))
-        for node in _nodes(plan)
-        if node["Node Type"] == "Sort"
+    # PostgreSQL 18 reports rows as averages per loop, with decimals.
+    return round(
+        sum(
+            child["Actual Rows"] * child["Actual Loops"]
+            for node in _nodes(plan)
+            if node["Node Type"] == "Sort"
+            for child in node.get("Plans", [])
+        )
     )
 
 
