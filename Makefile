@@ -25,6 +25,8 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 fix: $(STAMP)
 	$(BIN)/ruff check --fix .

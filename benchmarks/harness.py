@@ -26,14 +26,16 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from gramlogs import __version__, partitions, schema, tenants
-from gramlogs.auth import Scope
-from gramlogs.config import Config
-from gramlogs.seed import ProgressBar, SeedPlan, seed_logs
+from gramlogs import __version__
+from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
+from gramlogs.storage import partitions, schema, tenants
+from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
+from testkit.ports import wait_for_port
+from testkit.postgres import with_database
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
@@ -177,13 +179,9 @@ def server_url() -> str:
     configured = os.environ.get("GRAMLOGS_BENCH_DATABASE_URL")
     if configured:
         return configured
-    from gramlogs.database import embedded_url
+    from gramlogs.storage.embedded import embedded_url
 
     return with_database(embedded_url(CACHE), "postgres")
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 async def dataset(spec: DatasetSpec, *, fresh: bool = False) -> Dataset:
@@ -312,15 +310,6 @@ class HttpClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
 @dataclass

@@ -30,7 +30,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,10 +46,12 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from benchmarks import harness
-from gramlogs import schema, tenants
-from gramlogs.auth import Scope
-from gramlogs.ingest import decode_batch
-from gramlogs.store import COLUMNS
+from gramlogs.core.keys import Scope
+from gramlogs.storage import schema, tenants
+from gramlogs.storage.store import COLUMNS
+from gramlogs.web.ingest import decode_batch
+from testkit.ports import free_port
+from testkit.postgres import with_database
 
 CACHE = Path(__file__).parent / ".cache"
 _CLK = os.sysconf("SC_CLK_TCK")
@@ -252,12 +253,6 @@ async def _tenant(conn: asyncpg.Connection, label: str) -> tuple[uuid.UUID, dict
     return project, headers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # -- profile ------------------------------------------------------------------------------------
 
 # Buckets of server time, by the first needle found in a sample's stack (most specific first).
@@ -329,7 +324,7 @@ async def main(args: argparse.Namespace) -> dict:
     name = f"gramlogs_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f"CREATE DATABASE {name}")
-    db_url = harness.with_database(server_url, name)
+    db_url = with_database(server_url, name)
     log_dir = Path(tempfile.mkdtemp(prefix="gramlogs-bench-"))
     servers = contextlib.ExitStack()
     try:
@@ -339,7 +334,7 @@ async def main(args: argparse.Namespace) -> dict:
         bodies = make_batches(args.lines, args.batch, args.seed)
         line_bytes = sum(map(len, bodies)) / args.lines
         running = servers.enter_context(
-            harness.gramlogs_server(db_url, workers=args.workers, port=_free_port())
+            harness.gramlogs_server(db_url, workers=args.workers, port=free_port())
         )
         server, url = running.proc, f"http://{harness.HOST}:{running.port}"
 

@@ -5,7 +5,7 @@ and what the index costs ingestion.
     .venv/bin/python -m benchmarks.keyword --smoke      # 20k rows, a few seconds
     .venv/bin/python -m benchmarks.keyword --database-url postgresql://postgres@127.0.0.1/postgres
 
-The project is seeded by ``gramlogs.seed`` with three planted words, in 0.1%, 1% and 30% of
+The project is seeded by ``gramlogs.storage.seed`` with three planted words, in 0.1%, 1% and 30% of
 lines; a fourth word appears nowhere in it but in 30% of the lines of a neighbour project (a
 quarter of its size) in the same table and time range. Each is searched for (the first page,
 newest first, 20 rows) in these set-ups, measured side by side on the same data and connection:
@@ -47,21 +47,21 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 import gramlogs
-from gramlogs import schema, tenants
-from gramlogs.seed import ProgressBar, SeedPlan, generate, seed_logs
-from gramlogs.store import (
-    _KEYWORD_SETTINGS,
+from gramlogs.storage import schema, tenants
+from gramlogs.storage.seed import ProgressBar, SeedPlan, generate, seed_logs
+from gramlogs.storage.store import (
     COLUMNS,
+    KEYWORD_SETTINGS,
     LogFilter,
     PageRequest,
-    _fetch_page,
     fetch_page,
+    read_page,
 )
+from testkit.postgres import with_database
 
 RARE, MEDIUM, COMMON, ABSENT = "quokka", "narwhal", "latency", "wombat"
 WORDS = {
@@ -77,10 +77,6 @@ V1_INDEX = (
 )
 PER_PAGE = 20
 CACHE = Path(__file__).parent / ".cache"
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 def _server_url(args: argparse.Namespace) -> str:
@@ -146,8 +142,8 @@ def _summary(times: list[float]) -> dict[str, float]:
 async def _planner_page(conn: asyncpg.Connection, req: PageRequest) -> object:
     # One plan for the whole page, chosen by PostgreSQL from its estimate of the word.
     async with conn.transaction():
-        await conn.execute(_KEYWORD_SETTINGS)
-        return await _fetch_page(conn, req, probe=False)
+        await conn.execute(KEYWORD_SETTINGS)
+        return await read_page(conn, req, probe=False)
 
 
 async def _generic_page(conn: asyncpg.Connection, req: PageRequest) -> object:
@@ -157,7 +153,7 @@ async def _generic_page(conn: asyncpg.Connection, req: PageRequest) -> object:
             "SET LOCAL plan_cache_mode = force_generic_plan;"
             " SET LOCAL max_parallel_workers_per_gather = 0"
         )
-        return await _fetch_page(conn, req)
+        return await read_page(conn, req)
 
 
 async def _walk_page(conn: asyncpg.Connection, req: PageRequest) -> object:
@@ -166,10 +162,9 @@ async def _walk_page(conn: asyncpg.Connection, req: PageRequest) -> object:
     # scan, so it is told: no sequential or bitmap scans.)
     async with conn.transaction():
         await conn.execute(
-            _KEYWORD_SETTINGS
-            + "; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
+            KEYWORD_SETTINGS + "; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
         )
-        return await _fetch_page(conn, req, probe=False)
+        return await read_page(conn, req, probe=False)
 
 
 SETUPS: dict[str, Callable[[asyncpg.Connection, PageRequest], Awaitable[object]]] = {
@@ -270,7 +265,7 @@ async def main(args: argparse.Namespace) -> None:
     await admin.execute(f"CREATE DATABASE {name}")
     machine_before = _machine()
     try:
-        conn = await asyncpg.connect(_with_database(server, name))
+        conn = await asyncpg.connect(with_database(server, name))
         try:
             await schema.migrate(conn)
             version = await conn.fetchval("SHOW server_version")

@@ -35,11 +35,11 @@ from typing import Any
 
 import asyncpg
 
-from gramlogs import schema, tenants
-from gramlogs.app import create_app
-from gramlogs.auth import Scope
-from gramlogs.config import Config
-from gramlogs.seed import SeedPlan, seed_logs
+from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
+from gramlogs.storage import schema, tenants
+from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.web.app import create_app
 
 CACHE = Path(__file__).parent / ".cache"
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -48,7 +48,7 @@ URL = "/rpc/logs.listToolExecutionLogs"
 def database_url(given: str | None) -> str:
     if given:
         return given
-    from gramlogs.database import embedded_url
+    from gramlogs.storage.embedded import embedded_url
 
     return embedded_url(CACHE)
 

@@ -39,8 +39,8 @@ import asyncpg
 import msgspec
 
 from benchmarks import harness as h
-from gramlogs import ids
-from gramlogs.store import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page, page_query
+from gramlogs.core import ids
+from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page, page_query
 
 SETUPS: dict[str, dict[str, str]] = {
     "shipped": PLAN_SETTINGS,

@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 import asyncpg
 
 from benchmarks.harness import HttpClient, bare_server, percentiles, timed_loop
-from gramlogs.gram import parse_list_query
-from gramlogs.store import COLUMNS, PLAN_SETTINGS, page_query
+from gramlogs.storage.store import COLUMNS, PLAN_SETTINGS, page_query
+from gramlogs.web.gram import parse_list_query
 
 PAGE_PATH = "/rpc/logs.listToolExecutionLogs"
 

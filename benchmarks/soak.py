@@ -35,14 +35,12 @@ import asyncio
 import contextlib
 import json
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -58,10 +56,10 @@ from benchmarks.harness import (
     percentiles,
     print_machine,
 )
-from gramlogs import maintenance, schema, tenants
-from gramlogs.auth import Scope
-from gramlogs.config import Config
-from gramlogs.database import OwnPostgres
+from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
+from gramlogs.storage import maintenance, schema, tenants
+from testkit.postgres import OwnPostgres, own_postgres
 
 PROJECT = "soak"
 FUNCTIONS = [uuid.UUID(int=i + 1, version=4) for i in range(8)]
@@ -529,12 +527,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 async def main(opts: Options) -> int:
-    with tempfile.TemporaryDirectory(prefix="gramlogs-soak-") as tmp:
-        pg = OwnPostgres(Path(tmp))
-        try:
-            return await soak(opts, pg)
-        finally:
-            pg.cleanup()
+    with own_postgres("gramlogs-soak-") as pg:
+        return await soak(opts, pg)
 
 
 async def soak(opts: Options, pg: OwnPostgres) -> int:

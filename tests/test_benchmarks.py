@@ -9,34 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from testkit.ports import free_port_pair
+
 ROOT = Path(__file__).parent.parent
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        with socket.socket() as b:
-            try:
-                b.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports")
 
 
 async def _run(module: str, server_url: str, *args: str) -> dict:
     env = os.environ | {
         "GRAMLOGS_BENCH_DATABASE_URL": server_url,
-        "GRAMLOGS_BENCH_PORT": str(_free_port_pair()),
+        "GRAMLOGS_BENCH_PORT": str(free_port_pair()),
     }
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", module, "--smoke", "--no-install", *args),

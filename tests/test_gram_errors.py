@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gramlogs.errors import ErrorBody, InvalidRange, error_body
+from gramlogs.core.errors import ErrorBody, InvalidRange, error_body
 
 URL = "/rpc/logs.listToolExecutionLogs"
 ERROR_KEYS = ["name", "id", "message", "temporary", "timeout", "fault"]
@@ -212,8 +212,8 @@ async def test_project_of_another_organization_is_403(client: httpx.AsyncClient,
 
 
 async def test_key_bound_to_another_project_is_403(client: httpx.AsyncClient, pool, make_tenant):
-    from gramlogs import tenants
-    from gramlogs.auth import Scope
+    from gramlogs.storage import tenants
+    from gramlogs.core.keys import Scope
 
     tenant = await make_tenant("first")
     async with pool.acquire() as conn:
@@ -234,7 +234,7 @@ async def test_key_bound_to_another_project_is_403(client: httpx.AsyncClient, po
 async def test_revoked_key_is_refused_on_the_next_request(
     client: httpx.AsyncClient, pool, tenant
 ) -> None:
-    from gramlogs import tenants
+    from gramlogs.storage import tenants
 
     assert (await client.get(URL, headers=tenant.headers())).status_code == 200
     async with pool.acquire() as conn:

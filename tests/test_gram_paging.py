@@ -17,8 +17,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gramlogs import ids
-from gramlogs.store import COLUMNS
+from gramlogs.core import ids
+from gramlogs.storage.store import COLUMNS
 
 URL = "/rpc/logs.listToolExecutionLogs"
 BASE = datetime(2025, 6, 1, tzinfo=UTC)

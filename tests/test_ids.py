@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gramlogs import ids
+from gramlogs.core import ids
 
 in_range = st.datetimes(
     min_value=datetime(1970, 1, 1),

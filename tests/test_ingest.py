@@ -20,11 +20,11 @@ from _support import bad_request, error
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from gramlogs import ids
-from gramlogs.app import create_app
-from gramlogs.config import Config
-from gramlogs.functions import set_logs_enabled
-from gramlogs.ingest import LEVEL_ALIASES, MAX_ENTRIES, SOURCES
+from gramlogs.core import ids
+from gramlogs.core.config import Config
+from gramlogs.storage.functions import set_logs_enabled
+from gramlogs.web.app import create_app
+from gramlogs.web.ingest import LEVEL_ALIASES, MAX_ENTRIES, SOURCES
 
 URL = "/rpc/logs.ingest"
 LIST = "/rpc/logs.listToolExecutionLogs"
@@ -867,7 +867,7 @@ async def test_what_is_ingested_is_what_is_read_back(
     second=st.sampled_from([None, 60, 61]),
 )
 def test_fast_timestamp_path_reads_as_parse_rfc3339_does(ts, digits, offset, t, z, second):
-    from gramlogs.ingest import EntryError, _timestamp
+    from gramlogs.web.ingest import EntryError, _timestamp
 
     seconds = f"{ts.second if second is None else second:02d}"
     text = f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}{t}{ts.hour:02d}:{ts.minute:02d}:{seconds}"

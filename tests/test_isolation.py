@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gramlogs import ids, tenants
-from gramlogs.auth import Scope
-from gramlogs.store import COLUMNS
+from gramlogs.core import ids
+from gramlogs.core.keys import Scope
+from gramlogs.storage import tenants
+from gramlogs.storage.store import COLUMNS
 
 URL = "/rpc/logs.listToolExecutionLogs"
 SLUGS = ("alpha", "beta", "shared")

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gramlogs import ids
-from gramlogs import store as store_module
-from gramlogs.store import COLUMNS, LogFilter, PageRequest, fetch_page, like_pattern
+from gramlogs.core import ids
+from gramlogs.storage import store as store_module
+from gramlogs.storage.store import COLUMNS, LogFilter, PageRequest, fetch_page, like_pattern
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -278,7 +278,7 @@ async def test_keyword_with_the_separator_is_matched_column_by_column(client, ma
 
 async def test_keyword_condition_can_use_the_trigram_index(pool):
     """The expression in store.py must stay the one the schema indexes (migrations/0002)."""
-    from gramlogs.store import _conditions, _shape_and_values
+    from gramlogs.storage.store import _conditions, _shape_and_values
 
     shape, values = _shape_and_values(LogFilter(project_id=uuid.UUID(int=0), keyword="quokka"))
     async with pool.acquire() as conn, conn.transaction():

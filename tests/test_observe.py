@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gramlogs import gram
+from gramlogs.web import gram
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -158,7 +158,7 @@ async def test_made_up_methods_share_one_label(client):
 
 
 async def test_ingestion_counters_are_exposed(client):
-    from gramlogs import metrics
+    from gramlogs.core import metrics
 
     before = (await client.get("/metrics")).text
     metrics.ingested(5)

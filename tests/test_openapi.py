@@ -10,7 +10,7 @@ import httpx
 import jsonschema_rs
 import pytest
 import schemathesis
-from _support import app_client, free_port
+from _support import app_client
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -21,9 +21,10 @@ from schemathesis.specs.openapi.checks import (
 # The OpenAPI 3.0 meta-schema (from OAI/OpenAPI-Specification), as schemathesis ships it.
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
-from gramlogs import openapi, otlp, params, poly
-from gramlogs.errors import GramlogsError
-from gramlogs.ingest import NDJSON_TYPES
+from gramlogs.core.errors import GramlogsError
+from gramlogs.web import openapi, otlp, params, poly
+from gramlogs.web.ingest import NDJSON_TYPES
+from testkit.ports import free_port
 
 URL = "/rpc/logs.listToolExecutionLogs"
 CHECKS = [

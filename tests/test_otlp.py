@@ -24,8 +24,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from gramlogs import ids
-from gramlogs.functions import set_logs_enabled
+from gramlogs.core import ids
+from gramlogs.storage.functions import set_logs_enabled
 
 URL = "/v1/logs"
 LIST = "/rpc/logs.listToolExecutionLogs"
@@ -572,6 +572,6 @@ async def test_export_needs_a_producer_key_and_an_otlp_content_type(client, tena
 
 def test_bytes_attributes_are_base64():
     # A unit check of the one encoding choice the JSON round trip above cannot show.
-    from gramlogs.otlp import _plain
+    from gramlogs.web.otlp import _plain
 
     assert _plain(value(b"\x00\xff")) == base64.b64encode(b"\x00\xff").decode()

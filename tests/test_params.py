@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gramlogs.errors import InvalidFormat
-from gramlogs.params import header_text, parse_query
+from gramlogs.core.errors import InvalidFormat
+from gramlogs.web.params import header_text, parse_query
 
 URL = "/rpc/logs.listToolExecutionLogs"
 TEXT = "UTF-8 text without NUL characters"

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gramlogs import ids, partitions, tenants
-from gramlogs.partitions import Partition, plan
+from gramlogs.core import ids
+from gramlogs.storage import partitions, tenants
+from gramlogs.storage.partitions import Partition, plan
 
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
 

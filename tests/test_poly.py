@@ -14,10 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gramlogs import cli, functions, ids, poly, tenants
-from gramlogs.auth import Scope
-from gramlogs.poly import DEFAULT_LIMIT, MAX_LIMIT
-from gramlogs.store import COLUMNS
+from gramlogs import cli
+from gramlogs.core import ids
+from gramlogs.core.keys import Scope
+from gramlogs.storage import functions, tenants
+from gramlogs.storage.store import COLUMNS
+from gramlogs.web import poly
+from gramlogs.web.poly import DEFAULT_LIMIT, MAX_LIMIT
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 # The server's clock in this module: lastHours/lastDays windows end here, and lines are aged from

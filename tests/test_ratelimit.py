@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from _support import app_client
 
-from gramlogs.ratelimit import TokenBuckets
+from gramlogs.web.ratelimit import TokenBuckets
 
 URL = "/rpc/logs.listToolExecutionLogs"
 

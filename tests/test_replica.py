@@ -24,11 +24,11 @@ import asyncpg
 import httpx
 import pytest
 
-from gramlogs import schema, tenants
-from gramlogs.app import create_app
-from gramlogs.auth import Scope
-from gramlogs.config import Config
-from gramlogs.seed import SeedPlan, seed_logs
+from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
+from gramlogs.storage import schema, tenants
+from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.web.app import create_app
 
 URL = "/rpc/logs.listToolExecutionLogs"
 

@@ -15,12 +15,13 @@ import asyncpg
 import httpx
 import pytest
 
-from gramlogs import ids, maintenance, partitions, tenants
-from gramlogs.app import create_app
-from gramlogs.auth import Scope
-from gramlogs.config import Config
-from gramlogs.retention import apply_retention
-from gramlogs.seed import SeedPlan, seed_logs
+from gramlogs.core import ids
+from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
+from gramlogs.storage import maintenance, partitions, tenants
+from gramlogs.storage.retention import apply_retention
+from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.web.app import create_app
 
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
 # For the runs on the wall clock (the CLI, the server's own upkeep): long expired whatever the

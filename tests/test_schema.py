@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from gramlogs import ids, schema
-from gramlogs.store import COLUMNS
+from gramlogs.core import ids
+from gramlogs.storage import schema
+from gramlogs.storage.store import COLUMNS
 
 
 async def _indexes(conn: asyncpg.Connection) -> set[str]:

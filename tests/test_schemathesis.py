@@ -33,10 +33,10 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.python.asgi import shutdown_lifespans
 
-from gramlogs.app import create_app
-from gramlogs.config import Config
-from gramlogs.ingest import NDJSON_TYPES
-from gramlogs.seed import SeedPlan, seed_logs
+from gramlogs.core.config import Config
+from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.web.app import create_app
+from gramlogs.web.ingest import NDJSON_TYPES
 
 # Deeper or different runs by hand: GRAMLOGS_SCHEMATHESIS_SEED=7 GRAMLOGS_SCHEMATHESIS_EXAMPLES=2000
 SEED = int(os.environ.get("GRAMLOGS_SCHEMATHESIS_SEED", "20250601"))

@@ -13,8 +13,10 @@ import time
 
 import httpx
 import pytest
-from _support import live_server, wait_for_lock_waiters
+from _support import wait_for_lock_waiters
 from prometheus_client.parser import text_string_to_metric_families
+
+from testkit.serve import live_server
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -57,7 +59,7 @@ def refused(status: int, name: str, message: str, raw: bytes, *, temporary: bool
 
 
 def assert_healthy(server) -> None:
-    r = httpx.get(server.base_url + "/healthz", timeout=10)
+    r = httpx.get(server.url + "/healthz", timeout=10)
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
 
 
@@ -150,19 +152,19 @@ def test_a_body_that_stops_coming_is_dropped(server):
 
 
 def test_keep_alive_connections_serve_several_requests(server):
-    with httpx.Client(base_url=server.base_url) as c:
+    with httpx.Client(base_url=server.url) as c:
         ids = {c.get("/healthz").headers["x-request-id"] for _ in range(5)}
     assert len(ids) == 5
 
 
 def test_refusals_are_counted(server):
     server.raw(b"GET /healthz?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    text = httpx.get(server.base_url + "/metrics").text
+    text = httpx.get(server.url + "/metrics").text
     assert 'gramlogs_http_refused_total{reason="uri_too_long"}' in text
 
 
 def test_access_log_is_json_lines_on_stdout_without_keys(server):
-    r = httpx.get(server.base_url + "/healthz", headers={"Gram-Key": "glk_secret_key_here"})
+    r = httpx.get(server.url + "/healthz", headers={"Gram-Key": "glk_secret_key_here"})
     rid = r.headers["x-request-id"]
     deadline = time.monotonic() + 10
     while rid not in server.stdout.read_text() and time.monotonic() < deadline:
@@ -191,7 +193,7 @@ async def test_sigterm_drains_in_flight_requests_then_closes_the_pool(
     tenant = await make_tenant()
     settings = {"GRAMLOGS_STATEMENT_TIMEOUT_MS": "60000", "GRAMLOGS_SHUTDOWN_TIMEOUT_S": "60"}
     with live_server(database_url, tmp_path, **settings) as server:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             async with pool.acquire() as conn:
                 tx = conn.transaction()
                 await tx.start()
@@ -236,10 +238,10 @@ def test_metrics_sum_the_workers(database_url, tmp_path):
         while server.logs().count("Application startup complete") < 2:
             assert time.monotonic() < deadline, server.logs()
             time.sleep(0.05)
-        before = healthz_count(httpx.get(server.base_url + "/metrics").text)
+        before = healthz_count(httpx.get(server.url + "/metrics").text)
         for _ in range(20):  # new connections: the kernel spreads them over the workers
-            assert httpx.get(server.base_url + "/healthz").status_code == 200
-        counts = {healthz_count(httpx.get(server.base_url + "/metrics").text) for _ in range(6)}
+            assert httpx.get(server.url + "/healthz").status_code == 200
+        counts = {healthz_count(httpx.get(server.url + "/metrics").text) for _ in range(6)}
         pids = {
             line.split("[")[1].split("]")[0]
             for line in server.logs().splitlines()

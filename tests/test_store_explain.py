@@ -19,10 +19,11 @@ import asyncpg
 import msgspec
 import pytest
 
-from gramlogs import ids, partitions, tenants
-from gramlogs.config import Config
-from gramlogs.seed import SeedPlan, generate, seed_logs
-from gramlogs.store import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
+from gramlogs.core import ids
+from gramlogs.core.config import Config
+from gramlogs.storage import partitions, tenants
+from gramlogs.storage.seed import SeedPlan, generate, seed_logs
+from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
 
 PER_PAGE = 20
 PROJECT_ROWS = 30_000

@@ -16,10 +16,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gramlogs import ids, partitions, tenants
-from gramlogs.auth import Scope
-from gramlogs.seed import SeedPlan, seed_logs
-from gramlogs.store import LogFilter, PageRequest, page_query
+from gramlogs.core import ids
+from gramlogs.core.keys import Scope
+from gramlogs.storage import partitions, tenants
+from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.storage.store import LogFilter, PageRequest, page_query
 
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
 ROWS = 6000

@@ -1,0 +1,1 @@
+"""Leaves: settings, errors, ids, API keys and metrics; no framework, no driver."""

@@ -1,0 +1,79 @@
+"""Writing log batches: one transaction per batch, binary COPY, no duplicate ids.
+
+COPY cannot skip rows that already exist, so a batch is first COPYed straight into ``logs``: the
+common case (new lines) costs what a raw COPY costs. If an id is already there (a resent batch,
+or a retry after a lost reply), that transaction fails whole, and the batch goes again through a
+temporary table and ``INSERT ... ON CONFLICT DO NOTHING``, which counts what was new. Either way
+the batch is committed whole or not at all.
+
+Locks are taken in one order (new functions sorted by id, then rows sorted by id), so two
+batches that share ids or functions wait for each other instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from operator import itemgetter
+
+import asyncpg
+
+from gramlogs.storage.functions import register_functions
+from gramlogs.storage.store import COLUMNS
+
+__all__ = ["Row", "store_batch"]
+
+# One row in store.COLUMNS order.
+Row = tuple[
+    str,  # id, as 32 hex digits (sorting them sorts the uuids)
+    datetime,  # timestamp
+    str,  # instance
+    str,  # level
+    str,  # source
+    str,  # raw_log
+    str | None,  # message
+    str,  # attributes (JSON text)
+    uuid.UUID | str,  # project_id
+    uuid.UUID,  # deployment_id
+    uuid.UUID,  # function_id
+    str | None,  # execution_id
+]
+
+_FUNCTION = COLUMNS.index("function_id")
+_BUFFER = "gramlogs_ingest_buffer"
+_COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
+# ON COMMIT DROP: the buffer lives for one transaction, so no stale copy survives a schema change.
+_CREATE_BUFFER = f"CREATE TEMPORARY TABLE {_BUFFER} (LIKE logs INCLUDING DEFAULTS) ON COMMIT DROP"
+_INSERT_NEW = (
+    f"INSERT INTO logs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_BUFFER}"
+    " ORDER BY id ON CONFLICT (project_id, id) DO NOTHING"
+)
+
+
+async def store_batch(
+    conn: asyncpg.Connection, project_id: uuid.UUID, rows: Sequence[Row]
+) -> tuple[int, int]:
+    """Store ``rows`` of one project atomically; return (stored, duplicates already present).
+
+    Registers the batch's functions in the same transaction. Every row's ``project_id`` must be
+    ``project_id``.
+    """
+    if not rows:
+        return 0, 0
+    ordered = sorted(rows, key=itemgetter(0))
+    functions = {row[_FUNCTION] for row in ordered}
+    try:
+        async with conn.transaction():
+            await register_functions(conn, project_id, functions)
+            await conn.copy_records_to_table("logs", records=ordered, columns=COLUMNS)
+        return len(ordered), 0
+    except asyncpg.UniqueViolationError:
+        pass
+    async with conn.transaction():
+        await register_functions(conn, project_id, functions)
+        await conn.execute(_CREATE_BUFFER)
+        await conn.copy_records_to_table(_BUFFER, records=ordered, columns=COLUMNS)
+        status = await conn.execute(_INSERT_NEW)
+    stored = int(status.rsplit(" ", 1)[1])
+    return stored, len(ordered) - stored

@@ -1,0 +1,99 @@
+"""The ASGI application: routes, the lifespan that owns the pool, and the error handler.
+
+Middleware, outermost first: :class:`~gramlogs.web.observe.Observe` (request id, access log,
+metrics; renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit`
+when ``rate_limit`` is set, then Starlette's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gramlogs.core.config import Config
+from gramlogs.core.errors import GramlogsError, encode_error
+from gramlogs.storage import maintenance
+from gramlogs.storage.database import Database, resolve_url
+from gramlogs.web import gram, ingest, openapi, ops, otlp, poly
+from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
+from gramlogs.web.ratelimit import RateLimit
+from gramlogs.web.state import AppState
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("gramlogs.app")
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    # Errors a handler raises on purpose, and Starlette's 404/405. Anything else propagates to
+    # Observe, the one place that renders (and logs, once) a 500.
+    error = http_error(exc)
+    error_id = request_id(request.scope)
+    request.scope[SCOPE_ERROR] = error.name
+    if error.fault:
+        logger.error("error id=%s %s %s", error_id, request.method, request.url.path, exc_info=exc)
+    # Other errors are in the access-log line of the request (observe.py), id and name included.
+    return Response(
+        encode_error(error, error_id),
+        status_code=error.status,
+        headers=error.headers,
+        media_type="application/json",
+    )
+
+
+def create_app(config: Config | None = None) -> Starlette:
+    """The application; with no ``config``, settings come from ``GRAMLOGS_*`` variables."""
+    config = config or Config.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = resolve_url(config)
+        db = await Database.open(url, config)
+        app.state.gramlogs = AppState(config=config, db=db)
+        upkeep = asyncio.create_task(maintenance.run_forever(url, config))
+        try:
+            yield
+        finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+            await db.close()
+            logger.info("database pool closed")
+
+    routes = [
+        Route(
+            "/rpc/logs.listToolExecutionLogs",
+            gram.list_tool_execution_logs,
+            methods=["GET"],
+        ),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
+        Route("/rpc/logs.ingest", ingest.ingest_logs, methods=["POST"]),
+        Route("/v1/logs", otlp.export_logs, methods=["POST"]),
+        Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
+        Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
+        Route("/openapi.json", openapi.endpoint, methods=["GET"]),
+    ]
+    middleware = [Middleware(Observe, access_log=config.access_log)]
+    if config.rate_limit > 0:
+        burst = config.rate_limit_burst or max(1, round(2 * config.rate_limit))
+        middleware.append(Middleware(RateLimit, rate=config.rate_limit, burst=burst))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            GramlogsError: _on_error,
+            HTTPException: _on_error,
+        },
+    )

@@ -1,0 +1,342 @@
+"""``POST /rpc/logs.ingest``: JSON and NDJSON batches, stored whole or not at all.
+
+A batch is decoded with msgspec into typed structs in one pass, checked entry by entry
+(``batch.BatchBuilder``), and COPYed by ``writer.store_batch`` in one transaction. A bad entry
+rejects the batch: the 400 names the first bad entries (at most 20) by index and field.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gramlogs.core import ids, metrics
+from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge
+from gramlogs.core.keys import Scope
+from gramlogs.storage.access import authenticate
+from gramlogs.storage.batch import (
+    FUNCTION_COLUMN,
+    LEVEL_ALIASES,
+    MAX_LISTED,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_BYTES,
+    MAX_RAW_LOG_BYTES,
+    SOURCES,
+    BatchBuilder,
+    EntryError,
+    check_text,
+    encode_attributes,
+    function_ids,
+    normalise_level,
+    shorten,
+)
+from gramlogs.storage.functions import disabled_among
+from gramlogs.storage.writer import Row, store_batch
+from gramlogs.web.body import media_type, read_body
+from gramlogs.web.params import gram_credentials
+from gramlogs.web.state import app_state
+
+__all__ = [
+    "JSON_TYPES",
+    "LEVEL_ALIASES",
+    "MAX_ENTRIES",
+    "NDJSON_TYPES",
+    "SOURCES",
+    "decode_batch",
+    "decode_entries",
+    "ingest_logs",
+]
+
+MAX_ENTRIES = 10_000
+JSON_TYPES = ("application/json",)
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
+class WireEntry(msgspec.Struct):
+    """One log entry as a client sends it; unknown fields are ignored."""
+
+    raw_log: str
+    # uuids as text, checked by BatchBuilder.uuid: a batch names few distinct functions and
+    # deployments, so checking each distinct text once beats making a uuid.UUID per entry.
+    function_id: str
+    deployment_id: str
+    timestamp: str | None = None
+    instance: str | None = None
+    level: str | None = None
+    source: str | None = None
+    message: str | None = None
+    attributes: dict[str, Any] | None = None
+    execution_id: str | None = None
+    id: uuid.UUID | None = None
+
+
+class _WireBatch(msgspec.Struct):
+    logs: list[WireEntry]
+
+
+class _RawBatch(msgspec.Struct):
+    logs: list[msgspec.Raw]
+
+
+class IngestResult(msgspec.Struct):
+    stored: int
+    duplicates: int
+
+
+_batch_decoder = msgspec.json.Decoder(list[WireEntry] | _WireBatch)
+_raw_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw] | _RawBatch)
+_entry_decoder = msgspec.json.Decoder(WireEntry)
+_encoder = msgspec.json.Encoder()
+# The usual shape of an RFC 3339 time, which datetime.fromisoformat (C, ~30 times faster than
+# ids.parse_rfc3339) reads the same way, truncating past the microsecond. Anything else (a
+# lower-case 't' or 'z', a leap second) takes the slow, general path.
+_USUAL_RFC3339 = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)\Z", re.ASCII
+)
+
+
+def _timestamp(text: str) -> datetime:
+    if _USUAL_RFC3339.match(text):
+        try:
+            ts = datetime.fromisoformat(text)
+            return ts if ts.tzinfo is UTC else ts.astimezone(UTC)
+        except (ValueError, OverflowError):  # e.g. month 13, second 60, year 9999 at -01:00
+            pass
+    try:
+        return ids.parse_rfc3339(text)
+    except ids.IdError:
+        raise EntryError(
+            "timestamp", f"must be an RFC 3339 date-time; got {shorten(text)}"
+        ) from None
+
+
+def _level(text: str) -> str:
+    found = normalise_level(text)
+    if found is None:
+        raise EntryError(
+            "level",
+            f"must be debug, info, warn or error (or an alias such as warning, err, fatal,"
+            f" trace), any case; got {shorten(text)}",
+        )
+    return found
+
+
+def _source(text: str) -> str:
+    found = text.strip().lower()
+    if found not in SOURCES:
+        raise EntryError("source", f"must be one of {', '.join(SOURCES)}; got {shorten(text)}")
+    return found
+
+
+def _add_entry(builder: BatchBuilder, e: WireEntry, now: datetime) -> None:
+    # This runs once per line and is most of the server's own CPU (benchmarks/ingest.py), so the
+    # usual case of each field is tested inline and only the rest goes through a function.
+    if e.timestamp is not None:
+        ts = _timestamp(e.timestamp)
+    else:
+        ts = now if e.id is None else _id_time(e.id)
+    raw_log = e.raw_log
+    if "\x00" in raw_log or len(raw_log) > MAX_RAW_LOG_BYTES // 4:
+        check_text("raw_log", raw_log, MAX_RAW_LOG_BYTES)
+    known = builder.uuids
+    builder.add(
+        ts,
+        raw_log,
+        "info" if e.level is None else (LEVEL_ALIASES.get(e.level) or _level(e.level)),
+        "function"
+        if e.source is None
+        else (e.source if e.source in SOURCES else _source(e.source)),
+        "" if e.instance is None else check_text("instance", e.instance, MAX_NAME_BYTES),
+        None if e.message is None else check_text("message", e.message, MAX_MESSAGE_BYTES),
+        "{}" if not e.attributes else encode_attributes(e.attributes),
+        known.get(e.function_id) or builder.uuid("function_id", e.function_id),
+        known.get(e.deployment_id) or builder.uuid("deployment_id", e.deployment_id),
+        (
+            None
+            if e.execution_id is None
+            else check_text("execution_id", e.execution_id, MAX_NAME_BYTES)
+        ),
+        e.id,
+    )
+
+
+def _id_time(log_id: uuid.UUID) -> datetime:
+    # An entry with an id and no timestamp: the id carries its own time to the microsecond, and
+    # "now" could never match it.
+    try:
+        return ids.timestamp_of(log_id)
+    except OverflowError:  # 48 bits of milliseconds reach past the year 9999
+        raise EntryError("id", f"{log_id} is not a UUIDv7 of a time before 2100") from None
+
+
+def _entry_error(index: int, field: str | None, reason: str) -> str:
+    return f"entries[{index}]{'.' + field if field else ''}: {reason}"
+
+
+_MISSING_RE = re.compile(r"Object missing required field `(\w+)`")
+
+
+def _too_deep() -> EntryError:
+    # msgspec recurses with Python's stack: about a thousand levels of nesting stop it.
+    return EntryError(None, "is nested too deeply")
+
+
+def _decode_problem(exc: msgspec.DecodeError) -> EntryError:
+    # msgspec says "Expected `str`, got `int` - at `$.raw_log`": keep the reason, name the field.
+    text = str(exc)
+    reason, sep, path = text.rpartition(" - at `$")
+    if not sep or not path.endswith("`"):
+        reason, path = text, ""
+    path = path[:-1].lstrip(".")
+    if not path and (m := _MISSING_RE.fullmatch(reason)):
+        return EntryError(m.group(1), "is required")
+    return EntryError(path or None, reason)
+
+
+def _reject(problems: list[str], total: int) -> BadRequest:
+    more = f" (first {MAX_LISTED} shown)" if total > MAX_LISTED else ""
+    return BadRequest(
+        f"nothing was stored: {total} invalid {'entry' if total == 1 else 'entries'}{more}: "
+        + "; ".join(problems)
+    )
+
+
+def _check_count(count: int) -> None:
+    if count > MAX_ENTRIES:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_ENTRIES} entries; this one has {count}")
+
+
+def _raw_entries(body: bytes) -> list[bytes]:
+    """The entries of a JSON body, each undecoded, or the 400 for a body of the wrong shape."""
+    try:
+        batch = _raw_batch_decoder.decode(body)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    except msgspec.ValidationError:  # a subclass of DecodeError: test it first
+        raise BadRequest(
+            'the body must be a JSON array of log entries or an object {"logs": [...]};'
+            " for one entry per line, send Content-Type: application/x-ndjson"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(
+            f"the body is not valid JSON ({exc}); for one entry per line, send"
+            " Content-Type: application/x-ndjson"
+        ) from None
+    return [bytes(r) for r in (batch.logs if isinstance(batch, _RawBatch) else batch)]
+
+
+def decode_entries(body: bytes, kind: str) -> list[WireEntry | EntryError]:
+    """The entries of a JSON or NDJSON body, or for each one that does not decode, why.
+
+    400 for a body that is not a batch at all, 413 past MAX_ENTRIES.
+    """
+    if kind in NDJSON_TYPES:
+        raws = [line for line in body.split(b"\n") if line.strip()]
+        _check_count(len(raws))
+        try:
+            entries = _entry_decoder.decode_lines(body)
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        else:
+            # decode_lines reads any whitespace-separated values; one per line is the format.
+            if len(entries) == len(raws):
+                return entries
+    else:
+        try:
+            decoded = _batch_decoder.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            raws = _raw_entries(body)
+            _check_count(len(raws))
+        else:
+            entries = decoded.logs if isinstance(decoded, _WireBatch) else decoded
+            _check_count(len(entries))
+            return list(entries)
+    # The one-pass decode failed: decode entry by entry to name each bad one.
+    found: list[WireEntry | EntryError] = []
+    for raw in raws:
+        try:
+            found.append(_entry_decoder.decode(raw))
+        except msgspec.DecodeError as exc:
+            found.append(_decode_problem(exc))
+        except RecursionError:
+            found.append(_too_deep())
+    return found
+
+
+def decode_batch(
+    body: bytes, kind: str, project_id: uuid.UUID, now: datetime | None = None
+) -> list[Row]:
+    """Rows for a JSON or NDJSON batch: all of them, or the 400 that names the bad entries."""
+    return build_rows(decode_entries(body, kind), project_id, now or datetime.now(UTC))
+
+
+def build_rows(
+    entries: Iterable[WireEntry | EntryError], project_id: uuid.UUID, now: datetime
+) -> list[Row]:
+    """Every entry as a row, or the 400 naming the first MAX_LISTED bad entries."""
+    builder = BatchBuilder(project_id)
+    problems: list[str] = []
+    bad = 0
+    for index, entry in enumerate(entries):
+        if isinstance(entry, EntryError):
+            problem = entry
+        else:
+            try:
+                _add_entry(builder, entry, now)
+                continue
+            except EntryError as exc:
+                problem = exc
+            except RecursionError:
+                problem = _too_deep()
+        bad += 1
+        if len(problems) < MAX_LISTED:
+            problems.append(_entry_error(index, problem.field, problem.reason))
+    if bad:
+        metrics.rejected("invalid", bad)
+        raise _reject(problems, bad)
+    return builder.rows
+
+
+def refuse_disabled(rows: Sequence[Row], disabled: set[uuid.UUID]) -> Conflict:
+    """The 409 for a batch with entries of functions whose logs are turned off."""
+    off = {str(f) for f in disabled}
+    indexes = [i for i, row in enumerate(rows) if str(row[FUNCTION_COLUMN]) in off]
+    shown = ", ".join(str(i) for i in indexes[:MAX_LISTED])
+    more = f" (first {MAX_LISTED} shown)" if len(indexes) > MAX_LISTED else ""
+    functions = ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])
+    return Conflict(
+        f"nothing was stored: logs are disabled for function {functions} in this project;"
+        f" entries {shown}{more} belong to it"
+    )
+
+
+async def ingest_logs(request: Request) -> Response:
+    """``POST /rpc/logs.ingest``: store a JSON or NDJSON batch whole, or nothing."""
+    key, slug = gram_credentials(request)
+    kind = media_type(request, JSON_TYPES + NDJSON_TYPES)
+    state = app_state(request)
+    # The body is read before a pooled connection is taken (a slow upload must not hold one)
+    # but parsed only once the key is known good. One connection per request: each release
+    # costs asyncpg's reset round trip.
+    body = await read_body(request, state.config.max_body_bytes)
+    async with state.db.connection() as conn:
+        principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
+        rows = decode_batch(body, kind, principal.project_id)
+        disabled = await disabled_among(conn, principal.project_id, function_ids(rows))
+        if disabled:
+            metrics.rejected("disabled", len(rows))
+            raise refuse_disabled(rows, disabled)
+        stored, duplicates = await store_batch(conn, principal.project_id, rows)
+    metrics.ingested(stored)
+    return _json_response(IngestResult(stored=stored, duplicates=duplicates))
+
+
+def _json_response(value: msgspec.Struct) -> Response:
+    return Response(_encoder.encode(value), media_type="application/json")

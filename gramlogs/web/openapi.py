@@ -1,0 +1,1031 @@
+"""The OpenAPI 3 document of gramlogs, served at ``GET /openapi.json``.
+
+For ``listToolExecutionLogs`` it follows Gram's published operation (the Goa design of Gram's
+``logs`` service and the OpenAPI 3.0.3 Goa generates from it): the same operationId, parameter
+names, types, formats, enums, defaults and bounds, the same schema names
+(``ListToolExecutionLogsResult``, ``ToolExecutionLog``, ``PaginationResponse``, ``Error``) with
+the same required fields, and the same security scheme names. What gramlogs adds is marked
+``x-gramlogs-extension: true``; README ("The OpenAPI document") lists every difference and why.
+
+Every response the server can give is described, errors included: each error status names the
+Goa error ``name``s it can carry (taken from the class tree in ``errors.py``, so the two cannot
+drift apart) and the headers it always has (``X-Request-Id`` on every response, ``Retry-After`` on
+429 and 503, ``Allow`` on 405). Unknown routes (404) and known routes with a method they do not
+have (405) belong to no operation; they are in ``components.responses``, listed under the
+document's ``x-gramlogs-any-route``.
+
+The dict is built once at import and encoded once; :func:`endpoint` serves the bytes. To add an
+endpoint, write a function that returns its path item and add one line to :func:`_paths`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gramlogs import __version__
+from gramlogs.core.errors import GramlogsError
+from gramlogs.storage import batch
+from gramlogs.web import gram, ingest, otlp, params, poly
+
+__all__ = ["DOCUMENT", "ERROR_RESPONSES", "build", "endpoint"]
+
+Json = dict[str, Any]
+
+EXTENSION = "x-gramlogs-extension"
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_UUID = {"type": "string", "format": "uuid"}
+_DATE_TIME = {"type": "string", "format": "date-time"}
+# PostgreSQL text cannot hold NUL, so every string stored or compared with stored text refuses
+# it (400 invalid_format, naming the parameter or field). Saying so in the schema keeps a
+# generator of valid requests from sending one and a fuzzer from counting the 400 as a fault.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _text(**bounds: int) -> Json:
+    return {"type": "string", "pattern": NO_NUL, **bounds}
+
+
+def _any_case(words: Any) -> str:
+    """A pattern of ``words`` in any letter case, with blanks around: what batch accepts."""
+    alternatives = "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words
+    )
+    return f"^\\s*({alternatives})\\s*$"
+
+
+# Each error status: the name of its component in components.responses, and why it happens.
+# The Goa error names come from errors.py.
+ERROR_RESPONSES: dict[int, tuple[str, str]] = {
+    400: (
+        "BadRequest",
+        "a parameter is malformed, out of range or contradictory (the message names it), or the "
+        "request is not valid HTTP/1.1 (then the connection is closed)",
+    ),
+    401: ("Unauthorized", "the key is missing, unknown or revoked, or Gram-Project is missing"),
+    403: ("Forbidden", "the key may not read this project, or its scope is too small"),
+    404: ("NotFound", "no route has this path"),
+    405: ("MethodNotAllowed", "the route has no such method; Allow lists those it has"),
+    409: ("Conflict", "the batch holds lines of a function whose logs are disabled"),
+    408: ("RequestTimeout", "the request's headers did not arrive in time; connection closed"),
+    413: ("PayloadTooLarge", "the request body is too large"),
+    414: ("UriTooLong", "the request target is too long; connection closed"),
+    415: ("UnsupportedMediaType", "the request body's content type is not accepted"),
+    429: ("TooManyRequests", "the key is over its rate limit; retry after Retry-After seconds"),
+    431: ("HeadersTooLarge", "the request headers are too large; connection closed"),
+    500: ("Unexpected", "a bug in gramlogs; the message never shows internals"),
+    503: (
+        "Unavailable",
+        "the database is unreachable, slow (timeout: true) or every connection is busy; "
+        "retry after Retry-After seconds",
+    ),
+}
+# Statuses any request may get, whatever its route: refused by the HTTP server before routing
+# (400, 408, 414, 431), rate limited (429: every route, when the request carries a key), a bug.
+_ANY_REQUEST = (400, 408, 414, 429, 431, 500)
+# Statuses of requests that match no operation.
+_ANY_ROUTE = (404, 405)
+
+
+def _error_names() -> dict[int, list[str]]:
+    names: dict[int, list[str]] = {}
+    pending: list[type[GramlogsError]] = [GramlogsError]
+    while pending:
+        cls = pending.pop(0)
+        if cls.name not in names.setdefault(cls.status, []):
+            names[cls.status].append(cls.name)
+        pending.extend(cls.__subclasses__())
+    return names
+
+
+def _ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _error_response(status: int, names: list[str]) -> Json:
+    headers = {"X-Request-Id": _ref("headers", "X-Request-Id")}
+    if status in (429, 503):
+        headers["Retry-After"] = _ref("headers", "Retry-After")
+    if status == 405:
+        headers["Allow"] = _ref("headers", "Allow")
+    return {
+        # Goa's form ("bad_request: request is invalid"), with every name the status can carry.
+        "description": f"{' | '.join(names)}: {ERROR_RESPONSES[status][1]}",
+        "headers": headers,
+        "content": {"application/json": {"schema": _ERROR}},
+        "x-gramlogs-error-names": names,
+    }
+
+
+def _responses(ok: Json, *errors: int) -> Json:
+    """An operation's responses: ``ok`` for 200, its own ``errors`` and those of any request."""
+    statuses = sorted({*errors, *_ANY_REQUEST})
+    return {
+        "200": ok,
+        **{str(s): _ref("responses", ERROR_RESPONSES[s][0]) for s in statuses},
+    }
+
+
+def _ok(description: str, content: Json) -> Json:
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": _ref("headers", "X-Request-Id")},
+        "content": content,
+    }
+
+
+def _query(name: str, description: str, schema: Json, **extra: Any) -> Json:
+    # Goa repeats the description in the schema and marks every query parameter allowEmptyValue;
+    # gramlogs reads an empty value as "not given".
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "allowEmptyValue": True,
+        "schema": {**schema, "description": description},
+        **extra,
+    }
+
+
+def _header(name: str, description: str) -> Json:
+    return {
+        "name": name,
+        "in": "header",
+        "description": description,
+        "allowEmptyValue": True,
+        "schema": {"type": "string", "description": description},
+    }
+
+
+# -- Gram dialect ---------------------------------------------------------------------------
+
+
+def _list_tool_execution_logs() -> Json:
+    return {
+        "get": {
+            "tags": ["logs"],
+            "summary": "listToolExecutionLogs logs",
+            "description": "List structured logs from tool executions.",
+            "operationId": "listToolExecutionLogs",
+            "parameters": [
+                _query(
+                    "ts_start",
+                    "Start timestamp, inclusive (RFC 3339); default 1970-01-01T00:00:00Z",
+                    _DATE_TIME,
+                ),
+                _query(
+                    "ts_end",
+                    "End timestamp, inclusive (RFC 3339); default 2100-01-01T00:00:00Z; "
+                    "before ts_start is a 400 bad_request",
+                    _DATE_TIME,
+                ),
+                _query("deployment_id", "Deployment ID filter (exact match)", _UUID),
+                _query("function_id", "Function ID filter (exact match)", _UUID),
+                _query("instance", "Instance filter (exact match)", _text()),
+                _query(
+                    "level",
+                    "Log level filter",
+                    {"type": "string", "enum": list(gram.LEVELS)},
+                ),
+                _query(
+                    "source",
+                    "Log source filter. Gram's enum is stdout, stderr; gramlogs also takes "
+                    "server and function (the values Gram's documentation lists), see "
+                    "x-gramlogs-extension-values",
+                    {"type": "string", "enum": ["stdout", "stderr", "server", "function"]},
+                    **{"x-gramlogs-extension-values": ["server", "function"]},
+                ),
+                _query(
+                    "cursor",
+                    "Cursor for pagination: a log id, a position that need not be a stored row",
+                    _UUID,
+                ),
+                _query(
+                    "per_page",
+                    "Number of items per page (1-100)",
+                    {
+                        "type": "integer",
+                        "format": "int64",
+                        "minimum": 1,
+                        "maximum": gram.MAX_PER_PAGE,
+                        "default": gram.DEFAULT_PER_PAGE,
+                    },
+                ),
+                _query(
+                    "direction",
+                    "Pagination direction: the rows after the cursor (next) or before it (prev)",
+                    {"type": "string", "enum": list(gram.DIRECTIONS), "default": "next"},
+                ),
+                _query(
+                    "sort",
+                    "Sort order of timestamp, then id",
+                    {"type": "string", "enum": list(gram.SORTS), "default": "desc"},
+                ),
+                # Extension (gram.parse_list_query, params.parse_text): README "Keyword search".
+                _query(
+                    "keyword",
+                    "Case-insensitive substring of the message or the raw line; every character "
+                    f"is literal. At most {params.MAX_TEXT_LENGTH} characters (else 400 "
+                    "invalid_length)",
+                    _text(maxLength=params.MAX_TEXT_LENGTH),
+                    **{EXTENSION: True},
+                ),
+                _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
+                _header("Gram-Project", "project header (the project's slug)"),
+            ],
+            "responses": _responses(
+                _ok(
+                    "OK response.",
+                    {
+                        "application/json": {
+                            "schema": _ref("schemas", "ListToolExecutionLogsResult")
+                        }
+                    },
+                ),
+                400,
+                401,
+                403,
+                503,
+            ),
+            "security": _GRAM_SECURITY,
+            "x-speakeasy-name-override": "listToolExecutionLogs",
+        }
+    }
+
+
+_GRAM_SCHEMAS: Json = {
+    "ListToolExecutionLogsResult": {
+        "type": "object",
+        "description": "Result of listing tool execution logs",
+        "properties": {
+            "logs": {
+                "type": "array",
+                "description": "List of tool execution logs",
+                "items": _ref("schemas", "ToolExecutionLog"),
+            },
+            "pagination": _ref("schemas", "PaginationResponse"),
+        },
+    },
+    "ToolExecutionLog": {
+        "type": "object",
+        "description": "Structured log entry from a tool execution",
+        "properties": {
+            "id": {**_UUID, "description": "Log entry ID (a UUIDv7 that is its position)"},
+            "timestamp": {**_DATE_TIME, "description": "Timestamp of the log entry (UTC, Z)"},
+            "instance": {"type": "string", "description": "Instance identifier"},
+            "level": {"type": "string", "description": "Log level"},
+            "source": {"type": "string", "description": "Log source"},
+            "raw_log": {"type": "string", "description": "Raw log message"},
+            "message": {
+                "type": "string",
+                "description": "Parsed log message; absent (never null) when there is none",
+            },
+            "attributes": {"type": "string", "description": "JSON-encoded log attributes"},
+            "project_id": {**_UUID, "description": "Project UUID"},
+            "deployment_id": {**_UUID, "description": "Deployment UUID"},
+            "function_id": {**_UUID, "description": "Function UUID"},
+        },
+        "required": [
+            "id",
+            "timestamp",
+            "instance",
+            "level",
+            "source",
+            "raw_log",
+            "project_id",
+            "deployment_id",
+            "function_id",
+        ],
+    },
+    "PaginationResponse": {
+        "type": "object",
+        "description": "Pagination metadata for list responses",
+        "properties": {
+            "per_page": {
+                "type": "integer",
+                "format": "int64",
+                "description": "Number of items per page",
+            },
+            "has_next_page": {"type": "boolean", "description": "Whether there is a next page"},
+            "next_page_cursor": {
+                **_UUID,
+                "description": "Cursor for next page, in the requested direction; absent "
+                "when there is none",
+            },
+            "has_prev_page": {
+                "type": "boolean",
+                "description": "Whether there are rows on the other side of this page",
+                EXTENSION: True,
+            },
+            "prev_page_cursor": {
+                **_UUID,
+                "description": "Cursor that turns around: sent with the opposite direction, it "
+                "gives the rows on the other side of this page",
+                EXTENSION: True,
+            },
+        },
+    },
+    "Error": {
+        "type": "object",
+        "description": "Goa's ServiceError, the body of every error response",
+        "properties": {
+            "fault": {"type": "boolean", "description": "Is the error a server-side fault?"},
+            "id": {
+                "type": "string",
+                "description": "ID is a unique identifier for this particular occurrence of the "
+                "problem (also the X-Request-Id header and the access-log line's id).",
+                "example": "8KEwa3vdiwW-",
+            },
+            "message": {
+                "type": "string",
+                "description": "Message is a human-readable explanation specific to this "
+                "occurrence of the problem.",
+                "example": "per_page must be lesser or equal than 100 but got value 101",
+            },
+            "name": {
+                "type": "string",
+                "description": "Name is the name of this class of errors.",
+                "example": "invalid_range",
+            },
+            "temporary": {"type": "boolean", "description": "Is the error temporary?"},
+            "timeout": {"type": "boolean", "description": "Is the error a timeout?"},
+        },
+        "required": ["name", "id", "message", "temporary", "timeout", "fault"],
+    },
+}
+
+_GRAM_SECURITY_SCHEMES: Json = {
+    "apikey_header_Gram-Key": {
+        "type": "apiKey",
+        "description": "key based auth.",
+        "name": "Gram-Key",
+        "in": "header",
+    },
+    "project_slug_header_Gram-Project": {
+        "type": "apiKey",
+        "description": "project slug header auth.",
+        "name": "Gram-Project",
+        "in": "header",
+    },
+}
+
+_BEARER_SCHEME = "bearer_Authorization"
+_SECURITY_SCHEMES: Json = {
+    **_GRAM_SECURITY_SCHEMES,
+    # The Poly dialect's (and OTLP exporters') way: Authorization: Bearer <key>, the same keys.
+    _BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Authorization: Bearer <key>, the same API keys as Gram-Key.",
+        EXTENSION: True,
+    },
+}
+_GRAM_SECURITY = [{"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}]
+
+# -- Ingestion (extension) ------------------------------------------------------------------
+# POST /rpc/logs.ingest (ingest.py, batch.py, body.py) and POST /v1/logs (otlp.py). Both need
+# a producer key (a consumer key is a 403) and take the same bodies' encodings and size limit.
+
+
+# body.read_body: gzip (x-gzip) or deflate (zlib), else a 415; a body that does not inflate
+# is a 400. Said in the operations' descriptions rather than as a header parameter: a generator
+# of requests would set the header on a body it does not compress.
+_CONTENT_ENCODING = (
+    " The body may be compressed (Content-Encoding: gzip, x-gzip or deflate, the zlib "
+    "format; identity or none: as is); any other encoding is a 415, a body that does not "
+    "inflate a 400. The limit GRAMLOGS_MAX_BODY_BYTES (default 8 MiB) holds on the wire and "
+    "again inflated (413)."
+)
+
+
+def _nullable(schema: Json, description: str) -> Json:
+    # Every optional field of WireEntry is `T | None`: null means "not given".
+    return {**schema, "nullable": True, "description": description}
+
+
+_INGEST_SCHEMAS: Json = {
+    # ingest.WireEntry, checked by ingest._add_entry and batch.BatchBuilder.
+    "IngestLogEntry": {
+        "type": "object",
+        "description": "One log entry of a batch (POST /rpc/logs.ingest). Unknown fields are "
+        "ignored. No string may contain a NUL character (400 naming the field).",
+        "properties": {
+            "raw_log": {
+                **_text(maxLength=batch.MAX_RAW_LOG_BYTES),
+                "description": f"The line as emitted; at most {batch.MAX_RAW_LOG_BYTES} bytes "
+                "of UTF-8 (longer lines are refused, not cut)",
+            },
+            "function_id": {**_UUID, "description": "Function UUID (8-4-4-4-12, any case)"},
+            "deployment_id": {**_UUID, "description": "Deployment UUID (8-4-4-4-12, any case)"},
+            "timestamp": _nullable(
+                _DATE_TIME,
+                "RFC 3339 with an offset, within 1970-01-01T00:00:00Z .. "
+                "2100-01-01T00:00:00Z; digits past the microsecond are dropped. Default: "
+                "the time in id when given, else the time the batch arrived",
+            ),
+            "level": _nullable(
+                {"type": "string", "pattern": _any_case(batch.LEVEL_ALIASES)},
+                "debug, info, warn or error, in any case, or an alias: "
+                + ", ".join(f"{k} ({v})" for k, v in batch.LEVEL_ALIASES.items() if k != v)
+                + ". Default info",
+            ),
+            "source": _nullable(
+                {"type": "string", "pattern": _any_case(batch.SOURCES)},
+                f"One of {', '.join(batch.SOURCES)}, in any case. Default function",
+            ),
+            "instance": _nullable(
+                _text(maxLength=batch.MAX_NAME_BYTES),
+                f"Instance identifier; at most {batch.MAX_NAME_BYTES} bytes. Default empty",
+            ),
+            "message": _nullable(
+                _text(maxLength=batch.MAX_MESSAGE_BYTES),
+                f"Parsed log message; at most {batch.MAX_MESSAGE_BYTES} bytes",
+            ),
+            "attributes": _nullable(
+                {"type": "object", "additionalProperties": True},
+                "Log attributes, stored as jsonb (key order, spacing and number spelling are "
+                "normalised)",
+            ),
+            "execution_id": _nullable(
+                _text(maxLength=batch.MAX_NAME_BYTES),
+                f"Execution identifier; at most {batch.MAX_NAME_BYTES} bytes",
+            ),
+            "id": _nullable(
+                _UUID,
+                "The entry's own id, for idempotent retries: a UUIDv7 whose first 64 bits are "
+                "its timestamp to the microsecond (README, Ingestion), else a 400",
+            ),
+        },
+        "required": ["raw_log", "function_id", "deployment_id"],
+    },
+    "IngestResult": {
+        "type": "object",
+        "description": "The batch is committed: stored rows were new; duplicates had an id "
+        "that was already stored (by an earlier send, or earlier in the batch)",
+        "properties": {
+            "stored": {"type": "integer", "minimum": 0},
+            "duplicates": {"type": "integer", "minimum": 0},
+        },
+        "required": ["stored", "duplicates"],
+        "additionalProperties": False,
+    },
+}
+
+_ENTRIES: Json = {
+    "type": "array",
+    "maxItems": ingest.MAX_ENTRIES,
+    "description": f"At most {ingest.MAX_ENTRIES} entries (413 beyond)",
+    "items": _ref("schemas", "IngestLogEntry"),
+}
+
+
+def _ingest() -> Json:
+    ndjson = {
+        "schema": {
+            **_ENTRIES,
+            "description": "NDJSON: one entry (a JSON object) per line; blank lines are "
+            f"skipped and \\r\\n is fine. At most {ingest.MAX_ENTRIES} entries (413 beyond)",
+        }
+    }
+    return {
+        "post": {
+            "tags": ["ingest"],
+            "summary": "ingest logs",
+            "description": "Store a batch of log entries whole, or nothing: one bad entry "
+            "rejects the batch (the 400 names the first 20 by index and field). A producer "
+            "key. Order of checks: headers (401), content type and encoding (415), body size "
+            "(413), key (401/403), body, functions whose logs are disabled (409)."
+            + _CONTENT_ENCODING,
+            "operationId": "ingestLogs",
+            "parameters": [
+                _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
+                _header("Gram-Project", "project header (the project's slug)"),
+            ],
+            "requestBody": {
+                "required": True,
+                "description": 'A JSON array of entries or an object {"logs": [...]}, or '
+                "NDJSON. UTF-8 only (another charset is a 415).",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                _ENTRIES,
+                                {
+                                    "type": "object",
+                                    "properties": {"logs": _ENTRIES},
+                                    "required": ["logs"],
+                                },
+                            ]
+                        }
+                    },
+                    **{kind: ndjson for kind in ingest.NDJSON_TYPES},
+                },
+            },
+            "responses": _responses(
+                _ok(
+                    "The batch is committed (durable).",
+                    {"application/json": {"schema": _ref("schemas", "IngestResult")}},
+                ),
+                400,
+                401,
+                403,
+                409,
+                413,
+                415,
+                503,
+            ),
+            "security": _GRAM_SECURITY,
+            EXTENSION: True,
+        }
+    }
+
+
+# OTLP/JSON, as far as otlp.py reads it (the protobuf JSON mapping of ExportLogsServiceRequest;
+# snake_case names are read too, unknown fields ignored). Not the whole OTLP schema. The bounds
+# and patterns are protobuf's JSON parser's: a value outside them is a 400 for the whole body.
+_HEX = "^([0-9a-fA-F]{2})*$"
+_BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_KEY_VALUES: Json = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"key": {"type": "string"}, "value": _ref("schemas", "OtlpAnyValue")},
+    },
+}
+_ANY_VALUE: Json = {
+    "type": "object",
+    "nullable": True,
+    "description": "OTLP AnyValue: one of its fields",
+    "properties": {
+        "stringValue": {"type": "string"},
+        "boolValue": {"type": "boolean"},
+        "intValue": {
+            "oneOf": [
+                {"type": "string", "pattern": "^-?[0-9]+$"},
+                {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+            ]
+        },
+        "doubleValue": {"type": "number"},
+        "arrayValue": {
+            "type": "object",
+            "properties": {"values": {"type": "array", "items": _ref("schemas", "OtlpAnyValue")}},
+        },
+        "kvlistValue": {"type": "object", "properties": {"values": _KEY_VALUES}},
+        "bytesValue": {"type": "string", "pattern": _BASE64, "description": "base64"},
+    },
+}
+_UNIX_NANO: Json = {
+    "oneOf": [
+        {"type": "string", "pattern": "^[0-9]+$"},
+        {"type": "integer", "minimum": 0, "maximum": 2**64 - 1},
+    ]
+}
+
+
+def _proto3_nulls(schema: Any) -> Any:
+    """``schema`` with every property (and array) nullable, as protobuf's JSON parser reads
+    null as the field's default; array items stay non-null (a null item is a 400)."""
+    if isinstance(schema, list):
+        return [_proto3_nulls(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _proto3_nulls(v) for k, v in schema.items()}
+    for prop in out.get("properties", {}).values():
+        # In a oneOf, one branch only: null matching two would match none.
+        target = prop["oneOf"][0] if "oneOf" in prop else prop
+        if "type" in target:
+            target["nullable"] = True
+    return out
+
+
+_OTLP_SCHEMAS: Json = {
+    # What protobuf's JSON parser reads (null for any field, the OtlpAnyValue included).
+    **_proto3_nulls(
+        {
+            "OtlpAnyValue": _ANY_VALUE,
+            "ExportLogsServiceRequest": {
+                "type": "object",
+                "description": "OTLP/JSON ExportLogsServiceRequest, as far as gramlogs reads it "
+                "(README, OpenTelemetry: the mapping). Resource or record attributes "
+                f"{otlp.FUNCTION_ID} and {otlp.DEPLOYMENT_ID} (uuid strings) are required per "
+                f"record; {otlp.EXECUTION_ID}, {otlp.SOURCE} and, on the resource, {otlp.INSTANCE} "
+                "are read too.",
+                "properties": {
+                    "resourceLogs": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "resource": {
+                                    "type": "object",
+                                    "properties": {"attributes": _KEY_VALUES},
+                                },
+                                "scopeLogs": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "logRecords": {
+                                                "type": "array",
+                                                "items": _ref("schemas", "OtlpLogRecord"),
+                                            }
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+            "OtlpLogRecord": {
+                "type": "object",
+                "description": "OTLP LogRecord: the fields gramlogs reads",
+                "properties": {
+                    "timeUnixNano": {**_UNIX_NANO, "description": "uint64 nanoseconds; 0: unknown"},
+                    "observedTimeUnixNano": {
+                        **_UNIX_NANO,
+                        "description": "used when timeUnixNano is 0",
+                    },
+                    "severityNumber": {
+                        "type": "integer",
+                        "minimum": -(2**31),
+                        "maximum": 2**31 - 1,
+                        "description": "1-8 debug, 9-12 info, 13-16 warn, 17-24 error",
+                    },
+                    "severityText": {
+                        "type": "string",
+                        "description": "read when severityNumber is 0",
+                    },
+                    "body": _ref("schemas", "OtlpAnyValue"),
+                    "attributes": _KEY_VALUES,
+                    "traceId": {"type": "string", "pattern": _HEX, "description": "hex"},
+                    "spanId": {"type": "string", "pattern": _HEX, "description": "hex"},
+                },
+            },
+        }
+    ),
+    "ExportLogsServiceResponse": {
+        "type": "object",
+        "description": "OTLP/JSON ExportLogsServiceResponse: {} when every record was stored",
+        "properties": {
+            "partialSuccess": {
+                "type": "object",
+                "properties": {
+                    "rejectedLogRecords": {
+                        "type": "string",
+                        "pattern": "^[0-9]+$",
+                        "description": "int64, written as a string by the JSON mapping",
+                    },
+                    "errorMessage": {
+                        "type": "string",
+                        "description": "names up to 20 rejected records by position",
+                    },
+                },
+                "additionalProperties": False,
+            }
+        },
+        "additionalProperties": False,
+    },
+}
+
+
+def _otlp() -> Json:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "post": {
+            "tags": ["ingest"],
+            "summary": "export logs (OTLP/HTTP)",
+            "description": "OTLP/HTTP logs: an ExportLogsServiceRequest in protobuf or JSON. "
+            "Records that cannot be stored are counted in partialSuccess and the others "
+            "stored (200); when no record is valid, or the body does not decode, a 400. A "
+            "producer key, in Gram-Key or Authorization: Bearer, with Gram-Project."
+            + _CONTENT_ENCODING,
+            "operationId": "exportLogs",
+            "parameters": [
+                _header(
+                    "Gram-Key",
+                    "API Key header (a leading 'Bearer ' is tolerated); or send "
+                    "Authorization: Bearer <key>",
+                ),
+                _header("Gram-Project", "project header (the project's slug)"),
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    otlp.PROTOBUF: binary,
+                    "application/protobuf": binary,
+                    otlp.JSON: {"schema": _ref("schemas", "ExportLogsServiceRequest")},
+                },
+            },
+            "responses": _responses(
+                _ok(
+                    "ExportLogsServiceResponse, in the request's encoding (protobuf for "
+                    "either protobuf type).",
+                    {
+                        otlp.JSON: {"schema": _ref("schemas", "ExportLogsServiceResponse")},
+                        otlp.PROTOBUF: binary,
+                    },
+                ),
+                400,
+                401,
+                403,
+                413,
+                415,
+                503,
+            ),
+            "security": [
+                *_GRAM_SECURITY,
+                {_BEARER_SCHEME: [], "project_slug_header_Gram-Project": []},
+            ],
+            EXTENSION: True,
+        }
+    }
+
+
+# -- Poly dialect (extension) ---------------------------------------------------------------
+# poly.py; README "PolyAPI dialect". Authorization: Bearer only; the function is found among
+# the projects the key may read (404 otherwise, whether or not it exists elsewhere).
+
+_POLY_SCHEMAS: Json = {
+    "PolyLogs": {
+        "type": "object",
+        "description": "A function's logs, newest first; none while its logs are disabled",
+        "properties": {
+            "logsEnabled": {"type": "boolean"},
+            "logs": {"type": "array", "items": _ref("schemas", "PolyLog")},
+        },
+        "required": ["logsEnabled", "logs"],
+        "additionalProperties": False,
+    },
+    "PolyLog": {
+        "type": "object",
+        "properties": {
+            "timestamp": {**_DATE_TIME, "description": "UTC, Z, to the microsecond"},
+            "value": {
+                "type": "string",
+                "description": "The message, or the raw line when the message is null or empty",
+            },
+            "level": {
+                "type": "string",
+                "enum": [level.upper() for level in gram.LEVELS],
+            },
+            "executionId": {
+                "type": "string",
+                "description": '"" when the line belongs to no execution',
+            },
+        },
+        "required": ["timestamp", "value", "level", "executionId"],
+        "additionalProperties": False,
+    },
+    "PolyDeleted": {
+        "type": "object",
+        "properties": {"deleted": {"type": "integer", "minimum": 0}},
+        "required": ["deleted"],
+        "additionalProperties": False,
+    },
+}
+
+
+def _poly(system: bool) -> Json:
+    which = "system" if system else "execution"
+    lines = (
+        "every line of the function (sources function, stdout, stderr and server)"
+        if system
+        else "the lines the function itself emitted (sources function, stdout, stderr)"
+    )
+    name = "SystemLogs" if system else "FunctionLogs"
+    text = params.MAX_TEXT_LENGTH
+    security = [{_BEARER_SCHEME: []}]
+    return {
+        "parameters": [
+            {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "description": "The server function's id (400 invalid_format when not a uuid)",
+                "schema": _UUID,
+            }
+        ],
+        "get": {
+            "tags": ["poly"],
+            "summary": f"get {which} logs",
+            "description": f"PolyAPI: {lines}, newest first. Either key scope. Empty values are "
+            "ignored; a repeated parameter takes its first value.",
+            "operationId": f"get{name}",
+            "parameters": [
+                _query(
+                    "keyword",
+                    "Case-insensitive substring of the message or the raw line (literal); at "
+                    f"most {text} characters (400 invalid_length)",
+                    _text(maxLength=text),
+                ),
+                _query(
+                    "lastHours",
+                    "Only lines from this many hours ago onwards; with lastDays, the longer "
+                    "window. Default: all time",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _query(
+                    "lastDays",
+                    "Only lines from this many days ago onwards; with lastHours, the longer "
+                    "window. Default: all time",
+                    {"type": "integer", "minimum": 1},
+                ),
+                _query(
+                    "limit",
+                    f"The newest limit lines (1-{poly.MAX_LIMIT})",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": poly.MAX_LIMIT,
+                        "default": poly.DEFAULT_LIMIT,
+                    },
+                ),
+                _query(
+                    "executionId",
+                    f"Exact match on the execution id; at most {text} characters",
+                    _text(maxLength=text),
+                ),
+            ],
+            "responses": _responses(
+                _ok("The logs.", {"application/json": {"schema": _ref("schemas", "PolyLogs")}}),
+                400,
+                401,
+                404,
+                503,
+            ),
+            "security": security,
+            EXTENSION: True,
+        },
+        "delete": {
+            "tags": ["poly"],
+            "summary": f"delete {which} logs",
+            "description": f"PolyAPI: remove {lines}, all or nothing. A producer key (403 "
+            "otherwise). No query parameters: keyword, lastHours, lastDays, limit or "
+            "executionId is a 400 rather than ignored.",
+            "operationId": f"delete{name}",
+            "responses": _responses(
+                _ok(
+                    "How many lines were removed.",
+                    {"application/json": {"schema": _ref("schemas", "PolyDeleted")}},
+                ),
+                400,
+                401,
+                403,
+                404,
+                503,
+            ),
+            "security": security,
+            EXTENSION: True,
+        },
+    }
+
+
+# -- Operability ----------------------------------------------------------------------------
+
+
+def _status_body(value: str) -> Json:
+    return {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {"status": {"type": "string", "enum": [value]}},
+                "required": ["status"],
+                "additionalProperties": False,
+            }
+        }
+    }
+
+
+def _ops(summary: str, description: str, ok: Json, *errors: int) -> Json:
+    return {
+        "get": {
+            "tags": ["ops"],
+            "summary": summary,
+            "description": description,
+            "operationId": summary,
+            "responses": _responses(ok, *errors),
+            "security": [],
+            EXTENSION: True,
+        }
+    }
+
+
+def _healthz() -> Json:
+    return _ops(
+        "healthz",
+        "Liveness: the process answers (no database query). No key.",
+        _ok("The process is alive.", _status_body("ok")),
+    )
+
+
+def _readyz() -> Json:
+    return _ops(
+        "readyz",
+        "Readiness: the database answers SELECT 1 within the acquire and statement limits, else "
+        "a 503. No key.",
+        _ok("The database answers.", _status_body("ready")),
+        503,
+    )
+
+
+def _metrics() -> Json:
+    text = {"schema": {"type": "string"}}
+    return _ops(
+        "metrics",
+        "Prometheus metrics: the text format, or OpenMetrics when Accept asks for it. No key; "
+        "aggregate counts only.",
+        _ok(
+            "The exposition.",
+            {"text/plain": text, "application/openmetrics-text": text},
+        ),
+    )
+
+
+def _openapi() -> Json:
+    return _ops(
+        "openapi",
+        "This document (OpenAPI 3.0.3). No key.",
+        _ok("The document.", {"application/json": {"schema": {"type": "object"}}}),
+    )
+
+
+def _paths() -> Json:
+    return {
+        # Gram dialect
+        "/rpc/logs.listToolExecutionLogs": _list_tool_execution_logs(),
+        # Ingestion
+        "/rpc/logs.ingest": _ingest(),
+        "/v1/logs": _otlp(),
+        # Poly dialect
+        "/functions/server/{id}/logs": _poly(system=False),
+        "/functions/server/{id}/system-logs": _poly(system=True),
+        # Operability
+        "/healthz": _healthz(),
+        "/readyz": _readyz(),
+        "/metrics": _metrics(),
+        "/openapi.json": _openapi(),
+    }
+
+
+def build() -> Json:
+    """The whole document, as a fresh dict."""
+    names = _error_names()
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "gramlogs",
+            "version": __version__,
+            "description": "A log query server speaking Gram's Logs API "
+            "(listToolExecutionLogs) over PostgreSQL. Every response carries X-Request-Id; every "
+            "error is Goa's Error shape. Parts that Gram's API does not have are marked "
+            f"{EXTENSION}: true.",
+        },
+        "tags": [
+            {"name": "logs", "description": "Log lines of tool executions (Gram dialect)."},
+            {"name": "ingest", "description": "Writing logs: JSON/NDJSON batches and OTLP."},
+            {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
+            {"name": "ops", "description": "Health, readiness, metrics and this document."},
+        ],
+        "paths": _paths(),
+        "components": {
+            "schemas": {**_GRAM_SCHEMAS, **_INGEST_SCHEMAS, **_OTLP_SCHEMAS, **_POLY_SCHEMAS},
+            "responses": {
+                component: _error_response(status, names[status])
+                for status, (component, _) in sorted(ERROR_RESPONSES.items())
+            },
+            "headers": {
+                "X-Request-Id": {
+                    "description": "The request's id: the error body's id and the access-log "
+                    "line's id. Made by the server (72 random bits); a client's is ignored.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{12}$"},
+                },
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                },
+                "Allow": {
+                    "description": "The methods the route has.",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+            },
+            "securitySchemes": _SECURITY_SCHEMES,
+        },
+        "x-gramlogs-any-route": {
+            str(status): _ref("responses", ERROR_RESPONSES[status][0]) for status in _ANY_ROUTE
+        },
+    }
+
+
+DOCUMENT: Json = build()
+_BODY = msgspec.json.encode(DOCUMENT)
+
+
+async def endpoint(request: Request) -> Response:
+    return Response(_BODY, media_type="application/json")

@@ -1,0 +1,329 @@
+"""OTLP/HTTP logs: ``POST /v1/logs``, so that any OpenTelemetry SDK or Collector can ship here.
+
+Both OTLP encodings decode into the generated protobuf classes of ``opentelemetry-proto``
+(binary with ``FromString``; JSON with ``json_format`` after turning the hex trace and span ids
+that OTLP/JSON uses into the base64 that protobuf's JSON mapping expects), then map to the same
+rows as ``POST /rpc/logs.ingest`` (README, "OpenTelemetry"). Records that cannot be stored are
+counted in the reply's ``partial_success`` and the others are stored, as the OTLP specification
+asks; a request none of whose records is valid is a 400, so that a misconfigured exporter logs
+an error instead of silently losing everything.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gramlogs.core import ids, metrics
+from gramlogs.core.errors import BadRequest
+from gramlogs.core.keys import Scope
+from gramlogs.storage.access import authenticate
+from gramlogs.storage.batch import (
+    FUNCTION_COLUMN,
+    MAX_LISTED,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_BYTES,
+    MAX_RAW_LOG_BYTES,
+    SOURCES,
+    BatchBuilder,
+    EntryError,
+    check_text,
+    encode_attributes,
+    function_ids,
+    normalise_level,
+)
+from gramlogs.storage.functions import disabled_among
+from gramlogs.storage.writer import store_batch
+from gramlogs.web.body import media_type, read_body
+from gramlogs.web.params import gram_credentials
+from gramlogs.web.state import app_state
+
+__all__ = ["export_logs", "map_request", "parse_request"]
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MEDIA_TYPES = (PROTOBUF, "application/protobuf", JSON)
+
+FUNCTION_ID = "gram.function_id"
+DEPLOYMENT_ID = "gram.deployment_id"
+EXECUTION_ID = "gram.execution_id"
+SOURCE = "gram.source"
+INSTANCE = "service.instance.id"
+_GRAM_KEYS = frozenset((FUNCTION_ID, DEPLOYMENT_ID, EXECUTION_ID, SOURCE))
+
+_encoder = msgspec.json.Encoder()
+_ID_FIELDS = ("traceId", "spanId", "trace_id", "span_id")
+
+
+def _level(record: LogRecord) -> str:
+    # SeverityNumber ranges (OTel logs data model): 1-4 TRACE, 5-8 DEBUG, 9-12 INFO,
+    # 13-16 WARN, 17-20 ERROR, 21-24 FATAL. The number is authoritative; the text is a fallback.
+    n = record.severity_number
+    if 1 <= n <= 8:
+        return "debug"
+    if 9 <= n <= 12:
+        return "info"
+    if 13 <= n <= 16:
+        return "warn"
+    if n >= 17:
+        return "error"
+    return normalise_level(record.severity_text) or "info"
+
+
+def _plain(value: AnyValue) -> Any:
+    """An AnyValue as plain JSON data (bytes as base64, as OTLP/JSON writes them)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "array_value":
+        return [_plain(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return None
+
+
+def _timestamp(record: LogRecord, now: datetime) -> datetime:
+    nanos = record.time_unix_nano or record.observed_time_unix_nano
+    if not nanos:
+        return now
+    return ids.EPOCH + timedelta(microseconds=nanos // 1000)
+
+
+def _uuid_attribute(builder: BatchBuilder, attrs: dict[str, AnyValue], key: str) -> str:
+    value = attrs.get(key)
+    if value is None:
+        raise EntryError(key, "is missing (a resource or log record attribute)")
+    if value.WhichOneof("value") != "string_value":
+        raise EntryError(key, "must be a string attribute holding a uuid")
+    return builder.uuid(key, value.string_value)
+
+
+def _string_attribute(attrs: dict[str, AnyValue], key: str) -> str | None:
+    value = attrs.get(key)
+    if value is None:
+        return None
+    if value.WhichOneof("value") != "string_value":
+        raise EntryError(key, "must be a string attribute")
+    return value.string_value
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """What became of a request's records."""
+
+    rejected: int  # records that could not be stored
+    problems: list[str]  # the first MAX_LISTED reasons, naming each record
+
+
+def _add_record(
+    builder: BatchBuilder,
+    record: LogRecord,
+    resource: dict[str, AnyValue],
+    now: datetime,
+) -> None:
+    attrs = dict(resource)
+    own = {kv.key: kv.value for kv in record.attributes}
+    attrs.update(own)
+    source = (_string_attribute(attrs, SOURCE) or "function").strip().lower()
+    if source not in SOURCES:
+        raise EntryError(SOURCE, f"must be one of {', '.join(SOURCES)}; got {source[:60]!r}")
+    extra = {key: _plain(value) for key, value in own.items() if key not in _GRAM_KEYS}
+    if record.trace_id and "trace_id" not in extra:
+        extra["trace_id"] = record.trace_id.hex()
+    if record.span_id and "span_id" not in extra:
+        extra["span_id"] = record.span_id.hex()
+    kind = record.body.WhichOneof("value")
+    if kind == "string_value":
+        raw_log = message = record.body.string_value
+    else:
+        raw_log = "" if kind is None else _encoder.encode(_plain(record.body)).decode("utf-8")
+        message = None
+    execution_id = _string_attribute(attrs, EXECUTION_ID)
+    instance = _string_attribute(resource, INSTANCE) or ""
+    builder.add(
+        _timestamp(record, now),
+        check_text("body", raw_log, MAX_RAW_LOG_BYTES),
+        _level(record),
+        source,
+        check_text(INSTANCE, instance, MAX_NAME_BYTES),
+        None if message is None else check_text("body", message, MAX_MESSAGE_BYTES),
+        encode_attributes(extra),
+        _uuid_attribute(builder, attrs, FUNCTION_ID),
+        _uuid_attribute(builder, attrs, DEPLOYMENT_ID),
+        (None if execution_id is None else check_text(EXECUTION_ID, execution_id, MAX_NAME_BYTES)),
+    )
+
+
+def _records(
+    request: ExportLogsServiceRequest,
+) -> Iterator[tuple[str, LogRecord, dict[str, AnyValue]]]:
+    for r, resource_logs in enumerate(request.resource_logs):
+        resource = {kv.key: kv.value for kv in resource_logs.resource.attributes}
+        for s, scope_logs in enumerate(resource_logs.scope_logs):
+            for i, record in enumerate(scope_logs.log_records):
+                yield f"resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]", record, resource
+
+
+def map_request(
+    request: ExportLogsServiceRequest, builder: BatchBuilder, now: datetime | None = None
+) -> Mapped:
+    """Add every storable record to ``builder``; count and describe the others."""
+    now = now or datetime.now(UTC)
+    problems: list[str] = []
+    rejected = 0
+    for where, record, resource in _records(request):
+        try:
+            _add_record(builder, record, resource, now)
+            continue
+        except EntryError as exc:
+            problem = f"{where}: {exc.field}: {exc.reason}"
+        except RecursionError:
+            problem = f"{where}: is nested too deeply"
+        rejected += 1
+        if len(problems) < MAX_LISTED:
+            problems.append(problem)
+    return Mapped(rejected=rejected, problems=problems)
+
+
+def _prepare(value: Any, descriptor: Any, path: str) -> None:
+    """Make decoded OTLP/JSON fit for protobuf's JSON parser, in one walk guided by the schema.
+
+    - A JSON value that is not an object where a message belongs is a 400 naming where:
+      protobuf's parser, told to ignore unknown fields, reads any iterable as a message
+      (``"scopeLogs": ["AAA"]`` would pass as one empty scope, each character a field).
+    - OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping reads bytes as base64.
+    """
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"the body is not an OTLP/JSON ExportLogsServiceRequest: {path} must be an object"
+        )
+    for key, item in value.items():
+        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        if field is None or item is None:
+            continue
+        if field.message_type is None:
+            # Only a LogRecord has these fields in a logs request.
+            if key in _ID_FIELDS and isinstance(item, str):
+                try:
+                    value[key] = base64.b64encode(bytes.fromhex(item)).decode()
+                except ValueError:
+                    raise BadRequest(f"{key} must be hex; got {item[:60]!r}") from None
+            continue
+        where = f"{path}.{key}"
+        if not _repeated(field):
+            _prepare(item, field.message_type, where)
+            continue
+        if not isinstance(item, list):
+            raise BadRequest(
+                f"the body is not an OTLP/JSON ExportLogsServiceRequest: {where} must be an array"
+            )
+        for n, element in enumerate(item):
+            _prepare(element, field.message_type, f"{where}[{n}]")
+
+
+def _repeated(field: Any) -> bool:
+    # protobuf 7 dropped FieldDescriptor.label for is_repeated (added in 5.29).
+    is_repeated = getattr(field, "is_repeated", None)
+    return is_repeated if is_repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def parse_request(body: bytes, kind: str) -> ExportLogsServiceRequest:
+    """An ExportLogsServiceRequest from either OTLP encoding; 400 when it does not decode."""
+    if kind != JSON:
+        try:
+            return ExportLogsServiceRequest.FromString(body)
+        except DecodeError:
+            raise BadRequest("the body is not a protobuf ExportLogsServiceRequest") from None
+    try:
+        data = msgspec.json.decode(body)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    try:
+        _prepare(data, ExportLogsServiceRequest.DESCRIPTOR, "$")
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    request = ExportLogsServiceRequest()
+    try:
+        # OTLP/JSON: receivers must ignore unknown fields (forward compatibility).
+        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        # protobuf nests "Failed to parse x field: " once per level: keep the message short.
+        reason = str(exc) if len(str(exc)) <= 300 else str(exc)[:300] + "…"
+        raise BadRequest(
+            f"the body is not an OTLP/JSON ExportLogsServiceRequest: {reason}"
+        ) from None
+    return request
+
+
+def _reply(response: ExportLogsServiceResponse, kind: str) -> Response:
+    if kind == JSON:
+        return Response(json_format.MessageToJson(response, indent=None), media_type=JSON)
+    return Response(response.SerializeToString(), media_type=PROTOBUF)
+
+
+async def export_logs(request: Request) -> Response:
+    """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
+    key, slug = gram_credentials(request, allow_authorization=True)
+    kind = media_type(request, MEDIA_TYPES)
+    state = app_state(request)
+    body = await read_body(request, state.config.max_body_bytes)
+    async with state.db.connection() as conn:
+        project_id = (await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)).project_id
+        export = parse_request(body, kind)
+        builder = BatchBuilder(project_id)
+        mapped = map_request(export, builder)
+        problems, rejected = list(mapped.problems), mapped.rejected
+        if rejected:
+            metrics.rejected("invalid", rejected)
+        if rejected and not builder.rows:
+            more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
+            raise BadRequest(
+                f"no log record could be stored: {rejected} invalid{more}: " + "; ".join(problems)
+            )
+        rows = builder.rows
+        disabled = await disabled_among(conn, project_id, function_ids(rows))
+        if disabled:
+            off = {str(f) for f in disabled}
+            kept = [row for row in rows if str(row[FUNCTION_COLUMN]) not in off]
+            rejected += len(rows) - len(kept)
+            metrics.rejected("disabled", len(rows) - len(kept))
+            problems.append(
+                "logs are disabled for function "
+                + ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])
+                + f" in this project ({len(rows) - len(kept)} records)"
+            )
+            rows = kept
+        stored, _ = await store_batch(conn, project_id, rows)
+    metrics.ingested(stored)
+    response = ExportLogsServiceResponse()
+    if rejected:
+        response.partial_success.rejected_log_records = rejected
+        response.partial_success.error_message = f"{rejected} log records rejected: " + "; ".join(
+            problems
+        )
+    return _reply(response, kind)

@@ -1,0 +1,149 @@
+"""Query-string parsing shared by the dialects: each parser names its parameter in its error.
+
+Text that reaches PostgreSQL must be valid UTF-8 without NUL characters (PostgreSQL refuses NUL
+in ``text``); :func:`first_values` and :func:`header_text` check that here, where the error can
+name the parameter, rather than letting the database refuse it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from urllib.parse import unquote_to_bytes
+
+from starlette.requests import Request
+
+from gramlogs.core import ids
+from gramlogs.core.errors import (
+    InvalidEnumValue,
+    InvalidFieldType,
+    InvalidFormat,
+    InvalidLength,
+    InvalidRange,
+    Unauthorized,
+)
+from gramlogs.core.keys import bearer
+
+__all__ = [
+    "MAX_TEXT_LENGTH",
+    "first_values",
+    "gram_credentials",
+    "header_text",
+    "parse_enum",
+    "parse_int",
+    "parse_query",
+    "parse_text",
+    "parse_timestamp",
+    "parse_uuid",
+]
+
+_TEXT = "UTF-8 text without NUL characters"
+# Longest free-text filter (keyword, executionId), in characters. Far above any real search,
+# and it keeps a keyword's trigram lookup small.
+MAX_TEXT_LENGTH = 1024
+
+
+def first_values(request: Request) -> dict[str, str]:
+    """Each parameter's first value; empty values mean "not given" and are dropped."""
+    return parse_query(request.scope["query_string"])
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """:func:`first_values` of a raw query string.
+
+    Starlette would decode invalid UTF-8 to U+FFFD and pass NUL through; here either is a 400
+    ``invalid_format`` naming the parameter. Unknown parameters are checked too: one rule for
+    the whole query string is easier to state than one per parameter.
+    """
+    found: dict[str, str] = {}
+    for part in raw.split(b"&"):
+        if not part:
+            continue
+        name_bytes, _, value_bytes = part.partition(b"=")
+        name = _decode(name_bytes, None)
+        value = _decode(value_bytes, name)
+        if name not in found:
+            found[name] = value
+    return {name: value for name, value in found.items() if value != ""}
+
+
+def _decode(raw: bytes, param: str | None) -> str:
+    if b"%" in raw or b"+" in raw:
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        shown = raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
+        raise InvalidFormat.of(param or "a query parameter name", shown, _TEXT)
+    return text
+
+
+def header_text(name: str, value: str) -> str:
+    """A header value bound for the database; NUL and other control characters are a 400.
+
+    Header values arrive decoded as Latin-1, so a NUL can only come through an ASGI server that
+    does not refuse it (uvicorn's parser does); checked all the same, before any query.
+    """
+    if not value.isprintable():
+        raise InvalidFormat.of(name, value, "printable text")
+    return value
+
+
+def parse_uuid(name: str, value: str) -> uuid.UUID:
+    try:
+        return ids.parse_uuid(value)
+    except ids.IdError:
+        raise InvalidFormat.of(name, value, "a uuid") from None
+
+
+def parse_timestamp(name: str, value: str) -> datetime:
+    try:
+        return ids.parse_rfc3339(value)
+    except ids.IdError:
+        raise InvalidFormat.of(name, value, "an RFC 3339 date-time") from None
+
+
+def parse_enum(name: str, value: str, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise InvalidEnumValue.of(name, value, allowed)
+    return value
+
+
+def parse_int(name: str, value: str, minimum: int, maximum: int | None = None) -> int:
+    text = value.strip()
+    # int() alone would also take "1_000" and non-ASCII digits; the wire format is plain decimal.
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidFieldType.of(name, value, "integer")
+    # Past 18 digits the exact value cannot matter; keep int() away from huge strings.
+    number = int(text) if len(digits) <= 18 else (-1 if text[0] == "-" else 1) * 10**19
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    if number < minimum:
+        raise InvalidRange.at_least(name, minimum, shown)
+    if maximum is not None and number > maximum:
+        raise InvalidRange.at_most(name, maximum, shown)
+    return number
+
+
+def parse_text(name: str, value: str) -> str:
+    """A free-text filter, taken literally (NUL is refused by :func:`first_values` already)."""
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidLength.at_most(name, MAX_TEXT_LENGTH, len(value))
+    return value
+
+
+def gram_credentials(request: Request, *, allow_authorization: bool = False) -> tuple[str, str]:
+    """The key and project slug of a write request; 401 when either is missing."""
+    key = bearer(request.headers.get("gram-key"))
+    if key is None and allow_authorization:
+        key = bearer(request.headers.get("authorization"))
+    if key is None:
+        raise Unauthorized("missing Gram-Key header")
+    slug = header_text("Gram-Project", request.headers.get("gram-project", "").strip())
+    if not slug:
+        raise Unauthorized("missing Gram-Project header")
+    return key, slug

@@ -1,0 +1,202 @@
+"""The Poly dialect: PolyAPI's Logs API for server functions, over the same store.
+
+``GET|DELETE /functions/server/{id}/logs`` serves a function's execution logs (the lines the
+function itself emitted: sources ``function``, ``stdout`` and ``stderr``);
+``/functions/server/{id}/system-logs`` adds the ``server`` (platform, container) lines.
+Choices the PolyAPI documentation leaves open are written down in the README ("PolyAPI").
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gramlogs.core import ids
+from gramlogs.core.errors import BadRequest, NotFound, Unauthorized
+from gramlogs.core.keys import Scope, bearer
+from gramlogs.storage import functions
+from gramlogs.storage.access import identify
+from gramlogs.storage.store import LogFilter, Page, PageRequest, fetch_page
+from gramlogs.web.params import first_values, parse_int, parse_text, parse_uuid
+from gramlogs.web.state import app_state
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "EXECUTION_SOURCES",
+    "MAX_LIMIT",
+    "PolyQuery",
+    "execution_logs",
+    "parse_poly_query",
+    "system_logs",
+]
+
+# A function's own output: what it logged, and its raw stdout/stderr streams. `server` lines
+# come from the platform around it and belong to the system logs only.
+EXECUTION_SOURCES = ("function", "stdout", "stderr")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# The query parameters a GET takes; a DELETE refuses them rather than ignore a filter that
+# the caller may believe narrows what is deleted.
+PARAMS = ("keyword", "lastHours", "lastDays", "limit", "executionId")
+
+
+class PolyLog(msgspec.Struct, rename="camel"):
+    timestamp: datetime
+    value: str
+    level: str
+    # "" when the line belongs to no execution (server lines, mostly): Poly documents a string.
+    execution_id: str
+
+
+class PolyLogs(msgspec.Struct, rename="camel"):
+    logs_enabled: bool
+    logs: list[PolyLog]
+
+
+class Deleted(msgspec.Struct):
+    deleted: int
+
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class PolyQuery:
+    """A validated GET query string."""
+
+    keyword: str | None
+    hours: int | None  # the window: the last ``hours`` hours; None: all time
+    limit: int
+    execution_id: str | None
+
+    def page_request(
+        self, project_id: uuid.UUID, function_id: uuid.UUID, *, system: bool, now: datetime
+    ) -> PageRequest:
+        lo = 0
+        if self.hours is not None:
+            lo = ids.lowest_id(window_start(now, self.hours)).int
+        equals: dict[str, object] = {"function_id": function_id}
+        if self.execution_id is not None:
+            equals["execution_id"] = self.execution_id
+        return PageRequest(
+            filter=LogFilter(
+                project_id=project_id,
+                lo=lo,
+                equals=equals,
+                sources=() if system else EXECUTION_SOURCES,
+                keyword=self.keyword,
+            ),
+            per_page=self.limit,
+        )
+
+
+def _now() -> datetime:
+    # Where the lastHours/lastDays windows end; a seam of its own so that tests fix the clock.
+    return datetime.now(UTC)
+
+
+def window_start(now: datetime, hours: int) -> datetime:
+    """``now`` minus ``hours``; a window reaching before 1970 covers every line."""
+    if hours >= (now - ids.MIN_TIMESTAMP) / timedelta(hours=1):
+        return ids.MIN_TIMESTAMP
+    return now - timedelta(hours=hours)
+
+
+def parse_poly_query(params: Mapping[str, str]) -> PolyQuery:
+    """Validate a GET's query string; empty values were already dropped (Poly ignores them)."""
+    get = params.get
+    keyword = parse_text("keyword", v) if (v := get("keyword")) is not None else None
+    hours = parse_int("lastHours", v, 1) if (v := get("lastHours")) is not None else None
+    days = parse_int("lastDays", v, 1) if (v := get("lastDays")) is not None else None
+    limit = parse_int("limit", v, 1, MAX_LIMIT) if (v := get("limit")) is not None else None
+    execution_id = parse_text("executionId", v) if (v := get("executionId")) is not None else None
+    # Both windows given: the longer one, so that no line either asked for is left out.
+    if days is not None:
+        hours = max(hours or 0, days * 24)
+    return PolyQuery(
+        keyword=keyword,
+        hours=hours,
+        limit=DEFAULT_LIMIT if limit is None else limit,
+        execution_id=execution_id,
+    )
+
+
+def render(page: Page) -> list[PolyLog]:
+    return [
+        PolyLog(
+            timestamp=row["timestamp"],
+            # An empty message is no message: the raw line says more.
+            value=row["message"] or row["raw_log"],
+            level=row["level"].upper(),
+            execution_id=row["execution_id"] or "",
+        )
+        for row in page.rows
+    ]
+
+
+def _function_id(request: Request) -> uuid.UUID:
+    return parse_uuid("id", request.path_params["id"])
+
+
+async def _serve(request: Request, *, system: bool) -> Response:
+    key = bearer(request.headers.get("authorization"))
+    if key is None:
+        raise Unauthorized("missing Authorization header (Bearer <key>)")
+    function_id = _function_id(request)
+    params = first_values(request)
+    if request.method == "DELETE":
+        for name in PARAMS:
+            if name in params:
+                raise BadRequest(
+                    f"{name} is not accepted by DELETE: it removes all of the function's "
+                    f"{'system' if system else 'execution'} logs"
+                )
+        query = None
+    else:
+        query = parse_poly_query(params)
+    async with app_state(request).db.connection() as conn:
+        holder = await identify(conn, key)
+        found = await functions.find_function(
+            conn, holder.organization_id, function_id, project_id=holder.bound_project_id
+        )
+        if not found:
+            raise NotFound(f"no server function {str(function_id)!r}")
+        if len(found) > 1:
+            slugs = ", ".join(repr(f.project_slug) for f in found)
+            raise BadRequest(
+                f"function {str(function_id)!r} is in several projects this key may read"
+                f" ({slugs}); use a key bound to one of them"
+            )
+        function = found[0]
+        if query is None:
+            holder.require(Scope.PRODUCER)
+            deleted = await functions.delete_logs(
+                conn,
+                function.project_id,
+                function.id,
+                sources=() if system else EXECUTION_SOURCES,
+            )
+            return Response(_encoder.encode(Deleted(deleted)), media_type="application/json")
+        holder.require(Scope.CONSUMER)
+        logs: list[PolyLog] = []
+        if function.logs_enabled:
+            req = query.page_request(function.project_id, function.id, system=system, now=_now())
+            logs = render(await fetch_page(conn, req))
+    body = PolyLogs(logs_enabled=function.logs_enabled, logs=logs)
+    return Response(_encoder.encode(body), media_type="application/json")
+
+
+async def execution_logs(request: Request) -> Response:
+    """``GET|DELETE /functions/server/{id}/logs``."""
+    return await _serve(request, system=False)
+
+
+async def system_logs(request: Request) -> Response:
+    """``GET|DELETE /functions/server/{id}/system-logs``."""
+    return await _serve(request, system=True)

