@@ -72,7 +72,7 @@ class InvalidFormat(BadRequest):
 
     @classmethod
     def of(cls, param: str, value: str, fmt: str) -> InvalidFormat:
-        return cls(f"{param} must be formatted as {fmt} but got value {_quote(value)}")
+        return cls(f"{param} must be formatted as {fmt} but got value {quote(value)}")
 
 
 class InvalidEnumValue(BadRequest):
@@ -80,8 +80,8 @@ class InvalidEnumValue(BadRequest):
 
     @classmethod
     def of(cls, param: str, value: str, allowed: Iterable[str]) -> InvalidEnumValue:
-        choices = ", ".join(_quote(a) for a in allowed)
-        return cls(f"value of {param} must be one of {choices} but got value {_quote(value)}")
+        choices = ", ".join(quote(a) for a in allowed)
+        return cls(f"value of {param} must be one of {choices} but got value {quote(value)}")
 
 
 class InvalidFieldType(BadRequest):
@@ -89,7 +89,7 @@ class InvalidFieldType(BadRequest):
 
     @classmethod
     def of(cls, param: str, value: str, type_name: str) -> InvalidFieldType:
-        return cls(f"invalid value {_quote(value)} for {param}, must be a {type_name}")
+        return cls(f"invalid value {quote(value)} for {param}, must be a {type_name}")
 
 
 class InvalidRange(BadRequest):
@@ -217,7 +217,15 @@ def encode_error(error: GramlogsError, error_id: str) -> bytes:
     return _encoder.encode(error_body(error, error_id))
 
 
-def _quote(value: str) -> str:
-    # Clients echo messages into terminals and HTML; cap and escape what came from the request.
-    text = value if len(value) <= 100 else value[:100] + "…"
-    return msgspec.json.encode(text).decode()
+SHOWN_CHARACTERS = 60
+
+
+def shorten(value: str) -> str:
+    """A value from the request, cut for an error message: no message echoes a whole body."""
+    return value if len(value) <= SHOWN_CHARACTERS else value[:SHOWN_CHARACTERS] + "…"
+
+
+def quote(value: str) -> str:
+    """:func:`shorten`, JSON-quoted: clients echo messages into terminals and HTML, so what came
+    from the request is escaped (control characters included)."""
+    return msgspec.json.encode(shorten(value)).decode()

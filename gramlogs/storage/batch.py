@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from gramlogs.core import ids
+from gramlogs.core.errors import shorten
 from gramlogs.storage.store import COLUMNS
 from gramlogs.storage.writer import Row
 
@@ -38,7 +39,6 @@ __all__ = [
     "encode_attributes",
     "function_ids",
     "normalise_level",
-    "shorten",
 ]
 
 # containerd's line limit, which PolyAPI documents too: longer lines are refused, not cut.
@@ -74,9 +74,6 @@ SOURCES = ("function", "server", "stdout", "stderr")
 _canonical = msgspec.json.Encoder(order="sorted")
 
 FUNCTION_COLUMN = COLUMNS.index("function_id")
-_RANK_BITS = 14
-_HASH_BITS = 62 - _RANK_BITS
-_MAX_RANK = (1 << _RANK_BITS) - 1
 
 
 class EntryError(ValueError):
@@ -147,7 +144,7 @@ class BatchBuilder:
             try:
                 found = str(ids.parse_uuid(text))
             except ids.IdError:
-                raise EntryError(field, f"must be a uuid; got {shorten(text)}") from None
+                raise EntryError(field, f"must be a uuid; got {shorten(text)!r}") from None
             self.uuids[text] = found
         return found
 
@@ -192,12 +189,8 @@ class BatchBuilder:
                     attributes,
                 )
             )
-            digest = hashlib.blake2b(content, digest_size=_HASH_BITS // 8).digest()
-            # Low 64 bits: variant 0b10, the 14-bit rank, the 48-bit hash. As 32 hex digits,
-            # which asyncpg encodes in C (a uuid.UUID costs more than the rest of the row);
-            # bytes.hex() is three times faster than formatting the ints.
-            low = (0x8000 | min(rank, _MAX_RANK)).to_bytes(2, "big") + digest
-            row_id = (prefix.to_bytes(8, "big") + low).hex()
+            digest = hashlib.blake2b(content, digest_size=ids.HASH_BITS // 8).digest()
+            row_id = ids.derived_id_hex(prefix, rank, digest)
         elif ids.matches_timestamp(log_id, timestamp):
             row_id = log_id.hex
         else:
@@ -222,11 +215,6 @@ class BatchBuilder:
                 execution_id,
             )
         )
-
-
-def shorten(text: str) -> str:
-    """A value from the request, quoted and cut for an error message."""
-    return repr(text if len(text) <= 60 else text[:60] + "…")
 
 
 def function_ids(rows: Sequence[Row]) -> set[uuid.UUID]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from starlette.requests import Request
 
-from gramlogs.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from gramlogs.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, shorten
 
 __all__ = ["media_type", "read_body"]
 
@@ -30,7 +30,7 @@ def media_type(request: Request, allowed: Iterable[str]) -> str:
     if kind not in allowed:
         shown = kind or "none"
         raise UnsupportedMediaType(
-            f"Content-Type must be one of {', '.join(allowed)}; got {_short(shown)}"
+            f"Content-Type must be one of {', '.join(allowed)}; got {shorten(shown.strip())!r}"
         )
     for param in params.split(";"):
         name, _, value = param.partition("=")
@@ -38,7 +38,9 @@ def media_type(request: Request, allowed: Iterable[str]) -> str:
             "utf-8",
             "utf8",
         ):
-            raise UnsupportedMediaType(f"the body must be UTF-8; got charset {_short(value)}")
+            raise UnsupportedMediaType(
+                f"the body must be UTF-8; got charset {shorten(value.strip())!r}"
+            )
     return kind
 
 
@@ -47,7 +49,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity") and encoding not in _DECODERS:
         raise UnsupportedMediaType(
-            f"Content-Encoding must be gzip, deflate or identity; got {_short(encoding)}"
+            f"Content-Encoding must be gzip, deflate or identity; got {shorten(encoding.strip())!r}"
         )
     declared = request.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limit:
@@ -85,8 +87,3 @@ def _too_large(limit: int, which: str) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the {which}request body exceeds {limit} bytes (GRAMLOGS_MAX_BODY_BYTES)"
     )
-
-
-def _short(text: str) -> str:
-    text = text.strip()
-    return repr(text if len(text) <= 60 else text[:60] + "…")

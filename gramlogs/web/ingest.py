@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge
+from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge, shorten
 from gramlogs.core.keys import Scope
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
@@ -35,7 +35,6 @@ from gramlogs.storage.batch import (
     encode_attributes,
     function_ids,
     normalise_level,
-    shorten,
 )
 from gramlogs.storage.functions import disabled_among
 from gramlogs.storage.writer import Row, store_batch
@@ -113,7 +112,7 @@ def _timestamp(text: str) -> datetime:
         return ids.parse_rfc3339(text)
     except ids.IdError:
         raise EntryError(
-            "timestamp", f"must be an RFC 3339 date-time; got {shorten(text)}"
+            "timestamp", f"must be an RFC 3339 date-time; got {shorten(text)!r}"
         ) from None
 
 
@@ -123,7 +122,7 @@ def _level(text: str) -> str:
         raise EntryError(
             "level",
             f"must be debug, info, warn or error (or an alias such as warning, err, fatal,"
-            f" trace), any case; got {shorten(text)}",
+            f" trace), any case; got {shorten(text)!r}",
         )
     return found
 
@@ -131,7 +130,7 @@ def _level(text: str) -> str:
 def _source(text: str) -> str:
     found = text.strip().lower()
     if found not in SOURCES:
-        raise EntryError("source", f"must be one of {', '.join(SOURCES)}; got {shorten(text)}")
+        raise EntryError("source", f"must be one of {', '.join(SOURCES)}; got {shorten(text)!r}")
     return found
 
 

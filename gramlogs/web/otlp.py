@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import BadRequest
+from gramlogs.core.errors import BadRequest, shorten
 from gramlogs.core.keys import Scope
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
@@ -149,7 +149,7 @@ def _add_record(
     attrs.update(own)
     source = (_string_attribute(attrs, SOURCE) or "function").strip().lower()
     if source not in SOURCES:
-        raise EntryError(SOURCE, f"must be one of {', '.join(SOURCES)}; got {source[:60]!r}")
+        raise EntryError(SOURCE, f"must be one of {', '.join(SOURCES)}; got {shorten(source)!r}")
     extra = {key: _plain(value) for key, value in own.items() if key not in _GRAM_KEYS}
     if record.trace_id and "trace_id" not in extra:
         extra["trace_id"] = record.trace_id.hex()
@@ -230,7 +230,7 @@ def _prepare(value: Any, descriptor: Any, path: str) -> None:
                 try:
                     value[key] = base64.b64encode(bytes.fromhex(item)).decode()
                 except ValueError:
-                    raise BadRequest(f"{key} must be hex; got {item[:60]!r}") from None
+                    raise BadRequest(f"{key} must be hex; got {shorten(item)!r}") from None
             continue
         where = f"{path}.{key}"
         if not _repeated(field):

@@ -22,6 +22,7 @@ from gramlogs.core.errors import (
     InvalidLength,
     InvalidRange,
     Unauthorized,
+    shorten,
 )
 from gramlogs.core.keys import bearer
 
@@ -121,7 +122,7 @@ def parse_int(name: str, value: str, minimum: int, maximum: int | None = None) -
         raise InvalidFieldType.of(name, value, "integer")
     # Past 18 digits the exact value cannot matter; keep int() away from huge strings.
     number = int(text) if len(digits) <= 18 else (-1 if text[0] == "-" else 1) * 10**19
-    shown = text if len(text) <= 40 else text[:40] + "…"
+    shown = shorten(text)
     if number < minimum:
         raise InvalidRange.at_least(name, minimum, shown)
     if maximum is not None and number > maximum:
