@@ -13,10 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
 
+from gramlogs.core.config import SETTINGS
 from gramlogs.storage import schema
 from testkit.ports import free_port
 
@@ -188,6 +190,34 @@ def test_every_command_has_help(env: dict[str, str]) -> None:
     ):
         done = gramlogs(*args, "--help", env=env)
         assert done.returncode == 0 and "usage: gramlogs" in done.stdout
+
+
+async def test_reading_commands_run_no_ddl(empty_database: str) -> None:
+    """`keys list` on a database without the schema says what to do and creates nothing."""
+    done = gramlogs("keys", "list", env={**os.environ, "GRAMLOGS_DATABASE_URL": empty_database})
+    assert done.returncode == 1
+    assert "run `gramlogs migrate` first" in done.stderr
+    conn = await asyncpg.connect(empty_database)
+    try:
+        assert await schema.current_version(conn) == 0
+        assert await conn.fetchval("SELECT to_regclass('logs')") is None
+    finally:
+        await conn.close()
+
+
+def test_every_setting_is_a_serve_flag_with_its_default_and_variable(env: dict[str, str]) -> None:
+    done = gramlogs("serve", "--help", env={**env, "COLUMNS": "200"})
+    assert done.returncode == 0
+    for setting in SETTINGS:
+        assert "--" + setting.name.replace("_", "-") in done.stdout, setting.name
+        assert setting.env in done.stdout, setting.env
+
+
+def test_a_serve_flag_overrides_the_environment(env: dict[str, str]) -> None:
+    port = free_port()
+    done = gramlogs("serve", "--pool-min", "5", "--pool-max", "2", "--port", str(port), env=env)
+    assert done.returncode == 1
+    assert "GRAMLOGS_POOL_MIN must not exceed GRAMLOGS_POOL_MAX" in done.stderr
 
 
 def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
