@@ -132,6 +132,7 @@ async def delete_logs(
         top = await conn.fetchval(top_sql, project_id, function_id, *extra)
         while top is not None:
             row = await conn.fetchrow(batch_sql, project_id, function_id, *extra, top, batch)
+            assert row is not None  # an aggregate without GROUP BY returns one row
             total += row["n"]
             if row["n"] < batch or row["low"].int == 0:
                 break
