@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 # The *_created series double the output and no dashboard of ours reads them.
-disable_created_metrics()
+# prometheus-client leaves this function unannotated.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Route labels are templates ("/functions/server/{id}/logs"), never raw paths, so the number of
 # series stays fixed whatever clients send; unknown paths share one label.
@@ -129,6 +130,7 @@ def render(accept: str = "") -> tuple[bytes, str]:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus-client leaves this constructor unannotated.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return encode(registry), content_type
     return encode(REGISTRY), content_type

@@ -17,13 +17,13 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
 from gramlogs.core import ids
 from gramlogs.core.errors import shorten
-from gramlogs.storage.store import COLUMNS
-from gramlogs.storage.writer import Row
+from gramlogs.storage.writer import FUNCTION_COLUMN, Row
 
 __all__ = [
     "FUNCTION_COLUMN",
@@ -72,8 +72,6 @@ SOURCES = ("function", "server", "stdout", "stderr")
 
 # Sorted keys: the same attributes hash (and so derive ids) alike whatever order they came in.
 _canonical = msgspec.json.Encoder(order="sorted")
-
-FUNCTION_COLUMN = COLUMNS.index("function_id")
 
 
 class EntryError(ValueError):
@@ -160,7 +158,8 @@ class BatchBuilder:
         function_id: str,
         deployment_id: str,
         execution_id: str | None,
-        log_id: uuid.UUID | None = None,
+        # UUID, not uuid.UUID: inside the class, ``uuid`` names the method above.
+        log_id: UUID | None = None,
         /,
     ) -> None:
         """Append one checked entry (uuids from :meth:`uuid`); EntryError for an id that does not
@@ -219,4 +218,4 @@ class BatchBuilder:
 
 def function_ids(rows: Sequence[Row]) -> set[uuid.UUID]:
     """The distinct functions of a batch."""
-    return {uuid.UUID(str(f)) for f in {row[FUNCTION_COLUMN] for row in rows}}
+    return {uuid.UUID(f) for f in {row[FUNCTION_COLUMN] for row in rows}}

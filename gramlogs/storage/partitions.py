@@ -158,7 +158,8 @@ def plan(
 async def maintenance_lock(conn: asyncpg.Connection) -> bool:
     """Take the transaction-scoped maintenance lock; False when another process holds it."""
     await conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
-    return await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY)
+    locked: bool = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_KEY)
+    return locked
 
 
 async def ensure(
@@ -201,7 +202,8 @@ async def _split_catch_alls(
     past, future = parts[0], parts[-1]
     if past.lo is not None or future.hi is not None:
         raise RuntimeError("logs has lost a catch-all partition (logs_past or logs_future)")
-    dailies = [(p.lo, p.hi) for p in parts[1:-1]]
+    # Between the two catch-alls every partition has both bounds (the filter says so to mypy).
+    dailies = [(p.lo, p.hi) for p in parts[1:-1] if p.lo is not None and p.hi is not None]
     new = [(bound(a), bound(b)) for a, b in tiles]
     covered = sorted(dailies + new)
     past_hi, future_lo = covered[0][0], covered[-1][1]
@@ -209,9 +211,9 @@ async def _split_catch_alls(
     moves = [(p, lo, hi) for p, lo, hi in moves if (p.lo, p.hi) != (lo, hi)]
     for p, _, _ in moves:
         await conn.execute(f"ALTER TABLE logs DETACH PARTITION {p.name}")
-    for (first, _), (lo, hi) in zip(tiles, new, strict=True):
+    for (first, _), (new_lo, new_hi) in zip(tiles, new, strict=True):
         await conn.execute(
-            f"CREATE TABLE {_name(first)} PARTITION OF logs FOR VALUES {_range_sql(lo, hi)}"
+            f"CREATE TABLE {_name(first)} PARTITION OF logs FOR VALUES {_range_sql(new_lo, new_hi)}"
         )
     # Rows of a catch-all that fall outside its new range go through a temporary table: their
     # new home may be the other catch-all, detached at that moment.

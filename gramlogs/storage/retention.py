@@ -80,7 +80,7 @@ async def _drop_expired(conn: asyncpg.Connection, cutoff: int) -> list[str]:
             await conn.execute(f"DROP TABLE {p.name}")
         await conn.execute(
             f"CREATE TABLE {past.name} PARTITION OF logs"
-            f" FOR VALUES FROM (MINVALUE) TO ('{uuid.UUID(int=expired[-1].hi)}')"  # type: ignore[arg-type]
+            f" FOR VALUES FROM (MINVALUE) TO ('{uuid.UUID(int=expired[-1].hi)}')"
         )
         return [p.name for p in expired]
     # Nothing wholly expired: the old lines, if any, are in logs_past (late arrivals).

@@ -51,7 +51,8 @@ async def current_version(conn: asyncpg.Connection) -> int:
     exists = await conn.fetchval("SELECT to_regclass('gramlogs_schema') IS NOT NULL")
     if not exists:
         return 0
-    return await conn.fetchval("SELECT coalesce(max(version), 0) FROM gramlogs_schema")
+    version: int = await conn.fetchval("SELECT coalesce(max(version), 0) FROM gramlogs_schema")
+    return version
 
 
 async def migrate(conn: asyncpg.Connection) -> list[Step]:

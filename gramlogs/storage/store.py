@@ -343,5 +343,5 @@ async def read_page(conn: asyncpg.Connection, req: PageRequest, *, probe: bool =
     return Page(rows=rows, has_more=has_more, has_back=has_back)
 
 
-def _unpack(query: tuple[str, list[object]]) -> list[object]:
-    return [query[0], *query[1]]
+def _unpack(query: tuple[str, list[object]]) -> tuple[str, *tuple[object, ...]]:
+    return (query[0], *query[1])

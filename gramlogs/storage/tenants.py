@@ -63,6 +63,7 @@ async def create_organization(
 
 async def resolve_organization(conn: asyncpg.Connection, ref: str) -> uuid.UUID:
     """An organization by id or by its (unique) name."""
+    row: uuid.UUID | None
     try:
         row = await conn.fetchval("SELECT id FROM organizations WHERE id = $1", uuid.UUID(ref))
     except ValueError:
@@ -111,7 +112,7 @@ async def set_retention(conn: asyncpg.Connection, project_id: uuid.UUID, days: i
 async def resolve_project(
     conn: asyncpg.Connection, organization_id: uuid.UUID, slug: str
 ) -> uuid.UUID:
-    project_id = await conn.fetchval(
+    project_id: uuid.UUID | None = await conn.fetchval(
         "SELECT id FROM projects WHERE organization_id = $1 AND slug = $2", organization_id, slug
     )
     if project_id is None:

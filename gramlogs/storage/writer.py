@@ -16,15 +16,17 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from operator import itemgetter
+from typing import Final
 
 import asyncpg
 
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
-__all__ = ["Row", "store_batch"]
+__all__ = ["FUNCTION_COLUMN", "Row", "store_batch"]
 
-# One row in store.COLUMNS order.
+# One row in store.COLUMNS order. The uuid columns hold canonical (lower-case) uuid text, as
+# batch.BatchBuilder makes them: asyncpg encodes text for a uuid column faster than a UUID.
 Row = tuple[
     str,  # id, as 32 hex digits (sorting them sorts the uuids)
     datetime,  # timestamp
@@ -34,13 +36,15 @@ Row = tuple[
     str,  # raw_log
     str | None,  # message
     str,  # attributes (JSON text)
-    uuid.UUID | str,  # project_id
-    uuid.UUID,  # deployment_id
-    uuid.UUID,  # function_id
+    str,  # project_id
+    str,  # deployment_id
+    str,  # function_id
     str | None,  # execution_id
 ]
 
-_FUNCTION = COLUMNS.index("function_id")
+# Where a Row holds its function id; a literal, so that row[FUNCTION_COLUMN] is known to be str.
+FUNCTION_COLUMN: Final = 10
+assert COLUMNS[FUNCTION_COLUMN] == "function_id"
 _BUFFER = "gramlogs_ingest_buffer"
 _COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 # ON COMMIT DROP: the buffer lives for one transaction, so no stale copy survives a schema change.
@@ -62,7 +66,7 @@ async def store_batch(
     if not rows:
         return 0, 0
     ordered = sorted(rows, key=itemgetter(0))
-    functions = {row[_FUNCTION] for row in ordered}
+    functions = {row[FUNCTION_COLUMN] for row in ordered}
     try:
         async with conn.transaction():
             await register_functions(conn, project_id, functions)

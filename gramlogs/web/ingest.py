@@ -231,7 +231,7 @@ def _raw_entries(body: bytes) -> list[bytes]:
     return [bytes(r) for r in (batch.logs if isinstance(batch, _RawBatch) else batch)]
 
 
-def decode_entries(body: bytes, kind: str) -> list[WireEntry | EntryError]:
+def decode_entries(body: bytes, kind: str) -> Sequence[WireEntry | EntryError]:
     """The entries of a JSON or NDJSON body, or for each one that does not decode, why.
 
     400 for a body that is not a batch at all, 413 past MAX_ENTRIES.

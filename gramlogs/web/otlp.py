@@ -246,7 +246,7 @@ def _prepare(value: Any, descriptor: Any, path: str) -> None:
 
 def _repeated(field: Any) -> bool:
     # protobuf 7 dropped FieldDescriptor.label for is_repeated (added in 5.29).
-    is_repeated = getattr(field, "is_repeated", None)
+    is_repeated: bool | None = getattr(field, "is_repeated", None)
     return is_repeated if is_repeated is not None else field.label == field.LABEL_REPEATED
 
 

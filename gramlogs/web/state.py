@@ -19,4 +19,6 @@ class AppState:
 
 
 def app_state(request: Request) -> AppState:
-    return request.app.state.gramlogs
+    # Starlette's State is untyped; the lifespan (app.py) sets this attribute to an AppState.
+    state: AppState = request.app.state.gramlogs
+    return state
