@@ -38,10 +38,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
-# The full scale suite (issue 5): seeds 1M and 10M rows once (cached in benchmarks/.cache),
-# installs wrk from Debian's packages when missing, writes benchmarks/RESULTS.md and the plot.
-# `make bench BENCH_ARGS="--sizes 1m"` for a shorter run; `python -m benchmarks.paging` for
-# issue 2's paging benchmark.
+# The full scale suite: seeds 1M and 10M rows once (cached in benchmarks/.cache), installs wrk
+# from Debian's packages when missing, writes benchmarks/RESULTS.md and the plot.
+# `make bench BENCH_ARGS="--sizes 1m"` for a shorter run; `python -m benchmarks.paging` for the
+# keyset paging benchmark. The other benchmarks and their figures: docs/benchmarks.md.
 BENCH_ARGS ?=
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.suite --profile --out benchmarks/RESULTS.md \

@@ -1,4 +1,4 @@
-"""Keyset paging end to end (issue 2): is a deep page as fast as the first, and how much does
+"""Keyset paging end to end: is a deep page as fast as the first, and how much does
 the HTTP layer add to the query?
 
 Seeds 1M rows across 20 projects (cached), then for per_page 20 and 100, the first page and a

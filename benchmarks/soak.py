@@ -205,7 +205,8 @@ def read_paths(k: int) -> str:
 
     In ``batch_body`` a line's function and word both follow ``number + i``, so "timeout" lines
     belong to two functions of the eight only: three keyword reads in four ask a function that
-    has none of a word frequent in its project (the costly case; see README "Soak").
+    has none of a word frequent in its project (the costly case: docs/keyword-search.md, "Limits";
+    figures in benchmarks/soak.md).
     """
     function = FUNCTIONS[k % len(FUNCTIONS)]
     return (

@@ -1,4 +1,4 @@
-"""The scale suite (issue 5): latency of every kind of page at 1M and 10M rows, against the
+"""The scale suite: latency of every kind of page at 1M and 10M rows, against the
 direct SQL floor and OFFSET pagination, throughput under wrk, the server's peak memory.
 
 Datasets: 100 projects, one hot project with 20% of the rows, 30 days ending at seeding time
