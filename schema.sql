@@ -69,7 +69,7 @@ CREATE INDEX IF NOT EXISTS logs_instance ON logs (project_id, instance, id);
 CREATE INDEX IF NOT EXISTS logs_level ON logs (project_id, level, id);
 CREATE INDEX IF NOT EXISTS logs_source ON logs (project_id, source, id);
 
--- == Partitioning and retention (issue 5) ==================================================
+-- == Partitioning and retention ============================================================
 -- logs is partitioned by id range, i.e. by time. Two catch-all partitions cover every id from
 -- the start: logs_past [MINVALUE, B) and logs_future [B, MAXVALUE), so an insert can never miss a
 -- partition. gramlogs/partitions.py then keeps daily partitions (logs_pYYYYMMDD) between them,
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS logs_future PARTITION OF logs
 ALTER TABLE projects ADD COLUMN IF NOT EXISTS retention_days integer
     CHECK (retention_days BETWEEN 1 AND 36500);
 
--- ---- Keyword search and the Poly dialect (issue 4) -------------------------------------------
+-- ---- Keyword search and the Poly dialect ---------------------------------------------------
 -- `keyword` is a case-insensitive substring of message or raw_log (ILIKE with %, _ and \
 -- escaped). A trigram GIN index answers it without reading every line of the project; see
 -- store.py for how a page chooses between it and the ordered (project_id, id) scans above.

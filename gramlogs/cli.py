@@ -26,7 +26,14 @@ import asyncpg
 
 from gramlogs import __version__
 from gramlogs.core import ids
-from gramlogs.core.config import SETTINGS, Config, ConfigError, Setting, settings_table
+from gramlogs.core.config import (
+    SETTINGS,
+    Config,
+    ConfigError,
+    Setting,
+    settings_environment,
+    settings_table,
+)
 from gramlogs.core.keys import Scope
 from gramlogs.storage import demo, functions, maintenance, partitions, schema, tenants
 from gramlogs.storage.database import resolve_url
@@ -123,11 +130,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # handlers (the embedded PostgreSQL's stop) run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if config.workers > 1:
-        # Workers are fresh processes that read their settings from the environment.
-        os.environ["GRAMLOGS_DATABASE_URL"] = url
+        # Workers are fresh processes that read their settings from the environment: every
+        # setting as resolved here (flags included) goes there.
+        os.environ.update(settings_environment(served))
         with tempfile.TemporaryDirectory(prefix="gramlogs-metrics-") as metrics_dir:
             # prometheus-client's multiprocess mode: each worker writes its samples here and
-            # /metrics sums them (gramlogs/metrics.py). Must be set before workers import it.
+            # /metrics sums them (gramlogs/core/metrics.py). Must be set before workers import it.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
             uvicorn.run(
                 "gramlogs.web.app:create_app", factory=True, workers=config.workers, **options

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gramlogs.core.config import Config, ConfigError
+from gramlogs.core.config import Config, ConfigError, settings_environment
 
 
 def test_defaults_leave_rate_limiting_off_and_the_access_log_on():
@@ -47,3 +49,12 @@ def test_rate_limit_takes_fractions():
 def test_bad_values_fail_at_start_naming_the_variable(env, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         Config.load(env)
+
+
+def test_settings_travel_through_the_environment_unchanged() -> None:
+    """What `serve --workers N` hands its workers: every setting, flags included."""
+    config = Config.load(
+        environ={},
+        overrides={"rate_limit": 2.5, "access_log": False, "port": 9999, "data_dir": Path("/x")},
+    )
+    assert Config.load(environ=settings_environment(config)) == config

@@ -281,7 +281,7 @@ async def test_id_that_does_not_match_its_timestamp_is_refused(client, tenant, f
             f"nothing was stored: 1 invalid entry: entries[1].id: {log_id} does not match the"
             " entry's timestamp 2025-01-01T00:00:00.001000+00:00: its first 64 bits must be"
             f" {ids.id_prefix(datetime(2025, 1, 1, 0, 0, 0, 1000, tzinfo=UTC)):016x}"
-            " (see the README, Ingestion)"
+            " (see docs/ingestion.md, 'Ids and retries')"
         ),
     )
     assert await count_rows(pool, tenant) == 0

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "Config", "ConfigError", "Setting", "settings_table"]
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Setting",
+    "settings_environment",
+    "settings_table",
+]
 
 
 class ConfigError(ValueError):
@@ -56,7 +63,7 @@ class Config:
         2000, "longest wait for a pooled connection before a 503", minimum=1
     )
     log_level: str = _setting("info", "debug, info, warning or error")
-    # -- operation (README, "Running it in production") --
+    # -- operation (docs/operations.md) --
     access_log: bool = _setting(True, "one JSON line per request on stdout")
     rate_limit: float = _setting(
         0.0, "requests per second per API key and worker; 0 is off", minimum=0
@@ -158,6 +165,16 @@ def _convert(setting: Setting, raw: str) -> Any:
         return setting.type(raw)
     except ValueError:
         raise ConfigError(f"{setting.env}={raw!r} is not a valid {setting.type.__name__}") from None
+
+
+def settings_environment(config: Config) -> dict[str, str]:
+    """``config`` as ``GRAMLOGS_*`` variables that :meth:`Config.load` reads back equal."""
+    env = {}
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if value is not None:
+            env[setting.env] = ("1" if value else "0") if setting.type is bool else str(value)
+    return env
 
 
 def settings_table() -> str:

@@ -113,7 +113,8 @@ def timestamp_of(log_id: uuid.UUID) -> datetime:
 
 
 def matches_timestamp(log_id: uuid.UUID, ts: datetime) -> bool:
-    """Whether a client-supplied id is consistent with its entry's timestamp (see README)."""
+    """Whether a client-supplied id is consistent with its entry's timestamp (see
+    docs/ingestion.md, "Ids and retries")."""
     return (log_id.int >> 64) == id_prefix(ts) and (log_id.int >> 62) & 0b11 == 0b10
 
 

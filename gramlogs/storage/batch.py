@@ -196,7 +196,7 @@ class BatchBuilder:
             raise EntryError(
                 "id",
                 f"{log_id} does not match the entry's timestamp {timestamp.isoformat()}: its first"
-                f" 64 bits must be {prefix:016x} (see the README, Ingestion)",
+                f" 64 bits must be {prefix:016x} (see docs/ingestion.md, 'Ids and retries')",
             )
         self.rows.append(
             (

@@ -58,7 +58,7 @@ class Pagination(msgspec.Struct, kw_only=True, omit_defaults=True):
     per_page: int
     has_next_page: bool
     next_page_cursor: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
-    # Extension: turn around from this page (see README, "Paging").
+    # Extension: turn around from this page (see docs/gram-api.md, "Paging").
     has_prev_page: bool
     prev_page_cursor: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
 
@@ -118,7 +118,7 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         equals["level"] = parse_enum("level", v, LEVELS)
     if (v := get("source")) is not None:
         equals["source"] = parse_enum("source", v, SOURCES)
-    # Extension: unknown to Gram's clients, harmless to them (see README, "Keyword search").
+    # Extension: unknown to Gram's clients, harmless to them (see docs/keyword-search.md).
     keyword = parse_text("keyword", v) if (v := get("keyword")) is not None else None
     cursor = parse_uuid("cursor", v) if (v := get("cursor")) is not None else None
     per_page = DEFAULT_PER_PAGE

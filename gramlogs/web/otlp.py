@@ -3,10 +3,10 @@
 Both OTLP encodings decode into the generated protobuf classes of ``opentelemetry-proto``
 (binary with ``FromString``; JSON with ``json_format`` after turning the hex trace and span ids
 that OTLP/JSON uses into the base64 that protobuf's JSON mapping expects), then map to the same
-rows as ``POST /rpc/logs.ingest`` (README, "OpenTelemetry"). Records that cannot be stored are
-counted in the reply's ``partial_success`` and the others are stored, as the OTLP specification
-asks; a request none of whose records is valid is a 400, so that a misconfigured exporter logs
-an error instead of silently losing everything.
+rows as ``POST /rpc/logs.ingest`` (docs/ingestion.md, "POST /v1/logs"). Records that cannot be
+stored are counted in the reply's ``partial_success`` and the others are stored, as the OTLP
+specification asks; a request none of whose records is valid is a 400, so that a misconfigured
+exporter logs an error instead of silently losing everything.
 """
 
 from __future__ import annotations

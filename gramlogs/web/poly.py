@@ -3,7 +3,7 @@
 ``GET|DELETE /functions/server/{id}/logs`` serves a function's execution logs (the lines the
 function itself emitted: sources ``function``, ``stdout`` and ``stderr``);
 ``/functions/server/{id}/system-logs`` adds the ``server`` (platform, container) lines.
-Choices the PolyAPI documentation leaves open are written down in the README ("PolyAPI").
+Choices the PolyAPI documentation leaves open are written down in docs/poly-api.md.
 """
 
 from __future__ import annotations
