@@ -212,8 +212,8 @@ async def test_project_of_another_organization_is_403(client: httpx.AsyncClient,
 
 
 async def test_key_bound_to_another_project_is_403(client: httpx.AsyncClient, pool, make_tenant):
-    from gramlogs.storage import tenants
     from gramlogs.core.keys import Scope
+    from gramlogs.storage import tenants
 
     tenant = await make_tenant("first")
     async with pool.acquire() as conn:
