@@ -5,9 +5,11 @@ routes, wrong methods, rate limiting, a database that is down)."""
 from __future__ import annotations
 
 import json
+from typing import Annotated, Any
 
 import httpx
 import jsonschema_rs
+import msgspec
 import pytest
 import schemathesis
 from _support import app_client
@@ -21,8 +23,9 @@ from schemathesis.specs.openapi.checks import (
 # The OpenAPI 3.0 meta-schema (from OAI/OpenAPI-Specification), as schemathesis ships it.
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
-from gramlogs.core.errors import GramlogsError
-from gramlogs.web import openapi, otlp, params, poly
+from gramlogs.core import errors
+from gramlogs.core.errors import ErrorBody, GramlogsError
+from gramlogs.web import gram, ingest, openapi, otlp, params, poly
 from gramlogs.web.ingest import NDJSON_TYPES
 from testkit.ports import free_port
 
@@ -227,6 +230,136 @@ def test_every_error_class_is_documented_with_its_status_and_name():
     assert "Retry-After" in by_status[429]["headers"]
     assert "Retry-After" in by_status[503]["headers"]
     assert "Allow" in by_status[405]["headers"]
+
+
+def _encoded_fields(struct: type[msgspec.Struct]) -> tuple[list[str], list[str]]:
+    """The names a Struct's fields have on the wire (rename applied), and the required ones."""
+    fields = msgspec.structs.fields(struct)
+    return [f.encode_name for f in fields], [f.encode_name for f in fields if f.required]
+
+
+async def test_served_schemas_have_each_wire_structs_fields_and_required_ones(
+    client: httpx.AsyncClient,
+):
+    served = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    assert len(set(openapi.WIRE_STRUCTS.values())) == len(openapi.WIRE_STRUCTS)
+    for struct, name in openapi.WIRE_STRUCTS.items():
+        names, required = _encoded_fields(struct)
+        assert list(served[name]["properties"]) == names, name
+        assert served[name].get("required", []) == required, name
+
+
+def test_every_public_struct_of_the_wire_modules_is_a_wire_struct():
+    found = {
+        value
+        for module in (gram, ingest, poly, errors)
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, msgspec.Struct)
+        and value.__module__ == module.__name__
+        and not value.__name__.startswith("_")
+    }
+    assert found == set(openapi.WIRE_STRUCTS)
+
+
+def test_the_struct_schemas_are_generated_from_the_structs():
+    schemas = openapi.DOCUMENT["components"]["schemas"]
+    generated = openapi.struct_schemas(openapi.WIRE_STRUCTS)
+    assert {name: schemas[name] for name in generated} == generated
+    assert list(generated) == list(openapi.WIRE_STRUCTS.values())
+
+    # A field added to a Struct is in its schema, with what its Meta says.
+    class GrownError(ErrorBody):
+        hint: Annotated[str, msgspec.Meta(description="What to try next", examples=["later"])]
+        retries: int = 0
+
+    grown = {GrownError if s is ErrorBody else s: n for s, n in openapi.WIRE_STRUCTS.items()}
+    error = openapi.struct_schemas(grown)["Error"]
+    assert error["properties"]["hint"] == {
+        "type": "string",
+        "description": "What to try next",
+        "example": "later",
+    }
+    assert error["properties"]["retries"] == {"type": "integer", "default": 0}
+    assert error["required"] == [*schemas["Error"]["required"], "hint"]
+    assert {k: v for k, v in error["properties"].items() if k not in ("hint", "retries")} == (
+        schemas["Error"]["properties"]
+    )
+
+
+def test_a_struct_held_by_a_wire_struct_must_be_named():
+    with pytest.raises(ValueError, match=r"LogEntry.*Pagination"):
+        openapi.struct_schemas({gram.ListResult: "ListToolExecutionLogsResult"})
+
+
+def _subschemas(schema: Any) -> list[dict]:
+    if isinstance(schema, list):
+        return [s for item in schema for s in _subschemas(item)]
+    if not isinstance(schema, dict):
+        return []
+    found = [schema]
+    for key, value in schema.items():
+        if key == "properties":
+            found += [s for v in value.values() for s in _subschemas(v)]
+        elif key in ("items", "additionalProperties", "not", "anyOf", "allOf", "oneOf"):
+            found += _subschemas(value)
+    return found
+
+
+# What msgspec writes and OpenAPI 3.0 lacks or reads otherwise, in Structs of each kind.
+class _Inner(msgspec.Struct, tag="inner"):
+    n: Annotated[int, msgspec.Meta(gt=0)]
+
+
+class _Outer(msgspec.Struct, kw_only=True):
+    """Wrapped
+    docstring.
+
+    Second paragraph."""
+
+    inner: Annotated[_Inner | None, msgspec.Meta(description="maybe")] = None
+    described: Annotated[_Inner, msgspec.Meta(description="an inner")]
+    when: Annotated[str | None, msgspec.Meta(examples=["x", "y"])] = None
+
+
+def test_struct_schemas_are_openapi_3_0_not_json_schema_2020():
+    schemas = openapi.struct_schemas({_Outer: "Out", _Inner: "In"})
+    assert schemas["Out"]["description"] == "Wrapped docstring.\n\nSecond paragraph."
+    assert "title" not in schemas["Out"]
+    ref = {"$ref": "#/components/schemas/In"}
+    assert schemas["Out"]["properties"] == {
+        "inner": {"type": "object", "allOf": [ref], "description": "maybe", "nullable": True},
+        "described": {"allOf": [ref], "description": "an inner"},
+        "when": {"type": "string", "example": "x", "nullable": True},
+    }
+    assert schemas["Out"]["required"] == ["described"]
+    assert schemas["In"]["properties"]["n"] == {
+        "type": "integer",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+    }
+    document = {
+        "openapi": "3.0.3",
+        "info": {"title": "t", "version": "1"},
+        "paths": {},
+        "components": {"schemas": schemas},
+    }
+    assert list(OPENAPI_30_VALIDATOR.iter_errors(document)) == []
+    # And the document's own: no null type, const, examples or $ref with siblings anywhere.
+    for schema in _subschemas(list(openapi.DOCUMENT["components"]["schemas"].values())):
+        assert schema.get("type") != "null" and not isinstance(schema.get("type"), list)
+        assert "const" not in schema and "examples" not in schema and "title" not in schema
+        assert "$ref" not in schema or len(schema) == 1, schema
+        if schema.get("nullable"):
+            assert "type" in schema, schema
+
+
+def test_a_union_3_0_cannot_make_nullable_is_refused():
+    class Either(msgspec.Struct):
+        value: int | str | None = None
+
+    with pytest.raises(ValueError, match="nullable"):
+        openapi.struct_schemas({Either: "Either"})
 
 
 async def test_openapi_json_serves_the_document(client: httpx.AsyncClient):

@@ -34,19 +34,39 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
 
 class ErrorBody(msgspec.Struct):
-    """Goa's ServiceError as Gram serialises it."""
+    """Goa's ServiceError, the body of every error response"""
 
-    name: str
-    id: str
-    message: str
-    temporary: bool = False
-    timeout: bool = False
-    fault: bool = False
+    # As Gram serialises it: every field always written (so required in /openapi.json).
+    name: Annotated[
+        str,
+        Meta(description="Name is the name of this class of errors.", examples=["invalid_range"]),
+    ]
+    id: Annotated[
+        str,
+        Meta(
+            description="ID is a unique identifier for this particular occurrence of the problem "
+            "(also the X-Request-Id header and the access-log line's id).",
+            examples=["8KEwa3vdiwW-"],
+        ),
+    ]
+    message: Annotated[
+        str,
+        Meta(
+            description="Message is a human-readable explanation specific to this occurrence of "
+            "the problem.",
+            examples=["per_page must be lesser or equal than 100 but got value 101"],
+        ),
+    ]
+    temporary: Annotated[bool, Meta(description="Is the error temporary?")]
+    timeout: Annotated[bool, Meta(description="Is the error a timeout?")]
+    fault: Annotated[bool, Meta(description="Is the error a server-side fault?")]
 
 
 class GramlogsError(Exception):

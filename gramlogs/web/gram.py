@@ -9,8 +9,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated, TypeAlias, TypeVar
 
 import msgspec
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -40,32 +42,92 @@ DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
 
 
+# What /openapi.json says of each field: openapi.py generates the schemas from these Structs.
+_T = TypeVar("_T")
+# A field that Gram's schema does not require though gramlogs always writes it: UNSET is its
+# default (render never leaves it so), which keeps it optional in /openapi.json, as in Gram's.
+GramOptional: TypeAlias = _T | msgspec.UnsetType
+_DATE_TIME = {"format": "date-time"}
+_EXTENSION = {"x-gramlogs-extension": True}  # not in Gram's schema
+
+
 class LogEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
-    id: uuid.UUID
-    timestamp: datetime
-    instance: str
-    level: str
-    source: str
-    raw_log: str
-    message: str | msgspec.UnsetType = msgspec.UNSET
-    attributes: str
-    project_id: uuid.UUID
-    deployment_id: uuid.UUID
-    function_id: uuid.UUID
+    """Structured log entry from a tool execution"""
+
+    id: Annotated[uuid.UUID, Meta(description="Log entry ID (a UUIDv7 that is its position)")]
+    timestamp: Annotated[
+        datetime,
+        Meta(description="Timestamp of the log entry (UTC, Z)", extra_json_schema=_DATE_TIME),
+    ]
+    instance: Annotated[str, Meta(description="Instance identifier")]
+    level: Annotated[str, Meta(description="Log level")]
+    source: Annotated[str, Meta(description="Log source")]
+    raw_log: Annotated[str, Meta(description="Raw log message")]
+    message: (
+        Annotated[
+            str, Meta(description="Parsed log message; absent (never null) when there is none")
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    attributes: GramOptional[Annotated[str, Meta(description="JSON-encoded log attributes")]] = (
+        msgspec.UNSET
+    )
+    project_id: Annotated[uuid.UUID, Meta(description="Project UUID")]
+    deployment_id: Annotated[uuid.UUID, Meta(description="Deployment UUID")]
+    function_id: Annotated[uuid.UUID, Meta(description="Function UUID")]
 
 
 class Pagination(msgspec.Struct, kw_only=True, omit_defaults=True):
-    per_page: int
-    has_next_page: bool
-    next_page_cursor: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+    """Pagination metadata for list responses"""
+
+    per_page: GramOptional[
+        Annotated[
+            int, Meta(description="Number of items per page", extra_json_schema={"format": "int64"})
+        ]
+    ] = msgspec.UNSET
+    has_next_page: GramOptional[
+        Annotated[bool, Meta(description="Whether there is a next page")]
+    ] = msgspec.UNSET
+    next_page_cursor: (
+        Annotated[
+            uuid.UUID,
+            Meta(
+                description="Cursor for next page, in the requested direction; absent when "
+                "there is none"
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
     # Extension: turn around from this page (see docs/gram-api.md, "Paging").
-    has_prev_page: bool
-    prev_page_cursor: uuid.UUID | msgspec.UnsetType = msgspec.UNSET
+    has_prev_page: GramOptional[
+        Annotated[
+            bool,
+            Meta(
+                description="Whether there are rows on the other side of this page",
+                extra_json_schema=_EXTENSION,
+            ),
+        ]
+    ] = msgspec.UNSET
+    prev_page_cursor: (
+        Annotated[
+            uuid.UUID,
+            Meta(
+                description="Cursor that turns around: sent with the opposite direction, it "
+                "gives the rows on the other side of this page",
+                extra_json_schema=_EXTENSION,
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
 
 
 class ListResult(msgspec.Struct):
-    logs: list[LogEntry]
-    pagination: Pagination
+    """Result of listing tool execution logs"""
+
+    logs: GramOptional[
+        Annotated[list[LogEntry], Meta(description="List of tool execution logs")]
+    ] = msgspec.UNSET
+    pagination: GramOptional[Pagination] = msgspec.UNSET
 
 
 _encoder = msgspec.json.Encoder()

@@ -11,9 +11,10 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -39,7 +40,7 @@ from gramlogs.storage.batch import (
 from gramlogs.storage.functions import disabled_among
 from gramlogs.storage.writer import Row, store_batch
 from gramlogs.web.body import media_type, read_body
-from gramlogs.web.params import gram_credentials
+from gramlogs.web.params import NO_NUL, gram_credentials
 from gramlogs.web.state import app_state
 
 __all__ = [
@@ -58,22 +59,98 @@ JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
-class WireEntry(msgspec.Struct):
-    """One log entry as a client sends it; unknown fields are ignored."""
+def _any_case(words: Iterable[str]) -> str:
+    """A pattern of ``words`` in any letter case, with blanks around: what batch accepts."""
+    alternatives = "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words
+    )
+    return f"^\\s*({alternatives})\\s*$"
 
-    raw_log: str
+
+def _text(description: str, max_bytes: int) -> Meta:
+    # Descriptive only (check_text refuses NUL and long text, naming the field): a Meta
+    # constraint would validate while decoding, with msgspec's message and in characters.
+    return Meta(
+        description=description, extra_json_schema={"maxLength": max_bytes, "pattern": NO_NUL}
+    )
+
+
+def _uuid_text(description: str) -> Meta:
+    return Meta(description=description, extra_json_schema={"format": "uuid"})
+
+
+class WireEntry(msgspec.Struct):
+    """One log entry of a batch (POST /rpc/logs.ingest). Unknown fields are ignored. No string
+    may contain a NUL character (400 naming the field)."""
+
+    # Every Meta here only describes (for /openapi.json); _add_entry and BatchBuilder check.
+    raw_log: Annotated[
+        str,
+        _text(
+            f"The line as emitted; at most {MAX_RAW_LOG_BYTES} bytes of UTF-8 (longer lines are "
+            "refused, not cut)",
+            MAX_RAW_LOG_BYTES,
+        ),
+    ]
     # uuids as text, checked by BatchBuilder.uuid: a batch names few distinct functions and
     # deployments, so checking each distinct text once beats making a uuid.UUID per entry.
-    function_id: str
-    deployment_id: str
-    timestamp: str | None = None
-    instance: str | None = None
-    level: str | None = None
-    source: str | None = None
-    message: str | None = None
-    attributes: dict[str, Any] | None = None
-    execution_id: str | None = None
-    id: uuid.UUID | None = None
+    function_id: Annotated[str, _uuid_text("Function UUID (8-4-4-4-12, any case)")]
+    deployment_id: Annotated[str, _uuid_text("Deployment UUID (8-4-4-4-12, any case)")]
+    # null means "not given", as absent does.
+    timestamp: Annotated[
+        str | None,
+        Meta(
+            description="RFC 3339 with an offset, within 1970-01-01T00:00:00Z .. "
+            "2100-01-01T00:00:00Z; digits past the microsecond are dropped. Default: the time "
+            "in id when given, else the time the batch arrived",
+            extra_json_schema={"format": "date-time"},
+        ),
+    ] = None
+    instance: Annotated[
+        str | None,
+        _text(
+            f"Instance identifier; at most {MAX_NAME_BYTES} bytes. Default empty", MAX_NAME_BYTES
+        ),
+    ] = None
+    level: Annotated[
+        str | None,
+        Meta(
+            description="debug, info, warn or error, in any case, or an alias: "
+            + ", ".join(f"{k} ({v})" for k, v in LEVEL_ALIASES.items() if k != v)
+            + ". Default info",
+            extra_json_schema={"pattern": _any_case(LEVEL_ALIASES)},
+        ),
+    ] = None
+    source: Annotated[
+        str | None,
+        Meta(
+            description=f"One of {', '.join(SOURCES)}, in any case. Default function",
+            extra_json_schema={"pattern": _any_case(SOURCES)},
+        ),
+    ] = None
+    message: Annotated[
+        str | None,
+        _text(f"Parsed log message; at most {MAX_MESSAGE_BYTES} bytes", MAX_MESSAGE_BYTES),
+    ] = None
+    attributes: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="Log attributes, stored as jsonb (key order, spacing and number "
+            "spelling are normalised)"
+        ),
+    ] = None
+    execution_id: Annotated[
+        str | None,
+        _text(f"Execution identifier; at most {MAX_NAME_BYTES} bytes", MAX_NAME_BYTES),
+    ] = None
+    id: Annotated[
+        uuid.UUID | None,
+        Meta(
+            description="The entry's own id, for idempotent retries: a UUIDv7 whose first 64 "
+            "bits are its timestamp to the microsecond (docs/ingestion.md, Ids and retries),"
+            " else a 400"
+        ),
+    ] = None
 
 
 class _WireBatch(msgspec.Struct):
@@ -84,9 +161,13 @@ class _RawBatch(msgspec.Struct):
     logs: list[msgspec.Raw]
 
 
-class IngestResult(msgspec.Struct):
-    stored: int
-    duplicates: int
+class IngestResult(msgspec.Struct, forbid_unknown_fields=True):
+    """The batch is committed: stored rows were new; duplicates had an id that was already
+    stored (by an earlier send, or earlier in the batch)"""
+
+    # Only encoded: forbid_unknown_fields and ge=0 check nothing, they say so in /openapi.json.
+    stored: Annotated[int, Meta(ge=0)]
+    duplicates: Annotated[int, Meta(ge=0)]
 
 
 _batch_decoder = msgspec.json.Decoder(list[WireEntry] | _WireBatch)

@@ -5,7 +5,8 @@ For ``listToolExecutionLogs`` it follows Gram's published operation (the Goa des
 names, types, formats, enums, defaults and bounds, the same schema names
 (``ListToolExecutionLogsResult``, ``ToolExecutionLog``, ``PaginationResponse``, ``Error``) with
 the same required fields, and the same security scheme names. What gramlogs adds is marked
-``x-gramlogs-extension: true``; README ("The OpenAPI document") lists every difference and why.
+``x-gramlogs-extension: true``; docs/openapi.md ("How it compares with Gram's") lists every
+difference and why.
 
 Every response the server can give is described, errors included: each error status names the
 Goa error ``name``s it can carry (taken from the class tree in ``errors.py``, so the two cannot
@@ -14,12 +15,18 @@ drift apart) and the headers it always has (``X-Request-Id`` on every response, 
 have (405) belong to no operation; they are in ``components.responses``, listed under the
 document's ``x-gramlogs-any-route``.
 
+The schemas of the bodies that msgspec encodes and decodes are generated from the Structs
+themselves (:data:`WIRE_STRUCTS`, :func:`struct_schemas`), so a field added to one is in the
+document at once; descriptions, formats and examples are ``msgspec.Meta`` on the Structs' fields.
+
 The dict is built once at import and encoded once; :func:`endpoint` serves the bytes. To add an
 endpoint, write a function that returns its path item and add one line to :func:`_paths`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -27,34 +34,118 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs import __version__
-from gramlogs.core.errors import GramlogsError
-from gramlogs.storage import batch
+from gramlogs.core.errors import ErrorBody, GramlogsError
 from gramlogs.web import gram, ingest, otlp, params, poly
 
-__all__ = ["DOCUMENT", "ERROR_RESPONSES", "build", "endpoint"]
+__all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
 Json = dict[str, Any]
 
 EXTENSION = "x-gramlogs-extension"
-_ERROR = {"$ref": "#/components/schemas/Error"}
 _UUID = {"type": "string", "format": "uuid"}
 _DATE_TIME = {"type": "string", "format": "date-time"}
 # PostgreSQL text cannot hold NUL, so every string stored or compared with stored text refuses
-# it (400 invalid_format, naming the parameter or field). Saying so in the schema keeps a
-# generator of valid requests from sending one and a fuzzer from counting the 400 as a fault.
-NO_NUL = "^[^\\u0000]*$"
+# it (400 invalid_format, naming the parameter or field).
+NO_NUL = params.NO_NUL
 
 
 def _text(**bounds: int) -> Json:
     return {"type": "string", "pattern": NO_NUL, **bounds}
 
 
-def _any_case(words: Any) -> str:
-    """A pattern of ``words`` in any letter case, with blanks around: what batch accepts."""
-    alternatives = "|".join(
-        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in w) for w in words
-    )
-    return f"^\\s*({alternatives})\\s*$"
+# -- Schemas of the bodies msgspec encodes and decodes ----------------------------------------
+
+# Every Struct that is a body on the wire, or part of one, with the name of its component in
+# components.schemas (Gram's names for Gram's schemas). Their schemas are generated from the
+# Structs (struct_schemas): a field added to a Struct is in the document at once.
+WIRE_STRUCTS: dict[type[msgspec.Struct], str] = {
+    # Gram dialect: the list response and the error body of every response
+    gram.ListResult: "ListToolExecutionLogsResult",
+    gram.LogEntry: "ToolExecutionLog",
+    gram.Pagination: "PaginationResponse",
+    ErrorBody: "Error",
+    # Ingestion
+    ingest.WireEntry: "IngestLogEntry",
+    ingest.IngestResult: "IngestResult",
+    # Poly dialect
+    poly.PolyLogs: "PolyLogs",
+    poly.PolyLog: "PolyLog",
+    poly.Deleted: "PolyDeleted",
+}
+_SCHEMAS = "#/components/schemas/"
+# JSON Schema keywords that OpenAPI 3.0 does not have and that _openapi_30 does not convert.
+_UNSUPPORTED = {"prefixItems", "propertyNames", "contentEncoding", "$defs", "dependentRequired"}
+
+
+def struct_schemas(structs: Mapping[type[msgspec.Struct], str]) -> Json:
+    """components.schemas for ``structs`` (each Struct with its component's name): msgspec's
+    JSON Schema, made OpenAPI 3.0.3. A Struct that one of them holds must be among them."""
+    refs, generated = msgspec.json.schema_components(structs, ref_template=_SCHEMAS + "{name}")
+    # msgspec names a component after its class; each Struct's own schema is a $ref to it.
+    names = {
+        ref["$ref"].removeprefix(_SCHEMAS): name
+        for ref, name in zip(refs, structs.values(), strict=True)
+    }
+    if unnamed := sorted(set(generated) - set(names)):
+        raise ValueError(f"Structs without a component name (add them to WIRE_STRUCTS): {unnamed}")
+    types = {names[key]: schema.get("type") for key, schema in generated.items()}
+    return {name: _openapi_30(generated[key], names, types) for key, name in names.items()}
+
+
+def _openapi_30(schema: Json, names: Mapping[str, str], types: Mapping[str, Any]) -> Json:
+    """A JSON Schema as msgspec writes it (2020-12) made an OpenAPI 3.0.3 Schema Object, with
+    each $ref renamed by ``names``; ``types`` is each component's type."""
+    out: Json = {}
+    for key, value in schema.items():
+        if key in _UNSUPPORTED:
+            raise ValueError(f"OpenAPI 3.0 has no {key!r}: {schema}")
+        if key == "properties":
+            out[key] = {field: _openapi_30(s, names, types) for field, s in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = _openapi_30(value, names, types)
+        elif key in ("anyOf", "allOf", "oneOf"):
+            out[key] = [_openapi_30(s, names, types) for s in value]
+        elif key == "$ref":
+            out[key] = _SCHEMAS + names[value.removeprefix(_SCHEMAS)]
+        elif key == "description":
+            # Docstrings are wrapped; CommonMark reads a single line break as a space anyway.
+            out[key] = re.sub(r"(?<!\n)\n(?!\n)", " ", value)
+        elif key == "examples":  # 3.0 has one example
+            out["example"] = value[0]
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):  # a bound, 3.0 a flag
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif (
+            (key == "title" and value in names)
+            or (key == "default" and value is None)
+            or (key == "required" and not value)
+        ):
+            # A title that is the Python class's name. A null default: null means "not given",
+            # which the field's description spells out. required: 3.0 wants one name or more.
+            continue
+        else:
+            out[key] = value
+    # T | None: 3.0 has no null type but nullable, which counts only beside a type.
+    variants = out.get("anyOf", [])
+    if {"type": "null"} in variants:
+        others = [v for v in variants if v != {"type": "null"}]
+        if len(others) != 1:
+            raise ValueError(f"OpenAPI 3.0 cannot make this union nullable: {schema}")
+        del out["anyOf"]
+        (other,) = others
+        if "$ref" in other:
+            other = {"type": types[other["$ref"].removeprefix(_SCHEMAS)], **other}
+        out = {**other, **out, "nullable": True}
+    # 3.0 ignores a $ref's siblings (a description, nullable): the $ref goes into an allOf.
+    if "$ref" in out and len(out) > 1:
+        out = {"allOf": [{"$ref": out.pop("$ref")}], **out}
+    return out
+
+
+def _schema(struct: type[msgspec.Struct]) -> Json:
+    return {"$ref": _SCHEMAS + WIRE_STRUCTS[struct]}
 
 
 # Each error status: the name of its component in components.responses, and why it happens.
@@ -115,7 +206,7 @@ def _error_response(status: int, names: list[str]) -> Json:
         # Goa's form ("bad_request: request is invalid"), with every name the status can carry.
         "description": f"{' | '.join(names)}: {ERROR_RESPONSES[status][1]}",
         "headers": headers,
-        "content": {"application/json": {"schema": _ERROR}},
+        "content": {"application/json": {"schema": _schema(ErrorBody)}},
         "x-gramlogs-error-names": names,
     }
 
@@ -224,7 +315,7 @@ def _list_tool_execution_logs() -> Json:
                     "Sort order of timestamp, then id",
                     {"type": "string", "enum": list(gram.SORTS), "default": "desc"},
                 ),
-                # Extension (gram.parse_list_query, params.parse_text): README "Keyword search".
+                # Extension (gram.parse_list_query, params.parse_text): docs/keyword-search.md.
                 _query(
                     "keyword",
                     "Case-insensitive substring of the message or the raw line; every character "
@@ -239,11 +330,7 @@ def _list_tool_execution_logs() -> Json:
             "responses": _responses(
                 _ok(
                     "OK response.",
-                    {
-                        "application/json": {
-                            "schema": _ref("schemas", "ListToolExecutionLogsResult")
-                        }
-                    },
+                    {"application/json": {"schema": _schema(gram.ListResult)}},
                 ),
                 400,
                 401,
@@ -255,107 +342,6 @@ def _list_tool_execution_logs() -> Json:
         }
     }
 
-
-_GRAM_SCHEMAS: Json = {
-    "ListToolExecutionLogsResult": {
-        "type": "object",
-        "description": "Result of listing tool execution logs",
-        "properties": {
-            "logs": {
-                "type": "array",
-                "description": "List of tool execution logs",
-                "items": _ref("schemas", "ToolExecutionLog"),
-            },
-            "pagination": _ref("schemas", "PaginationResponse"),
-        },
-    },
-    "ToolExecutionLog": {
-        "type": "object",
-        "description": "Structured log entry from a tool execution",
-        "properties": {
-            "id": {**_UUID, "description": "Log entry ID (a UUIDv7 that is its position)"},
-            "timestamp": {**_DATE_TIME, "description": "Timestamp of the log entry (UTC, Z)"},
-            "instance": {"type": "string", "description": "Instance identifier"},
-            "level": {"type": "string", "description": "Log level"},
-            "source": {"type": "string", "description": "Log source"},
-            "raw_log": {"type": "string", "description": "Raw log message"},
-            "message": {
-                "type": "string",
-                "description": "Parsed log message; absent (never null) when there is none",
-            },
-            "attributes": {"type": "string", "description": "JSON-encoded log attributes"},
-            "project_id": {**_UUID, "description": "Project UUID"},
-            "deployment_id": {**_UUID, "description": "Deployment UUID"},
-            "function_id": {**_UUID, "description": "Function UUID"},
-        },
-        "required": [
-            "id",
-            "timestamp",
-            "instance",
-            "level",
-            "source",
-            "raw_log",
-            "project_id",
-            "deployment_id",
-            "function_id",
-        ],
-    },
-    "PaginationResponse": {
-        "type": "object",
-        "description": "Pagination metadata for list responses",
-        "properties": {
-            "per_page": {
-                "type": "integer",
-                "format": "int64",
-                "description": "Number of items per page",
-            },
-            "has_next_page": {"type": "boolean", "description": "Whether there is a next page"},
-            "next_page_cursor": {
-                **_UUID,
-                "description": "Cursor for next page, in the requested direction; absent "
-                "when there is none",
-            },
-            "has_prev_page": {
-                "type": "boolean",
-                "description": "Whether there are rows on the other side of this page",
-                EXTENSION: True,
-            },
-            "prev_page_cursor": {
-                **_UUID,
-                "description": "Cursor that turns around: sent with the opposite direction, it "
-                "gives the rows on the other side of this page",
-                EXTENSION: True,
-            },
-        },
-    },
-    "Error": {
-        "type": "object",
-        "description": "Goa's ServiceError, the body of every error response",
-        "properties": {
-            "fault": {"type": "boolean", "description": "Is the error a server-side fault?"},
-            "id": {
-                "type": "string",
-                "description": "ID is a unique identifier for this particular occurrence of the "
-                "problem (also the X-Request-Id header and the access-log line's id).",
-                "example": "8KEwa3vdiwW-",
-            },
-            "message": {
-                "type": "string",
-                "description": "Message is a human-readable explanation specific to this "
-                "occurrence of the problem.",
-                "example": "per_page must be lesser or equal than 100 but got value 101",
-            },
-            "name": {
-                "type": "string",
-                "description": "Name is the name of this class of errors.",
-                "example": "invalid_range",
-            },
-            "temporary": {"type": "boolean", "description": "Is the error temporary?"},
-            "timeout": {"type": "boolean", "description": "Is the error a timeout?"},
-        },
-        "required": ["name", "id", "message", "temporary", "timeout", "fault"],
-    },
-}
 
 _GRAM_SECURITY_SCHEMES: Json = {
     "apikey_header_Gram-Key": {
@@ -383,7 +369,9 @@ _SECURITY_SCHEMES: Json = {
         EXTENSION: True,
     },
 }
-_GRAM_SECURITY = [{"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}]
+_GRAM_SECURITY: list[Json] = [
+    {"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}
+]
 
 # -- Ingestion (extension) ------------------------------------------------------------------
 # POST /rpc/logs.ingest (ingest.py, batch.py, body.py) and POST /v1/logs (otlp.py). Both need
@@ -401,84 +389,11 @@ _CONTENT_ENCODING = (
 )
 
 
-def _nullable(schema: Json, description: str) -> Json:
-    # Every optional field of WireEntry is `T | None`: null means "not given".
-    return {**schema, "nullable": True, "description": description}
-
-
-_INGEST_SCHEMAS: Json = {
-    # ingest.WireEntry, checked by ingest._add_entry and batch.BatchBuilder.
-    "IngestLogEntry": {
-        "type": "object",
-        "description": "One log entry of a batch (POST /rpc/logs.ingest). Unknown fields are "
-        "ignored. No string may contain a NUL character (400 naming the field).",
-        "properties": {
-            "raw_log": {
-                **_text(maxLength=batch.MAX_RAW_LOG_BYTES),
-                "description": f"The line as emitted; at most {batch.MAX_RAW_LOG_BYTES} bytes "
-                "of UTF-8 (longer lines are refused, not cut)",
-            },
-            "function_id": {**_UUID, "description": "Function UUID (8-4-4-4-12, any case)"},
-            "deployment_id": {**_UUID, "description": "Deployment UUID (8-4-4-4-12, any case)"},
-            "timestamp": _nullable(
-                _DATE_TIME,
-                "RFC 3339 with an offset, within 1970-01-01T00:00:00Z .. "
-                "2100-01-01T00:00:00Z; digits past the microsecond are dropped. Default: "
-                "the time in id when given, else the time the batch arrived",
-            ),
-            "level": _nullable(
-                {"type": "string", "pattern": _any_case(batch.LEVEL_ALIASES)},
-                "debug, info, warn or error, in any case, or an alias: "
-                + ", ".join(f"{k} ({v})" for k, v in batch.LEVEL_ALIASES.items() if k != v)
-                + ". Default info",
-            ),
-            "source": _nullable(
-                {"type": "string", "pattern": _any_case(batch.SOURCES)},
-                f"One of {', '.join(batch.SOURCES)}, in any case. Default function",
-            ),
-            "instance": _nullable(
-                _text(maxLength=batch.MAX_NAME_BYTES),
-                f"Instance identifier; at most {batch.MAX_NAME_BYTES} bytes. Default empty",
-            ),
-            "message": _nullable(
-                _text(maxLength=batch.MAX_MESSAGE_BYTES),
-                f"Parsed log message; at most {batch.MAX_MESSAGE_BYTES} bytes",
-            ),
-            "attributes": _nullable(
-                {"type": "object", "additionalProperties": True},
-                "Log attributes, stored as jsonb (key order, spacing and number spelling are "
-                "normalised)",
-            ),
-            "execution_id": _nullable(
-                _text(maxLength=batch.MAX_NAME_BYTES),
-                f"Execution identifier; at most {batch.MAX_NAME_BYTES} bytes",
-            ),
-            "id": _nullable(
-                _UUID,
-                "The entry's own id, for idempotent retries: a UUIDv7 whose first 64 bits are "
-                "its timestamp to the microsecond (README, Ingestion), else a 400",
-            ),
-        },
-        "required": ["raw_log", "function_id", "deployment_id"],
-    },
-    "IngestResult": {
-        "type": "object",
-        "description": "The batch is committed: stored rows were new; duplicates had an id "
-        "that was already stored (by an earlier send, or earlier in the batch)",
-        "properties": {
-            "stored": {"type": "integer", "minimum": 0},
-            "duplicates": {"type": "integer", "minimum": 0},
-        },
-        "required": ["stored", "duplicates"],
-        "additionalProperties": False,
-    },
-}
-
 _ENTRIES: Json = {
     "type": "array",
     "maxItems": ingest.MAX_ENTRIES,
     "description": f"At most {ingest.MAX_ENTRIES} entries (413 beyond)",
-    "items": _ref("schemas", "IngestLogEntry"),
+    "items": _schema(ingest.WireEntry),
 }
 
 
@@ -527,7 +442,7 @@ def _ingest() -> Json:
             "responses": _responses(
                 _ok(
                     "The batch is committed (durable).",
-                    {"application/json": {"schema": _ref("schemas", "IngestResult")}},
+                    {"application/json": {"schema": _schema(ingest.IngestResult)}},
                 ),
                 400,
                 401,
@@ -609,7 +524,7 @@ _OTLP_SCHEMAS: Json = {
             "ExportLogsServiceRequest": {
                 "type": "object",
                 "description": "OTLP/JSON ExportLogsServiceRequest, as far as gramlogs reads it "
-                "(README, OpenTelemetry: the mapping). Resource or record attributes "
+                "(docs/ingestion.md, Mapping). Resource or record attributes "
                 f"{otlp.FUNCTION_ID} and {otlp.DEPLOYMENT_ID} (uuid strings) are required per "
                 f"record; {otlp.EXECUTION_ID}, {otlp.SOURCE} and, on the resource, {otlp.INSTANCE} "
                 "are read too.",
@@ -746,47 +661,8 @@ def _otlp() -> Json:
 
 
 # -- Poly dialect (extension) ---------------------------------------------------------------
-# poly.py; README "PolyAPI dialect". Authorization: Bearer only; the function is found among
+# poly.py; docs/poly-api.md. Authorization: Bearer only; the function is found among
 # the projects the key may read (404 otherwise, whether or not it exists elsewhere).
-
-_POLY_SCHEMAS: Json = {
-    "PolyLogs": {
-        "type": "object",
-        "description": "A function's logs, newest first; none while its logs are disabled",
-        "properties": {
-            "logsEnabled": {"type": "boolean"},
-            "logs": {"type": "array", "items": _ref("schemas", "PolyLog")},
-        },
-        "required": ["logsEnabled", "logs"],
-        "additionalProperties": False,
-    },
-    "PolyLog": {
-        "type": "object",
-        "properties": {
-            "timestamp": {**_DATE_TIME, "description": "UTC, Z, to the microsecond"},
-            "value": {
-                "type": "string",
-                "description": "The message, or the raw line when the message is null or empty",
-            },
-            "level": {
-                "type": "string",
-                "enum": [level.upper() for level in gram.LEVELS],
-            },
-            "executionId": {
-                "type": "string",
-                "description": '"" when the line belongs to no execution',
-            },
-        },
-        "required": ["timestamp", "value", "level", "executionId"],
-        "additionalProperties": False,
-    },
-    "PolyDeleted": {
-        "type": "object",
-        "properties": {"deleted": {"type": "integer", "minimum": 0}},
-        "required": ["deleted"],
-        "additionalProperties": False,
-    },
-}
 
 
 def _poly(system: bool) -> Json:
@@ -798,7 +674,7 @@ def _poly(system: bool) -> Json:
     )
     name = "SystemLogs" if system else "FunctionLogs"
     text = params.MAX_TEXT_LENGTH
-    security = [{_BEARER_SCHEME: []}]
+    security: list[Json] = [{_BEARER_SCHEME: []}]
     return {
         "parameters": [
             {
@@ -851,7 +727,7 @@ def _poly(system: bool) -> Json:
                 ),
             ],
             "responses": _responses(
-                _ok("The logs.", {"application/json": {"schema": _ref("schemas", "PolyLogs")}}),
+                _ok("The logs.", {"application/json": {"schema": _schema(poly.PolyLogs)}}),
                 400,
                 401,
                 404,
@@ -870,7 +746,7 @@ def _poly(system: bool) -> Json:
             "responses": _responses(
                 _ok(
                     "How many lines were removed.",
-                    {"application/json": {"schema": _ref("schemas", "PolyDeleted")}},
+                    {"application/json": {"schema": _schema(poly.Deleted)}},
                 ),
                 400,
                 401,
@@ -992,7 +868,7 @@ def build() -> Json:
         ],
         "paths": _paths(),
         "components": {
-            "schemas": {**_GRAM_SCHEMAS, **_INGEST_SCHEMAS, **_OTLP_SCHEMAS, **_POLY_SCHEMAS},
+            "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLP_SCHEMAS},
             "responses": {
                 component: _error_response(status, names[status])
                 for status, (component, _) in sorted(ERROR_RESPONSES.items())

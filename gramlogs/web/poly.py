@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -23,6 +25,7 @@ from gramlogs.core.keys import Scope, bearer
 from gramlogs.storage import functions
 from gramlogs.storage.access import identify
 from gramlogs.storage.store import LogFilter, Page, PageRequest, fetch_page
+from gramlogs.web.gram import LEVELS
 from gramlogs.web.params import first_values, parse_int, parse_text, parse_uuid
 from gramlogs.web.state import app_state
 
@@ -46,21 +49,32 @@ MAX_LIMIT = 1000
 PARAMS = ("keyword", "lastHours", "lastDays", "limit", "executionId")
 
 
-class PolyLog(msgspec.Struct, rename="camel"):
-    timestamp: datetime
-    value: str
-    level: str
+_LEVELS = {"enum": [level.upper() for level in LEVELS]}
+
+
+# Only encoded: forbid_unknown_fields and ge=0 check nothing, they say so in /openapi.json.
+class PolyLog(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    timestamp: Annotated[
+        datetime,
+        Meta(description="UTC, Z, to the microsecond", extra_json_schema={"format": "date-time"}),
+    ]
+    value: Annotated[
+        str, Meta(description="The message, or the raw line when the message is null or empty")
+    ]
+    level: Annotated[str, Meta(extra_json_schema=_LEVELS)]
     # "" when the line belongs to no execution (server lines, mostly): Poly documents a string.
-    execution_id: str
+    execution_id: Annotated[str, Meta(description='"" when the line belongs to no execution')]
 
 
-class PolyLogs(msgspec.Struct, rename="camel"):
+class PolyLogs(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A function's logs, newest first; none while its logs are disabled"""
+
     logs_enabled: bool
     logs: list[PolyLog]
 
 
-class Deleted(msgspec.Struct):
-    deleted: int
+class Deleted(msgspec.Struct, forbid_unknown_fields=True):
+    deleted: Annotated[int, Meta(ge=0)]
 
 
 _encoder = msgspec.json.Encoder()
