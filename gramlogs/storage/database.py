@@ -6,6 +6,7 @@ asyncpg errors are translated here, once, by class; nothing above this module se
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 from gramlogs.core import metrics
 from gramlogs.core.config import Config
 from gramlogs.core.errors import BadRequest, Unavailable
-from gramlogs.storage import store
+from gramlogs.storage import citus, cluster, store
 from gramlogs.storage.embedded import embedded_url
 
 __all__ = ["Database", "resolve_url", "translate_errors"]
@@ -176,6 +177,8 @@ async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
         # gets the acquire limit: a database that does not answer is a fast 503, not a hang.
         timeout=max(config.acquire_timeout_ms / 1000, 0.5),
         reset=_keep_session,
+        # On a Citus coordinator, each new connection takes Citus's plan settings (citus.py).
+        init=citus.prepare_connection,
     )
 
 
@@ -188,7 +191,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 def resolve_url(config: Config) -> str:
-    """The configured database, or the embedded one when none is configured."""
+    """The configured database, or the embedded one (or local Citus cluster) when none is.
+
+    Nodes of the local cluster that this process starts are stopped when it exits.
+    """
     if config.database_url:
         return config.database_url
+    if config.local_citus_workers:
+        local = cluster.LocalCluster(config.data_dir / "citus", config.local_citus_workers)
+        atexit.register(local.stop_started)
+        return local.start()
     return embedded_url(config.data_dir)

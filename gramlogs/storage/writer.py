@@ -20,6 +20,7 @@ from typing import Final
 
 import asyncpg
 
+from gramlogs.storage import citus
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
@@ -51,7 +52,7 @@ _COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUM
 _CREATE_BUFFER = f"CREATE TEMPORARY TABLE {_BUFFER} (LIKE logs INCLUDING DEFAULTS) ON COMMIT DROP"
 _INSERT_NEW = (
     f"INSERT INTO logs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_BUFFER}"
-    " ORDER BY id ON CONFLICT (project_id, id) DO NOTHING"
+    " ORDER BY id ON CONFLICT (project_id, id) DO NOTHING RETURNING id"
 )
 
 
@@ -74,10 +75,14 @@ async def store_batch(
         return len(ordered), 0
     except asyncpg.UniqueViolationError:
         pass
+    except asyncpg.InternalServerError as exc:
+        if not citus.is_unique_violation(exc):
+            raise
     async with conn.transaction():
         await register_functions(conn, project_id, functions)
         await conn.execute(_CREATE_BUFFER)
         await conn.copy_records_to_table(_BUFFER, records=ordered, columns=COLUMNS)
-        status = await conn.execute(_INSERT_NEW)
-    stored = int(status.rsplit(" ", 1)[1])
+        # The rows returned, not the command tag: on Citus the tag of an INSERT ... SELECT
+        # counts the rows sent to the shards, conflicting ones included.
+        stored = len(await conn.fetch(_INSERT_NEW))
     return stored, len(ordered) - stored
