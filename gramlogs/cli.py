@@ -35,7 +35,7 @@ from gramlogs.core.config import (
     settings_table,
 )
 from gramlogs.core.keys import Scope
-from gramlogs.storage import demo, functions, maintenance, partitions, schema, tenants
+from gramlogs.storage import citus, demo, functions, maintenance, partitions, schema, tenants
 from gramlogs.storage.database import resolve_url
 from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
 
@@ -69,7 +69,7 @@ def _run(
             if prepare == "read":
                 await _require_schema(conn)
             else:
-                await schema.migrate(conn)
+                await _migrate(conn, config)
             if prepare == "logs":
                 await maintenance.ensure_partitions(conn, config)
             return await work(conn)
@@ -77,6 +77,13 @@ def _run(
             await conn.close()
 
     return asyncio.run(go())
+
+
+async def _migrate(conn: asyncpg.Connection, config: Config) -> None:
+    """Bring the schema up to date; on the local Citus cluster, distribute the tables too."""
+    await schema.migrate(conn)
+    if config.local_citus_workers and not config.database_url:
+        await citus.distribute(conn)
 
 
 async def _require_schema(conn: asyncpg.Connection) -> None:
@@ -111,17 +118,27 @@ def cmd_serve(args: argparse.Namespace) -> None:
     async def prepare() -> demo.Demo | None:
         conn = await asyncpg.connect(url)
         try:
-            await schema.migrate(conn)
+            await _migrate(conn, config)
             await maintenance.ensure_partitions(conn, config)
-            return await demo.ensure_demo(conn, config.data_dir.resolve()) if embedded else None
+            if not embedded:
+                return None
+            return await demo.ensure_demo(conn, _demo_dir(config))
         finally:
             await conn.close()
 
     shown = asyncio.run(prepare())
     base = f"http://{config.host}:{config.port}"
     if shown is not None:
-        print(f"gramlogs {__version__}: embedded PostgreSQL in {config.data_dir.resolve()}")
+        where = _demo_dir(config)
+        kind = (
+            f"a local Citus cluster (coordinator and {config.local_citus_workers} workers)"
+            if config.local_citus_workers
+            else "embedded PostgreSQL"
+        )
+        print(f"gramlogs {__version__}: {kind} in {where}")
         print(demo.banner(shown, base), flush=True)
+        if config.local_citus_workers:
+            print(f"coordinator: {url}", flush=True)
     print(f"Serving on {base} ({config.workers} worker(s)); Ctrl-C stops.", flush=True)
     served = dataclasses.replace(config, database_url=url)
     options = uvicorn_options(served)
@@ -144,6 +161,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from gramlogs.web.app import create_app
 
         uvicorn.run(create_app(served), **options)
+
+
+def _demo_dir(config: Config) -> Path:
+    """Where the demo keeps its keys: beside the database it made them in."""
+    root = config.data_dir.resolve()
+    return root / "citus" if config.local_citus_workers else root
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -319,6 +342,47 @@ def cmd_functions_set(args: argparse.Namespace) -> None:
     )
 
 
+# -- citus ---------------------------------------------------------------------------------------
+
+
+def cmd_citus_distribute(args: argparse.Namespace) -> None:
+    done = _run(args, lambda conn: citus.distribute(conn, shard_count=args.shard_count))
+    _emit(args, {"done": done}, "\n".join(done) or "the tables were distributed already")
+
+
+def cmd_citus_add_worker(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> tuple[int, int]:
+        node_id = await citus.add_worker(conn, args.host, args.port)
+        moves = 0 if args.no_rebalance else await citus.rebalance(conn)
+        return node_id, moves
+
+    node_id, moves = _run(args, work)
+    _emit(
+        args,
+        {"node_id": node_id, "moves": moves},
+        f"added worker {args.host}:{args.port} (node {node_id}); {moves} shard move(s)",
+    )
+
+
+def cmd_citus_rebalance(args: argparse.Namespace) -> None:
+    moves = _run(args, citus.rebalance)
+    _emit(args, {"moves": moves}, f"{moves} shard move(s)")
+
+
+def cmd_citus_status(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> dict[str, Any]:
+        topo = await citus.topology(conn)
+        shards = await citus.shard_placements(conn) if topo.distributed else {}
+        return {"citus": topo.citus_version, "distributed": topo.distributed, "shards": shards}
+
+    status = _run(args, work, prepare="read")
+    lines = [
+        f"citus {status['citus'] or 'not installed'}; logs distributed: {status['distributed']}"
+    ]
+    lines += [f"  {node}: {count} shard(s) of logs" for node, count in status["shards"].items()]
+    _emit(args, status, "\n".join(lines))
+
+
 # -- seed ---------------------------------------------------------------------------------------
 
 
@@ -442,6 +506,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--org", required=True, help="organization name or id")
         p.add_argument("--project", help="project slug (needed when several projects have it)")
         p.set_defaults(func=cmd_functions_set)
+
+    cit = sub.add_parser("citus", help="scale out on a Citus cluster").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    p = cit.add_parser(
+        "distribute", parents=[common], help="distribute the tables (run on the coordinator)"
+    )
+    p.add_argument("--shard-count", type=int, help="shards of logs (Citus's default: 32)")
+    p.set_defaults(func=cmd_citus_distribute)
+    p = cit.add_parser(
+        "add-worker", parents=[common], help="add a worker and move shards to it, online"
+    )
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--no-rebalance", action="store_true", help="add it empty; rebalance later")
+    p.set_defaults(func=cmd_citus_add_worker)
+    p = cit.add_parser("rebalance", parents=[common], help="move shards until workers are even")
+    p.set_defaults(func=cmd_citus_rebalance)
+    p = cit.add_parser("status", parents=[common], help="Citus version and shards per worker")
+    p.set_defaults(func=cmd_citus_status)
 
     p = sub.add_parser("seed", parents=[common], help="COPY synthetic logs into a project")
     p.add_argument("--org", required=True, help="organization name or id")

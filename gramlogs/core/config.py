@@ -88,6 +88,12 @@ class Config:
         minimum=1,
     )
     # -- storage at scale --
+    local_citus_workers: int = _setting(
+        0,
+        "with no database_url: a local Citus cluster of a coordinator and this many workers"
+        " (Citus built into the embedded PostgreSQL); 0: one embedded PostgreSQL",
+        minimum=0,
+    )
     read_database_url: str | None = _setting(
         None, "a streaming replica for the read (GET) paths; unset: the primary"
     )
