@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fix bench install clean
+.PHONY: run test lint fix bench install clean citus run-citus test-citus
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "gramlogs needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
@@ -21,6 +21,20 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest
+
+# Citus, for the local cluster of run-citus and test-citus: found in the embedded PostgreSQL,
+# or built into it once from the source tarball CITUS_SOURCE names (about 2 minutes).
+CITUS_SOURCE ?=
+citus: $(STAMP)
+	@CITUS_SOURCE="$(CITUS_SOURCE)" $(BIN)/python -m testkit.citus build
+
+run-citus: citus
+	$(BIN)/gramlogs serve --local-citus-workers 2
+
+# The test suite on a local cluster (a coordinator and two workers): every test database is
+# made on all three nodes with its tables distributed.
+test-citus: citus
+	GRAMLOGS_TEST_CITUS=1 $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

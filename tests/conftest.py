@@ -22,6 +22,7 @@ from gramlogs.core.config import Config
 from gramlogs.core.keys import Scope
 from gramlogs.storage import tenants
 from gramlogs.web.app import create_app
+from testkit.citus import CitusServer, local_cluster
 from testkit.postgres import own_postgres, temporary_database
 from testkit.serve import live_server
 
@@ -36,9 +37,41 @@ settings.register_profile("explore", settings.get_profile("gramlogs"), derandomi
 settings.load_profile("gramlogs")
 
 
+ON_CITUS = os.environ.get("GRAMLOGS_TEST_CITUS") == "1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On Citus (``make test-citus``), skip the tests marked ``single_node``, with their reason."""
+    if not ON_CITUS:
+        return
+    for item in items:
+        marker = item.get_closest_marker("single_node")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason="single node only: " + marker.args[0]))
+
+
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
+def citus_cluster() -> Iterator[CitusServer | None]:
+    """With GRAMLOGS_TEST_CITUS=1, a local Citus cluster (a coordinator and two workers) that
+    every test database is made on, its tables distributed; None otherwise."""
+    if not ON_CITUS:
+        yield None
+        return
+    with local_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def citus_workers(citus_cluster: CitusServer | None) -> tuple[tuple[str, int], ...]:
+    return tuple(citus_cluster.workers) if citus_cluster else ()
+
+
+@pytest.fixture(scope="session")
+def server_url(citus_cluster: CitusServer | None) -> Iterator[str]:
     """A URL of a PostgreSQL server to create test databases in."""
+    if citus_cluster is not None:
+        yield citus_cluster.url
+        return
     external = os.environ.get("GRAMLOGS_TEST_DATABASE_URL")
     if external:
         yield external
@@ -48,32 +81,42 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
+async def database_url(
+    server_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> AsyncIterator[str]:
     """A database of this run's own, at the current schema; dropped at the end."""
-    async with temporary_database(server_url, "gramlogs_test") as url:
+    async with temporary_database(server_url, "gramlogs_test", citus_workers=citus_workers) as url:
         yield url
 
 
 @pytest.fixture
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
+async def fresh_database(
+    server_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> AsyncIterator[str]:
     """A database of this test's own at the current schema, for what is global to a database
     (the partition layout, retention): such tests must not disturb the shared one."""
-    async with temporary_database(server_url, "gramlogs_own") as url:
+    async with temporary_database(server_url, "gramlogs_own", citus_workers=citus_workers) as url:
         yield url
 
 
 @pytest.fixture
-async def empty_database(server_url: str) -> AsyncIterator[str]:
+async def empty_database(
+    server_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> AsyncIterator[str]:
     """A database of this test's own with no schema at all (for schema upgrades)."""
-    async with temporary_database(server_url, "gramlogs_empty", migrated=False) as url:
+    async with temporary_database(
+        server_url, "gramlogs_empty", migrated=False, citus_workers=citus_workers
+    ) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def new_database(server_url: str) -> Callable[[str], contextlib.AbstractAsyncContextManager[str]]:
+def new_database(
+    server_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> Callable[[str], contextlib.AbstractAsyncContextManager[str]]:
     """``async with new_database(prefix) as url:`` a database of the caller's own at the current
     schema: for plan tests, whose plans follow statistics that other tests' rows would change."""
-    return lambda prefix: temporary_database(server_url, prefix)
+    return lambda prefix: temporary_database(server_url, prefix, citus_workers=citus_workers)
 
 
 @pytest.fixture(scope="session")

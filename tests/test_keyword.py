@@ -276,6 +276,10 @@ async def test_keyword_with_the_separator_is_matched_column_by_column(client, ma
     assert await messages(client, tenant, keyword="bc") == []
 
 
+@pytest.mark.single_node(
+    "reads the plan where the rows are; on Citus the coordinator's plan is a router scan to one"
+    " shard (test_citus), and the worker plans the shard's statement as a single node does"
+)
 async def test_keyword_condition_can_use_the_trigram_index(pool):
     """The expression in store.py must stay the one the schema indexes (migrations/0002)."""
     from gramlogs.storage.store import _conditions, _shape_and_values

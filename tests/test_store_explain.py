@@ -25,6 +25,11 @@ from gramlogs.storage import partitions, tenants
 from gramlogs.storage.seed import SeedPlan, generate, seed_logs
 from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
 
+pytestmark = pytest.mark.single_node(
+    "the plans of one PostgreSQL; on Citus the coordinator plans a router query to one shard"
+    " (test_citus) and the worker plans the shard's statement with its values"
+)
+
 PER_PAGE = 20
 PROJECT_ROWS = 30_000
 DAYS = 30  # inside the partition window (30 days back), so that rows spread over daily partitions

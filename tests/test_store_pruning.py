@@ -22,6 +22,11 @@ from gramlogs.storage import partitions, tenants
 from gramlogs.storage.seed import SeedPlan, seed_logs
 from gramlogs.storage.store import LogFilter, PageRequest, page_query
 
+pytestmark = pytest.mark.single_node(
+    "partition pruning as one PostgreSQL plans it; on Citus each worker prunes its shard's"
+    " partitions the same way, and the coordinator plans a router query (test_citus)"
+)
+
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
 ROWS = 6000
 
