@@ -32,7 +32,7 @@ import asyncpg
 from gramlogs import __version__
 from gramlogs.core.config import Config
 from gramlogs.core.keys import Scope
-from gramlogs.storage import partitions, schema, tenants
+from gramlogs.storage import citus, partitions, schema, tenants
 from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
 from testkit.ports import wait_for_port
 from testkit.postgres import with_database
@@ -198,7 +198,7 @@ async def dataset(spec: DatasetSpec, *, fresh: bool = False) -> Dataset:
         await admin.execute(f"CREATE DATABASE {spec.name}")
     finally:
         await admin.close()
-    return await _seed(spec, url)
+    return await seed_dataset(spec, url)
 
 
 async def _finished(url: str) -> Dataset | None:
@@ -218,11 +218,15 @@ async def _finished(url: str) -> Dataset | None:
     )
 
 
-async def _seed(spec: DatasetSpec, url: str) -> Dataset:
+async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False) -> Dataset:
+    """Seed ``spec`` into the empty database ``url``; with ``distribute``, a Citus
+    coordinator's, its tables distributed first (the rows then go straight to the shards)."""
     end = datetime.now(UTC).replace(microsecond=0)
     conn = await asyncpg.connect(url)
     try:
         await schema.migrate(conn)
+        if distribute:
+            await citus.distribute(conn)
         # Partitions over the data's whole span before the load, as a live server has them.
         await partitions.ensure(
             conn,

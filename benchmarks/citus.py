@@ -1,0 +1,311 @@
+"""gramlogs on a Citus cluster beside one PostgreSQL, with the same rows, in one run.
+
+Both are made from the embedded PostgreSQL 18's binaries on this machine: one node, and a local
+cluster of a coordinator and two workers (``testkit.citus.local_cluster``; Citus built into the
+embedded PostgreSQL: ``make citus``). The same dataset (100 projects, the first holding 20% of
+the lines, over three days) is seeded into each, then ``gramlogs serve`` runs on each and:
+
+1. **Pages**: the scale suite's page scenarios of the hot project (first page with no filter
+   and with each filter, a page 95% deep, keyword pages), requests alternating between the two
+   servers: p50 each and the ratio cluster / one node.
+2. **Ingestion**: NDJSON batches of 1,000 lines from 4 concurrent clients into each: lines/s.
+3. **Growing the cluster online**: a third worker is added and the shards rebalanced while one
+   client ingests and one pages: how long it took for how many rows, and p50/p99 of each
+   during it, beside the same load before it.
+
+    .venv/bin/python -m benchmarks.citus              # 1M lines
+    .venv/bin/python -m benchmarks.citus --rows 50000 # a quick look
+
+Figures, with the machine they were measured on: benchmarks/citus.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from benchmarks import harness as h
+from gramlogs.storage import citus
+from testkit.citus import local_cluster, prepare_database
+from testkit.ports import free_port
+from testkit.postgres import own_postgres, with_database
+
+URL = "/rpc/logs.listToolExecutionLogs"
+DATABASE = "bench"
+
+
+async def _scenarios(url: str, end_iso: str) -> dict[str, dict[str, str]]:
+    """The scale suite's page scenarios of the hot project, their values read from the data."""
+    conn = await asyncpg.connect(url)
+    try:
+        newest = await conn.fetchrow(
+            "SELECT l.function_id, l.deployment_id, l.instance FROM logs l"
+            " JOIN projects p ON p.id = l.project_id WHERE p.slug = 'p000'"
+            " ORDER BY l.id DESC LIMIT 1"
+        )
+        deep = await conn.fetchval(
+            "SELECT l.id FROM logs l JOIN projects p ON p.id = l.project_id"
+            " WHERE p.slug = 'p000' ORDER BY l.id DESC"
+            " OFFSET (SELECT count(*) * 95 / 100 FROM logs l JOIN projects p"
+            " ON p.id = l.project_id WHERE p.slug = 'p000') LIMIT 1"
+        )
+    finally:
+        await conn.close()
+    assert newest is not None
+    return {
+        "first page": {},
+        "function": {"function_id": str(newest["function_id"])},
+        "deployment": {"deployment_id": str(newest["deployment_id"])},
+        "instance": {"instance": newest["instance"]},
+        "level=error": {"level": "error"},
+        "page 95% deep": {"cursor": str(deep)},
+        "keyword timeout": {"keyword": "timeout"},
+        "keyword absent": {"keyword": "wombat"},
+        "last hour": {"ts_start": end_iso},
+    }
+
+
+async def _page_p50s(
+    targets: dict[str, str], keys: dict[str, str], scenarios: dict[str, dict[str, str]], n: int
+) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for name, params in scenarios.items():
+            samples: dict[str, list[float]] = {t: [] for t in targets}
+            for i in range(n + 5):
+                # Alternate which goes first, so that neither always runs on a warmer machine.
+                order = list(targets.items()) if i % 2 else list(reversed(targets.items()))
+                for target, base in order:
+                    started = time.perf_counter()
+                    headers = {"Gram-Key": keys[target], "Gram-Project": "p000"}
+                    r = await client.get(
+                        base + URL, params={"per_page": 20, **params}, headers=headers
+                    )
+                    elapsed = time.perf_counter() - started
+                    assert r.status_code == 200, r.text
+                    if i >= 5:
+                        samples[target].append(elapsed)
+            stats = {t: h.percentiles(s) for t, s in samples.items()}
+            ratio = stats["cluster"]["p50"] / stats["single"]["p50"]
+            results[name] = {
+                "single": stats["single"],
+                "cluster": stats["cluster"],
+                "ratio_p50": round(ratio, 2),
+            }
+            print(
+                f"  {name:<22} single {stats['single']['p50']:7.2f} ms"
+                f"  cluster {stats['cluster']['p50']:7.2f} ms  x{ratio:.2f}",
+                flush=True,
+            )
+    return results
+
+
+def _ndjson(batch: int, worker: int, size: int) -> bytes:
+    lines = []
+    for i in range(size):
+        entry = {
+            "raw_log": f"bench ingest {worker}-{batch}-{i} lorem ipsum dolor sit amet",
+            "level": "info",
+            "function_id": "0193a5b0-0000-7000-8000-00000000f001",
+            "deployment_id": "0193a5b0-0000-7000-8000-00000000d001",
+            "attributes": {"worker": worker, "batch": batch},
+        }
+        lines.append(json.dumps(entry))
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def _ingest_rate(base: str, key: str, lines: int, clients: int = 4) -> float:
+    headers = {"Gram-Key": key, "Gram-Project": "p001", "Content-Type": "application/x-ndjson"}
+    size = 1000
+    batches = max(1, lines // size // clients)
+    async with httpx.AsyncClient(timeout=120) as client:
+
+        async def one(worker: int) -> None:
+            for b in range(batches):
+                r = await client.post(
+                    base + "/rpc/logs.ingest", content=_ndjson(b, worker, size), headers=headers
+                )
+                assert r.status_code == 200, r.text
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(w) for w in range(clients)))
+        return batches * clients * size / (time.perf_counter() - started)
+
+
+async def _under_load(
+    base: str, consumer: str, producer: str, during: Callable[[], Awaitable[Any]]
+) -> tuple[Any, dict[str, Any]]:
+    """Run ``during`` while one client ingests batches of 100 and one reads first pages."""
+    reads: list[float] = []
+    writes: list[float] = []
+    statuses: dict[int, int] = {}
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def timed(samples: list[float], call: Awaitable[httpx.Response]) -> None:
+            started = time.perf_counter()
+            r = await call
+            samples.append(time.perf_counter() - started)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        async def reader() -> None:
+            headers = {"Gram-Key": consumer, "Gram-Project": "p000"}
+            while not stop.is_set():
+                await timed(reads, client.get(base + URL, params={"per_page": 20}, headers=headers))
+
+        async def writer() -> None:
+            headers = {
+                "Gram-Key": producer,
+                "Gram-Project": "p002",
+                "Content-Type": "application/x-ndjson",
+            }
+            batch = 0
+            while not stop.is_set():
+                await timed(
+                    writes,
+                    client.post(
+                        base + "/rpc/logs.ingest", content=_ndjson(batch, 9, 100), headers=headers
+                    ),
+                )
+                batch += 1
+
+        load = [asyncio.create_task(reader()), asyncio.create_task(writer())]
+        started = time.perf_counter()
+        result = await during()
+        seconds = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*load)
+    return result, {
+        "seconds": round(seconds, 1),
+        "reads": h.percentiles(reads),
+        "writes_100_lines": h.percentiles(writes),
+        "statuses": statuses,
+    }
+
+
+async def _producer_key(url: str) -> str:
+    from gramlogs.core.keys import Scope
+    from gramlogs.storage import tenants
+
+    conn = await asyncpg.connect(url)
+    try:
+        org = await conn.fetchval("SELECT id FROM organizations LIMIT 1")
+        producer = await tenants.create_key(conn, org, Scope.PRODUCER, name="bench producer")
+    finally:
+        await conn.close()
+    key: str = producer.key
+    return key
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    spec = h.DatasetSpec(rows=args.rows, projects=100, hot_share=0.2, days=3, seed=1)
+    out: dict[str, Any] = {"rows": args.rows}
+    with own_postgres("gramlogs-bench-single-") as single, local_cluster(2) as cluster:
+        admin = await asyncpg.connect(single.url)
+        await admin.execute(f"CREATE DATABASE {DATABASE}")
+        out["machine"] = h.machine(await admin.fetchval("SHOW server_version"))
+        await admin.close()
+        h.print_machine(out["machine"])
+        single_url = with_database(single.url, DATABASE)
+        cluster_url = with_database(cluster.url, DATABASE)
+        await prepare_database(cluster.url, cluster.workers, DATABASE, create=True)
+
+        seeded: dict[str, Any] = {}
+        for target, url in (("single", single_url), ("cluster", cluster_url)):
+            started = time.perf_counter()
+            seeded[target] = await h.seed_dataset(spec, url, distribute=target == "cluster")
+            rate = args.rows / (time.perf_counter() - started)
+            out.setdefault("seed_rows_per_s", {})[target] = round(rate)
+            print(f"seeded {target}: {rate:,.0f} rows/s (COPY, indexes, VACUUM ANALYZE)")
+        end_iso = (seeded["single"].end - timedelta(hours=1)).isoformat()
+        scenarios = await _scenarios(single_url, end_iso)
+        producer_single = await _producer_key(single_url)
+        producer_cluster = await _producer_key(cluster_url)
+
+        with (
+            h.gramlogs_server(single_url, port=free_port()) as s1,
+            h.gramlogs_server(cluster_url, port=free_port()) as s2,
+        ):
+            targets = {
+                "single": f"http://{h.HOST}:{s1.port}",
+                "cluster": f"http://{h.HOST}:{s2.port}",
+            }
+            print("pages (hot project, 20 rows, p50 over alternating requests):")
+            out["pages"] = await _page_p50s(
+                targets, {t: d.key for t, d in seeded.items()}, scenarios, args.n
+            )
+            rates = {}
+            for target, producer in (("single", producer_single), ("cluster", producer_cluster)):
+                rates[target] = round(await _ingest_rate(targets[target], producer, args.ingest))
+            out["ingest_lines_per_s"] = rates
+            out["ingest_ratio"] = round(rates["cluster"] / rates["single"], 2)
+            print(
+                f"ingestion (NDJSON, 4 clients): single {rates['single']:,} lines/s,"
+                f" cluster {rates['cluster']:,} lines/s (x{out['ingest_ratio']})"
+            )
+
+            consumer = seeded["cluster"].key
+            _, before = await _under_load(
+                targets["cluster"],
+                consumer,
+                producer_cluster,
+                lambda: asyncio.sleep(args.baseline_s),
+            )
+            node = await asyncio.to_thread(cluster.cluster.extra_worker, "worker3", DATABASE)
+            conn = await asyncpg.connect(cluster_url)
+            try:
+                rows = await conn.fetchval("SELECT count(*) FROM logs")
+
+                async def grow() -> int:
+                    await citus.add_worker(conn, h.HOST, node.port)
+                    return await citus.rebalance(conn, poll_s=0.2)
+
+                moves, during = await _under_load(
+                    targets["cluster"], consumer, producer_cluster, grow
+                )
+                placements = await citus.shard_placements(conn)
+            finally:
+                await conn.close()
+        out["rebalance"] = {
+            "rows": rows,
+            "moves": moves,
+            "placements": placements,
+            "before": before,
+            "during": during,
+        }
+        print(
+            f"rebalance onto a third worker: {moves} shard group move(s), {rows:,} rows,"
+            f" {during['seconds']} s; reads p50/p99 {during['reads']['p50']:.1f}/"
+            f"{during['reads']['p99']:.1f} ms (before {before['reads']['p50']:.1f}/"
+            f"{before['reads']['p99']:.1f}); ingest p50/p99"
+            f" {during['writes_100_lines']['p50']:.1f}/{during['writes_100_lines']['p99']:.1f}"
+            f" ms (before {before['writes_100_lines']['p50']:.1f}/"
+            f"{before['writes_100_lines']['p99']:.1f}); statuses {during['statuses']}"
+        )
+    return out
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--n", type=int, default=100, help="requests per scenario and target")
+    parser.add_argument("--ingest", type=int, default=40_000, help="lines ingested per target")
+    parser.add_argument("--baseline-s", type=float, default=10.0)
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args()
+    results = asyncio.run(main(args))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    cli()
