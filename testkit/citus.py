@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 
 from gramlogs.storage.cluster import HOST, LocalCluster, citus_installed, embedded_bin
+from testkit import postgres
 
 __all__ = ["CitusServer", "build", "local_cluster", "prepare_database"]
 
@@ -91,14 +92,10 @@ async def prepare_database(
     with the citus extension everywhere and the workers known to the coordinator."""
     host_urls = [coordinator_url] + [f"postgresql://postgres@{h}:{p}/postgres" for h, p in workers]
     for url in host_urls:
-        admin = await asyncpg.connect(url)
-        try:
-            if create:
-                await admin.execute(f"CREATE DATABASE {name}")
-            else:
-                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+        if create:
+            await postgres.execute_on(url, f"CREATE DATABASE {name}")
+        else:
+            await postgres.execute_on(url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     if not create:
         return
     for url in reversed(host_urls):  # workers first: the coordinator connects to them

