@@ -33,7 +33,8 @@ import asyncpg
 import httpx
 
 from benchmarks import harness as h
-from gramlogs.storage import citus
+from gramlogs.storage import citus, store
+from gramlogs.web.gram import parse_list_query
 from testkit.citus import local_cluster, prepare_database
 from testkit.ports import free_port
 from testkit.postgres import own_postgres, with_database
@@ -106,6 +107,69 @@ async def _page_p50s(
                 flush=True,
             )
     return results
+
+
+async def _where_time_goes(
+    urls: dict[str, str], scenarios: dict[str, dict[str, str]], n: int
+) -> dict[str, dict[str, Any]]:
+    """The page statements run directly, as the server's pools run them, on each target; and,
+    on the cluster, what the worker spent planning and running its shard's statement
+    (EXPLAIN ANALYZE on the coordinator shows the worker's own figures)."""
+    conns = {}
+    for target, url in urls.items():
+        conn = await asyncpg.connect(url, server_settings=store.PLAN_SETTINGS)
+        await citus.prepare_connection(conn)
+        conns[target] = conn
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        project = await conns["single"].fetchval("SELECT id FROM projects WHERE slug = 'p000'")
+        for name, params in scenarios.items():
+            request = parse_list_query({"per_page": "20", **params}).page_request(project)
+            samples: dict[str, list[float]] = {t: [] for t in conns}
+            for i in range(n + 5):
+                for target, conn in conns.items():
+                    started = time.perf_counter()
+                    await store.fetch_page(conn, request)
+                    if i >= 5:
+                        samples[target].append(time.perf_counter() - started)
+            worker = await _worker_times(conns["cluster"], request)
+            results[name] = {t: h.percentiles(s)["p50"] for t, s in samples.items()} | worker
+            r = results[name]
+            print(
+                f"  {name:<22} SQL single {r['single']:6.2f} ms  cluster {r['cluster']:6.2f} ms"
+                f"  (worker: planning {r['worker_planning']:5.2f},"
+                f" execution {r['worker_execution']:5.2f} ms)",
+                flush=True,
+            )
+    finally:
+        for conn in conns.values():
+            await conn.close()
+    return results
+
+
+async def _worker_times(conn: asyncpg.Connection, request: store.PageRequest) -> dict[str, float]:
+    sql, args = store.page_query(request)
+    async with conn.transaction():
+        if request.filter.keyword is not None:
+            await conn.execute(store.KEYWORD_SETTINGS)
+        plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
+    found: dict[str, float] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            # The first remote plan met is the worker's (one task: a router query).
+            if "Remote Plan" in node and not found:
+                remote = node["Remote Plan"][0][0]
+                found["worker_planning"] = remote.get("Planning Time", 0.0)
+                found["worker_execution"] = remote.get("Execution Time", 0.0)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(plan) if isinstance(plan, str) else plan)
+    return found or {"worker_planning": float("nan"), "worker_execution": float("nan")}
 
 
 def _ndjson(batch: int, worker: int, size: int) -> bytes:
@@ -241,6 +305,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print("pages (hot project, 20 rows, p50 over alternating requests):")
             out["pages"] = await _page_p50s(
                 targets, {t: d.key for t, d in seeded.items()}, scenarios, args.n
+            )
+            print("where the time goes (the page statements run directly, p50):")
+            out["sql"] = await _where_time_goes(
+                {"single": single_url, "cluster": cluster_url}, scenarios, args.n
             )
             rates = {}
             for target, producer in (("single", producer_single), ("cluster", producer_cluster)):

@@ -369,6 +369,21 @@ def cmd_citus_rebalance(args: argparse.Namespace) -> None:
     _emit(args, {"moves": moves}, f"{moves} shard move(s)")
 
 
+def cmd_citus_isolate(args: argparse.Namespace) -> None:
+    async def work(conn: asyncpg.Connection) -> int:
+        org = await tenants.resolve_organization(conn, args.org)
+        project = await tenants.resolve_project(conn, org, args.project)
+        return await citus.isolate(conn, project)
+
+    shard_id = _run(args, work)
+    _emit(
+        args,
+        {"project": args.project, "shard_id": shard_id},
+        f"project {args.project} has shard {shard_id} of its own;"
+        " `gramlogs citus rebalance` may move it to a worker of its own",
+    )
+
+
 def cmd_citus_status(args: argparse.Namespace) -> None:
     async def work(conn: asyncpg.Connection) -> dict[str, Any]:
         topo = await citus.topology(conn)
@@ -524,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_citus_add_worker)
     p = cit.add_parser("rebalance", parents=[common], help="move shards until workers are even")
     p.set_defaults(func=cmd_citus_rebalance)
+    p = cit.add_parser(
+        "isolate", parents=[common], help="give a hot project a shard of its own, online"
+    )
+    p.add_argument("project", help="project slug")
+    p.add_argument("--org", required=True, help="organization name or id")
+    p.set_defaults(func=cmd_citus_isolate)
     p = cit.add_parser("status", parents=[common], help="Citus version and shards per worker")
     p.set_defaults(func=cmd_citus_status)
 

@@ -7,10 +7,15 @@ Skipped on a single PostgreSQL; the rest of the suite runs on the cluster unchan
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -102,6 +107,42 @@ async def test_a_single_node_database_with_logs_is_distributed_without_losing_a_
             assert await citus.distribute(conn) == []  # a second run changes nothing
         finally:
             await conn.close()
+
+
+async def test_a_hot_project_gets_a_shard_of_its_own_without_losing_a_line(
+    server_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> None:
+    """`gramlogs citus isolate`: the project's lines move to a shard holding only them."""
+    async with temporary_database(server_url, "gramlogs_hot", citus_workers=citus_workers) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await citus.prepare_connection(conn)
+            hot, _, _ = await _tenant(conn, "hot")
+            cold, _, _ = await _tenant(conn, "cold")
+            for project, seed in ((hot, 1), (cold, 2)):
+                await seed_logs(
+                    conn, SeedPlan(project_id=project, rows=2000, end=END, days=2, seed=seed)
+                )
+            count = (
+                "SELECT project_id, count(*), md5(string_agg(id::text || raw_log, ',' ORDER BY id))"
+                " FROM logs GROUP BY 1 ORDER BY 1"
+            )
+            before = await conn.fetch(count)
+            shard_id = await citus.isolate(conn, hot)
+            assert await citus.isolate(conn, hot) == shard_id  # a second run changes nothing
+            after = await conn.fetch(count)
+            hashes = await conn.fetchrow(
+                "SELECT shardminvalue, shardmaxvalue FROM pg_dist_shard WHERE shardid = $1",
+                shard_id,
+            )
+            of_project = await conn.fetchval(
+                "SELECT get_shard_id_for_distribution_column('logs', $1::uuid)", hot
+            )
+        finally:
+            await conn.close()
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert of_project == shard_id
+    assert hashes["shardminvalue"] == hashes["shardmaxvalue"]  # one hash value: one tenant
 
 
 async def test_a_worker_is_added_and_shards_move_online_under_load(
@@ -201,3 +242,35 @@ async def test_a_worker_is_added_and_shards_move_online_under_load(
         assert set(seen) == acknowledged, "a line lost, or one never acknowledged"
         assert all(count == 1 for count in seen.values()), "a line doubled"
         assert seeded == 20_000
+
+
+async def test_the_citus_commands_run_as_a_user_runs_them(
+    server_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> None:
+    """`gramlogs citus distribute | isolate | status` on the coordinator, as subprocesses."""
+    async with temporary_database(server_url, "gramlogs_cli", citus_workers=citus_workers) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await _tenant(conn, "busy")
+        finally:
+            await conn.close()
+        env = {**os.environ, "GRAMLOGS_DATABASE_URL": url}
+
+        def gramlogs(*args: str) -> Any:
+            done = subprocess.run(
+                [sys.executable, "-m", "gramlogs", "citus", *args, "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        assert gramlogs("distribute") == {"done": []}  # distributed already: nothing to do
+        isolated = gramlogs("isolate", "busy", "--org", "org-busy")
+        assert isolated["project"] == "busy" and isinstance(isolated["shard_id"], int)
+        status = gramlogs("status")
+    assert status["distributed"] is True and status["citus"]
+    assert sum(status["shards"].values()) == 8 + 2  # the isolated project's shard split in 3

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 
 import asyncpg
@@ -33,6 +34,7 @@ __all__ = [
     "add_worker",
     "distribute",
     "is_unique_violation",
+    "isolate",
     "prepare_connection",
     "rebalance",
     "shard_placements",
@@ -141,6 +143,30 @@ async def add_worker(conn: asyncpg.Connection, host: str, port: int) -> int:
     """Add a worker (it gets a copy of the reference tables); its node id."""
     node_id: int = await conn.fetchval("SELECT citus_add_node($1, $2)", host, port)
     return node_id
+
+
+async def isolate(conn: asyncpg.Connection, project_id: uuid.UUID) -> int:
+    """Give one project's lines a shard of their own (a hot tenant), online; the new shard's id.
+
+    The project's shard is split in three, the middle one holding only the project; the
+    rebalancer may then move it to a worker of its own. Safe to run again.
+    """
+    isolated: int | None = await conn.fetchval(
+        "SELECT shardid FROM pg_dist_shard"
+        " WHERE shardid = get_shard_id_for_distribution_column($1, $2::uuid)"
+        " AND shardminvalue = shardmaxvalue",
+        DISTRIBUTED_TABLE,
+        project_id,
+    )
+    if isolated is not None:
+        return isolated
+    shard_id: int = await conn.fetchval(
+        "SELECT isolate_tenant_to_new_shard($1, $2::uuid, 'CASCADE',"
+        " shard_transfer_mode => 'auto')",
+        DISTRIBUTED_TABLE,
+        project_id,
+    )
+    return shard_id
 
 
 async def rebalance(conn: asyncpg.Connection, *, poll_s: float = 1.0) -> int:

@@ -33,6 +33,9 @@ _NODE_SETTINGS = {
     "unix_socket_directories": "''",
     # A few shards per worker suit one machine (Citus defaults to 32 in all).
     "citus.shard_count": "8",
+    # Splitting a shard (isolating a hot project) decodes its changes with Citus's own plugin;
+    # PostgreSQL 18.6 lets only the plugins listed here be used.
+    "output_plugin_libraries": "'pgoutput, test_decoding, citus'",
 }
 
 

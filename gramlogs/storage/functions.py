@@ -43,12 +43,22 @@ async def register_functions(
     conn: asyncpg.Connection, project_id: uuid.UUID, function_ids: Iterable[_FunctionId]
 ) -> None:
     """Record functions the project has not seen before (enabled)."""
-    await conn.execute(
-        "INSERT INTO functions (project_id, id) SELECT $1, unnest($2::uuid[])"
-        " ON CONFLICT (project_id, id) DO NOTHING",
+    wanted = {str(function_id) for function_id in function_ids}
+    # Read before writing: nearly every batch brings only known functions, and a write to
+    # ``functions`` locks its rows (on Citus, a reference table: a transaction on every node).
+    known = await conn.fetch(
+        "SELECT id FROM functions WHERE project_id = $1 AND id = ANY($2::uuid[])",
         project_id,
-        sorted(set(function_ids)),
+        list(wanted),
     )
+    new = wanted - {str(row["id"]) for row in known}
+    if new:
+        await conn.execute(
+            "INSERT INTO functions (project_id, id) SELECT $1, unnest($2::uuid[])"
+            " ON CONFLICT (project_id, id) DO NOTHING",
+            project_id,
+            sorted(new),
+        )
 
 
 async def disabled_among(
