@@ -13,8 +13,13 @@ the lines, over three days) is seeded into each, then ``gramlogs serve`` runs on
    client ingests and one pages: how long it took for how many rows, and p50/p99 of each
    during it, beside the same load before it.
 
-    .venv/bin/python -m benchmarks.citus              # 1M lines
-    .venv/bin/python -m benchmarks.citus --rows 50000 # a quick look
+4. **Where the time goes**: each page statement run directly, as the pools run it, on one node
+   (a cached generic plan), on one node planned for its values each time (as Citus must), and on
+   the cluster, with the worker's own planning and execution times.
+
+    .venv/bin/python -m benchmarks.citus                      # 1M lines, daily partitions
+    .venv/bin/python -m benchmarks.citus --partition-days 7   # weekly partitions
+    .venv/bin/python -m benchmarks.citus --rows 50000         # a quick look
 
 Figures, with the machine they were measured on: benchmarks/citus.md.
 """
@@ -24,6 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -120,6 +127,11 @@ async def _where_time_goes(
         conn = await asyncpg.connect(url, server_settings=store.PLAN_SETTINGS)
         await citus.prepare_connection(conn)
         conns[target] = conn
+    # One PostgreSQL planning each statement for its values, as the cluster's workers must.
+    conns["single, custom plans"] = await asyncpg.connect(
+        urls["single"],
+        server_settings=store.PLAN_SETTINGS | {"plan_cache_mode": "force_custom_plan"},
+    )
     results: dict[str, dict[str, Any]] = {}
     try:
         project = await conns["single"].fetchval("SELECT id FROM projects WHERE slug = 'p000'")
@@ -136,7 +148,8 @@ async def _where_time_goes(
             results[name] = {t: h.percentiles(s)["p50"] for t, s in samples.items()} | worker
             r = results[name]
             print(
-                f"  {name:<22} SQL single {r['single']:6.2f} ms  cluster {r['cluster']:6.2f} ms"
+                f"  {name:<22} SQL single {r['single']:6.2f} ms"
+                f" (custom plans {r['single, custom plans']:6.2f})  cluster {r['cluster']:6.2f} ms"
                 f"  (worker: planning {r['worker_planning']:5.2f},"
                 f" execution {r['worker_execution']:5.2f} ms)",
                 flush=True,
@@ -147,7 +160,15 @@ async def _where_time_goes(
     return results
 
 
-async def _worker_times(conn: asyncpg.Connection, request: store.PageRequest) -> dict[str, float]:
+async def _worker_times(
+    conn: asyncpg.Connection, request: store.PageRequest, n: int = 15
+) -> dict[str, float]:
+    """Medians of the worker's planning and execution times over ``n`` runs."""
+    runs = [await _worker_time(conn, request) for _ in range(n)]
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+async def _worker_time(conn: asyncpg.Connection, request: store.PageRequest) -> dict[str, float]:
     sql, args = store.page_query(request)
     async with conn.transaction():
         if request.filter.keyword is not None:
@@ -270,8 +291,16 @@ async def _producer_key(url: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    spec = h.DatasetSpec(rows=args.rows, projects=100, hot_share=0.2, days=3, seed=1)
-    out: dict[str, Any] = {"rows": args.rows}
+    spec = h.DatasetSpec(
+        rows=args.rows,
+        projects=100,
+        hot_share=0.2,
+        days=3,
+        seed=1,
+        partition_days=args.partition_days,
+    )
+    os.environ["GRAMLOGS_PARTITION_DAYS"] = str(args.partition_days)  # for the servers too
+    out: dict[str, Any] = {"rows": args.rows, "partition_days": args.partition_days}
     with own_postgres("gramlogs-bench-single-") as single, local_cluster(2) as cluster:
         admin = await asyncpg.connect(single.url)
         await admin.execute(f"CREATE DATABASE {DATABASE}")
@@ -367,6 +396,7 @@ def cli() -> None:
     parser.add_argument("--n", type=int, default=100, help="requests per scenario and target")
     parser.add_argument("--ingest", type=int, default=40_000, help="lines ingested per target")
     parser.add_argument("--baseline-s", type=float, default=10.0)
+    parser.add_argument("--partition-days", type=int, default=1, help="width of the partitions")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     results = asyncio.run(main(args))

@@ -30,7 +30,6 @@ from typing import Any
 import asyncpg
 
 from gramlogs import __version__
-from gramlogs.core.config import Config
 from gramlogs.core.keys import Scope
 from gramlogs.storage import citus, partitions, schema, tenants
 from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
@@ -142,12 +141,15 @@ class DatasetSpec:
     days: float = 30.0
     seed: int = 0
     version: int = 1  # bump when seeding changes, so old caches are not reused
+    partition_days: int = 1  # width of the logs partitions (GRAMLOGS_PARTITION_DAYS)
 
     @property
     def name(self) -> str:
         hot = f"_hot{round(self.hot_share * 100)}" if self.hot_share else ""
         days = f"{round(self.days)}d"
-        return f"bench_{self.rows}_{self.projects}{hot}_{days}_s{self.seed}_v{self.version}"
+        width = f"_w{self.partition_days}" if self.partition_days != 1 else ""
+        name = f"bench_{self.rows}_{self.projects}{hot}_{days}_s{self.seed}_v{self.version}"
+        return name + width
 
     def rows_of(self, index: int) -> int:
         if self.projects == 1:
@@ -232,7 +234,7 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
             conn,
             default_retention_days=max(30, int(spec.days) + 1),
             ahead_days=7,
-            width_days=Config().partition_days,
+            width_days=spec.partition_days,
             now=end,
         )
         org = await tenants.create_organization(conn, "bench")
