@@ -146,7 +146,7 @@ async def add_worker(conn: asyncpg.Connection, host: str, port: int) -> int:
 
 
 async def isolate(conn: asyncpg.Connection, project_id: uuid.UUID) -> int:
-    """Give one project's lines a shard of their own (a hot tenant), online; the new shard's id.
+    """Give one project's lines a shard of their own (a hot tenant), online; that shard's id.
 
     The project's shard is split in three, the middle one holding only the project; the
     rebalancer may then move it to a worker of its own. Safe to run again.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import asyncpg
 
@@ -27,9 +26,6 @@ __all__ = [
 # default) however many lines the function has; all batches share one transaction.
 DELETE_BATCH = 10_000
 
-# Function ids as uuids or as canonical uuid text (writer.Row's): either sorts in id order.
-_FunctionId = TypeVar("_FunctionId", uuid.UUID, str)
-
 
 @dataclass(frozen=True, slots=True)
 class FunctionRef:
@@ -40,7 +36,7 @@ class FunctionRef:
 
 
 async def register_functions(
-    conn: asyncpg.Connection, project_id: uuid.UUID, function_ids: Iterable[_FunctionId]
+    conn: asyncpg.Connection, project_id: uuid.UUID, function_ids: Iterable[uuid.UUID | str]
 ) -> None:
     """Record functions the project has not seen before (enabled)."""
     wanted = {str(function_id) for function_id in function_ids}
