@@ -45,6 +45,10 @@ logger = logging.getLogger("gramlogs.citus")
 
 DISTRIBUTED_TABLE = "logs"
 DISTRIBUTION_COLUMN = "project_id"
+# Tables written in the same transaction as a project's lines: distributed by project_id too and
+# colocated with logs, so that a batch stays one transaction on one worker. Each entry names a
+# table made by schema.sql or a migration; ``distribute`` skips one the database does not have.
+COLOCATED_TABLES: tuple[str, ...] = ()
 # Joined with logs or read by every request: a copy on every node keeps each statement local
 # to the shard it names.
 REFERENCE_TABLES = ("organizations", "projects", "api_keys", "functions", "gramlogs_schema")
@@ -134,8 +138,26 @@ async def distribute(conn: asyncpg.Connection, *, shard_count: int | None = None
                 shard_count,
             )
         done.append(f"{DISTRIBUTED_TABLE}: distributed by {DISTRIBUTION_COLUMN}")
+    for table in COLOCATED_TABLES:
+        distributed = await conn.fetchval(
+            "SELECT to_regclass($1) IS NULL OR EXISTS (SELECT 1 FROM pg_dist_partition"
+            " WHERE logicalrelid = to_regclass($1))",
+            table,
+        )
+        if not distributed:
+            await conn.execute(
+                "SELECT create_distributed_table($1, $2, colocate_with => $3)",
+                table,
+                DISTRIBUTION_COLUMN,
+                DISTRIBUTED_TABLE,
+            )
+            done.append(
+                f"{table}: distributed by {DISTRIBUTION_COLUMN}, beside {DISTRIBUTED_TABLE}"
+            )
     # The copy leaves the local rows behind in the coordinator's own (now hidden) tables.
-    await conn.execute("SELECT truncate_local_data_after_distributing_table($1)", DISTRIBUTED_TABLE)
+    for table in (DISTRIBUTED_TABLE, *COLOCATED_TABLES):
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            await conn.execute("SELECT truncate_local_data_after_distributing_table($1)", table)
     return done
 
 
