@@ -1,5 +1,5 @@
-"""Keyword search on a large project: first-page latency with and without the trigram index,
-and what the index costs ingestion.
+"""Keyword search on a large project: first-page latency through the block summaries, beside
+the designs they replaced, and what each costs ingestion.
 
     .venv/bin/python -m benchmarks.keyword              # 1M rows, embedded PostgreSQL
     .venv/bin/python -m benchmarks.keyword --smoke      # 20k rows, a few seconds
@@ -10,23 +10,16 @@ lines; a fourth word appears nowhere in it but in 30% of the lines of a neighbou
 quarter of its size) in the same table and time range. Each is searched for (the first page,
 newest first, 20 rows) in these set-ups, measured side by side on the same data and connection:
 
-- ``shipped``: ``store.fetch_page``, the server's own page query (an ordered probe of the
-  newest rows, then the trigram index; custom plans);
-- ``planner``: one plan for the whole page, PostgreSQL's choice from its estimate of the word
-  (custom plans): the simpler design the probe replaced;
-- ``generic_plan``: the shipped query under the plan PostgreSQL caches for a prepared statement
-  once it stops re-planning (``plan_cache_mode = force_generic_plan``): what fetch_page avoids;
-- ``no_index``: the trigram index dropped inside a transaction that is rolled back, and the
-  page read by the ordered walk with a filter, the best first page without the index; and
-  ``no_index_shipped``: the shipped query without the index;
-- ``v1_index``: the shipped query with schema version 1's trigram index (the text alone, no
-  project or function column; migrations/0002), built in a transaction that is rolled back.
+- ``shipped``: ``store.fetch_page``, the server's own keyword page (an ordered probe of the
+  newest rows, then the blocks whose summaries hold the word's trigrams);
+- ``ordered_scan``: the page read by the ordered walk with the keyword as a filter, the best
+  first page without any index (``store.read_page``);
+- ``trigram_v2``: schema version 2's per-line trigram index (with project and function),
+  built in a transaction that is rolled back, and the page planned by PostgreSQL with it.
 
-The planner's choice follows the sample ANALYZE took, so the rare word is timed again after
-several fresh samples.
-
-Ingestion: the same pre-generated rows are COPYed into the seeded table with and without the
-index, alternately, each COPY in a transaction that is rolled back.
+Ingestion: the same pre-generated rows are COPYed into the seeded table, each COPY in a
+transaction that is rolled back, alternately: with their block summaries (as shipped), without
+(the floor of this table), and with version 2's trigram index instead.
 
 The benchmark makes (and drops) a database of its own on the server.
 """
@@ -51,7 +44,7 @@ from pathlib import Path
 import asyncpg
 
 import gramlogs
-from gramlogs.storage import schema, tenants
+from gramlogs.storage import blocks, schema, tenants
 from gramlogs.storage.seed import ProgressBar, SeedPlan, generate, seed_logs
 from gramlogs.storage.store import (
     COLUMNS,
@@ -70,10 +63,10 @@ WORDS = {
     "common (30%)": COMMON,
     "absent (0%)": ABSENT,
 }
-# Schema version 1's index, for the side-by-side ``v1_index`` set-up.
-V1_INDEX = (
-    "CREATE INDEX logs_keyword ON logs"
-    " USING gin ((coalesce(message, '') || E'\\x01' || raw_log) gin_trgm_ops)"
+# Schema version 2's index, for the side-by-side ``trigram_v2`` set-up.
+V2_INDEX = (
+    "CREATE INDEX logs_keyword_tenant ON logs USING gin"
+    " (project_id, function_id, (coalesce(message, '') || E'\\x01' || raw_log) gin_trgm_ops)"
 )
 PER_PAGE = 20
 CACHE = Path(__file__).parent / ".cache"
@@ -140,38 +133,20 @@ def _summary(times: list[float]) -> dict[str, float]:
 
 
 async def _planner_page(conn: asyncpg.Connection, req: PageRequest) -> object:
-    # One plan for the whole page, chosen by PostgreSQL from its estimate of the word.
+    # One plan for the whole page, chosen by PostgreSQL (with an index to choose from).
     async with conn.transaction():
         await conn.execute(KEYWORD_SETTINGS)
-        return await read_page(conn, req, probe=False)
-
-
-async def _generic_page(conn: asyncpg.Connection, req: PageRequest) -> object:
-    # The shipped query under the plan PostgreSQL caches once it stops re-planning.
-    async with conn.transaction():
-        await conn.execute(
-            "SET LOCAL plan_cache_mode = force_generic_plan;"
-            " SET LOCAL max_parallel_workers_per_gather = 0"
-        )
         return await read_page(conn, req)
 
 
 async def _walk_page(conn: asyncpg.Connection, req: PageRequest) -> object:
-    # The ordered walk with a filter: the best first page there is without a trigram index.
-    # (Without the index's statistics the planner guesses the word is rare and sorts a full
+    # The ordered walk with a filter. (The planner would guess the word is rare and sort a full
     # scan, so it is told: no sequential or bitmap scans.)
     async with conn.transaction():
         await conn.execute(
             KEYWORD_SETTINGS + "; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off"
         )
-        return await read_page(conn, req, probe=False)
-
-
-SETUPS: dict[str, Callable[[asyncpg.Connection, PageRequest], Awaitable[object]]] = {
-    "shipped": fetch_page,
-    "planner": _planner_page,
-    "generic_plan": _generic_page,
-}
+        return await read_page(conn, req)
 
 
 async def _queries(
@@ -188,25 +163,17 @@ async def _queries(
         results[label] = {}
 
     # Side by side: each set-up measures every word before the next set-up starts.
-    for setup, run in SETUPS.items():
+    for setup, run in (("shipped", fetch_page), ("ordered_scan", _walk_page)):
         for label, word in WORDS.items():
             times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
             results[label][setup] = _summary(times)
 
     async with _rolled_back(conn):
-        await conn.execute("DROP INDEX logs_keyword_tenant")
-        for setup, run in (("no_index", _walk_page), ("no_index_shipped", fetch_page)):
-            for label, word in WORDS.items():
-                times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
-                results[label][setup] = _summary(times)
-
-    async with _rolled_back(conn):
-        await conn.execute(V1_INDEX)
-        await conn.execute("DROP INDEX logs_keyword_tenant")
+        await conn.execute(V2_INDEX)
         await conn.execute("ANALYZE logs")
         for label, word in WORDS.items():
-            times = await _timed(lambda w=word: fetch_page(conn, page(w)), repeats, budget_s)
-            results[label]["v1_index"] = _summary(times)
+            times = await _timed(lambda w=word: _planner_page(conn, page(w)), repeats, budget_s)
+            results[label]["trigram_v2"] = _summary(times)
     return results
 
 
@@ -221,36 +188,23 @@ async def _rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
         await transaction.rollback()
 
 
-async def _reanalyzed(
-    conn: asyncpg.Connection, project: uuid.UUID, rounds: int
-) -> dict[str, list[float]]:
-    """The rare word's p50 after each of ``rounds`` fresh ANALYZE samples: the planner's choice
-    follows the sample, the shipped query's does not."""
-    req = PageRequest(LogFilter(project_id=project, keyword=RARE), per_page=PER_PAGE)
-    found: dict[str, list[float]] = {"shipped": [], "planner": []}
-    for _ in range(rounds):
-        await conn.execute("ANALYZE logs")
-        for setup in found:
-            times = await _timed(lambda s=setup: SETUPS[s](conn, req), 10, 5.0)
-            found[setup].append(round(statistics.median(times), 2))
-    return found
-
-
 async def _ingest(
     conn: asyncpg.Connection, org: uuid.UUID, rows: int, repeats: int
 ) -> dict[str, dict[str, float]]:
     project = await tenants.create_project(conn, org, "ingest")
     plan = SeedPlan(project, rows=rows, end=datetime(2025, 6, 1, tzinfo=UTC), seed=2)
     batch = list(generate(plan))
-    rates: dict[str, list[float]] = {"with_index": [], "without_index": []}
+    rates: dict[str, list[float]] = {"summaries": [], "floor": [], "trigram_v2": []}
 
     for _ in range(repeats):
-        for setup in ("with_index", "without_index"):
+        for setup in rates:
             async with _rolled_back(conn):
-                if setup == "without_index":
-                    await conn.execute("DROP INDEX logs_keyword_tenant")
+                if setup == "trigram_v2":
+                    await conn.execute(V2_INDEX)
                 t = time.perf_counter()
                 await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
+                if setup == "summaries":
+                    await blocks.write_blocks(conn, batch)
                 rates[setup].append(rows / (time.perf_counter() - t))
     return {
         setup: {"n": len(r), "p50_rows_per_s": round(statistics.median(r)), "max": round(max(r))}
@@ -292,13 +246,11 @@ async def main(args: argparse.Namespace) -> None:
             await conn.execute("VACUUM ANALYZE logs")
             sizes = await conn.fetchrow(
                 "SELECT pg_size_pretty(pg_table_size('logs')) AS heap,"
-                " pg_size_pretty(pg_relation_size('logs_keyword_tenant')) AS trigram_index,"
+                " pg_size_pretty(pg_total_relation_size('log_blocks')) AS summaries,"
                 " pg_size_pretty(pg_indexes_size('logs')) AS all_indexes"
             )
             print("searching ...", file=sys.stderr)
             queries = await _queries(conn, project, args.repeats, args.budget)
-            print("re-analyzing ...", file=sys.stderr)
-            reanalyzed = await _reanalyzed(conn, project, args.analyze_rounds)
             print("ingesting ...", file=sys.stderr)
             ingest = await _ingest(conn, org, args.ingest_rows, args.ingest_repeats)
         finally:
@@ -318,25 +270,20 @@ async def main(args: argparse.Namespace) -> None:
     print(f"versions: {versions}")
     print(
         f"project: {args.rows:,} rows (seeded in {seed_s:.0f} s); heap {sizes['heap']},"
-        f" trigram index {sizes['trigram_index']}, all indexes {sizes['all_indexes']}"
+        f" block summaries {sizes['summaries']}, logs' indexes {sizes['all_indexes']}"
     )
     print(f"\nfirst page ({PER_PAGE} rows, newest first), p50 / p90 ms")
-    columns = ("shipped", "planner", "generic_plan", "no_index", "no_index_shipped", "v1_index")
-    print(f"{'word':>14}" + "".join(f"  {c:>17}" for c in columns) + "  no_index / shipped")
+    columns = ("shipped", "ordered_scan", "trigram_v2")
+    print(f"{'word':>14}" + "".join(f"  {c:>17}" for c in columns))
     for label, by_setup in queries.items():
         cells = [f"{by_setup[c]['p50_ms']:>8.2f} / {by_setup[c]['p90_ms']:>6.1f}" for c in columns]
-        ratio = by_setup["no_index"]["p50_ms"] / max(by_setup["shipped"]["p50_ms"], 1e-9)
-        print(f"{label:>14}  {'  '.join(cells)}  {ratio:>18.1f}x")
-    print(
-        f"\nrare word after each of {args.analyze_rounds} fresh ANALYZE samples, p50 ms:"
-        f" shipped {reanalyzed['shipped']}, planner {reanalyzed['planner']}"
-    )
-    w, wo = ingest["with_index"]["p50_rows_per_s"], ingest["without_index"]["p50_rows_per_s"]
-    print(
-        f"\ningestion (COPY of {args.ingest_rows:,} rows into the seeded table, p50 of"
-        f" {ingest['with_index']['n']}): {wo:,} rows/s without the trigram index,"
-        f" {w:,} rows/s with it ({w / wo:.2f}x, {100 * (1 - w / wo):.0f}% slower)"
-    )
+        print(f"{label:>14}  {'  '.join(cells)}")
+    floor = ingest["floor"]["p50_rows_per_s"]
+    print(f"\ningestion (COPY of {args.ingest_rows:,} rows into the seeded table, p50 rows/s):")
+    for setup, rate in ingest.items():
+        print(
+            f"  {setup:>10}: {rate['p50_rows_per_s']:>9,} ({rate['p50_rows_per_s'] / floor:.2f}x)"
+        )
     result = {
         "benchmark": "keyword",
         "rows": args.rows,
@@ -345,7 +292,6 @@ async def main(args: argparse.Namespace) -> None:
         "versions": versions,
         "sizes": dict(sizes),
         "queries": queries,
-        "rare_after_analyze": reanalyzed,
         "ingest": ingest,
     }
     print(json.dumps(result))
@@ -359,12 +305,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=15.0, help="seconds per query before stopping")
     p.add_argument("--ingest-rows", type=int, default=100_000)
     p.add_argument("--ingest-repeats", type=int, default=4)
-    p.add_argument("--analyze-rounds", type=int, default=5, help="fresh ANALYZE samples")
     p.add_argument("--smoke", action="store_true", help="20k rows, a few repeats")
     args = p.parse_args(argv)
     if args.smoke:
         args.rows, args.repeats, args.ingest_rows, args.ingest_repeats = 20_000, 5, 5_000, 2
-        args.analyze_rounds = 2
     return args
 
 

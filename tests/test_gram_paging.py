@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
+from gramlogs.storage import blocks
 from gramlogs.storage.store import COLUMNS
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -140,6 +141,7 @@ class World:
         ]
         async with pool.acquire() as conn:
             await conn.copy_records_to_table("logs", records=records, columns=list(COLUMNS))
+            await blocks.write_blocks(conn, records)
 
 
 async def make_world(make_tenant, pool: asyncpg.Pool, rows: list[Row]) -> World:

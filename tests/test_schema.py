@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from gramlogs.core import ids
-from gramlogs.storage import schema
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage import blocks, schema, store, tenants
+from gramlogs.storage.store import COLUMNS, LogFilter, PageRequest
 
 
 async def _indexes(conn: asyncpg.Connection) -> set[str]:
@@ -18,13 +18,19 @@ async def _indexes(conn: asyncpg.Connection) -> set[str]:
     return {r["indexname"] for r in rows}
 
 
-async def _at_version_1(conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What version 1 left: schema.sql and its version record, without later steps."""
-    baseline = schema.steps()[0]
-    assert baseline.version == 1
+async def _at_version(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """What ``version`` left: its steps and their version records, without later steps."""
+    kept = schema.steps()[:version]
+    assert [s.version for s in kept] == list(range(1, version + 1))
     with monkeypatch.context() as m:
-        m.setattr(schema, "steps", lambda: [baseline])
+        m.setattr(schema, "steps", lambda: kept)
         await schema.migrate(conn)
+
+
+async def _at_version_1(conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _at_version(conn, monkeypatch, 1)
 
 
 async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
@@ -54,7 +60,49 @@ async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
         stored = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM logs")
         assert [tuple(r) for r in stored] == [row]
         indexes = await _indexes(conn)
-        assert "logs_keyword_tenant" in indexes and "logs_keyword" not in indexes
+        assert not {"logs_keyword", "logs_keyword_tenant"} & indexes
         assert await schema.migrate(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_version_3_keeps_lines_stored_before_it_searchable(empty_database, monkeypatch):
+    """Lines stored under the trigram index (version 2) are found by keyword at once after the
+    upgrade (through a block not summarised yet), and still after maintenance summarises them,
+    in fewer reads."""
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await _at_version(conn, monkeypatch, 2)
+        org = await tenants.create_organization(conn, "o")
+        project = await tenants.create_project(conn, org, "p")
+        other = await tenants.create_project(conn, org, "q")
+        start = datetime(2025, 6, 1, tzinfo=UTC)
+        rows = []
+        for i in range(1200):
+            ts = start + timedelta(seconds=i)
+            word = "quokka" if i in (4, 700) else "wombat"
+            owner = project if i % 2 else other
+            line = (ids.new_id(ts), ts, "i", "info", "server", f"line {i} {word}", None, "{}")
+            rows.append((*line, owner, uuid.uuid4(), uuid.uuid4(), None))
+        await conn.copy_records_to_table("logs", records=rows, columns=list(COLUMNS))
+        assert "logs_keyword_tenant" in await _indexes(conn)
+
+        await schema.migrate(conn)
+
+        pending = await conn.fetch("SELECT project_id FROM log_blocks WHERE grams IS NULL")
+        assert sorted(r["project_id"] for r in pending) == sorted([project, other])
+        req = PageRequest(LogFilter(project_id=other, keyword="QUOKKA"), per_page=10)
+        expected = [rows[700][0], rows[4][0]]
+        found = await store.fetch_page(conn, req)
+        assert [r["id"] for r in found.rows] == expected
+
+        monkeypatch.setattr(blocks, "SUMMARISE_ROWS", 250)
+        assert await blocks.summarise_pending(conn) == 1200
+        assert await conn.fetchval("SELECT count(*) FROM log_blocks WHERE grams IS NULL") == 0
+        # 600 lines a project, summarised 250 at a time: blocks of 250, 250 and 100 lines.
+        assert await conn.fetchval("SELECT count(*) FROM log_blocks") == 2 * 3
+        found = await store.fetch_page(conn, req)
+        assert [r["id"] for r in found.rows] == expected
+        assert await blocks.summarise_pending(conn) == 0
     finally:
         await conn.close()

@@ -1,4 +1,5 @@
-"""The server's background upkeep: partitions ahead of time, and retention when enabled.
+"""The server's background upkeep: partitions ahead of time, block summaries of lines stored
+before schema version 3 (blocks.summarise_pending), and retention when enabled.
 
 Each worker process runs the loop; the maintenance lock (``partitions.maintenance_lock``) lets
 one of them do the work and the others skip. A failed run is logged and tried again later.
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from gramlogs.core.config import Config
-from gramlogs.storage import partitions, retention
+from gramlogs.storage import blocks, partitions, retention
 
 __all__ = ["ensure_partitions", "run_forever", "run_retention"]
 
@@ -55,7 +56,7 @@ async def run_forever(url: str, config: Config) -> None:
     Each run opens a connection of its own rather than borrowing one from the request pool:
     DDL may wait for locks, and requests must never wait for upkeep (nor upkeep for a full pool).
     """
-    next_partitions = next_retention = time.monotonic()
+    next_partitions = next_retention = next_summary = time.monotonic()
     while True:
         now = time.monotonic()
         try:
@@ -63,13 +64,20 @@ async def run_forever(url: str, config: Config) -> None:
                 next_partitions = now + PARTITION_CHECK_S
                 async with _connection(url) as conn:
                     await ensure_partitions(conn, config)
+            if now >= next_summary:
+                async with _connection(url) as conn:
+                    done = await blocks.summarise_pending(conn)
+                # Until none is left, a round every second; then an hourly look.
+                next_summary = now + (1.0 if done else PARTITION_CHECK_S)
+                if done:
+                    logger.info("summarised %d line(s) stored before schema version 3", done)
             if config.retention_interval_s and now >= next_retention:
                 next_retention = now + config.retention_interval_s
                 async with _connection(url) as conn:
                     await run_retention(conn, config)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
             logger.warning("maintenance run failed; trying again later", exc_info=True)
-        wake = next_partitions
+        wake = min(next_partitions, next_summary)
         if config.retention_interval_s:
             wake = min(wake, next_retention)
         await asyncio.sleep(max(wake - time.monotonic(), 1.0))

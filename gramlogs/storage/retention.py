@@ -56,6 +56,9 @@ async def apply_retention(
         keep = await keep_days(conn, default_days)
         report = Report(keep_days=keep)
         report.dropped = await _drop_expired(conn, _cutoff(now, keep).int)
+        # Block summaries wholly below the cutoff; one that straddles it stays (it only widens
+        # what a search reads).
+        await conn.execute("DELETE FROM log_blocks WHERE hi < $1", _cutoff(now, keep))
     shorter = await conn.fetch(
         "SELECT id, coalesce(retention_days, $1) AS days FROM projects"
         " WHERE coalesce(retention_days, $1) < $2 ORDER BY id",
@@ -111,4 +114,7 @@ async def _delete_before(
             )
         deleted += int(status.split()[-1])
         if last is None:
+            await conn.execute(
+                "DELETE FROM log_blocks WHERE project_id = $1 AND hi < $2", project_id, cutoff
+            )
             return deleted

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from gramlogs.core import ids
+from gramlogs.storage import blocks
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
@@ -169,7 +170,9 @@ async def _copy(
     conn: asyncpg.Connection, batch: list[tuple[object, ...]], functions: set[uuid.UUID]
 ) -> int:
     functions.update(row[10] for row in batch)  # type: ignore[misc]
-    await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
+    async with conn.transaction():
+        await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
+        await blocks.write_blocks(conn, batch)
     return len(batch)
 
 

@@ -2,9 +2,10 @@
 
 Every page is one statement: an ordered index range scan that stops after ``per_page + 1``
 rows, plus a one-row index probe (an InitPlan, run once) that tells whether rows lie on the
-other side of the cursor. A keyword page adds a second branch that, when the ordered scan does
-not fill the page quickly, gathers the matches through the trigram index and sorts them (see
-:func:`_keyword_page_sql`). Nothing here knows about HTTP.
+other side of the cursor. A keyword page first reads a bounded stretch of the range in order;
+when that does not fill the page, it reads only the id ranges of the blocks whose summaries hold
+every trigram of the word (blocks.py), nearest first (:func:`_keyword_rows`). Nothing here knows
+about HTTP.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import asyncpg
+
+from gramlogs.storage import blocks, grams
 
 __all__ = [
     "COLUMNS",
@@ -79,10 +82,9 @@ _MAX_ID = (1 << 128) - 1
 # server runs is long enough for JIT to pay off.
 PLAN_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_sort": "off", "jit": "off"}
 
-# The expression the trigram index logs_keyword_tenant covers (migrations/0002; keep the two
-# identical).
-# A keyword without the \x01 separator is a substring of it exactly when it is a substring of
-# message or of raw_log; a keyword with one is matched column by column, without the index.
+# A keyword without the \x01 separator is a substring of this exactly when it is a substring of
+# message or of raw_log (grams.text_of makes the same text); a keyword with one is matched
+# column by column.
 KEYWORD_SEPARATOR = "\x01"
 _KEYWORD_TEXT = "(coalesce(message, '') || E'\\x01' || raw_log)"
 
@@ -139,7 +141,7 @@ class _Shape:
 
     equals: tuple[str, ...]
     sources: bool
-    # "indexed": through logs_keyword_tenant; "columns": each column; None: no keyword.
+    # "indexed": message and raw line as one text; "columns": each column; None: no keyword.
     keyword: str | None
 
 
@@ -178,37 +180,35 @@ def _page_sql(shape: _Shape, ascending: bool) -> str:
 
 
 @lru_cache(maxsize=256)
-def _keyword_page_sql(shape: _Shape, ascending: bool) -> str:
-    """A keyword page: the newest (in scan order) $7 filtered rows first, then the trigram index.
+def _probe_sql(shape: _Shape, ascending: bool) -> str:
+    """Among the first $4 rows of the range in order: the first $5 - 1 that match, and the
+    last one read.
 
-    The first branch walks the scan range in order, as a page without a keyword does, but
-    reads at most $7 rows: a common word fills the page within them. Only when it has not
-    (the word is rarer than per_page in $7) does the second branch run: it gathers the range's
-    matches as a set planned on its own, so through the trigram index when the word is rare
-    (OFFSET 0 keeps out both the page's LIMIT and the bound below, which would otherwise tempt
-    the planner to AND the trigram bitmap with a bitmap of the whole id range), keeps those
-    beyond the rows the first branch read, and sorts them. PostgreSQL runs UNION ALL branches
-    in order and stops at the LIMIT, so the page is the first branch's matches followed by the
-    second's; parallel plans, which would interleave them, are off for keyword pages (see
-    fetch_page). $8 is $7 - 1: the offset of the last row the first branch reads; no such row
-    means the first branch read the whole range, and the second branch keeps nothing.
+    ``read`` numbers the rows read; a row numbered $4 (returned whether it matches or not) says
+    the probe read that far, and no such row that it read the whole range. The outer LIMIT
+    stops the walk once the page is full (fewer matches leave room for that last row).
     """
-    filters, keyword = _conditions(shape, first_param=8)
+    filters, keyword = _conditions(shape, first_param=5)
     order = "ASC" if ascending else "DESC"
-    beyond = ">" if ascending else "<"
-    scan = f"FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{filters}"
     return (
-        f"SELECT {_COLUMN_LIST},"
-        f" ({_back_probe(filters + keyword, '$4', '$5', ascending)}) AS has_back"
-        f" FROM ((SELECT {_COLUMN_LIST} FROM"
-        f" (SELECT {_COLUMN_LIST} {scan} ORDER BY id {order} LIMIT $7) AS recent"
-        f" WHERE true{keyword} ORDER BY id {order})"
-        f" UNION ALL"
-        f" (SELECT {_COLUMN_LIST} FROM"
-        f" (SELECT {_COLUMN_LIST} {scan}{keyword} OFFSET 0) AS older"
-        f" WHERE id {beyond} (SELECT id {scan} ORDER BY id {order} OFFSET $8 LIMIT 1)"
-        f" ORDER BY id {order})) AS page"
-        f" LIMIT $6"
+        f"SELECT * FROM (SELECT {_COLUMN_LIST}, true{keyword} AS matched,"
+        f" row_number() OVER (ORDER BY id {order}) AS read FROM"
+        f" (SELECT {_COLUMN_LIST} FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3"
+        f"{filters} ORDER BY id {order} LIMIT $4) AS head) AS probed"
+        f" WHERE matched OR read = $4 ORDER BY id {order} LIMIT $5"
+    )
+
+
+@lru_cache(maxsize=256)
+def _ranges_sql(shape: _Shape, ascending: bool) -> str:
+    """The first $4 matches in order within the id ranges [$2[i], $3[i]] (disjoint)."""
+    filters, keyword = _conditions(shape, first_param=4)
+    order = "ASC" if ascending else "DESC"
+    return (
+        f"SELECT {_COLUMN_LIST} FROM unnest($2::uuid[], $3::uuid[]) AS r(lo, hi)"
+        f" CROSS JOIN LATERAL (SELECT {_COLUMN_LIST} FROM logs"
+        f" WHERE project_id = $1 AND id BETWEEN r.lo AND r.hi{filters}{keyword}"
+        f" ORDER BY id {order} LIMIT $4) AS found ORDER BY id {order} LIMIT $4"
     )
 
 
@@ -253,8 +253,10 @@ def _quoted(column: str) -> str:
     return '"timestamp"' if column == "timestamp" else column
 
 
-KEYWORD_PROBE_ROWS = 2000
+KEYWORD_PROBE_ROWS = 1000
 KEYWORD_PROBE_PER_ROW = 10
+# Blocks read in a keyword page's first round; each round reads four times more.
+KEYWORD_FIRST_BLOCKS = 4
 
 _COLUMN_LIST = ", ".join(_quoted(c) for c in COLUMNS)
 
@@ -266,49 +268,145 @@ def _uuid(value: int) -> uuid.UUID:
 async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     """One page of ``req.filter``'s rows in sort order, with what lies either side of it.
 
-    A keyword page (see :func:`_keyword_page_sql`) runs in a transaction of its own, with
-    settings for it alone. ``force_custom_plan``: a generic plan is made without knowing the
-    word or the range; on 1M rows that plan took 40 ms instead of 1 for a common word and 35-50
-    ms instead of 5 for a rare one (benchmarks/keyword.py). Sorts allowed: the trigram branch
-    sorts its matches (:data:`PLAN_SETTINGS` turns sorts off for every other page). No parallel
-    plans: they would interleave the page's two branches.
+    A keyword page is several statements (:func:`_keyword_rows`): they run in one read-only
+    REPEATABLE READ transaction, so that they see one snapshot (a batch's lines and its blocks
+    together, or neither), with :data:`KEYWORD_SETTINGS` for it alone.
     """
     if req.filter.keyword is None:
         return await read_page(conn, req)
-    async with conn.transaction():
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(KEYWORD_SETTINGS)
-        return await read_page(conn, req)
+        return await _keyword_page(conn, req)
 
 
+# Custom plans: the statements over block ranges join an array of ranges, whose size a generic
+# plan cannot know. Sorts allowed: they merge a few ranges' matches (PLAN_SETTINGS turns sorts
+# off for every other page). No sequential scans: log_blocks' rows are small until their codes
+# are unpacked, so the planner would read them all (16 ms for 1,200 blocks) rather than ask
+# the GIN index (0.1 ms); every other statement of the page is an index scan anyway. No
+# parallel plans: a page reads too little to pay for them.
 KEYWORD_SETTINGS = (
     "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_sort = on;"
-    " SET LOCAL max_parallel_workers_per_gather = 0"
+    " SET LOCAL enable_seqscan = off; SET LOCAL max_parallel_workers_per_gather = 0"
 )
 
 
 def keyword_probe_rows(per_page: int) -> int:
-    """How many rows a keyword page reads in order before it turns to the trigram index.
+    """How many rows a keyword page reads in order before it turns to the block summaries.
 
     Reading a row costs about a microsecond (an ILIKE on its text), so the probe costs a
     couple of milliseconds; a word that fills a page within it is common enough that the
-    ordered walk is the fastest plan, one that does not is rare enough for the index.
+    ordered walk is the fastest plan, one that does not is rare enough for the blocks.
     """
     return max(KEYWORD_PROBE_ROWS, KEYWORD_PROBE_PER_ROW * (per_page + 1))
 
 
-def page_query(req: PageRequest, *, probe: bool = True) -> tuple[str, list[object]]:
+async def _keyword_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
+    (lo, hi), (back_lo, back_hi) = _ranges(req)
+    limit = req.per_page + 1
+    rows = await _keyword_rows(conn, req, lo, hi, req.scan_ascending, limit)
+    # Behind the cursor, nearest first: the rows of the page just left are usually there.
+    has_back = bool(await _keyword_rows(conn, req, back_lo, back_hi, not req.scan_ascending, 1))
+    has_more = len(rows) > req.per_page
+    del rows[req.per_page :]
+    if not req.forward:
+        rows.reverse()
+    return Page(rows=rows, has_more=has_more, has_back=has_back)
+
+
+async def _keyword_rows(
+    conn: asyncpg.Connection, req: PageRequest, lo: int, hi: int, ascending: bool, limit: int
+) -> list[asyncpg.Record]:
+    """The first ``limit`` matches of ``req.filter`` in ``[lo, hi]``, in scan order.
+
+    First the probe: the first rows of the range in order (a frequent word fills the page
+    there). Then the blocks that may hold the word beyond the probe, nearest first, a growing
+    number at a time: after each round, every match between the range's start and the nearest
+    block not read yet is known, since any such match lies in a block already read. It stops
+    when ``limit`` of them are known.
+    """
+    if lo > hi:
+        return []
+    f = req.filter
+    shape, values = _shape_and_values(f)
+    probe = keyword_probe_rows(req.per_page)
+    head = await conn.fetch(
+        _probe_sql(shape, ascending), f.project_id, _uuid(lo), _uuid(hi), probe, limit + 1, *values
+    )
+    found = [r for r in head if r["matched"]]
+    if len(found) >= limit or not head or head[-1]["read"] < probe:
+        return found[:limit]
+    # The probe read up to its last row: the rest of the range lies beyond it.
+    edge = head[-1]["id"].int
+    lo, hi = (edge + 1, hi) if ascending else (lo, edge - 1)
+    codes = grams.keyword_codes(f.keyword or "")
+    if lo > hi:
+        return found
+    if not codes:
+        # No trigram to look up (a word shorter than three ASCII characters): the whole range.
+        ranges = [(lo, hi)]
+    else:
+        ranges = await blocks.candidates(conn, f.project_id, _uuid(lo), _uuid(hi), codes)
+    return found + await _walk(conn, req, shape, values, ranges, ascending, limit - len(found))
+
+
+async def _walk(
+    conn: asyncpg.Connection,
+    req: PageRequest,
+    shape: _Shape,
+    values: list[object],
+    ranges: list[tuple[int, int]],
+    ascending: bool,
+    limit: int,
+) -> list[asyncpg.Record]:
+    # Nearest first: by the end a scan meets first.
+    if ascending:
+        ranges.sort(key=lambda r: r[0])
+    else:
+        ranges.sort(key=lambda r: r[1], reverse=True)
+    sql = _ranges_sql(shape, ascending)
+    found: dict[uuid.UUID, asyncpg.Record] = {}
+    done, take = 0, KEYWORD_FIRST_BLOCKS
+    while done < len(ranges):
+        batch = blocks.merged(ranges[done : done + take])
+        done += take
+        take *= 4
+        los = [_uuid(lo) for lo, _ in batch]
+        his = [_uuid(hi) for _, hi in batch]
+        for row in await conn.fetch(sql, req.filter.project_id, los, his, limit, *values):
+            found[row["id"]] = row
+        frontier = _frontier(ranges, done, ascending)
+        if sum(1 for i in found if _known(i, frontier, ascending)) >= limit:
+            break
+    frontier = _frontier(ranges, done, ascending)
+    ordered = sorted(found.values(), key=lambda r: r["id"], reverse=not ascending)
+    return [r for r in ordered if _known(r["id"], frontier, ascending)][:limit]
+
+
+def _frontier(ranges: list[tuple[int, int]], done: int, ascending: bool) -> int | None:
+    """The near end of the first range not read yet (None: all were read)."""
+    if done >= len(ranges):
+        return None
+    return ranges[done][0] if ascending else ranges[done][1]
+
+
+def _known(row_id: uuid.UUID, frontier: int | None, ascending: bool) -> bool:
+    """Whether ``row_id`` lies before the frontier, where every match has been read."""
+    if frontier is None:
+        return True
+    return row_id.int < frontier if ascending else row_id.int > frontier
+
+
+def page_query(req: PageRequest) -> tuple[str, list[object]]:
     """The page statement and its arguments (for EXPLAIN tests and benchmarks too).
 
-    ``probe=False`` leaves a keyword page to the planner (one ordered or index plan for the
-    whole range); benchmarks/keyword.py measures it beside the shipped plan.
+    For a keyword page, the one statement that reads the range in order with the keyword as a
+    filter: what a keyword page would cost without its block summaries.
     """
     shape, values = _shape_and_values(req.filter)
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     args: list[object] = [req.filter.project_id, _uuid(lo), _uuid(hi)]
     args += [_uuid(back_lo), _uuid(back_hi), req.per_page + 1]
-    if shape.keyword is not None and probe:
-        reads = keyword_probe_rows(req.per_page)
-        return _keyword_page_sql(shape, req.scan_ascending), [*args, reads, reads - 1, *values]
     return _page_sql(shape, req.scan_ascending), [*args, *values]
 
 
@@ -320,15 +418,14 @@ def back_query(req: PageRequest) -> tuple[str, list[object]]:
     return _back_sql(shape, req.scan_ascending), args
 
 
-async def read_page(conn: asyncpg.Connection, req: PageRequest, *, probe: bool = True) -> Page:
-    """The page under the connection's settings as they are: :func:`fetch_page` without its
-    keyword transaction, for benchmarks that compare plans (``probe`` as in :func:`page_query`).
-    """
+async def read_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
+    """The page of :func:`page_query` under the connection's settings as they are (for a
+    keyword page, without its block summaries: benchmarks compare the two)."""
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     rows: list[asyncpg.Record] = []
     has_back: bool | None = None
     if lo <= hi:
-        sql, args = page_query(req, probe=probe)
+        sql, args = page_query(req)
         rows = await conn.fetch(sql, *args)
         if rows:
             has_back = rows[0]["has_back"] is True

@@ -1,5 +1,7 @@
 """Writing log batches: one transaction per batch, binary COPY, no duplicate ids.
 
+The batch's block summaries (blocks.py) are written in the same transaction.
+
 COPY cannot skip rows that already exist, so a batch is first COPYed straight into ``logs``: the
 common case (new lines) costs what a raw COPY costs. If an id is already there (a resent batch,
 or a retry after a lost reply), that transaction fails whole, and the batch goes again through a
@@ -20,7 +22,7 @@ from typing import Final
 
 import asyncpg
 
-from gramlogs.storage import citus
+from gramlogs.storage import blocks, citus
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
@@ -72,6 +74,7 @@ async def store_batch(
         async with conn.transaction():
             await register_functions(conn, project_id, functions)
             await conn.copy_records_to_table("logs", records=ordered, columns=COLUMNS)
+            await blocks.write_blocks(conn, ordered)
         return len(ordered), 0
     except asyncpg.UniqueViolationError:
         pass
@@ -85,4 +88,6 @@ async def store_batch(
         # The rows returned, not the command tag: on Citus the tag of an INSERT ... SELECT
         # counts the rows sent to the shards, conflicting ones included.
         stored = len(await conn.fetch(_INSERT_NEW))
+        # Blocks of the whole batch: those of lines stored before only widen what a search reads.
+        await blocks.write_blocks(conn, ordered)
     return stored, len(ordered) - stored
