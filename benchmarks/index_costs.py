@@ -11,7 +11,8 @@ unpartitioned table of ``logs``' columns carrying one set of indexes at a time:
 - ``tsvector``: btrees + a GIN over the words (``to_tsvector('simple', ...)``), which a
   substring search would still have to recheck and cannot use for a part of a word;
 - ``blocks N``: btrees + ``log_blocks``, a row per N lines with its trigram buckets under GIN
-  (what gramlogs ships; the codes are made in the client, as the server makes them).
+  (what gramlogs ships; the codes are made in the client, as the server makes them); and the
+  same without some or all of the equality filters' btrees.
 
 Rates are lines per second over the whole load and over its last fifth; sizes are the table's
 and its indexes' bytes per million lines.
@@ -70,6 +71,14 @@ VARIANTS: dict[str, tuple[str, int]] = {
     "tsvector": (_BTREES + f"CREATE INDEX ON t USING gin (to_tsvector('simple', {_TEXT}))", 0),
     "blocks 256": (_BTREES + "CREATE INDEX ON b USING gin (project_id, grams)", 256),
     "blocks 1024": (_BTREES + "CREATE INDEX ON b USING gin (project_id, grams)", 1024),
+    # What dropping equality indexes for codes in the block summaries would buy.
+    "blocks 256, no level/source btrees": (
+        _BTREES.split("CREATE INDEX ON t (project_id, level, id);")[0]
+        + _BTREES.split("CREATE INDEX ON t (project_id, source, id);")[1]
+        + "CREATE INDEX ON b USING gin (project_id, grams)",
+        256,
+    ),
+    "blocks 256, no equality btrees": ("CREATE INDEX ON b USING gin (project_id, grams)", 256),
 }
 
 

@@ -44,6 +44,7 @@ def probe(request):
 
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
 FUNCTION = uuid.UUID(int=7)
+FUNCTIONS = (FUNCTION, uuid.UUID(int=9), uuid.UUID(int=10))
 
 
 @pytest.mark.parametrize(
@@ -235,6 +236,7 @@ async def paged(make_tenant, pool):
             rng.choice([None, " ".join(rng.sample(VOCAB, 2))]),
             f"line {i} {rng.choice(VOCAB)}",
             level=rng.choice(("info", "warn")),
+            function_id=rng.choice(FUNCTIONS),
         )
         for i in range(150)
     ]
@@ -251,25 +253,30 @@ def matches(row: Row, keyword: str) -> bool:
 @given(
     keyword=st.sampled_from((*VOCAB, "ERROR", "_", "%", "\\", "line 1")),
     level=st.none() | st.sampled_from(("info", "warn")),
+    function=st.none() | st.sampled_from(FUNCTIONS),
     per_page=st.integers(1, 40),
     sort=st.sampled_from(("asc", "desc")),
     direction=st.sampled_from(("next", "prev")),
     probe=st.sampled_from((None, 1, 2, 7, 60)),
 )
 async def test_walking_keyword_pages_visits_every_match_once_in_order(
-    client, paged, keyword, level, per_page, sort, direction, probe
+    client, paged, keyword, level, function, per_page, sort, direction, probe
 ):
     tenant, stored = paged
     expected = [
         str(row_id)
         for row_id, row in stored
-        if matches(row, keyword) and (level is None or row.level == level)
+        if matches(row, keyword)
+        and (level is None or row.level == level)
+        and (function is None or row.function_id == function)
     ]
     if sort == "desc":
         expected.reverse()
     params = {"keyword": keyword, "per_page": str(per_page), "sort": sort, "direction": direction}
     if level is not None:
         params["level"] = level
+    if function is not None:
+        params["function_id"] = str(function)
     pages: list[list[str]] = []
     while True:
         with probe_reads(probe):
@@ -327,7 +334,7 @@ async def test_a_keyword_page_reads_only_the_blocks_that_may_hold_the_word(pool,
     ranges = await _candidate_ranges(pool, tenant.project_id, "quokka")
     # Three interleaved batches of five-row blocks: each word's block spans ~15 lines.
     assert 1 <= len(ranges) <= 4
-    assert sum(_lines_in(stored, lo, hi) for lo, hi in ranges) <= 60
+    assert sum(_lines_in(stored, lo, hi) for _, lo, hi in ranges) <= 60
 
 
 async def _candidate_ranges(pool, project_id, word):

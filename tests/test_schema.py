@@ -77,20 +77,24 @@ async def test_version_3_keeps_lines_stored_before_it_searchable(empty_database,
         project = await tenants.create_project(conn, org, "p")
         other = await tenants.create_project(conn, org, "q")
         start = datetime(2025, 6, 1, tzinfo=UTC)
+        functions = [uuid.UUID(int=1), uuid.UUID(int=2)]
         rows = []
         for i in range(1200):
             ts = start + timedelta(seconds=i)
             word = "quokka" if i in (4, 700) else "wombat"
             owner = project if i % 2 else other
             line = (ids.new_id(ts), ts, "i", "info", "server", f"line {i} {word}", None, "{}")
-            rows.append((*line, owner, uuid.uuid4(), uuid.uuid4(), None))
+            rows.append((*line, owner, uuid.uuid4(), functions[i % 4 // 2], None))
         await conn.copy_records_to_table("logs", records=rows, columns=list(COLUMNS))
         assert "logs_keyword_tenant" in await _indexes(conn)
 
         await schema.migrate(conn)
 
-        pending = await conn.fetch("SELECT project_id FROM log_blocks WHERE grams IS NULL")
-        assert sorted(r["project_id"] for r in pending) == sorted([project, other])
+        pending = await conn.fetch(
+            "SELECT project_id, function_id FROM log_blocks WHERE grams IS NULL"
+        )
+        expected_pending = {(p, f) for p in (project, other) for f in functions}
+        assert {tuple(r) for r in pending} == expected_pending
         req = PageRequest(LogFilter(project_id=other, keyword="QUOKKA"), per_page=10)
         expected = [rows[700][0], rows[4][0]]
         found = await store.fetch_page(conn, req)
@@ -99,8 +103,8 @@ async def test_version_3_keeps_lines_stored_before_it_searchable(empty_database,
         monkeypatch.setattr(blocks, "SUMMARISE_ROWS", 250)
         assert await blocks.summarise_pending(conn) == 1200
         assert await conn.fetchval("SELECT count(*) FROM log_blocks WHERE grams IS NULL") == 0
-        # 600 lines a project, summarised 250 at a time: blocks of 250, 250 and 100 lines.
-        assert await conn.fetchval("SELECT count(*) FROM log_blocks") == 2 * 3
+        # 300 lines a function, summarised 250 at a time: blocks of 250 and 50 lines.
+        assert await conn.fetchval("SELECT count(*) FROM log_blocks") == 4 * 2
         found = await store.fetch_page(conn, req)
         assert [r["id"] for r in found.rows] == expected
         assert await blocks.summarise_pending(conn) == 0

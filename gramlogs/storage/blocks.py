@@ -1,10 +1,15 @@
-"""``log_blocks``: a row per block of a project's lines, with the trigram codes its text holds.
+"""``log_blocks``: a row per block of one function's lines, with the trigram codes its text holds.
 
 Written in the same transaction as the lines (:func:`write_blocks`), so a line readable is a
 line summarised; read by keyword pages (store.py) to skip the id ranges that cannot hold a word.
-Lines stored before schema version 3 sit in a block whose codes are unknown (NULL), which every
-keyword may match; :func:`summarise_pending` replaces such a block by real ones, newest first.
-See grams.py for what a code is and why a block never hides a match.
+A block holds the lines of one function (a batch is cut by function, then into runs of
+``grams.BLOCK_ROWS`` in id order): a search within a function (PolyAPI's always is) asks only
+that function's blocks, and reading a block reads its function's lines in its range, not every
+line of the project that falls there.
+
+Lines stored before schema version 3 sit in a block per function whose codes are unknown
+(NULL), which every keyword may match; :func:`summarise_pending` replaces such a block by real
+ones, newest first. See grams.py for what a code is and why a block never hides a match.
 """
 
 from __future__ import annotations
@@ -28,25 +33,27 @@ __all__ = [
     "write_blocks",
 ]
 
-COLUMNS = ("project_id", "lo", "hi", "grams")
-# A line as a block needs it: project, id, message, raw line.
-Line = tuple[object, object, object, object]
+COLUMNS = ("project_id", "function_id", "lo", "hi", "grams")
+# A line as a block needs it: project, function, id, message, raw line.
+Line = tuple[object, object, object, object, object]
 # Where a row in store.COLUMNS order holds them.
-_LINE_OF_ROW = itemgetter(8, 0, 6, 5)
+_LINE_OF_ROW = itemgetter(8, 10, 0, 6, 5)
 
-Block = tuple[object, object, object, list[int] | None]
+Block = tuple[object, object, object, object, list[int] | None]
+# An id range of one function's lines: (function_id, lo, hi), bounds inclusive, as ints.
+Range = tuple[uuid.UUID, int, int]
 
 
 def summaries(lines: Iterable[Line]) -> list[Block]:
-    """The blocks of ``lines`` (any project, any order)."""
+    """The blocks of ``lines`` (any projects and functions, any order)."""
     out: list[Block] = []
-    ordered = sorted(lines, key=lambda line: (str(line[0]), _key(line[1])))
-    for project, group in groupby(ordered, key=lambda line: str(line[0])):
-        of_project = list(group)
-        for start in range(0, len(of_project), grams.BLOCK_ROWS):
-            part = of_project[start : start + grams.BLOCK_ROWS]
-            texts = [grams.text_of(_text(m), str(raw)) for _, _, m, raw in part]
-            out.append((project, part[0][1], part[-1][1], grams.block_codes(texts)))
+    ordered = sorted(lines, key=lambda line: (str(line[0]), str(line[1]), _key(line[2])))
+    for (project, function), group in groupby(ordered, key=lambda ln: (str(ln[0]), str(ln[1]))):
+        of_function = list(group)
+        for start in range(0, len(of_function), grams.BLOCK_ROWS):
+            part = of_function[start : start + grams.BLOCK_ROWS]
+            texts = [grams.text_of(_text(m), str(raw)) for _, _, _, m, raw in part]
+            out.append((project, function, part[0][2], part[-1][2], grams.block_codes(texts)))
     return out
 
 
@@ -68,21 +75,27 @@ async def write_blocks(conn: asyncpg.Connection, rows: Sequence[Sequence[object]
 
 
 async def candidates(
-    conn: asyncpg.Connection, project_id: uuid.UUID, lo: uuid.UUID, hi: uuid.UUID, codes: list[int]
-) -> list[tuple[int, int]]:
-    """Id ranges (inclusive, as ints) of the project's blocks in ``[lo, hi]`` that may hold
-    every code of ``codes``: those whose codes contain them, and those not summarised yet."""
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    lo: uuid.UUID,
+    hi: uuid.UUID,
+    codes: list[int],
+    function_id: object = None,
+) -> list[Range]:
+    """The project's blocks in ``[lo, hi]`` (of ``function_id`` only, when given) that may hold
+    every code of ``codes``: those whose codes contain them, and those not summarised yet. Each
+    as its function and its id range clipped to ``[lo, hi]``."""
+    where = "project_id = $1 AND hi >= $2 AND lo <= $3"
+    args: list[object] = [project_id, lo, hi, codes]
+    if function_id is not None:
+        where += " AND function_id = $5"
+        args.append(function_id)
     rows = await conn.fetch(
-        "SELECT lo, hi FROM log_blocks"
-        " WHERE project_id = $1 AND hi >= $2 AND lo <= $3 AND grams @> $4::int4[]"
-        " UNION ALL SELECT lo, hi FROM log_blocks"
-        " WHERE project_id = $1 AND hi >= $2 AND lo <= $3 AND grams IS NULL",
-        project_id,
-        lo,
-        hi,
-        codes,
+        f"SELECT function_id, lo, hi FROM log_blocks WHERE {where} AND grams @> $4::int4[]"
+        f" UNION ALL SELECT function_id, lo, hi FROM log_blocks WHERE {where} AND grams IS NULL",
+        *args,
     )
-    return [(max(r["lo"].int, lo.int), min(r["hi"].int, hi.int)) for r in rows]
+    return [(r["function_id"], max(r["lo"].int, lo.int), min(r["hi"].int, hi.int)) for r in rows]
 
 
 # Lines summarised per transaction by summarise_pending.
@@ -97,52 +110,57 @@ async def summarise_pending(conn: asyncpg.Connection, *, max_rows: int = 1_000_0
     at any moment finds every line in a block of one kind or the other.
     """
     done = 0
-    projects = await conn.fetch("SELECT DISTINCT project_id FROM log_blocks WHERE grams IS NULL")
-    for (project_id,) in projects:
+    pending = await conn.fetch(
+        "SELECT DISTINCT project_id, function_id FROM log_blocks WHERE grams IS NULL"
+    )
+    for project_id, function_id in pending:
         while done < max_rows:
-            lines = await _summarise_some(conn, project_id)
+            lines = await _summarise_some(conn, project_id, function_id)
             if lines == 0:
                 break
             done += lines
     return done
 
 
-async def _summarise_some(conn: asyncpg.Connection, project_id: uuid.UUID) -> int:
+async def _summarise_some(
+    conn: asyncpg.Connection, project_id: uuid.UUID, function_id: uuid.UUID
+) -> int:
     async with conn.transaction():
+        where = "WHERE project_id = $1 AND function_id = $2 AND grams IS NULL"
         pending = await conn.fetchrow(
-            "SELECT lo, hi FROM log_blocks WHERE project_id = $1 AND grams IS NULL"
-            " ORDER BY hi DESC LIMIT 1 FOR UPDATE",
+            f"SELECT lo, hi FROM log_blocks {where} ORDER BY hi DESC LIMIT 1 FOR UPDATE",
             project_id,
+            function_id,
         )
         if pending is None:
             return 0
         rows = await conn.fetch(
-            "SELECT id, message, raw_log FROM logs"
-            " WHERE project_id = $1 AND id BETWEEN $2 AND $3 ORDER BY id DESC LIMIT $4",
+            "SELECT id, message, raw_log FROM logs WHERE project_id = $1 AND function_id = $2"
+            " AND id BETWEEN $3 AND $4 ORDER BY id DESC LIMIT $5",
             project_id,
+            function_id,
             pending["lo"],
             pending["hi"],
             SUMMARISE_ROWS,
         )
-        blocks = summaries((project_id, r["id"], r["message"], r["raw_log"]) for r in rows)
-        await conn.copy_records_to_table("log_blocks", records=blocks, columns=COLUMNS)
-        where = "WHERE project_id = $1 AND grams IS NULL AND lo = $2 AND hi = $3"
+        lines = ((project_id, function_id, r["id"], r["message"], r["raw_log"]) for r in rows)
+        await conn.copy_records_to_table("log_blocks", records=summaries(lines), columns=COLUMNS)
+        this = f"{where} AND lo = $3 AND hi = $4"
         if len(rows) < SUMMARISE_ROWS:
-            await conn.execute(f"DELETE FROM log_blocks {where}", project_id, *pending)
+            await conn.execute(f"DELETE FROM log_blocks {this}", project_id, function_id, *pending)
         else:
             below = uuid.UUID(int=rows[-1]["id"].int - 1)
-            await conn.execute(
-                f"UPDATE log_blocks SET hi = $4 {where}", project_id, *pending, below
-            )
+            set_hi = f"UPDATE log_blocks SET hi = $5 {this}"
+            await conn.execute(set_hi, project_id, function_id, *pending, below)
         return max(len(rows), 1)
 
 
-def merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``ranges`` (inclusive) sorted, with overlapping or adjacent ones joined."""
-    out: list[tuple[int, int]] = []
-    for lo, hi in sorted(ranges, key=itemgetter(0)):
-        if out and lo <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
+def merged(ranges: Iterable[Range]) -> list[Range]:
+    """``ranges`` with the overlapping or adjacent ones of a function joined."""
+    out: list[Range] = []
+    for function, lo, hi in sorted(ranges, key=lambda r: (r[0], r[1])):
+        if out and out[-1][0] == function and lo <= out[-1][2] + 1:
+            out[-1] = (function, out[-1][1], max(out[-1][2], hi))
         else:
-            out.append((lo, hi))
+            out.append((function, lo, hi))
     return out

@@ -200,15 +200,17 @@ def _probe_sql(shape: _Shape, ascending: bool) -> str:
 
 
 @lru_cache(maxsize=256)
-def _ranges_sql(shape: _Shape, ascending: bool) -> str:
-    """The first $4 matches in order within the id ranges [$2[i], $3[i]] (disjoint)."""
-    filters, keyword = _conditions(shape, first_param=4)
+def _ranges_sql(shape: _Shape, ascending: bool, whole: bool) -> str:
+    """The first $5 matches in order among the lines of function $2[i] with ids in
+    [$3[i], $4[i]] (disjoint per function); ``whole``: among every line in [$3[0], $4[0]]."""
+    filters, keyword = _conditions(shape, first_param=5)
     order = "ASC" if ascending else "DESC"
+    function = "" if whole else " AND function_id = r.fn"
     return (
-        f"SELECT {_COLUMN_LIST} FROM unnest($2::uuid[], $3::uuid[]) AS r(lo, hi)"
+        f"SELECT found.* FROM unnest($2::uuid[], $3::uuid[], $4::uuid[]) AS r(fn, lo, hi)"
         f" CROSS JOIN LATERAL (SELECT {_COLUMN_LIST} FROM logs"
-        f" WHERE project_id = $1 AND id BETWEEN r.lo AND r.hi{filters}{keyword}"
-        f" ORDER BY id {order} LIMIT $4) AS found ORDER BY id {order} LIMIT $4"
+        f" WHERE project_id = $1{function} AND id BETWEEN r.lo AND r.hi{filters}{keyword}"
+        f" ORDER BY id {order} LIMIT $5) AS found ORDER BY id {order} LIMIT $5"
     )
 
 
@@ -344,10 +346,17 @@ async def _keyword_rows(
         return found
     if not codes:
         # No trigram to look up (a word shorter than three ASCII characters): the whole range.
-        ranges = [(lo, hi)]
+        ranges = [(_ANY_FUNCTION, lo, hi)]
     else:
-        ranges = await blocks.candidates(conn, f.project_id, _uuid(lo), _uuid(hi), codes)
+        function = f.equals.get("function_id")
+        ranges = await blocks.candidates(
+            conn, f.project_id, _uuid(lo), _uuid(hi), codes, function_id=function
+        )
     return found + await _walk(conn, req, shape, values, ranges, ascending, limit - len(found))
+
+
+# The function of a range that stands for every line in it (not one function's block).
+_ANY_FUNCTION = uuid.UUID(int=0)
 
 
 async def _walk(
@@ -355,25 +364,28 @@ async def _walk(
     req: PageRequest,
     shape: _Shape,
     values: list[object],
-    ranges: list[tuple[int, int]],
+    ranges: list[blocks.Range],
     ascending: bool,
     limit: int,
 ) -> list[asyncpg.Record]:
     # Nearest first: by the end a scan meets first.
     if ascending:
-        ranges.sort(key=lambda r: r[0])
+        ranges.sort(key=lambda r: r[1])
     else:
-        ranges.sort(key=lambda r: r[1], reverse=True)
-    sql = _ranges_sql(shape, ascending)
+        ranges.sort(key=lambda r: r[2], reverse=True)
+    whole = len(ranges) == 1 and ranges[0][0] == _ANY_FUNCTION
+    sql = _ranges_sql(shape, ascending, whole)
     found: dict[uuid.UUID, asyncpg.Record] = {}
     done, take = 0, KEYWORD_FIRST_BLOCKS
     while done < len(ranges):
         batch = blocks.merged(ranges[done : done + take])
         done += take
         take *= 4
-        los = [_uuid(lo) for lo, _ in batch]
-        his = [_uuid(hi) for _, hi in batch]
-        for row in await conn.fetch(sql, req.filter.project_id, los, his, limit, *values):
+        functions = [function for function, _, _ in batch]
+        los = [_uuid(lo) for _, lo, _ in batch]
+        his = [_uuid(hi) for _, _, hi in batch]
+        args = (req.filter.project_id, functions, los, his, limit, *values)
+        for row in await conn.fetch(sql, *args):
             found[row["id"]] = row
         frontier = _frontier(ranges, done, ascending)
         if sum(1 for i in found if _known(i, frontier, ascending)) >= limit:
@@ -383,11 +395,11 @@ async def _walk(
     return [r for r in ordered if _known(r["id"], frontier, ascending)][:limit]
 
 
-def _frontier(ranges: list[tuple[int, int]], done: int, ascending: bool) -> int | None:
+def _frontier(ranges: list[blocks.Range], done: int, ascending: bool) -> int | None:
     """The near end of the first range not read yet (None: all were read)."""
     if done >= len(ranges):
         return None
-    return ranges[done][0] if ascending else ranges[done][1]
+    return ranges[done][1] if ascending else ranges[done][2]
 
 
 def _known(row_id: uuid.UUID, frontier: int | None, ascending: bool) -> bool:
