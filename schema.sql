@@ -72,7 +72,7 @@ CREATE INDEX IF NOT EXISTS logs_source ON logs (project_id, source, id);
 -- == Partitioning and retention ============================================================
 -- logs is partitioned by id range, i.e. by time. Two catch-all partitions cover every id from
 -- the start: logs_past [MINVALUE, B) and logs_future [B, MAXVALUE), so an insert can never miss a
--- partition. gramlogs/partitions.py then keeps daily partitions (logs_pYYYYMMDD) between them,
+-- partition. gramlogs/partitions.py then keeps weekly partitions (logs_pYYYYMMDD) between them,
 -- from the retention horizon to a week ahead, splitting the catch-alls as time reaches them.
 -- No DEFAULT partition: once it holds rows it blocks creating any partition overlapping them.
 -- B is an arbitrary start (the lowest id of 2000-01-01); the first maintenance run moves it.

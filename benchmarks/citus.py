@@ -396,7 +396,7 @@ def cli() -> None:
     parser.add_argument("--n", type=int, default=100, help="requests per scenario and target")
     parser.add_argument("--ingest", type=int, default=40_000, help="lines ingested per target")
     parser.add_argument("--baseline-s", type=float, default=10.0)
-    parser.add_argument("--partition-days", type=int, default=1, help="width of the partitions")
+    parser.add_argument("--partition-days", type=int, default=7, help="width of the partitions")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     results = asyncio.run(main(args))

@@ -141,7 +141,7 @@ class DatasetSpec:
     days: float = 30.0
     seed: int = 0
     version: int = 1  # bump when seeding changes, so old caches are not reused
-    partition_days: int = 1  # width of the logs partitions (GRAMLOGS_PARTITION_DAYS)
+    partition_days: int = 7  # width of the logs partitions (GRAMLOGS_PARTITION_DAYS)
 
     @property
     def name(self) -> str:

@@ -105,8 +105,10 @@ async def measure(
     warmup: int,
     offset: bool = True,
     offset_budget_s: float = 5.0,
+    floor: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """p50/p95/p99 of the endpoint, of its SQL run directly and of its OFFSET twin, side by side."""
+    """p50/p95/p99 of the endpoint, of its SQL run directly and of its OFFSET twin, side by side;
+    with ``floor``, also of the same SQL over that table instead of ``logs``."""
 
     async def http() -> None:
         status, _ = client.get(prepared.path)
@@ -121,7 +123,15 @@ async def measure(
 
     # HTTP and SQL interleave; OFFSET runs apart: a deep OFFSET query (tens of ms of CPU)
     # between two requests would slow the request after it, not the SQL step beside it.
-    samples = await timed_loop({"http": http, "sql": sql}, iterations=iterations, warmup=warmup)
+    steps = {"http": http, "sql": sql}
+    if floor is not None:
+        floor_sql = prepared.sql.replace(" FROM logs ", f" FROM {floor} ")
+
+        async def on_floor() -> None:
+            await conn.fetch(floor_sql, *prepared.args)
+
+        steps["floor"] = on_floor
+    samples = await timed_loop(steps, iterations=iterations, warmup=warmup)
     if offset:
         samples |= await timed_loop(
             {"offset": by_offset},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -236,6 +237,8 @@ def test_cli_partitions_lists_the_layout(fresh_database):
         capture_output=True,
         text=True,
         timeout=60,
+        # Daily: as many partitions whatever the day of the week this runs on.
+        env={**os.environ, "GRAMLOGS_PARTITION_DAYS": "1"},
     ).stdout
     rows = json.loads(out)
     assert rows[0]["name"] == "logs_past" and rows[0]["from"] is None

@@ -2,12 +2,12 @@
 partitions, never by one long DELETE.
 
 - The longest period of any project (``keep``: the global default or a longer per-project one)
-  decides which daily partitions go: every partition wholly older than ``now - keep`` is
-  dropped, with ``logs_past`` (which lies below them). A line is thus removed at most one
-  partition width (a day) after it expires.
-- Projects with a shorter period lose their older lines by a precise delete in the partitions at
-  the edge, in short batches along the primary key; each run only deletes what has expired since
-  the previous one.
+  decides which partitions go: every partition wholly older than ``now - keep`` is dropped, with
+  ``logs_past`` (which lies below them).
+- Then every project loses its lines older than its own period by a precise delete in the
+  partitions at the edge, in short batches along the primary key; each run only deletes what has
+  expired since the previous one. So a line is removed within one retention interval of its
+  expiry, whatever the partitions' width (a week by default).
 
 Cursors are positions, so a client paging across the cut keeps going: rows that are gone are
 simply not there.
@@ -59,13 +59,10 @@ async def apply_retention(
         # Block summaries wholly below the cutoff; one that straddles it stays (it only widens
         # what a search reads).
         await conn.execute("DELETE FROM log_blocks WHERE hi < $1", _cutoff(now, keep))
-    shorter = await conn.fetch(
-        "SELECT id, coalesce(retention_days, $1) AS days FROM projects"
-        " WHERE coalesce(retention_days, $1) < $2 ORDER BY id",
-        default_days,
-        keep,
+    projects = await conn.fetch(
+        "SELECT id, coalesce(retention_days, $1) AS days FROM projects ORDER BY id", default_days
     )
-    for project in shorter:
+    for project in projects:
         report.deleted_rows += await _delete_before(
             conn, project["id"], _cutoff(now, project["days"]), batch_rows
         )
