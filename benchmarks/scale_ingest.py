@@ -463,15 +463,16 @@ def render(r: dict[str, Any]) -> str:
         "Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items() if k != "date") + ".",
         "",
         f"Lines: NDJSON of {lb['min']}-{lb['max']} bytes (mean {lb['mean']}),"
-        f" {_bytes(d['body_bytes'])} in all, seed {d['seed']}, over {d['span_hours']:g} hours"
-        f" up to {d['base']}. The hot project {d['hot']['slug']} holds {d['hot']['lines']:,}"
-        f" lines: '{d['words']['rare']}' in {d['hot']['rare']:,} of them,"
+        f" {_bytes(d['body_bytes'])} in all (made in {d['generated_s']:,.0f} s, once: then read"
+        f" from the cache), seed {d['seed']}, over {d['span_hours']:g} hours up to {d['base']}."
+        f" The hot project {d['hot']['slug']} holds {d['hot']['lines']:,} lines:"
+        f" '{d['words']['rare']}' in {d['hot']['rare']:,} of them,"
         f" '{d['words']['frequent']}' in {d['hot']['frequent']:,},"
         f" '{d['words']['absent']}' in none.",
         "",
-        f"| load | lines/s | sustained (last {gram['sustained_lines']:,}) | bytes on disk"
+        f"| load | seconds | lines/s | sustained (last {gram['sustained_lines']:,}) | bytes on disk"
         " | per 1M lines | CPU s: server / PostgreSQL / clients |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, load in loads:
         cpu = load["cpu_s"]
@@ -481,7 +482,8 @@ def render(r: dict[str, Any]) -> str:
             else f"{cpu:,.1f} (in process)"
         )
         lines.append(
-            f"| {label} | {_rate(load['lines_per_s'])} | {_rate(load['sustained_lines_per_s'])}"
+            f"| {label} | {load['seconds']:,.1f} | {_rate(load['lines_per_s'])}"
+            f" | {_rate(load['sustained_lines_per_s'])}"
             f" | {_bytes(load['bytes'])} | {_bytes(load['bytes'] / millions)} | {cpu_text} |"
         )
     ratio = gram["lines_per_s"] / floor["lines_per_s"]
@@ -532,9 +534,9 @@ def render(r: dict[str, Any]) -> str:
 def _append(path: Path, report: str) -> None:
     head = (
         "# benchmarks/scale_ingest.py: results\n\n"
-        "Ingestion at scale over HTTP beside a COPY of the same lines and ClickHouse, and keyword"
-        " pages on the full table; newest runs last. What it measures: the module's docstring"
-        " and [docs/benchmarks.md](../docs/benchmarks.md).\n"
+        "Ingestion at scale over HTTP beside a COPY of the same lines and ClickHouse, and keyword\n"
+        "pages on the full table, each run appended by `--write`, newest last. What it measures:\n"
+        "the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).\n"
     )
     text = path.read_text() if path.exists() else head
     path.write_text(text.rstrip("\n") + "\n\n" + report)
