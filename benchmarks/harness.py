@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -89,6 +91,61 @@ async def timed_loop(
             samples[name].append(elapsed)
             spent[name] += elapsed
     return samples
+
+
+class Slices:
+    """Lines stored so far, and when each slice of them was complete (thread-safe)."""
+
+    def __init__(self, label: str, total: int, size: int) -> None:
+        self.label, self.total, self.size = label, total, size
+        self.done = 0
+        self.marks: list[float] = []  # when done reached each slice's end
+        self.lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        """Start the clock: the load's first request goes now."""
+        self.started = time.perf_counter()
+
+    def add(self, lines: int) -> None:
+        with self.lock:
+            self.done += lines
+            now = time.perf_counter()
+            while self._due() > len(self.marks):
+                last = self.marks[-1] if self.marks else self.started
+                self.marks.append(now)
+                rate = self.size / max(now - last, 1e-9)
+                print(f"  {self.label}: {self.done:,} lines, {rate:,.0f}/s", file=sys.stderr)
+
+    def _due(self) -> int:
+        """Slices complete: each full one, and the last when the run ends within it."""
+        return self.done // self.size + (self.done >= self.total and self.total % self.size > 0)
+
+    def summary(self) -> dict[str, Any]:
+        edges = [self.started, *self.marks]
+        rows = []
+        for i in range(1, len(edges)):
+            lo, hi = self.size * (i - 1), min(self.size * i, self.total)
+            seconds = edges[i] - edges[i - 1]
+            rows.append(
+                {"from": lo, "to": hi, "seconds": seconds, "lines_per_s": (hi - lo) / seconds}
+            )
+        seconds = edges[-1] - edges[0]
+        return {
+            "lines": self.total,
+            "seconds": seconds,
+            "lines_per_s": self.total / seconds,
+            "sustained_lines_per_s": rows[-1]["lines_per_s"],
+            "sustained_lines": rows[-1]["to"] - rows[-1]["from"],
+            "slices": rows,
+        }
+
+
+def slice_size(lines: int, wanted: int, batch: int, clients: int) -> int:
+    """``wanted`` lines, or a tenth of the run when it holds fewer than two such slices; never
+    less than a batch per client (slices end where a batch does, and clients finish batches
+    side by side)."""
+    return max(batch * clients, wanted if lines >= 2 * wanted else lines // 10)
 
 
 # -- machine ------------------------------------------------------------------------------------
@@ -316,6 +373,48 @@ class HttpClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class AsyncHttpClient:
+    """A bare HTTP/1.1 keep-alive client on asyncio streams, for writers: clients share the
+    machine with the server and PostgreSQL, so they should cost as little as possible (httpx
+    costs ~7 µs per line of an NDJSON batch here)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or HOST, parts.port or 80
+
+    async def __aenter__(self) -> AsyncHttpClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def request(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        """The bytes of a POST, built once and sent as often as needed."""
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return head.encode() + b"\r\n" + body
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
 
 
 @dataclass

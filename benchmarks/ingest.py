@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from benchmarks import harness
+from benchmarks.harness import AsyncHttpClient as _Http
 from gramlogs.core.keys import Scope
 from gramlogs.storage import schema, tenants
 from gramlogs.storage.store import COLUMNS
@@ -166,39 +166,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.lines / self.seconds
-
-
-class _Http:
-    """A bare HTTP/1.1 keep-alive client: the clients share the machine with the server and
-    PostgreSQL, so they should cost as little as possible (httpx costs ~7 µs per line here)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-
-    async def __aenter__(self) -> _Http:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-    def request(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        return head.encode() + b"\r\n" + body
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        await self.writer.drain()
-        status = int((await self.reader.readline()).split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
 
 
 async def run_ingest(url: str, headers: dict[str, str], bodies: list[bytes], clients: int) -> Run:

@@ -96,3 +96,29 @@ async def test_soak_smoke_loses_no_acknowledged_line_across_a_database_restart(s
     assert {k.split()[1] for k in result["statuses"]} <= {"200", "503"}
     assert sum(n for k, n in result["statuses"].items() if k.endswith(" 503")) > 0
     assert all(result["pass"][k] for k in ("no_error_outside_window", "no_line_lost"))
+
+
+@pytest.mark.timeout(300)
+async def test_scale_ingest_smoke(server_url):
+    # The ClickHouse part needs chdb (a bench extra, not a dev dependency): without it the
+    # benchmark says why and runs the rest.
+    result = await _run("benchmarks.scale_ingest", server_url)
+    lines = result["data"]["lines"]
+    gram, floor = result["gramlogs"], result["copy"]
+    assert gram["stored"] == floor["lines"] == lines == 20_000
+    assert gram["duplicates"] == 0
+    assert [s["to"] for s in gram["slices"]] == [s["to"] for s in floor["slices"]]
+    assert gram["slices"][-1]["to"] == lines
+    assert gram["bytes"] > floor["bytes"] > 0
+    pages = gram["pages"]
+    hot = result["data"]["hot"]
+    assert pages["keyword, absent"]["rows"] == 0
+    assert pages["keyword, rare (0.1%)"]["rows"] == min(20, hot["rare"])
+    assert pages["keyword, frequent (30%)"]["rows"] == pages["no filter"]["rows"] == 20
+    assert all(p["n"] == 10 for p in pages.values())
+    house = result["clickhouse"]
+    if "skipped" not in house:
+        assert house["lines"] == lines and house["bytes"] > 0
+        assert house["pages"]["keyword, absent"]["rows"] == 0
+        assert house["pages"]["keyword, rare (0.1%)"]["rows"] == min(20, hot["rare"])
+    assert len(result["targets"]) == 5

@@ -1,0 +1,577 @@
+"""Ingestion at scale: millions of lines through gramlogs over HTTP, beside a COPY of the same
+lines into a bare table and beside ClickHouse (chdb), then keyword pages on the full table.
+
+    .venv/bin/python -m benchmarks.scale_ingest --smoke            # 20k lines, under a minute
+    .venv/bin/python -m benchmarks.scale_ingest --lines 1000000    # 1M lines
+    .venv/bin/python -m benchmarks.scale_ingest --write            # 10M: benchmarks/scale_ingest.md
+    .venv/bin/python -m benchmarks.scale_ingest --citus --lines 200000
+
+The lines (benchmarks/scale_data.py) are made once from a seed and kept in benchmarks/.cache:
+NDJSON bodies of ``--batch`` lines of one project each, 100 projects, the first (hot) sending
+20% of the lines, three planted words. They are loaded three times, one after the other, the
+first two by ``--clients`` concurrent clients, each taking the next batch as soon as its last one
+is stored:
+
+1. **COPY floor**: each batch's rows, made beforehand in PostgreSQL's binary COPY format, COPYed
+   into a table with the columns of gramlogs' logs and only its primary key (project_id, id),
+   unpartitioned, in a database of its own on the same PostgreSQL: what PostgreSQL takes to
+   store the lines with the least a log table needs, with nothing of ours in the way.
+2. **gramlogs**: a real ``gramlogs serve`` on a fresh database (the embedded PostgreSQL unless
+   ``--database-url``; a local Citus cluster with ``--citus``), POST /rpc/logs.ingest with each
+   project's producer key. gramlogs is a black box here: past making the projects and keys
+   (``gramlogs.storage.tenants``, as the CLI does), the benchmark speaks HTTP to it and reads
+   nothing but the sizes of the tables in its database, so it measures whatever storage the
+   server has.
+3. **ClickHouse** (chdb, in this process): a MergeTree table of the same columns, typed and
+   compressed as Gram's own ``tool_logs`` is (ZSTD(1), LowCardinality level and source, JSON
+   attributes, day partitions, its bloom-filter and set skip indexes), ordered by (project_id,
+   function_id, timestamp) as the issue asks, each body inserted by ``INSERT ... SELECT ... FROM
+   format(JSONEachRow, ...)`` with the body inline: ClickHouse parses the NDJSON itself, and the
+   project comes from the batch, as gramlogs takes it from the Gram-Project header. One client:
+   chdb runs one query at a time.
+
+Each load is timed per slice of ``--slice`` lines (1M; a tenth of the lines for runs under two
+slices): lines/s of each slice, overall, and **sustained**, the last slice. CPU seconds are read
+from /proc: the server's processes, the database's backends (on Citus, the coordinator's only),
+this process (the clients; for ClickHouse, ClickHouse itself). Bytes on disk: every table of the
+database's public schema, indexes and TOAST included (all nodes on Citus); the floor table; the
+active parts of the MergeTree table.
+
+Then, the server still up and the table at its full size: the hot project's first page of 20,
+newest first, with the rare (0.1%), absent and frequent (30%) keyword, and without one, for a
+function, for level=error: p50 and p95 over ``--reads`` requests each, interleaved; and the
+keyword pages on ClickHouse in process. The issue's targets are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+
+from benchmarks import harness as h
+from benchmarks import scale_data as sd
+from benchmarks.ingest import CpuMeter
+from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
+from gramlogs.core.keys import Scope
+from gramlogs.storage import citus, schema, tenants
+from testkit.ports import free_port
+from testkit.postgres import with_database
+
+PAGE = "/rpc/logs.listToolExecutionLogs"
+INGEST = "/rpc/logs.ingest"
+FLOOR = "copy_floor"
+RESULTS = Path(__file__).parent / "scale_ingest.md"
+# The issue's targets: sustained lines/s at 10M, the share of COPY's rate, keyword page p50.
+TARGET_LINES_PER_S = 50_000
+TARGET_COPY_SHARE = 0.5
+TARGET_KEYWORD_MS = 20.0
+
+
+# -- 1. COPY floor ------------------------------------------------------------------------------
+
+
+async def _one(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
+
+
+async def load_copy(
+    conns: list[asyncpg.Connection], data: sd.Data, slices: h.Slices
+) -> dict[str, Any]:
+    """COPY every batch's binary rows into the floor table, one client per connection."""
+    rows = data.rows()
+    copied = 0
+
+    async def client(conn: asyncpg.Connection) -> None:
+        nonlocal copied
+        for batch, payload in rows:
+            status = await conn.copy_to_table(
+                FLOOR, source=_one(payload), columns=sd.FLOOR_COLUMNS, format="binary"
+            )
+            copied += int(status.split()[-1])
+            slices.add(batch.lines)
+
+    slices.start()
+    await asyncio.gather(*(client(conn) for conn in conns))
+    if copied != data.spec.lines:
+        raise RuntimeError(f"COPY stored {copied:,} rows of {data.spec.lines:,}")
+    return slices.summary()
+
+
+# -- 2. gramlogs over HTTP ----------------------------------------------------------------------
+
+
+async def make_tenants(url: str, data: sd.Data) -> tuple[dict[str, str], str]:
+    """The data's projects (with their ids), a producer key bound to each, one consumer key."""
+    conn = await asyncpg.connect(url)
+    try:
+        org = await tenants.create_organization(conn, "scale-bench")
+        producers = {}
+        for p in data.projects:
+            project = await tenants.create_project(conn, org, p.slug, project_id=uuid.UUID(p.id))
+            key = await tenants.create_key(
+                conn, org, Scope.PRODUCER, project_id=project, name=f"{p.slug} producer"
+            )
+            producers[p.slug] = key.key
+        consumer = await tenants.create_key(conn, org, Scope.CONSUMER, name="reader")
+    finally:
+        await conn.close()
+    return producers, consumer.key
+
+
+async def load_gramlogs(
+    base: str, data: sd.Data, producers: dict[str, str], clients: int, slices: h.Slices
+) -> dict[str, Any]:
+    """POST every body; a 503 (or a dropped connection) is sent again after a second, as a
+    producer would: ids derived from the lines' content make a resend store nothing twice."""
+    bodies = data.bodies()
+    counts = {"stored": 0, "duplicates": 0, "resent": 0}
+    latencies: list[float] = []
+
+    async def client() -> None:
+        http = h.AsyncHttpClient(base)
+        await http.connect()
+        try:
+            for batch, body in bodies:
+                slug = data.projects[batch.project].slug
+                headers = {
+                    "Gram-Key": producers[slug],
+                    "Gram-Project": slug,
+                    "Content-Type": "application/x-ndjson",
+                }
+                request = http.request(INGEST, headers, body)
+                while True:
+                    started = time.perf_counter()
+                    try:
+                        status, reply = await http.send(request)
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        status, reply = 0, b""
+                        http.writer.close()
+                        await http.connect()
+                    if status == 200:
+                        break
+                    if status not in (0, 429, 503):
+                        raise RuntimeError(f"ingest answered {status}: {reply[:300]!r}")
+                    counts["resent"] += 1
+                    await asyncio.sleep(1.0)
+                latencies.append(time.perf_counter() - started)
+                answer = json.loads(reply)
+                counts["stored"] += answer["stored"]
+                counts["duplicates"] += answer["duplicates"]
+                slices.add(batch.lines)
+        finally:
+            http.writer.close()
+
+    slices.start()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    if counts["stored"] + counts["duplicates"] != data.spec.lines:
+        raise RuntimeError(f"gramlogs acknowledged {counts} for {data.spec.lines:,} lines")
+    return slices.summary() | counts | {"batch_ms": h.percentiles(latencies)}
+
+
+async def database_bytes(urls: list[str], *, citus: bool = False) -> int:
+    """Bytes of every table in the public schema (indexes, TOAST) of each database; on Citus
+    nodes, the shards included (Citus hides them from catalog queries unless told not to)."""
+    total = 0
+    for url in urls:
+        conn = await asyncpg.connect(url)
+        try:
+            if citus:
+                await conn.execute("SET citus.override_table_visibility = off")
+            total += await conn.fetchval(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'm')"
+            )
+        finally:
+            await conn.close()
+    return total
+
+
+async def read_pages(
+    port: int, key: str, data: sd.Data, iterations: int, warmup: int
+) -> dict[str, dict[str, Any]]:
+    """First pages of 20 of the hot project: p50/p95 over interleaved requests."""
+    hot = data.hot
+    pages = {f"keyword, {label}": {"keyword": word} for label, word in sd.KEYWORDS.items()}
+    pages |= {
+        "no filter": {},
+        "function_id (its busiest)": {"function_id": hot.functions[0]},
+        "level=error": {"level": "error"},
+    }
+    client = h.HttpClient(port, {"Gram-Key": key, "Gram-Project": hot.slug})
+    paths = {
+        name: f"{PAGE}?{urlencode({'per_page': 20, **params})}" for name, params in pages.items()
+    }
+    rows = {}
+    for name, path in paths.items():
+        status, body = client.get(path)
+        if status != 200:
+            raise RuntimeError(f"{name}: {status} {body[:300]!r}")
+        rows[name] = len(json.loads(body)["logs"])
+
+    def step(path: str) -> Any:
+        async def get() -> None:
+            client.get(path)
+
+        return get
+
+    samples = await h.timed_loop(
+        {name: step(path) for name, path in paths.items()}, iterations=iterations, warmup=warmup
+    )
+    client.close()
+    return {name: {"rows": rows[name], **h.percentiles(s)} for name, s in samples.items()}
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+async def _execute(url: str, sql: str) -> Any:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def _postgres(args: argparse.Namespace) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    """The PostgreSQL to run on (its admin URL) and, on Citus, the workers."""
+    if not args.citus:
+        yield args.database_url or h.server_url(), []
+        return
+    from gramlogs.storage.cluster import citus_installed
+    from testkit.citus import local_cluster
+
+    if not citus_installed():
+        raise SystemExit(
+            "--citus: Citus is not built into the embedded PostgreSQL; build it with"
+            " `make citus CITUS_SOURCE=/path/to/citus-14.x.tar.gz` (about 2 minutes)"
+        )
+    with local_cluster(2) as cluster:
+        yield cluster.url, cluster.workers
+
+
+async def run_gramlogs(
+    args: argparse.Namespace, data: sd.Data, admin_url: str, workers: list[tuple[str, int]]
+) -> dict[str, Any]:
+    """Load the lines through a real server on a fresh database, then read pages from it."""
+    name = f"scale_{secrets.token_hex(4)}"
+    url = with_database(admin_url, name)
+    if workers:
+        from testkit.citus import prepare_database
+
+        await prepare_database(admin_url, workers, name, create=True)
+        conn = await asyncpg.connect(url)
+        try:
+            await schema.migrate(conn)
+            await citus.distribute(conn)
+        finally:
+            await conn.close()
+    else:
+        await _execute(admin_url, f"CREATE DATABASE {name}")
+    try:
+        # The server migrates an empty database and makes its partitions as it starts.
+        with h.gramlogs_server(url, port=free_port()) as server:
+            producers, consumer = await make_tenants(url, data)
+            admin = await asyncpg.connect(admin_url)
+            meter = CpuMeter(admin, name, server.proc.pid)
+            await meter.start()
+            slices = h.Slices("gramlogs", data.spec.lines, args.slice)
+            out = await load_gramlogs(
+                f"http://{h.HOST}:{server.port}", data, producers, args.clients, slices
+            )
+            out["cpu_s"] = await meter.stop()
+            await admin.close()
+            node_urls = [url] + [f"postgresql://postgres@{a}:{p}/{name}" for a, p in workers]
+            out["bytes"] = await database_bytes(node_urls, citus=bool(workers))
+            print("reading pages ...", file=sys.stderr, flush=True)
+            out["pages"] = await read_pages(server.port, consumer, data, args.reads, args.warmup)
+        return out
+    finally:
+        if not args.keep:
+            if workers:
+                from testkit.citus import prepare_database
+
+                await prepare_database(admin_url, workers, name, create=False)
+            else:
+                await _execute(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def run_copy(args: argparse.Namespace, data: sd.Data, admin_url: str) -> dict[str, Any]:
+    """Load the lines into the floor table of a fresh database; its size."""
+    name = f"scale_{secrets.token_hex(4)}_copy"
+    url = with_database(admin_url, name)
+    await _execute(admin_url, f"CREATE DATABASE {name}")
+    try:
+        await _execute(url, sd.FLOOR_TABLE.format(name=FLOOR))
+        admin = await asyncpg.connect(admin_url)
+        conns = [await asyncpg.connect(url) for _ in range(args.clients)]
+        meter = CpuMeter(admin, name, None)  # the clients' backends are connected by now
+        await meter.start()
+        slices = h.Slices("COPY", data.spec.lines, args.slice)
+        out = await load_copy(conns, data, slices)
+        out["cpu_s"] = await meter.stop()
+        for conn in conns:
+            await conn.close()
+        await admin.close()
+        out["bytes"] = await _execute(url, f"SELECT pg_total_relation_size('{FLOOR}')")
+        return out
+    finally:
+        if not args.keep:
+            await _execute(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    spec = sd.Spec(args.lines, args.projects, args.batch, args.seed)
+    data = await asyncio.to_thread(sd.load, spec)
+    args.slice = h.slice_size(args.lines, args.slice, args.batch, args.clients)
+    with _postgres(args) as (admin_url, workers):
+        pg = await _execute(admin_url, "SHOW server_version")
+        missing = clickhouse_missing()
+        chdb = "absent" if missing else _version("chdb")
+        info = h.machine(pg) | {"chdb": chdb, "citus": bool(args.citus)}
+        h.print_machine(info)
+        print(f"COPY floor: {args.lines:,} lines ...", file=sys.stderr, flush=True)
+        floor = await run_copy(args, data, admin_url)
+        print(f"gramlogs: {args.lines:,} lines over HTTP ...", file=sys.stderr, flush=True)
+        gram = await run_gramlogs(args, data, admin_url, workers)
+    if missing:
+        print(f"ClickHouse part skipped: {missing}", flush=True)
+        house: dict[str, Any] = {"skipped": missing}
+    else:
+        print(f"ClickHouse: {args.lines:,} lines ...", file=sys.stderr, flush=True)
+        slices = h.Slices("ClickHouse", args.lines, args.slice)
+        house = await asyncio.to_thread(load_clickhouse, data, slices, args.reads, args.warmup)
+    info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result = {
+        "benchmark": "scale_ingest",
+        "command": " ".join(["python -m benchmarks.scale_ingest", *sys.argv[1:]]),
+        "machine": info,
+        "data": _describe(data),
+        "clients": args.clients,
+        "slice": args.slice,
+        "gramlogs": gram,
+        "copy": floor,
+        "clickhouse": house,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    result["targets"] = targets(result)
+    report = render(result)
+    print(report)
+    if args.write:
+        _append(RESULTS, report)
+        print(f"appended to {RESULTS}")
+    h.json_line("scale_ingest", result)
+    return result
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _describe(data: sd.Data) -> dict[str, Any]:
+    hot = data.hot
+    return {
+        "lines": data.spec.lines,
+        "projects": data.spec.projects,
+        "batch": data.spec.batch,
+        "seed": data.spec.seed,
+        "base": data.base.isoformat(),
+        "span_hours": data.spec.span_hours,
+        "body_bytes": data.body_bytes,
+        "line_bytes": data.line_bytes,
+        "hot": {"slug": hot.slug, "lines": hot.lines, "rare": hot.rare, "frequent": hot.frequent},
+        "words": {"rare": sd.RARE, "frequent": sd.FREQUENT, "absent": sd.ABSENT},
+        "generated_s": data.generated_s,
+        "cache": str(data.folder),
+    }
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    gram, floor = r["gramlogs"], r["copy"]
+    at = f"at {r['data']['lines']:,} lines" + (
+        "" if r["data"]["lines"] >= 10_000_000 else " (the target is at 10M)"
+    )
+    share = gram["sustained_lines_per_s"] / floor["sustained_lines_per_s"]
+    checks = [
+        {
+            "target": f"sustained ingestion >= {TARGET_LINES_PER_S:,} lines/s {at}",
+            "met": gram["sustained_lines_per_s"] >= TARGET_LINES_PER_S,
+            "measured": f"{gram['sustained_lines_per_s']:,.0f} lines/s",
+        },
+        {
+            "target": f"sustained ingestion >= {TARGET_COPY_SHARE} x COPY's {at}",
+            "met": share >= TARGET_COPY_SHARE,
+            "measured": f"{share:.2f} x",
+        },
+    ]
+    for label in sd.KEYWORDS:
+        page = gram["pages"][f"keyword, {label}"]
+        checks.append(
+            {
+                "target": f"keyword {label} first page p50 <= {TARGET_KEYWORD_MS:.0f} ms {at}",
+                "met": page["p50"] <= TARGET_KEYWORD_MS,
+                "measured": f"{h.fmt_ms(page['p50'])} ms",
+            }
+        )
+    return checks
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _bytes(b: float) -> str:
+    return f"{b / 2**20:,.0f} MiB"
+
+
+def render(r: dict[str, Any]) -> str:
+    d, gram, floor, house = r["data"], r["gramlogs"], r["copy"], r["clickhouse"]
+    millions = d["lines"] / 1e6
+    lb = d["line_bytes"]
+    loads = [("gramlogs (HTTP)", gram), ("COPY floor", floor)]
+    if "skipped" not in house:
+        loads.append(("ClickHouse (chdb)", house))
+    lines = [
+        f"## {r['machine']['date']}: {d['lines']:,} lines, {d['projects']} projects,"
+        f" {r['clients']} clients, batches of {d['batch']:,}"
+        + (" (Citus: coordinator and 2 workers)" if r["machine"]["citus"] else ""),
+        "",
+        f"`{r['command']}`, {r['seconds']:,.0f} s in all.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items() if k != "date") + ".",
+        "",
+        f"Lines: NDJSON of {lb['min']}-{lb['max']} bytes (mean {lb['mean']}),"
+        f" {_bytes(d['body_bytes'])} in all (made in {d['generated_s']:,.0f} s, once: then read"
+        f" from the cache), seed {d['seed']}, over {d['span_hours']:g} hours up to {d['base']}."
+        f" The hot project {d['hot']['slug']} holds {d['hot']['lines']:,} lines:"
+        f" '{d['words']['rare']}' in {d['hot']['rare']:,} of them,"
+        f" '{d['words']['frequent']}' in {d['hot']['frequent']:,},"
+        f" '{d['words']['absent']}' in none.",
+        "",
+        f"| load | seconds | lines/s | sustained (last {gram['sustained_lines']:,}) | bytes on disk"
+        " | per 1M lines | CPU s: server / PostgreSQL / clients |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, load in loads:
+        cpu = load["cpu_s"]
+        cpu_text = (
+            f"{cpu['server']:,.1f} / {cpu['postgres']:,.1f} / {cpu['clients']:,.1f}"
+            if isinstance(cpu, dict)
+            else f"{cpu:,.1f} (in process)"
+        )
+        lines.append(
+            f"| {label} | {load['seconds']:,.1f} | {_rate(load['lines_per_s'])}"
+            f" | {_rate(load['sustained_lines_per_s'])}"
+            f" | {_bytes(load['bytes'])} | {_bytes(load['bytes'] / millions)} | {cpu_text} |"
+        )
+    ratio = gram["lines_per_s"] / floor["lines_per_s"]
+    sustained = gram["sustained_lines_per_s"] / floor["sustained_lines_per_s"]
+    lines += [
+        "",
+        f"gramlogs / COPY: {ratio:.2f} overall, {sustained:.2f} sustained; bytes"
+        f" {gram['bytes'] / floor['bytes']:.2f} x."
+        + (
+            f" gramlogs / ClickHouse: {gram['lines_per_s'] / house['lines_per_s']:.2f} of its rate,"
+            f" {gram['bytes'] / house['bytes']:.1f} x its bytes ({house['parts']} active parts)."
+            if "skipped" not in house
+            else f" ClickHouse: skipped, {house['skipped']}."
+        ),
+        f"gramlogs batches: p50 {h.fmt_ms(gram['batch_ms']['p50'])} ms,"
+        f" p99 {h.fmt_ms(gram['batch_ms']['p99'])} ms; {gram['stored']:,} stored,"
+        f" {gram['duplicates']:,} duplicates, {gram['resent']:,} resent.",
+        "",
+        "Lines/s per slice:",
+        "",
+        "| lines | " + " | ".join(label for label, _ in loads) + " |",
+        "|---|" + "---|" * len(loads),
+    ]
+    for i, s in enumerate(gram["slices"]):
+        cells = [_rate(load["slices"][i]["lines_per_s"]) for _, load in loads]
+        lines.append(f"| {s['from']:,}-{s['to']:,} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"First page of 20 of {d['hot']['slug']}, newest first, at {d['lines']:,} lines"
+        f" (ms, {gram['pages']['no filter']['n']} requests each, interleaved):",
+        "",
+        "| page | rows | HTTP p50 | p95 | ClickHouse p50 (in process) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, page in gram["pages"].items():
+        other = house.get("pages", {}).get(name)
+        ch = h.fmt_ms(other["p50"]) if other else "—"
+        lines.append(
+            f"| {name} | {page['rows']} | {h.fmt_ms(page['p50'])} | {h.fmt_ms(page['p95'])}"
+            f" | {ch} |"
+        )
+    lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _append(path: Path, report: str) -> None:
+    head = (
+        "# benchmarks/scale_ingest.py: results\n\n"
+        "Ingestion at scale over HTTP beside a COPY of the same lines and ClickHouse, and keyword\n"
+        "pages on the full table, each run appended by `--write`, newest last. What it measures:\n"
+        "the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).\n"
+    )
+    text = path.read_text() if path.exists() else head
+    path.write_text(text.rstrip("\n") + "\n\n" + report)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale_ingest", description=__doc__)
+    p.add_argument("--lines", type=int, default=10_000_000, help="lines to load (10,000,000)")
+    p.add_argument("--projects", type=int, default=100, help="projects (100)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients of each load (4)")
+    p.add_argument("--batch", type=int, default=5000, help="lines per request (5,000)")
+    p.add_argument("--slice", type=int, default=1_000_000, help="lines per timed slice (1M)")
+    p.add_argument("--reads", type=int, default=50, help="requests per page (50)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up requests per page (5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
+    p.add_argument("--citus", action="store_true", help="gramlogs on a local Citus cluster")
+    p.add_argument("--keep", action="store_true", help="keep the databases")
+    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
+    p.add_argument("--smoke", action="store_true", help="20,000 lines, 5 projects: seconds")
+    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.lines, args.projects, args.batch, args.reads, args.warmup = 20_000, 5, 1000, 10, 2
+    return args
+
+
+def cli() -> None:
+    args = parse_args()
+
+    async def run() -> None:
+        await main(args)
+
+    h.run(run)
+
+
+if __name__ == "__main__":
+    cli()
