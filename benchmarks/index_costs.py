@@ -34,7 +34,7 @@ import asyncpg
 
 from benchmarks import harness
 from benchmarks.ingest import make_batches
-from gramlogs.storage import grams
+from gramlogs.storage import blocks, grams
 from gramlogs.storage.store import COLUMNS
 from gramlogs.web.ingest import decode_batch
 from testkit.postgres import temporary_database
@@ -46,7 +46,9 @@ CREATE TABLE t (
     raw_log text NOT NULL, message text, attributes jsonb NOT NULL DEFAULT '{}',
     deployment_id uuid NOT NULL, function_id uuid NOT NULL, execution_id text,
     PRIMARY KEY (project_id, id));
-CREATE TABLE b (project_id uuid NOT NULL, lo uuid NOT NULL, hi uuid NOT NULL, grams int4[]);
+CREATE TABLE b (
+    project_id uuid NOT NULL, function_id uuid NOT NULL, lo uuid NOT NULL, hi uuid NOT NULL,
+    grams int4[]);
 """
 _BTREES = """
 CREATE INDEX ON t (project_id, function_id, id); CREATE INDEX ON t (project_id, deployment_id, id);
@@ -55,6 +57,7 @@ CREATE INDEX ON t (project_id, source, id);
 CREATE INDEX ON t (project_id, execution_id, id) WHERE execution_id IS NOT NULL;
 """
 _TEXT = "(coalesce(message, '') || E'\\x01' || raw_log)"
+_BLOCKS = "CREATE INDEX ON b USING gin (project_id, function_id, grams)"
 VARIANTS: dict[str, tuple[str, int]] = {
     "pk": ("", 0),
     "btrees": (_BTREES, 0),
@@ -69,16 +72,21 @@ VARIANTS: dict[str, tuple[str, int]] = {
         0,
     ),
     "tsvector": (_BTREES + f"CREATE INDEX ON t USING gin (to_tsvector('simple', {_TEXT}))", 0),
-    "blocks 256": (_BTREES + "CREATE INDEX ON b USING gin (project_id, grams)", 256),
-    "blocks 1024": (_BTREES + "CREATE INDEX ON b USING gin (project_id, grams)", 1024),
+    "blocks 256": (_BTREES + _BLOCKS, 256),
+    "blocks 1024": (_BTREES + _BLOCKS, 1024),
+    "blocks 256, pending list 512kB": (
+        _BTREES + _BLOCKS + " WITH (gin_pending_list_limit = 512)",
+        256,
+    ),
+    "blocks 256, no pending list": (_BTREES + _BLOCKS + " WITH (fastupdate = off)", 256),
     # What dropping equality indexes for codes in the block summaries would buy.
     "blocks 256, no level/source btrees": (
         _BTREES.split("CREATE INDEX ON t (project_id, level, id);")[0]
         + _BTREES.split("CREATE INDEX ON t (project_id, source, id);")[1]
-        + "CREATE INDEX ON b USING gin (project_id, grams)",
+        + _BLOCKS,
         256,
     ),
-    "blocks 256, no equality btrees": ("CREATE INDEX ON b USING gin (project_id, grams)", 256),
+    "blocks 256, no equality btrees": (_BLOCKS, 256),
 }
 
 
@@ -92,13 +100,11 @@ def _rows(lines: int, projects: int, batch: int) -> list[list[Any]]:
 
 
 def _blocks(rows: Sequence[Any], size: int) -> list[tuple[Any, ...]]:
-    ordered = sorted(rows, key=lambda r: r[0])
-    out = []
-    for start in range(0, len(ordered), size):
-        part = ordered[start : start + size]
-        codes = grams.block_codes([grams.text_of(r[6], r[5]) for r in part])
-        out.append((part[0][8], part[0][0], part[-1][0], codes))
-    return out
+    saved, grams.BLOCK_ROWS = grams.BLOCK_ROWS, size
+    try:
+        return blocks.summaries((r[8], r[10], r[0], r[6], r[5]) for r in rows)
+    finally:
+        grams.BLOCK_ROWS = saved
 
 
 async def _load(url: str, batches: list[list[Any]], clients: int, block_rows: int) -> list[float]:
@@ -118,7 +124,7 @@ async def _load(url: str, batches: list[list[Any]], clients: int, block_rows: in
                         await conn.copy_records_to_table(
                             "b",
                             records=_blocks(rows, block_rows),
-                            columns=("project_id", "lo", "hi", "grams"),
+                            columns=blocks.COLUMNS,
                         )
                 done.append(time.perf_counter() - start)
         finally:

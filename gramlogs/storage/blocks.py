@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from itertools import groupby
 from operator import itemgetter
 
 import asyncpg
@@ -44,12 +43,16 @@ Block = tuple[object, object, object, object, list[int] | None]
 Range = tuple[uuid.UUID, int, int]
 
 
-def summaries(lines: Iterable[Line]) -> list[Block]:
-    """The blocks of ``lines`` (any projects and functions, any order)."""
+def summaries(lines: Iterable[Line], *, in_id_order: bool = False) -> list[Block]:
+    """The blocks of ``lines`` (any projects and functions; ``in_id_order``: sorted by id
+    already, as a stored batch is, which spares sorting them again)."""
+    groups: dict[tuple[object, object], list[Line]] = {}
+    for line in lines:
+        groups.setdefault((line[0], line[1]), []).append(line)
     out: list[Block] = []
-    ordered = sorted(lines, key=lambda line: (str(line[0]), str(line[1]), _key(line[2])))
-    for (project, function), group in groupby(ordered, key=lambda ln: (str(ln[0]), str(ln[1]))):
-        of_function = list(group)
+    for (project, function), of_function in groups.items():
+        if not in_id_order:
+            of_function.sort(key=lambda line: _key(line[2]))
         for start in range(0, len(of_function), grams.BLOCK_ROWS):
             part = of_function[start : start + grams.BLOCK_ROWS]
             texts = [grams.text_of(_text(m), str(raw)) for _, _, _, m, raw in part]
@@ -66,11 +69,13 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-async def write_blocks(conn: asyncpg.Connection, rows: Sequence[Sequence[object]]) -> None:
+async def write_blocks(
+    conn: asyncpg.Connection, rows: Sequence[Sequence[object]], *, in_id_order: bool = False
+) -> None:
     """Summarise ``rows`` (in store.COLUMNS order) into ``log_blocks``; call it in the
     transaction that stores them."""
     if rows:
-        blocks = summaries(_LINE_OF_ROW(r) for r in rows)
+        blocks = summaries(map(_LINE_OF_ROW, rows), in_id_order=in_id_order)
         await conn.copy_records_to_table("log_blocks", records=blocks, columns=COLUMNS)
 
 

@@ -74,7 +74,7 @@ async def store_batch(
         async with conn.transaction():
             await register_functions(conn, project_id, functions)
             await conn.copy_records_to_table("logs", records=ordered, columns=COLUMNS)
-            await blocks.write_blocks(conn, ordered)
+            await blocks.write_blocks(conn, ordered, in_id_order=True)
         return len(ordered), 0
     except asyncpg.UniqueViolationError:
         pass
@@ -89,5 +89,5 @@ async def store_batch(
         # counts the rows sent to the shards, conflicting ones included.
         stored = len(await conn.fetch(_INSERT_NEW))
         # Blocks of the whole batch: those of lines stored before only widen what a search reads.
-        await blocks.write_blocks(conn, ordered)
+        await blocks.write_blocks(conn, ordered, in_id_order=True)
     return stored, len(ordered) - stored
