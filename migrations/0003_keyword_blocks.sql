@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS log_blocks (
     hi           uuid NOT NULL,
     grams        int4[]
 );
+-- No key identifies a block (a batch sent twice makes its blocks twice, harmlessly), so the
+-- whole row identifies it to logical replication: Citus moves shards that way.
+ALTER TABLE log_blocks REPLICA IDENTITY FULL;
 -- btree_gin (migrations/0002) gives the uuids their GIN operator class. No other index: the
 -- table holds a row per 256 lines, small enough for retention and the unsummarised blocks to
 -- read whole, and a btree on the id range tempts the planner to walk a project's blocks and
