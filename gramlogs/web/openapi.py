@@ -165,6 +165,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     413: ("PayloadTooLarge", "the request body is too large"),
     414: ("UriTooLong", "the request target is too long; connection closed"),
     415: ("UnsupportedMediaType", "the request body's content type is not accepted"),
+    422: (
+        "UnprocessableContent",
+        "the Idempotency-Key was first used with a different request (body, endpoint, content "
+        "type or encoding)",
+    ),
     429: ("TooManyRequests", "the key is over its rate limit; retry after Retry-After seconds"),
     431: ("HeadersTooLarge", "the request headers are too large; connection closed"),
     500: ("Unexpected", "a bug in gramlogs; the message never shows internals"),
