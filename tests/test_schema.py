@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from gramlogs.core import ids
-from gramlogs.storage import schema
+from gramlogs.storage import idempotency, schema, writer
 from gramlogs.storage.store import COLUMNS
 
 
@@ -18,13 +18,30 @@ async def _indexes(conn: asyncpg.Connection) -> set[str]:
     return {r["indexname"] for r in rows}
 
 
-async def _at_version_1(conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What version 1 left: schema.sql and its version record, without later steps."""
-    baseline = schema.steps()[0]
-    assert baseline.version == 1
+async def _at_version(
+    conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    """What ``version`` left: its steps and their version records, without later steps."""
+    kept = schema.steps()[:version]
+    assert kept[-1].version == version
     with monkeypatch.context() as m:
-        m.setattr(schema, "steps", lambda: [baseline])
+        m.setattr(schema, "steps", lambda: kept)
         await schema.migrate(conn)
+
+
+async def _project_with_a_line(conn: asyncpg.Connection) -> tuple[uuid.UUID, tuple]:
+    org, project = uuid.uuid4(), uuid.uuid4()
+    await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, 'o')", org)
+    await conn.execute(
+        "INSERT INTO projects (id, organization_id, slug, name) VALUES ($1, $2, 'p', 'p')",
+        project,
+        org,
+    )
+    ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
+    row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
+    await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
+    return project, row
 
 
 async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
@@ -32,19 +49,9 @@ async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
 ):
     conn = await asyncpg.connect(empty_database)
     try:
-        await _at_version_1(conn, monkeypatch)
+        await _at_version(conn, monkeypatch, 1)
         assert await schema.current_version(conn) == 1
-        org, project = uuid.uuid4(), uuid.uuid4()
-        await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, 'o')", org)
-        await conn.execute(
-            "INSERT INTO projects (id, organization_id, slug, name) VALUES ($1, $2, 'p', 'p')",
-            project,
-            org,
-        )
-        ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
-        row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
-        row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
-        await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
+        _, row = await _project_with_a_line(conn)
         assert "logs_keyword" in await _indexes(conn)
 
         applied = await schema.migrate(conn)
@@ -55,6 +62,41 @@ async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
         assert [tuple(r) for r in stored] == [row]
         indexes = await _indexes(conn)
         assert "logs_keyword_tenant" in indexes and "logs_keyword" not in indexes
+        assert await schema.migrate(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_a_version_2_database_with_logs_is_upgraded_in_place_to_idempotency_keys(
+    empty_database, monkeypatch
+):
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await _at_version(conn, monkeypatch, 2)
+        assert await schema.current_version(conn) == 2
+        assert await conn.fetchval("SELECT to_regclass('idempotency_keys')") is None
+        project, row = await _project_with_a_line(conn)
+
+        applied = await schema.migrate(conn)
+
+        assert applied[0].name == "0003_idempotency_keys.sql"
+        assert [s.version for s in applied] == list(range(3, len(schema.steps()) + 1))
+        stored = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM logs")
+        assert [tuple(r) for r in stored] == [row]
+        indexes = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'idempotency_keys'"
+        )
+        assert {r["indexname"] for r in indexes} == {
+            "idempotency_keys_pkey",
+            "idempotency_keys_expiry",
+        }
+        # The new table does its work: a batch stored with a key is replayed from it.
+        claim = idempotency.Claim(project, "k", idempotency.request_hash("/p", "t", "e", b""), 24)
+        reply = idempotency.Reply(200, "application/json", b"{}")
+        await writer.store_batch(conn, project, [], companion=claim.recorder(lambda *_: reply))
+        with pytest.raises(idempotency.Replay) as replay:
+            await claim.replay_if_recorded(conn)
+        assert replay.value.reply == reply
         assert await schema.migrate(conn) == []
     finally:
         await conn.close()
