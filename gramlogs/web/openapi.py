@@ -225,10 +225,10 @@ def _responses(ok: Json, *errors: int) -> Json:
     }
 
 
-def _ok(description: str, content: Json) -> Json:
+def _ok(description: str, content: Json, headers: Json | None = None) -> Json:
     return {
         "description": description,
-        "headers": {"X-Request-Id": _ref("headers", "X-Request-Id")},
+        "headers": {"X-Request-Id": _ref("headers", "X-Request-Id"), **(headers or {})},
         "content": content,
     }
 
@@ -244,6 +244,34 @@ def _query(name: str, description: str, schema: Json, **extra: Any) -> Json:
         "schema": {**schema, "description": description},
         **extra,
     }
+
+
+# The write endpoints' Idempotency-Key (params.idempotency_key; docs/ingestion.md): a resend
+# with the same key and request is answered as the first send was, with Idempotent-Replayed.
+_IDEMPOTENCY_KEY: Json = {
+    "name": params.IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": "Makes a resend safe: the same key with the same request (endpoint, content "
+    "type, encoding and body) within GRAMLOGS_IDEMPOTENCY_HOURS (default 24) of the first store "
+    "stores nothing and gets the first reply again, with Idempotent-Replayed: true; with another "
+    "request, a 422. Scoped to the project. 1 to 255 printable ASCII characters (else 400).",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": params.MAX_IDEMPOTENCY_KEY_LENGTH,
+        "pattern": params.IDEMPOTENCY_KEY_PATTERN,
+    },
+    EXTENSION: True,
+}
+_REPLAYED: Json = {
+    "Idempotent-Replayed": {
+        "description": "true when this is the recorded reply to an earlier request with the same "
+        "Idempotency-Key (nothing was stored this time); absent otherwise.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 def _header(name: str, description: str) -> Json:
@@ -416,13 +444,15 @@ def _ingest() -> Json:
             "summary": "ingest logs",
             "description": "Store a batch of log entries whole, or nothing: one bad entry "
             "rejects the batch (the 400 names the first 20 by index and field). A producer "
-            "key. Order of checks: headers (401), content type and encoding (415), body size "
-            "(413), key (401/403), body, functions whose logs are disabled (409)."
+            "key. Order of checks: headers (401), Idempotency-Key (400), content type and "
+            "encoding (415), body size (413), key (401/403), a recorded Idempotency-Key (its "
+            "reply again, or 422), body, functions whose logs are disabled (409)."
             + _CONTENT_ENCODING,
             "operationId": "ingestLogs",
             "parameters": [
                 _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
                 _header("Gram-Project", "project header (the project's slug)"),
+                _IDEMPOTENCY_KEY,
             ],
             "requestBody": {
                 "required": True,
@@ -448,6 +478,7 @@ def _ingest() -> Json:
                 _ok(
                     "The batch is committed (durable).",
                     {"application/json": {"schema": _schema(ingest.IngestResult)}},
+                    _REPLAYED,
                 ),
                 400,
                 401,
@@ -455,6 +486,7 @@ def _ingest() -> Json:
                 409,
                 413,
                 415,
+                422,
                 503,
             ),
             "security": _GRAM_SECURITY,
@@ -631,6 +663,7 @@ def _otlp() -> Json:
                     "Authorization: Bearer <key>",
                 ),
                 _header("Gram-Project", "project header (the project's slug)"),
+                _IDEMPOTENCY_KEY,
             ],
             "requestBody": {
                 "required": True,
@@ -648,12 +681,14 @@ def _otlp() -> Json:
                         otlp.JSON: {"schema": _ref("schemas", "ExportLogsServiceResponse")},
                         otlp.PROTOBUF: binary,
                     },
+                    _REPLAYED,
                 ),
                 400,
                 401,
                 403,
                 413,
                 415,
+                422,
                 503,
             ),
             "security": [
