@@ -212,26 +212,41 @@ async def test_an_empty_batch_is_recorded_too(client, tenant, fd, pool):
 # -- the same key, another request --------------------------------------------------------------
 
 
-def _other_request(variant: str, tenant, fd) -> tuple[str, bytes, dict[str, str]]:
+def for_both_endpoints(fd: tuple[uuid.UUID, uuid.UUID]) -> bytes:
+    """One JSON body both endpoints store: logs.ingest reads its "logs", OTLP its "resourceLogs"
+    (each ignores what it does not know)."""
+    export = json.loads(json_format.MessageToJson(otlp_export(fd)))
+    return json.dumps({"logs": [json.loads(line) for line in batch(fd).splitlines()], **export})
+
+
+Request = tuple[str, bytes, dict[str, str]]
+
+
+def _two_requests(variant: str, tenant, fd) -> tuple[Request, Request]:
+    """A first request with the key "k", and another that differs from it in ``variant``."""
     body = batch(fd)
+    first = INGEST, body, headers(tenant, "k")
     if variant == "body":
-        return INGEST, batch(fd, "other"), headers(tenant, "k")
+        return first, (INGEST, batch(fd, "other"), headers(tenant, "k"))
     if variant == "endpoint":
-        return OTLP, body, headers(tenant, "k", **{"content-type": "application/json"})
+        json_body = for_both_endpoints(fd).encode()
+        sent = headers(tenant, "k", **{"content-type": "application/json"})
+        return (INGEST, json_body, sent), (OTLP, json_body, sent)
     if variant == "content type":
-        return INGEST, body, headers(tenant, "k", **{"content-type": "application/jsonl"})
+        return first, (INGEST, body, headers(tenant, "k", **{"content-type": "application/jsonl"}))
     assert variant == "encoding"
-    return INGEST, gzip.compress(body), headers(tenant, "k", **{"content-encoding": "gzip"})
+    zipped = headers(tenant, "k", **{"content-encoding": "gzip"})
+    return first, (INGEST, gzip.compress(body), zipped)
 
 
 @pytest.mark.parametrize("variant", ["body", "endpoint", "content type", "encoding"])
 async def test_the_same_key_with_another_request_is_a_422_that_stores_nothing(
     client, tenant, fd, pool, variant
 ):
-    first = await client.post(INGEST, content=batch(fd), headers=headers(tenant, "k"))
+    (url, body, sent), (other_url, other_body, other_sent) = _two_requests(variant, tenant, fd)
+    first = await client.post(url, content=body, headers=sent)
     assert first.status_code == 200
-    url, body, sent = _other_request(variant, tenant, fd)
-    r = await client.post(url, content=body, headers=sent)
+    r = await client.post(other_url, content=other_body, headers=other_sent)
     assert r.status_code == 422
     assert REPLAYED not in r.headers
     assert error(r) == {
@@ -243,20 +258,40 @@ async def test_the_same_key_with_another_request_is_a_422_that_stores_nothing(
     }
     assert await count_rows(pool, tenant) == LINES
     # The record is the first request's still.
-    again = await client.post(INGEST, content=batch(fd), headers=headers(tenant, "k"))
+    again = await client.post(url, content=body, headers=sent)
     assert_replay_of(first, again)
 
 
-async def test_a_gzipped_resend_of_the_same_content_is_the_same_request(client, tenant, fd, pool):
-    # gzip writes the time into its header: a client compressing again on a retry sends other
-    # bytes for the same request, and that is still a replay.
+async def test_a_bad_body_is_a_400_whatever_its_key_was_used_for(client, tenant, fd, pool):
+    first = await client.post(INGEST, content=batch(fd), headers=headers(tenant, "k"))
+    assert first.status_code == 200
+    bad = await client.post(INGEST, content=b"{}\n", headers=headers(tenant, "k"))
+    assert bad.status_code == 400
+    assert error(bad)["message"].startswith("nothing was stored: 1 invalid entry: entries[0]")
+    again = await client.post(INGEST, content=batch(fd), headers=headers(tenant, "k"))
+    assert_replay_of(first, again)
+    assert await count_rows(pool, tenant) == LINES
+
+
+async def test_the_same_content_compressed_again_or_with_a_charset_is_the_same_request(
+    client, tenant, fd, pool
+):
+    # gzip writes a time into its header: a client that compresses again for a retry sends
+    # other bytes for the same request. A media type's parameters do not count either.
     body = batch(fd)
     sent = headers(tenant, "zipped", **{"content-encoding": "gzip"})
     first = await client.post(INGEST, content=gzip.compress(body, mtime=1), headers=sent)
     again = await client.post(INGEST, content=gzip.compress(body, mtime=2), headers=sent)
     assert first.status_code == 200
     assert_replay_of(first, again)
-    assert await count_rows(pool, tenant) == LINES
+
+    sent = headers(tenant, "charset", **{"content-type": "application/x-ndjson"})
+    first = await client.post(INGEST, content=body, headers=sent)
+    sent["content-type"] = "application/x-ndjson; charset=utf-8"
+    again = await client.post(INGEST, content=body, headers=sent)
+    assert first.status_code == 200
+    assert_replay_of(first, again)
+    assert await count_rows(pool, tenant) == 2 * LINES
 
 
 async def test_keys_are_scoped_per_project(client, make_tenant, fd, pool):

@@ -413,12 +413,14 @@ async def ingest_logs(request: Request) -> Response:
     try:
         async with state.db.connection() as conn:
             principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
+            rows = decode_batch(body, kind, principal.project_id)
+            # After the body's checks, which give a resend the same answer, so that a bad body
+            # is told what is wrong with it; before the project's state, which may have changed.
             claim = None
             if once is not None:
                 digest = request_hash(request.url.path, kind, content_encoding(request), body)
                 claim = Claim(principal.project_id, once, digest, state.config.idempotency_hours)
                 await claim.replay_if_recorded(conn)
-            rows = decode_batch(body, kind, principal.project_id)
             disabled = await disabled_among(conn, principal.project_id, function_ids(rows))
             if disabled:
                 metrics.rejected("disabled", len(rows))

@@ -445,8 +445,8 @@ def _ingest() -> Json:
             "description": "Store a batch of log entries whole, or nothing: one bad entry "
             "rejects the batch (the 400 names the first 20 by index and field). A producer "
             "key. Order of checks: headers (401), Idempotency-Key (400), content type and "
-            "encoding (415), body size (413), key (401/403), a recorded Idempotency-Key (its "
-            "reply again, or 422), body, functions whose logs are disabled (409)."
+            "encoding (415), body size (413), key (401/403), body (400), a recorded "
+            "Idempotency-Key (its reply again, or 422), functions whose logs are disabled (409)."
             + _CONTENT_ENCODING,
             "operationId": "ingestLogs",
             "parameters": [

@@ -299,22 +299,24 @@ async def export_logs(request: Request) -> Response:
         async with state.db.connection() as conn:
             principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
             project_id = principal.project_id
-            claim = None
-            if once is not None:
-                digest = request_hash(request.url.path, kind, content_encoding(request), body)
-                claim = Claim(project_id, once, digest, state.config.idempotency_hours)
-                await claim.replay_if_recorded(conn)
             builder = BatchBuilder(project_id)
             mapped = map_request(parse_request(body, kind), builder)
             problems, rejected = list(mapped.problems), mapped.rejected
-            if rejected:
-                metrics.rejected("invalid", rejected)
             if rejected and not builder.rows:
+                metrics.rejected("invalid", rejected)
                 more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
                 raise BadRequest(
                     f"no log record could be stored: {rejected} invalid{more}: "
                     + "; ".join(problems)
                 )
+            # As on logs.ingest: after the body's checks, before the project's state.
+            claim = None
+            if once is not None:
+                digest = request_hash(request.url.path, kind, content_encoding(request), body)
+                claim = Claim(project_id, once, digest, state.config.idempotency_hours)
+                await claim.replay_if_recorded(conn)
+            if rejected:
+                metrics.rejected("invalid", rejected)
             rows = builder.rows
             disabled = await disabled_among(conn, project_id, function_ids(rows))
             if disabled:
