@@ -1,5 +1,5 @@
--- Schema version 3: the Idempotency-Key header of the write endpoints (docs/ingestion.md,
--- "Idempotency-Key"; gramlogs/storage/idempotency.py).
+-- Idempotency keys: the Idempotency-Key header of the write endpoints (docs/ingestion.md,
+-- "Idempotency-Key"; gramlogs/storage/idempotency.py). The schema version is the file's number.
 --
 -- One row per key a project has used: a hash of the request it was first used with, and the
 -- reply that request got, so that a resend is answered with the same bytes and stores nothing.

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from gramlogs.core import ids
-from gramlogs.storage import idempotency, schema, writer
+from gramlogs.storage import idempotency, schema, tenants, writer
 from gramlogs.storage.store import COLUMNS
 
 
@@ -23,25 +23,14 @@ async def _at_version(
 ) -> None:
     """What ``version`` left: its steps and their version records, without later steps."""
     kept = schema.steps()[:version]
-    assert kept[-1].version == version
+    assert [s.version for s in kept] == list(range(1, version + 1))
     with monkeypatch.context() as m:
         m.setattr(schema, "steps", lambda: kept)
         await schema.migrate(conn)
 
 
-async def _project_with_a_line(conn: asyncpg.Connection) -> tuple[uuid.UUID, tuple]:
-    org, project = uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, 'o')", org)
-    await conn.execute(
-        "INSERT INTO projects (id, organization_id, slug, name) VALUES ($1, $2, 'p', 'p')",
-        project,
-        org,
-    )
-    ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
-    row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
-    row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
-    await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
-    return project, row
+async def _at_version_1(conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _at_version(conn, monkeypatch, 1)
 
 
 async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
@@ -49,9 +38,19 @@ async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
 ):
     conn = await asyncpg.connect(empty_database)
     try:
-        await _at_version(conn, monkeypatch, 1)
+        await _at_version_1(conn, monkeypatch)
         assert await schema.current_version(conn) == 1
-        _, row = await _project_with_a_line(conn)
+        org, project = uuid.uuid4(), uuid.uuid4()
+        await conn.execute("INSERT INTO organizations (id, name) VALUES ($1, 'o')", org)
+        await conn.execute(
+            "INSERT INTO projects (id, organization_id, slug, name) VALUES ($1, $2, 'p', 'p')",
+            project,
+            org,
+        )
+        ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
+        row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
+        row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
+        await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
         assert "logs_keyword" in await _indexes(conn)
 
         applied = await schema.migrate(conn)
@@ -67,20 +66,26 @@ async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
         await conn.close()
 
 
-async def test_a_version_2_database_with_logs_is_upgraded_in_place_to_idempotency_keys(
+async def test_the_version_before_idempotency_keys_is_upgraded_in_place_with_its_rows(
     empty_database, monkeypatch
 ):
+    (step,) = [s for s in schema.steps() if s.name.endswith("_idempotency_keys.sql")]
     conn = await asyncpg.connect(empty_database)
     try:
-        await _at_version(conn, monkeypatch, 2)
-        assert await schema.current_version(conn) == 2
+        await _at_version(conn, monkeypatch, step.version - 1)
         assert await conn.fetchval("SELECT to_regclass('idempotency_keys')") is None
-        project, row = await _project_with_a_line(conn)
+        project = await tenants.create_project(
+            conn, await tenants.create_organization(conn, "o"), "p"
+        )
+        ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
+        row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
+        row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
+        await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
 
         applied = await schema.migrate(conn)
 
-        assert applied[0].name == "0003_idempotency_keys.sql"
-        assert [s.version for s in applied] == list(range(3, len(schema.steps()) + 1))
+        assert applied[0] == step
+        assert [s.version for s in applied] == list(range(step.version, len(schema.steps()) + 1))
         stored = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM logs")
         assert [tuple(r) for r in stored] == [row]
         indexes = await conn.fetch(
