@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from gramlogs import __version__
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import gram, ingest, otlp, params, poly
+from gramlogs.web import body, gram, ingest, otlp, params, poly
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
@@ -265,7 +265,7 @@ _IDEMPOTENCY_KEY: Json = {
     EXTENSION: True,
 }
 _REPLAYED: Json = {
-    "Idempotent-Replayed": {
+    body.REPLAYED: {
         "description": "true when this is the recorded reply to an earlier request with the same "
         "Idempotency-Key (nothing was stored this time); absent otherwise.",
         "required": False,
