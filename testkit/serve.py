@@ -18,6 +18,8 @@ from testkit.ports import HOST, free_port
 
 __all__ = ["LiveServer", "live_server"]
 
+_ROOT = Path(__file__).resolve().parent.parent
+
 
 @dataclass
 class LiveServer:
@@ -44,10 +46,14 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def live_server(database_url: str, workdir: Path, **env: str) -> Iterator[LiveServer]:
+def live_server(
+    database_url: str, workdir: Path, *, module: str = "gramlogs", **env: str
+) -> Iterator[LiveServer]:
     """``gramlogs serve`` on ``database_url``, ready (``/healthz`` answers) when this yields;
     its output in ``workdir``; stopped with SIGTERM (then SIGKILL) on the way out. ``env``
-    holds ``GRAMLOGS_*`` settings over small-pool defaults."""
+    holds ``GRAMLOGS_*`` settings over small-pool defaults. ``module`` is what ``python -m``
+    runs with the argument ``serve``: another entry point of the same command line, such as
+    ``testkit.crash``."""
     port = free_port()
     environ = {
         **os.environ,
@@ -56,12 +62,14 @@ def live_server(database_url: str, workdir: Path, **env: str) -> Iterator[LiveSe
         "GRAMLOGS_PORT": str(port),
         "GRAMLOGS_POOL_MIN": "1",
         "GRAMLOGS_POOL_MAX": "4",
+        # The checkout, so that a module of testkit/ runs wherever the caller stands.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
         **env,
     }
     out, err = workdir / f"server-{port}.out", workdir / f"server-{port}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gramlogs", "serve"], env=environ, stdout=stdout, stderr=stderr
+            [sys.executable, "-m", module, "serve"], env=environ, stdout=stdout, stderr=stderr
         )
     server = LiveServer(process, port, out, err)
     try:

@@ -175,8 +175,9 @@ def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
 
 @pytest.fixture(scope="session")
 def serve(database_url: str, tmp_path_factory: pytest.TempPathFactory):
-    """``with serve() as server:`` runs a real server on the test database."""
+    """``with serve() as server:`` runs a real server on the test database; ``serve(module=
+    "testkit.crash")`` one that dies right after committing a batch."""
     log_dir = tmp_path_factory.mktemp("servers")
-    return lambda **env: live_server(
-        database_url, log_dir, **{"GRAMLOGS_LOG_LEVEL": "warning", **env}
+    return lambda module="gramlogs", **env: live_server(
+        database_url, log_dir, module=module, **{"GRAMLOGS_LOG_LEVEL": "warning", **env}
     )

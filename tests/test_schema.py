@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from gramlogs.core import ids
-from gramlogs.storage import blocks, schema, store, tenants
+from gramlogs.storage import blocks, idempotency, schema, store, tenants, writer
 from gramlogs.storage.store import COLUMNS, LogFilter, PageRequest
 
 
@@ -108,5 +108,46 @@ async def test_version_3_keeps_lines_stored_before_it_searchable(empty_database,
         found = await store.fetch_page(conn, req)
         assert [r["id"] for r in found.rows] == expected
         assert await blocks.summarise_pending(conn) == 0
+    finally:
+        await conn.close()
+
+
+async def test_the_version_before_idempotency_keys_is_upgraded_in_place_with_its_rows(
+    empty_database, monkeypatch
+):
+    (step,) = [s for s in schema.steps() if s.name.endswith("_idempotency_keys.sql")]
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await _at_version(conn, monkeypatch, step.version - 1)
+        assert await conn.fetchval("SELECT to_regclass('idempotency_keys')") is None
+        project = await tenants.create_project(
+            conn, await tenants.create_organization(conn, "o"), "p"
+        )
+        ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
+        row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
+        row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
+        await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
+
+        applied = await schema.migrate(conn)
+
+        assert applied[0] == step
+        assert [s.version for s in applied] == list(range(step.version, len(schema.steps()) + 1))
+        stored = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM logs")
+        assert [tuple(r) for r in stored] == [row]
+        indexes = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'idempotency_keys'"
+        )
+        assert {r["indexname"] for r in indexes} == {
+            "idempotency_keys_pkey",
+            "idempotency_keys_expiry",
+        }
+        # The new table does its work: a batch stored with a key is replayed from it.
+        claim = idempotency.Claim(project, "k", idempotency.request_hash("/p", "t", "e", b""), 24)
+        reply = idempotency.Reply(200, "application/json", b"{}")
+        await writer.store_batch(conn, project, [], companion=claim.recorder(lambda *_: reply))
+        with pytest.raises(idempotency.Replay) as replay:
+            await claim.replay_if_recorded(conn)
+        assert replay.value.reply == reply
+        assert await schema.migrate(conn) == []
     finally:
         await conn.close()

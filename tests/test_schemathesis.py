@@ -15,13 +15,20 @@ The Poly dialect names a function in its path: a generated uuid would nearly alw
 (404), so half of the valid ids are swapped for seeded functions, GET and DELETE each their own,
 so that GETs find rows whatever DELETE has removed. OTLP protobuf bodies are arbitrary bytes
 (schemathesis cannot make a valid protobuf message): they must get a 400, never a 5xx.
+
+The write operations' ``Idempotency-Key`` is drawn from a few short strings, so most valid bodies
+would meet a key already used with another body and get a 422 instead of being stored. Every
+other valid key is therefore made the case's own (a number appended); the others keep the
+drawn value, and with it replays and 422s.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -136,9 +143,21 @@ def _credentials(key: str | None, project: str, functions: Functions) -> type:
                 if key is not None:
                     headers["Gram-Key"] = key
                 headers["Gram-Project"] = project
+                _own_key_for_half(headers)
             case.headers = headers
 
     return Credentials
+
+
+_KEY = "Idempotency-Key"
+_VALID_KEY = re.compile(r"[ -~]{1,200}")
+_CASE_NUMBERS = itertools.count()
+
+
+def _own_key_for_half(headers: dict[str, str]) -> None:
+    value = headers.get(_KEY)
+    if value is not None and _VALID_KEY.fullmatch(value) and (n := next(_CASE_NUMBERS)) % 2:
+        headers[_KEY] = f"{value}-{n}"
 
 
 def _point_at_seeded_function(case: schemathesis.Case, functions: Functions) -> None:

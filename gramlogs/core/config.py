@@ -87,6 +87,12 @@ class Config:
         "largest write request body, in bytes, before and after decompression (413 above)",
         minimum=1,
     )
+    idempotency_hours: int = _setting(
+        24,
+        "hours a write's Idempotency-Key is remembered: a resend within them is answered from"
+        " the record and stores nothing",
+        minimum=1,
+    )
     # -- storage at scale --
     local_citus_workers: int = _setting(
         0,

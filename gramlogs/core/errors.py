@@ -19,6 +19,7 @@ Every error is a :class:`GramlogsError`; its class carries the HTTP status and t
     ├── PayloadTooLarge          413 payload_too_large
     ├── UriTooLong               414 uri_too_long      (sent by server.py)
     ├── UnsupportedMediaType     415 unsupported_media_type
+    ├── UnprocessableContent     422 unprocessable_content
     ├── TooManyRequests          429 too_many_requests (temporary, Retry-After)
     ├── HeadersTooLarge          431 headers_too_large (sent by server.py)
     ├── Unavailable              503 unavailable       (temporary, Retry-After)
@@ -194,6 +195,14 @@ class TooManyRequests(GramlogsError):
 class UnsupportedMediaType(GramlogsError):
     status = 415
     name = "unsupported_media_type"
+
+
+class UnprocessableContent(GramlogsError):
+    """Well-formed, but not to be processed as sent: an Idempotency-Key that was first used
+    with another request (RFC 9110 section 15.5.21; the IETF Idempotency-Key draft's 422)."""
+
+    status = 422
+    name = "unprocessable_content"
 
 
 class Unavailable(GramlogsError):

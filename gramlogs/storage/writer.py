@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 
@@ -26,7 +26,7 @@ from gramlogs.storage import blocks, citus
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
-__all__ = ["FUNCTION_COLUMN", "Row", "store_batch"]
+__all__ = ["FUNCTION_COLUMN", "Companion", "Row", "store_batch"]
 
 # One row in store.COLUMNS order. The uuid columns hold canonical (lower-case) uuid text, as
 # batch.BatchBuilder makes them: asyncpg encodes text for a uuid column faster than a UUID.
@@ -58,23 +58,41 @@ _INSERT_NEW = (
 )
 
 
+class Companion(Protocol):
+    """Work that commits or rolls back with a batch (an Idempotency-Key: idempotency.Recorder).
+    ``begin`` runs first in the transaction that stores the batch, ``end`` last, with what
+    ``store_batch`` will return; either may raise to roll the batch back."""
+
+    async def begin(self, conn: asyncpg.Connection) -> None: ...
+
+    async def end(self, conn: asyncpg.Connection, stored: int, duplicates: int) -> None: ...
+
+
 async def store_batch(
-    conn: asyncpg.Connection, project_id: uuid.UUID, rows: Sequence[Row]
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    rows: Sequence[Row],
+    *,
+    companion: Companion | None = None,
 ) -> tuple[int, int]:
     """Store ``rows`` of one project atomically; return (stored, duplicates already present).
 
     Registers the batch's functions in the same transaction. Every row's ``project_id`` must be
-    ``project_id``.
+    ``project_id``. A ``companion`` commits with the batch, even an empty one.
     """
-    if not rows:
+    if not rows and companion is None:
         return 0, 0
     ordered = sorted(rows, key=itemgetter(0))
     functions = {row[FUNCTION_COLUMN] for row in ordered}
     try:
         async with conn.transaction():
+            if companion is not None:
+                await companion.begin(conn)
             await register_functions(conn, project_id, functions)
             await conn.copy_records_to_table("logs", records=ordered, columns=COLUMNS)
             await blocks.write_blocks(conn, ordered, in_id_order=True)
+            if companion is not None:
+                await companion.end(conn, len(ordered), 0)
         return len(ordered), 0
     except asyncpg.UniqueViolationError:
         pass
@@ -82,6 +100,8 @@ async def store_batch(
         if not citus.is_unique_violation(exc):
             raise
     async with conn.transaction():
+        if companion is not None:
+            await companion.begin(conn)
         await register_functions(conn, project_id, functions)
         await conn.execute(_CREATE_BUFFER)
         await conn.copy_records_to_table(_BUFFER, records=ordered, columns=COLUMNS)
@@ -90,4 +110,6 @@ async def store_batch(
         stored = len(await conn.fetch(_INSERT_NEW))
         # Blocks of the whole batch: those of lines stored before only widen what a search reads.
         await blocks.write_blocks(conn, ordered, in_id_order=True)
+        if companion is not None:
+            await companion.end(conn, stored, len(ordered) - stored)
     return stored, len(ordered) - stored

@@ -1,4 +1,5 @@
-"""Request bodies of the write endpoints: media type, content encoding, and a size limit.
+"""Request bodies of the write endpoints: media type, content encoding, and a size limit; and
+their replies, which an Idempotency-Key may replay (storage/idempotency.py).
 
 The limit holds while the body arrives: reading stops at ``limit + 1`` bytes (413) instead of
 buffering whatever a client sends, and a compressed body is inflated in bounded steps so that a
@@ -11,10 +12,15 @@ import zlib
 from collections.abc import Iterable
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from gramlogs.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, shorten
+from gramlogs.storage.idempotency import Reply
 
-__all__ = ["media_type", "read_body"]
+__all__ = ["REPLAYED", "answer", "content_encoding", "media_type", "read_body"]
+
+# Stripe's response header on a reply replayed for an Idempotency-Key.
+REPLAYED = "Idempotent-Replayed"
 
 # wbits for zlib.decompressobj: 16 + 15 reads a gzip member; 15 reads the zlib format, which is
 # what HTTP calls "deflate" (RFC 9110 section 8.4.1.2).
@@ -44,13 +50,19 @@ def media_type(request: Request, allowed: Iterable[str]) -> str:
     return kind
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, decompressed; 413 as soon as it exceeds ``limit`` bytes either way."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity") and encoding not in _DECODERS:
+def content_encoding(request: Request) -> str:
+    """The body's content coding, lower case (``identity`` when none); 415 for one not read."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower() or "identity"
+    if encoding != "identity" and encoding not in _DECODERS:
         raise UnsupportedMediaType(
             f"Content-Encoding must be gzip, deflate or identity; got {shorten(encoding.strip())!r}"
         )
+    return encoding
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, decompressed; 413 as soon as it exceeds ``limit`` bytes either way."""
+    encoding = content_encoding(request)
     declared = request.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, "")
@@ -86,4 +98,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 def _too_large(limit: int, which: str) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"the {which}request body exceeds {limit} bytes (GRAMLOGS_MAX_BODY_BYTES)"
+    )
+
+
+def answer(reply: Reply, *, replayed: bool = False) -> Response:
+    """The response of a write endpoint, first sent or replayed: the same status, media type and
+    bytes either way; a replay says so in ``Idempotent-Replayed: true``."""
+    headers = {REPLAYED: "true"} if replayed else None
+    return Response(
+        reply.body, status_code=reply.status, media_type=reply.media_type, headers=headers
     )

@@ -2,7 +2,9 @@
 
 A batch is decoded with msgspec into typed structs in one pass, checked entry by entry
 (``batch.BatchBuilder``), and COPYed by ``writer.store_batch`` in one transaction. A bad entry
-rejects the batch: the 400 names the first bad entries (at most 20) by index and field.
+rejects the batch: the 400 names the first bad entries (at most 20) by index and field. With an
+``Idempotency-Key``, a resend is answered from the record and stores nothing
+(``storage/idempotency.py``).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from gramlogs.storage.batch import (
     normalise_level,
 )
 from gramlogs.storage.functions import disabled_among
+from gramlogs.storage.idempotency import Claim, Replay, Reply, request_hash
 from gramlogs.storage.writer import Row, store_batch
-from gramlogs.web.body import media_type, read_body
-from gramlogs.web.params import NO_NUL, gram_credentials
+from gramlogs.web.body import answer, content_encoding, media_type, read_body
+from gramlogs.web.params import NO_NUL, gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
 
 __all__ = [
@@ -400,23 +403,40 @@ def refuse_disabled(rows: Sequence[Row], disabled: set[uuid.UUID]) -> Conflict:
 async def ingest_logs(request: Request) -> Response:
     """``POST /rpc/logs.ingest``: store a JSON or NDJSON batch whole, or nothing."""
     key, slug = gram_credentials(request)
+    once = idempotency_key(request)
     kind = media_type(request, JSON_TYPES + NDJSON_TYPES)
     state = app_state(request)
     # The body is read before a pooled connection is taken (a slow upload must not hold one)
     # but parsed only once the key is known good. One connection per request: each release
     # costs asyncpg's reset round trip.
     body = await read_body(request, state.config.max_body_bytes)
-    async with state.db.connection() as conn:
-        principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
-        rows = decode_batch(body, kind, principal.project_id)
-        disabled = await disabled_among(conn, principal.project_id, function_ids(rows))
-        if disabled:
-            metrics.rejected("disabled", len(rows))
-            raise refuse_disabled(rows, disabled)
-        stored, duplicates = await store_batch(conn, principal.project_id, rows)
+    try:
+        async with state.db.connection() as conn:
+            principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
+            rows = decode_batch(body, kind, principal.project_id)
+            # After the body's checks, which give a resend the same answer, so that a bad body
+            # is told what is wrong with it; before the project's state, which may have changed.
+            claim = None
+            if once is not None:
+                digest = request_hash(request.url.path, kind, content_encoding(request), body)
+                claim = Claim(principal.project_id, once, digest, state.config.idempotency_hours)
+                await claim.replay_if_recorded(conn)
+            disabled = await disabled_among(conn, principal.project_id, function_ids(rows))
+            if disabled:
+                metrics.rejected("disabled", len(rows))
+                raise refuse_disabled(rows, disabled)
+            stored, duplicates = await store_batch(
+                conn,
+                principal.project_id,
+                rows,
+                companion=None if claim is None else claim.recorder(_result),
+            )
+    except Replay as replay:
+        return answer(replay.reply, replayed=True)
     metrics.ingested(stored)
-    return _json_response(IngestResult(stored=stored, duplicates=duplicates))
+    return answer(_result(stored, duplicates))
 
 
-def _json_response(value: msgspec.Struct) -> Response:
-    return Response(_encoder.encode(value), media_type="application/json")
+def _result(stored: int, duplicates: int) -> Reply:
+    body = _encoder.encode(IngestResult(stored=stored, duplicates=duplicates))
+    return Reply(200, "application/json", body)

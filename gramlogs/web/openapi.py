@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from gramlogs import __version__
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import gram, ingest, otlp, params, poly
+from gramlogs.web import body, gram, ingest, otlp, params, poly
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
@@ -165,6 +165,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     413: ("PayloadTooLarge", "the request body is too large"),
     414: ("UriTooLong", "the request target is too long; connection closed"),
     415: ("UnsupportedMediaType", "the request body's content type is not accepted"),
+    422: (
+        "UnprocessableContent",
+        "the Idempotency-Key was first used with a different request (body, endpoint, content "
+        "type or encoding)",
+    ),
     429: ("TooManyRequests", "the key is over its rate limit; retry after Retry-After seconds"),
     431: ("HeadersTooLarge", "the request headers are too large; connection closed"),
     500: ("Unexpected", "a bug in gramlogs; the message never shows internals"),
@@ -220,10 +225,10 @@ def _responses(ok: Json, *errors: int) -> Json:
     }
 
 
-def _ok(description: str, content: Json) -> Json:
+def _ok(description: str, content: Json, headers: Json | None = None) -> Json:
     return {
         "description": description,
-        "headers": {"X-Request-Id": _ref("headers", "X-Request-Id")},
+        "headers": {"X-Request-Id": _ref("headers", "X-Request-Id"), **(headers or {})},
         "content": content,
     }
 
@@ -239,6 +244,34 @@ def _query(name: str, description: str, schema: Json, **extra: Any) -> Json:
         "schema": {**schema, "description": description},
         **extra,
     }
+
+
+# The write endpoints' Idempotency-Key (params.idempotency_key; docs/ingestion.md): a resend
+# with the same key and request is answered as the first send was, with Idempotent-Replayed.
+_IDEMPOTENCY_KEY: Json = {
+    "name": params.IDEMPOTENCY_KEY,
+    "in": "header",
+    "required": False,
+    "description": "Makes a resend safe: the same key with the same request (endpoint, content "
+    "type, encoding and body) within GRAMLOGS_IDEMPOTENCY_HOURS (default 24) of the first store "
+    "stores nothing and gets the first reply again, with Idempotent-Replayed: true; with another "
+    "request, a 422. Scoped to the project. 1 to 255 printable ASCII characters (else 400).",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": params.MAX_IDEMPOTENCY_KEY_LENGTH,
+        "pattern": params.IDEMPOTENCY_KEY_PATTERN,
+    },
+    EXTENSION: True,
+}
+_REPLAYED: Json = {
+    body.REPLAYED: {
+        "description": "true when this is the recorded reply to an earlier request with the same "
+        "Idempotency-Key (nothing was stored this time); absent otherwise.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 def _header(name: str, description: str) -> Json:
@@ -411,13 +444,15 @@ def _ingest() -> Json:
             "summary": "ingest logs",
             "description": "Store a batch of log entries whole, or nothing: one bad entry "
             "rejects the batch (the 400 names the first 20 by index and field). A producer "
-            "key. Order of checks: headers (401), content type and encoding (415), body size "
-            "(413), key (401/403), body, functions whose logs are disabled (409)."
+            "key. Order of checks: headers (401), Idempotency-Key (400), content type and "
+            "encoding (415), body size (413), key (401/403), body (400), a recorded "
+            "Idempotency-Key (its reply again, or 422), functions whose logs are disabled (409)."
             + _CONTENT_ENCODING,
             "operationId": "ingestLogs",
             "parameters": [
                 _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
                 _header("Gram-Project", "project header (the project's slug)"),
+                _IDEMPOTENCY_KEY,
             ],
             "requestBody": {
                 "required": True,
@@ -443,6 +478,7 @@ def _ingest() -> Json:
                 _ok(
                     "The batch is committed (durable).",
                     {"application/json": {"schema": _schema(ingest.IngestResult)}},
+                    _REPLAYED,
                 ),
                 400,
                 401,
@@ -450,6 +486,7 @@ def _ingest() -> Json:
                 409,
                 413,
                 415,
+                422,
                 503,
             ),
             "security": _GRAM_SECURITY,
@@ -626,6 +663,7 @@ def _otlp() -> Json:
                     "Authorization: Bearer <key>",
                 ),
                 _header("Gram-Project", "project header (the project's slug)"),
+                _IDEMPOTENCY_KEY,
             ],
             "requestBody": {
                 "required": True,
@@ -643,12 +681,14 @@ def _otlp() -> Json:
                         otlp.JSON: {"schema": _ref("schemas", "ExportLogsServiceResponse")},
                         otlp.PROTOBUF: binary,
                     },
+                    _REPLAYED,
                 ),
                 400,
                 401,
                 403,
                 413,
                 415,
+                422,
                 503,
             ),
             "security": [

@@ -6,7 +6,8 @@ that OTLP/JSON uses into the base64 that protobuf's JSON mapping expects), then 
 rows as ``POST /rpc/logs.ingest`` (docs/ingestion.md, "POST /v1/logs"). Records that cannot be
 stored are counted in the reply's ``partial_success`` and the others are stored, as the OTLP
 specification asks; a request none of whose records is valid is a 400, so that a misconfigured
-exporter logs an error instead of silently losing everything.
+exporter logs an error instead of silently losing everything. ``Idempotency-Key`` works as on
+``logs.ingest`` (``storage/idempotency.py``).
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ from gramlogs.storage.batch import (
     normalise_level,
 )
 from gramlogs.storage.functions import disabled_among
+from gramlogs.storage.idempotency import Claim, Replay, Reply, request_hash
 from gramlogs.storage.writer import store_batch
-from gramlogs.web.body import media_type, read_body
-from gramlogs.web.params import gram_credentials
+from gramlogs.web.body import answer, content_encoding, media_type, read_body
+from gramlogs.web.params import gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
 
 __all__ = ["export_logs", "map_request", "parse_request"]
@@ -280,50 +282,73 @@ def parse_request(body: bytes, kind: str) -> ExportLogsServiceRequest:
     return request
 
 
-def _reply(response: ExportLogsServiceResponse, kind: str) -> Response:
+def _reply(response: ExportLogsServiceResponse, kind: str) -> Reply:
     if kind == JSON:
-        return Response(json_format.MessageToJson(response, indent=None), media_type=JSON)
-    return Response(response.SerializeToString(), media_type=PROTOBUF)
+        return Reply(200, JSON, json_format.MessageToJson(response, indent=None).encode())
+    return Reply(200, PROTOBUF, response.SerializeToString())
 
 
 async def export_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
     key, slug = gram_credentials(request, allow_authorization=True)
+    once = idempotency_key(request)
     kind = media_type(request, MEDIA_TYPES)
     state = app_state(request)
     body = await read_body(request, state.config.max_body_bytes)
-    async with state.db.connection() as conn:
-        project_id = (await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)).project_id
-        export = parse_request(body, kind)
-        builder = BatchBuilder(project_id)
-        mapped = map_request(export, builder)
-        problems, rejected = list(mapped.problems), mapped.rejected
-        if rejected:
-            metrics.rejected("invalid", rejected)
-        if rejected and not builder.rows:
-            more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
-            raise BadRequest(
-                f"no log record could be stored: {rejected} invalid{more}: " + "; ".join(problems)
+    try:
+        async with state.db.connection() as conn:
+            principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
+            project_id = principal.project_id
+            builder = BatchBuilder(project_id)
+            mapped = map_request(parse_request(body, kind), builder)
+            problems, rejected = list(mapped.problems), mapped.rejected
+            if rejected and not builder.rows:
+                metrics.rejected("invalid", rejected)
+                more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
+                raise BadRequest(
+                    f"no log record could be stored: {rejected} invalid{more}: "
+                    + "; ".join(problems)
+                )
+            # As on logs.ingest: after the body's checks, before the project's state.
+            claim = None
+            if once is not None:
+                digest = request_hash(request.url.path, kind, content_encoding(request), body)
+                claim = Claim(project_id, once, digest, state.config.idempotency_hours)
+                await claim.replay_if_recorded(conn)
+            if rejected:
+                metrics.rejected("invalid", rejected)
+            rows = builder.rows
+            disabled = await disabled_among(conn, project_id, function_ids(rows))
+            if disabled:
+                off = {str(f) for f in disabled}
+                kept = [row for row in rows if str(row[FUNCTION_COLUMN]) not in off]
+                rejected += len(rows) - len(kept)
+                metrics.rejected("disabled", len(rows) - len(kept))
+                problems.append(
+                    "logs are disabled for function "
+                    + ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])
+                    + f" in this project ({len(rows) - len(kept)} records)"
+                )
+                rows = kept
+            # The reply does not depend on what was new: it is known before the batch is stored.
+            reply = _reply(_response(rejected, problems), kind)
+            stored, _ = await store_batch(
+                conn,
+                project_id,
+                rows,
+                companion=None if claim is None else claim.recorder(lambda _s, _d: reply),
             )
-        rows = builder.rows
-        disabled = await disabled_among(conn, project_id, function_ids(rows))
-        if disabled:
-            off = {str(f) for f in disabled}
-            kept = [row for row in rows if str(row[FUNCTION_COLUMN]) not in off]
-            rejected += len(rows) - len(kept)
-            metrics.rejected("disabled", len(rows) - len(kept))
-            problems.append(
-                "logs are disabled for function "
-                + ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])
-                + f" in this project ({len(rows) - len(kept)} records)"
-            )
-            rows = kept
-        stored, _ = await store_batch(conn, project_id, rows)
+    except Replay as replay:
+        return answer(replay.reply, replayed=True)
     metrics.ingested(stored)
+    return answer(reply)
+
+
+def _response(rejected: int, problems: list[str]) -> ExportLogsServiceResponse:
     response = ExportLogsServiceResponse()
     if rejected:
         response.partial_success.rejected_log_records = rejected
         response.partial_success.error_message = f"{rejected} log records rejected: " + "; ".join(
             problems
         )
-    return _reply(response, kind)
+    return response

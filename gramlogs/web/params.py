@@ -7,6 +7,7 @@ name the parameter, rather than letting the database refuse it.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -16,6 +17,7 @@ from starlette.requests import Request
 
 from gramlogs.core import ids
 from gramlogs.core.errors import (
+    BadRequest,
     InvalidEnumValue,
     InvalidFieldType,
     InvalidFormat,
@@ -27,11 +29,15 @@ from gramlogs.core.errors import (
 from gramlogs.core.keys import bearer
 
 __all__ = [
+    "IDEMPOTENCY_KEY",
+    "IDEMPOTENCY_KEY_PATTERN",
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_TEXT_LENGTH",
     "NO_NUL",
     "first_values",
     "gram_credentials",
     "header_text",
+    "idempotency_key",
     "parse_enum",
     "parse_int",
     "parse_query",
@@ -47,6 +53,12 @@ NO_NUL = "^[^\\u0000]*$"
 # Longest free-text filter (keyword, executionId), in characters. Far above any real search,
 # and it keeps a keyword's trigram lookup small.
 MAX_TEXT_LENGTH = 1024
+# The write endpoints' Idempotency-Key (storage/idempotency.py): Stripe allows 255 characters;
+# printable ASCII, what the IETF draft's sf-string may hold.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = "^[ -~]+$"
+_PRINTABLE_ASCII = re.compile(r"[ -~]+\Z")
 
 
 def first_values(request: Request) -> dict[str, str]:
@@ -152,3 +164,18 @@ def gram_credentials(request: Request, *, allow_authorization: bool = False) -> 
     if not slug:
         raise Unauthorized("missing Gram-Project header")
     return key, slug
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``, taken as sent, or None without one (400 when it is
+    empty, longer than 255 characters, not printable ASCII, or sent twice)."""
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    if len(request.headers.getlist("idempotency-key")) > 1:
+        raise BadRequest(f"{IDEMPOTENCY_KEY} must be sent once")
+    if len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidLength.at_most(IDEMPOTENCY_KEY, MAX_IDEMPOTENCY_KEY_LENGTH, len(value))
+    if not _PRINTABLE_ASCII.match(value):
+        raise InvalidFormat.of(IDEMPOTENCY_KEY, value, "printable ASCII text, 1 to 255 characters")
+    return value
