@@ -29,25 +29,13 @@ ALTER TABLE log_blocks REPLICA IDENTITY FULL;
 -- unpack every block's codes instead of asking this index.
 CREATE INDEX IF NOT EXISTS log_blocks_grams ON log_blocks
     USING gin (project_id, function_id, grams);
--- Each function's first and last line, from logs_function's index: the functions that have
--- lines, one index probe each (a loose index scan), then two probes for the bounds.
-WITH RECURSIVE stored (project_id, function_id) AS (
-    (SELECT project_id, function_id FROM logs ORDER BY project_id, function_id LIMIT 1)
-    UNION ALL
-    SELECT n.project_id, n.function_id
-    FROM stored s
-    CROSS JOIN LATERAL (
-        SELECT project_id, function_id FROM logs
-        WHERE (project_id, function_id) > (s.project_id, s.function_id)
-        ORDER BY project_id, function_id LIMIT 1
-    ) n
-)
+-- Each function's first and last line (canonical uuid text sorts as the uuid does; PostgreSQL
+-- before 18 has no min(uuid)). One pass over logs (a GROUP BY by project, which Citus
+-- runs on every worker at once), so run `gramlogs migrate` in a quiet hour on a large database;
+-- on Citus, run `gramlogs citus distribute` right after it, to distribute log_blocks.
 INSERT INTO log_blocks (project_id, function_id, lo, hi, grams)
-SELECT s.project_id, s.function_id,
-       (SELECT id FROM logs WHERE project_id = s.project_id AND function_id = s.function_id
-        ORDER BY id LIMIT 1),
-       (SELECT id FROM logs WHERE project_id = s.project_id AND function_id = s.function_id
-        ORDER BY id DESC LIMIT 1),
-       NULL
-FROM stored s;
+SELECT project_id, function_id,
+       min(id::text COLLATE "C")::uuid, max(id::text COLLATE "C")::uuid, NULL
+FROM logs
+GROUP BY project_id, function_id;
 DROP INDEX IF EXISTS logs_keyword_tenant;
