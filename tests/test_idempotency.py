@@ -83,12 +83,20 @@ async def record(pool: asyncpg.Pool, tenant, key: str) -> asyncpg.Record | None:
 
 
 async def age(pool: asyncpg.Pool, tenant, key: str, interval: str) -> None:
-    """Make a record older instead of waiting: the clock never decides a test."""
-    status = await pool.execute(
-        f"UPDATE idempotency_keys SET created_at = created_at - interval '{interval}'"
+    """Make a record older instead of waiting: the clock never decides a test. (The new time is
+    read first: Citus refuses "created_at - interval" in an UPDATE, a STABLE operator on a
+    column.)"""
+    older = await pool.fetchval(
+        f"SELECT created_at - interval '{interval}' FROM idempotency_keys"
         " WHERE project_id = $1 AND key = $2",
         tenant.project_id,
         key,
+    )
+    status = await pool.execute(
+        "UPDATE idempotency_keys SET created_at = $3 WHERE project_id = $1 AND key = $2",
+        tenant.project_id,
+        key,
+        older,
     )
     assert status == "UPDATE 1"
 

@@ -53,14 +53,22 @@ _LOOKUP = f"""
 SELECT request_hash, status, media_type, response, {_EXPIRED} AS expired
 FROM idempotency_keys WHERE project_id = $1 AND key = $2
 """
-# Claims the key, or takes over an expired record. A send holding the key uncommitted makes this
-# wait (the primary key); then no row comes back when that send committed.
-_CLAIM = f"""
-INSERT INTO idempotency_keys AS k (project_id, key, request_hash) VALUES ($1, $2, $4)
-ON CONFLICT (project_id, key) DO UPDATE
-    SET request_hash = EXCLUDED.request_hash, status = NULL, media_type = NULL, response = NULL,
-        created_at = EXCLUDED.created_at
-    WHERE k.{_EXPIRED}
+# Claims the key. A send holding the key uncommitted makes this wait (the primary key); then no
+# row comes back when that send committed. (No "DO UPDATE ... WHERE expired" here: Citus takes
+# only immutable functions in an ON CONFLICT clause, and now() is not one.)
+_CLAIM = """
+INSERT INTO idempotency_keys (project_id, key, request_hash) VALUES ($1, $2, $3)
+ON CONFLICT (project_id, key) DO NOTHING
+RETURNING true
+"""
+# Takes over an expired record; of two sends doing so at once, the second finds it fresh. The
+# times are parameters ($5 now, $6 the retention's start), read just before: Citus refuses a
+# STABLE function such as now() beside a column in an UPDATE.
+_NOW = "SELECT now(), now() - make_interval(hours => $1)"
+_TAKE_OVER = """
+UPDATE idempotency_keys
+SET request_hash = $3, status = NULL, media_type = NULL, response = NULL, created_at = $4
+WHERE project_id = $1 AND key = $2 AND created_at <= $5
 RETURNING true
 """
 _RECORD = """
@@ -135,7 +143,12 @@ class Recorder:
         """Claim the key, first in the batch's transaction; :class:`Replay` (or 422) when a
         concurrent send with it committed first."""
         c = self.claim
-        if await conn.fetchval(_CLAIM, c.project_id, c.key, c.hours, c.request_hash):
+        if await conn.fetchval(_CLAIM, c.project_id, c.key, c.request_hash):
+            return
+        times = await conn.fetchrow(_NOW, c.hours)
+        assert times is not None  # a SELECT without FROM has its one row
+        args = (c.project_id, c.key, c.request_hash, *times)
+        if await conn.fetchval(_TAKE_OVER, *args):
             return
         # That send's record is committed and unexpired: this statement sees it.
         row = await conn.fetchrow(_LOOKUP, c.project_id, c.key, c.hours)
