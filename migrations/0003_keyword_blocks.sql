@@ -23,12 +23,16 @@ CREATE TABLE IF NOT EXISTS log_blocks (
 -- No key identifies a block (a batch sent twice makes its blocks twice, harmlessly), so the
 -- whole row identifies it to logical replication: Citus moves shards that way.
 ALTER TABLE log_blocks REPLICA IDENTITY FULL;
--- btree_gin (migrations/0002) gives the uuids their GIN operator class. No other index: the
--- table holds a row per 256 lines, small enough for retention and the unsummarised blocks to
--- read whole, and a btree on the id range tempts the planner to walk a project's blocks and
--- unpack every block's codes instead of asking this index.
+-- btree_gin (migrations/0002) gives the uuids their GIN operator class. No btree on the id
+-- range: the table holds a row per 256 lines, small enough for retention to read whole, and
+-- such an index tempts the planner to walk a project's blocks and unpack every block's codes
+-- instead of asking this one.
 CREATE INDEX IF NOT EXISTS log_blocks_grams ON log_blocks
     USING gin (project_id, function_id, grams);
+-- The blocks not summarised yet, which every search asks for too: none once maintenance has
+-- summarised them, so this index is empty and costs a write nothing.
+CREATE INDEX IF NOT EXISTS log_blocks_pending ON log_blocks (project_id, function_id)
+    WHERE grams IS NULL;
 -- Each function's first and last line (canonical uuid text sorts as the uuid does; PostgreSQL
 -- before 18 has no min(uuid)). One pass over logs (a GROUP BY by project, which Citus
 -- runs on every worker at once), so run `gramlogs migrate` in a quiet hour on a large database;

@@ -257,7 +257,8 @@ def _quoted(column: str) -> str:
 
 KEYWORD_PROBE_ROWS = 1000
 KEYWORD_PROBE_PER_ROW = 10
-# Blocks read in a keyword page's first round; each round reads four times more.
+# Blocks read in a keyword page's first round; later rounds read what the first ones' matches
+# say the page still needs (_next_round).
 KEYWORD_FIRST_BLOCKS = 4
 
 _COLUMN_LIST = ", ".join(_quoted(c) for c in COLUMNS)
@@ -380,7 +381,6 @@ async def _walk(
     while done < len(ranges):
         batch = blocks.merged(ranges[done : done + take])
         done += take
-        take *= 4
         functions = [function for function, _, _ in batch]
         los = [_uuid(lo) for _, lo, _ in batch]
         his = [_uuid(hi) for _, _, hi in batch]
@@ -388,11 +388,21 @@ async def _walk(
         for row in await conn.fetch(sql, *args):
             found[row["id"]] = row
         frontier = _frontier(ranges, done, ascending)
-        if sum(1 for i in found if _known(i, frontier, ascending)) >= limit:
+        known = sum(1 for i in found if _known(i, frontier, ascending))
+        if known >= limit:
             break
+        take = _next_round(take, limit - known, len(found) / done)
     frontier = _frontier(ranges, done, ascending)
     ordered = sorted(found.values(), key=lambda r: r["id"], reverse=not ascending)
     return [r for r in ordered if _known(r["id"], frontier, ascending)][:limit]
+
+
+def _next_round(take: int, missing: int, per_block: float) -> int:
+    """Blocks to read next: what the matches per block so far say the page still needs, with
+    half again as margin (each round is a statement; reading a block is ~256 rows), between the
+    first round's number and four times the last round's."""
+    wanted = 1.5 * missing / per_block + 1 if per_block else 4 * take
+    return int(min(4 * take, max(KEYWORD_FIRST_BLOCKS, wanted)))
 
 
 def _frontier(ranges: list[blocks.Range], done: int, ascending: bool) -> int | None:
