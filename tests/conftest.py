@@ -170,6 +170,18 @@ def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
     return make
 
 
+@pytest.fixture
+async def tenant(make_tenant: MakeTenant) -> Tenant:
+    """A new tenant of its own for the test."""
+    return await make_tenant()
+
+
+@pytest.fixture
+def fd() -> tuple[uuid.UUID, uuid.UUID]:
+    """A function id and a deployment id of the test's own."""
+    return uuid.uuid4(), uuid.uuid4()
+
+
 # -- a real server process (ingestion tests: OTel exporters, kill -9) ----------------------------
 
 

@@ -43,11 +43,6 @@ def test_error_body_is_goas_service_error_shape() -> None:
     )
 
 
-@pytest.fixture
-async def tenant(make_tenant):
-    return await make_tenant()
-
-
 BAD_PARAMS = [
     (
         "per_page",

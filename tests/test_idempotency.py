@@ -43,16 +43,6 @@ REUSED = (
 )
 
 
-@pytest.fixture
-async def tenant(make_tenant):
-    return await make_tenant()
-
-
-@pytest.fixture
-def fd() -> tuple[uuid.UUID, uuid.UUID]:
-    return uuid.uuid4(), uuid.uuid4()
-
-
 def batch(fd: tuple[uuid.UUID, uuid.UUID], text: str = "line", n: int = LINES) -> bytes:
     """NDJSON lines without a timestamp: stamped on arrival, so new ids on every send."""
     f, d = fd

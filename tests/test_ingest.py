@@ -63,16 +63,6 @@ async def count_rows(pool, tenant) -> int:
     return await pool.fetchval("SELECT count(*) FROM logs WHERE project_id = $1", tenant.project_id)
 
 
-@pytest.fixture
-async def tenant(make_tenant):
-    return await make_tenant()
-
-
-@pytest.fixture
-def fd() -> tuple[uuid.UUID, uuid.UUID]:
-    return uuid.uuid4(), uuid.uuid4()
-
-
 # -- formats ------------------------------------------------------------------------------------
 
 

@@ -82,16 +82,6 @@ async def read_all(client: httpx.AsyncClient, tenant) -> list[dict[str, Any]]:
     return r.json()["logs"]
 
 
-@pytest.fixture
-async def tenant(make_tenant):
-    return await make_tenant()
-
-
-@pytest.fixture
-def fd() -> tuple[uuid.UUID, uuid.UUID]:
-    return uuid.uuid4(), uuid.uuid4()
-
-
 async def post(client, tenant, message: ExportLogsServiceRequest, **headers: str):
     return await client.post(
         URL,
