@@ -169,6 +169,8 @@ async def _worker_times(
 
 
 async def _worker_time(conn: asyncpg.Connection, request: store.PageRequest) -> dict[str, float]:
+    # A keyword page's statement here is the ordered walk (store.page_query); the page as
+    # shipped (probe, then block summaries) is several statements, timed end to end above.
     sql, args = store.page_query(request)
     async with conn.transaction():
         if request.filter.keyword is not None:

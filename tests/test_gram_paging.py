@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
-from gramlogs.storage import blocks
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage import writer
 
 URL = "/rpc/logs.listToolExecutionLogs"
 BASE = datetime(2025, 6, 1, tzinfo=UTC)
@@ -140,8 +139,7 @@ class World:
             for r in self.rows
         ]
         async with pool.acquire() as conn:
-            await conn.copy_records_to_table("logs", records=records, columns=list(COLUMNS))
-            await blocks.write_blocks(conn, records)
+            await writer.copy_lines(conn, records)
 
 
 async def make_world(make_tenant, pool: asyncpg.Pool, rows: list[Row]) -> World:

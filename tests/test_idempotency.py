@@ -8,11 +8,14 @@ a key every resend stores it again (asserted too, as the control that shows each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -422,25 +425,43 @@ async def _hold_function(conn: asyncpg.Connection, tenant, fd) -> None:
     )
 
 
-@pytest.mark.single_node("waits on a Citus worker are not lock waits on the coordinator")
-async def test_sends_that_wait_on_the_first_one_replay_its_reply_once_it_commits(
-    database_url, tenant, fd, pool
-):
+@dataclass
+class _Held:
+    """A first send of a batch with a key, claimed and waiting on the batch's function, which an
+    open transaction holds (single node: the waits are the coordinator's)."""
+
+    send: Callable[[], Awaitable[httpx.Response]]  # the same request again
+    first: asyncio.Task[httpx.Response]
+    first_pid: int
+    release: Callable[[], Awaitable[None]]  # roll the holding transaction back
+
+
+@contextlib.asynccontextmanager
+async def _first_send_held(database_url, pool, tenant, fd, key: str) -> AsyncIterator[_Held]:
     body = batch(fd)
     async with app_client(database_url, pool_max=10) as c, pool.acquire() as holder:
         transaction = holder.transaction()
         await transaction.start()
         await _hold_function(holder, tenant, fd)
-        first = asyncio.create_task(c.post(INGEST, content=body, headers=headers(tenant, "w")))
-        await _lock_waiter(pool, "INSERT INTO functions")
-        others = [
-            asyncio.create_task(c.post(INGEST, content=body, headers=headers(tenant, "w")))
-            for _ in range(7)
-        ]
+
+        def send() -> Awaitable[httpx.Response]:
+            return c.post(INGEST, content=body, headers=headers(tenant, key))
+
+        first = asyncio.create_task(send())
+        first_pid = await _lock_waiter(pool, "INSERT INTO functions")
+        yield _Held(send, first, first_pid, transaction.rollback)
+
+
+@pytest.mark.single_node("waits on a Citus worker are not lock waits on the coordinator")
+async def test_sends_that_wait_on_the_first_one_replay_its_reply_once_it_commits(
+    database_url, tenant, fd, pool
+):
+    async with _first_send_held(database_url, pool, tenant, fd, "w") as held:
+        others = [asyncio.create_task(held.send()) for _ in range(7)]
         # The first holds the key; the seven wait on its row in the primary key.
         await wait_for_lock_waiters(pool, 8)
-        await transaction.rollback()
-        answers = [await first, *(await asyncio.gather(*others))]
+        await held.release()
+        answers = [await held.first, *(await asyncio.gather(*others))]
     assert [r.status_code for r in answers] == [200] * 8
     assert REPLAYED not in answers[0].headers
     for again in answers[1:]:
@@ -452,23 +473,17 @@ async def test_sends_that_wait_on_the_first_one_replay_its_reply_once_it_commits
 async def test_when_the_first_send_rolls_back_one_waiting_on_its_key_stores(
     database_url, tenant, fd, pool
 ):
-    body = batch(fd)
-    async with app_client(database_url, pool_max=10) as c, pool.acquire() as holder:
-        transaction = holder.transaction()
-        await transaction.start()
-        await _hold_function(holder, tenant, fd)
-        first = asyncio.create_task(c.post(INGEST, content=body, headers=headers(tenant, "rb")))
-        first_pid = await _lock_waiter(pool, "INSERT INTO functions")
-        second = asyncio.create_task(c.post(INGEST, content=body, headers=headers(tenant, "rb")))
+    async with _first_send_held(database_url, pool, tenant, fd, "rb") as held:
+        second = asyncio.create_task(held.send())
         await _lock_waiter(pool, "INSERT INTO idempotency_keys")
         # The first send fails (its statement cancelled: a 503) and rolls back, key included.
-        assert await pool.fetchval("SELECT pg_cancel_backend($1)", first_pid)
-        assert (await first).status_code == 503
+        assert await pool.fetchval("SELECT pg_cancel_backend($1)", held.first_pid)
+        assert (await held.first).status_code == 503
         # The second now holds the key and waits where the first did.
         await _lock_waiter(pool, "INSERT INTO functions")
-        await transaction.rollback()
+        await held.release()
         stored = await second
-        again = await c.post(INGEST, content=body, headers=headers(tenant, "rb"))
+        again = await held.send()
     assert (stored.status_code, stored.json()) == (200, {"stored": 3, "duplicates": 0})
     assert_replay_of(stored, again)
     assert await count_rows(pool, tenant) == LINES

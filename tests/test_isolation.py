@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from gramlogs.core import ids
 from gramlogs.core.keys import Scope
-from gramlogs.storage import blocks, tenants
+from gramlogs.storage import tenants, writer
 from gramlogs.storage.store import COLUMNS
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -80,8 +80,7 @@ async def build(conn, spec: list[dict[str, list]]) -> World:
                     *(None, "{}", project, deployment, function, None),
                 )
                 records.append(record)
-            await conn.copy_records_to_table("logs", records=records, columns=list(COLUMNS))
-            await blocks.write_blocks(conn, records)
+            await writer.copy_lines(conn, records)
             world.rows[project] = {str(r[0]): dict(zip(COLUMNS, r, strict=True)) for r in records}
         first = world.projects[(org_index, next(iter(projects)))]
         for scope, bound, revoked in [

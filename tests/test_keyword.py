@@ -23,7 +23,7 @@ URL = "/rpc/logs.listToolExecutionLogs"
 
 @contextlib.contextmanager
 def probe_reads(rows: int | None):
-    """Make keyword pages read only ``rows`` rows in order before the trigram branch (None: as
+    """Make keyword pages read only ``rows`` rows in order before the block summaries (None: as
     shipped), so that small test sets exercise both branches of the page query."""
     if rows is None:
         yield

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from gramlogs import cli
 from gramlogs.core import ids
 from gramlogs.core.keys import Scope
-from gramlogs.storage import blocks, functions, tenants
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage import functions, tenants, writer
 from gramlogs.web import poly
 from gramlogs.web.poly import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -61,8 +60,7 @@ async def store(pool, project_id: uuid.UUID, lines: list[Line]) -> None:
         for line in lines
     ]
     async with pool.acquire() as conn:
-        await conn.copy_records_to_table("logs", records=records, columns=list(COLUMNS))
-        await blocks.write_blocks(conn, records)
+        await writer.copy_lines(conn, records)
         await functions.register_functions(conn, project_id, {line.function_id for line in lines})
 
 

@@ -1,13 +1,13 @@
 """Block summaries: which trigrams occur in a run of a project's lines.
 
 Keyword search is a case-insensitive substring match (ILIKE). Instead of a trigram index entry
-per line (a GIN index over every line cost ~150 entries per line, and made ingestion five times
-slower than a COPY), each stored batch is cut into blocks of :data:`BLOCK_ROWS` lines in id
-order, and ``log_blocks`` keeps one row per block: its id range and the set of the trigrams its
-text holds, as integer codes, under a GIN index. A block of a few hundred log lines repeats most
-of its trigrams, so this is ~15 index entries per line instead of ~150, built in bulk. A search
-asks which blocks hold every trigram of the keyword and reads only their id ranges, in order
-(store.keyword_page): the block summary is a filter, the ILIKE on the rows decides.
+per line (a GIN index over every line took ~150 entries a line and halved what a COPY could
+do), each stored batch is cut by function into blocks of :data:`BLOCK_ROWS` lines in id order,
+and ``log_blocks`` keeps one row per block (blocks.py): its function, its id range and the set
+of the trigrams its text holds, as hashed integer codes, under a GIN index. A block of a few
+hundred log lines repeats most of its trigrams, so this is ~10 index entries a line. A search
+asks which blocks hold every trigram of the keyword and reads only their lines, nearest first
+(store._keyword_rows): the block summary is a filter, the ILIKE on the rows decides.
 
 The filter never loses a match: a line that matches holds each of the keyword's trigrams, so
 its block does. Codes are made of bytes, not characters, so that PostgreSQL's and Python's

@@ -19,9 +19,8 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from gramlogs.core import ids
-from gramlogs.storage import blocks
 from gramlogs.storage.functions import register_functions
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage.writer import copy_lines
 
 __all__ = ["SeedPlan", "generate", "seed_logs"]
 
@@ -170,9 +169,7 @@ async def _copy(
     conn: asyncpg.Connection, batch: list[tuple[object, ...]], functions: set[uuid.UUID]
 ) -> int:
     functions.update(row[10] for row in batch)  # type: ignore[misc]
-    async with conn.transaction():
-        await conn.copy_records_to_table("logs", records=batch, columns=list(COLUMNS))
-        await blocks.write_blocks(conn, batch)
+    await copy_lines(conn, batch)
     return len(batch)
 
 

@@ -26,7 +26,7 @@ from gramlogs.storage import blocks, citus
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
-__all__ = ["FUNCTION_COLUMN", "Companion", "Row", "store_batch"]
+__all__ = ["FUNCTION_COLUMN", "Companion", "Row", "copy_lines", "store_batch"]
 
 # One row in store.COLUMNS order. The uuid columns hold canonical (lower-case) uuid text, as
 # batch.BatchBuilder makes them: asyncpg encodes text for a uuid column faster than a UUID.
@@ -115,3 +115,12 @@ async def store_batch(
         if companion is not None:
             await companion.end(conn, stored, len(ordered) - stored)
     return stored, len(ordered) - stored
+
+
+async def copy_lines(conn: asyncpg.Connection, rows: Sequence[Sequence[object]]) -> None:
+    """COPY ``rows`` (in store.COLUMNS order, any projects) with their block summaries, in one
+    transaction: no duplicate check, no function registered. For seeding and tests, which make
+    their own ids; a client's batch goes through :func:`store_batch`."""
+    async with conn.transaction():
+        await conn.copy_records_to_table("logs", records=rows, columns=COLUMNS)
+        await blocks.write_blocks(conn, rows)
