@@ -64,12 +64,14 @@ CHECKS = [
 # 413 is how a batch past the entry limit (maxItems) is refused.
 NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "429"]
 LIST = "GET /rpc/logs.listToolExecutionLogs"
+TAIL = "GET /rpc/logs.tail"
 INGEST = "POST /rpc/logs.ingest"
 OTLP = "POST /v1/logs"
 POLY_GET = ("GET /functions/server/{id}/logs", "GET /functions/server/{id}/system-logs")
 POLY_DELETE = ("DELETE /functions/server/{id}/logs", "DELETE /functions/server/{id}/system-logs")
 OPERATIONS = {
     LIST,
+    TAIL,
     INGEST,
     OTLP,
     *POLY_GET,
@@ -271,7 +273,9 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
         "missing": None,
     }[credentials]
     # An application of its own: schemathesis runs it, lifespan included, on its own event loop.
-    app = create_app(Config(database_url=database_url, pool_min=1, pool_max=4))
+    # Tails end after 50 ms (with their end event), so that each 200 case has a whole body.
+    config = Config(database_url=database_url, pool_min=1, pool_max=4, tail_max_s=0.05)
+    app = create_app(config)
 
     outcome = run_schemathesis(app, key, tenant.slug, functions)
     print(f"{credentials}: {outcome.summary()}")  # shown by pytest -rP

@@ -93,6 +93,30 @@ class Config:
         " the record and stores nothing",
         minimum=1,
     )
+    # -- live tail (docs/tail.md) --
+    tail_max_per_key: int = _setting(
+        10, "live tails one API key may hold open at once, per worker; more: 429", minimum=1
+    )
+    tail_max_s: float = _setting(
+        3600.0,
+        "seconds a live tail stays open at most; then it ends with its resume token",
+        minimum=0.01,
+    )
+    tail_resume_hours: int = _setting(
+        24, "hours a live tail can be resumed after (how long the tail journal is kept)", minimum=1
+    )
+    tail_poll_ms: int = _setting(
+        100, "how often a worker reads new lines for the projects it is tailing", minimum=1
+    )
+    tail_heartbeat_s: float = _setting(
+        15.0, "seconds between comments on an idle tail, so proxies keep it open", minimum=0.01
+    )
+    tail_buffer_lines: int = _setting(
+        10000,
+        "lines held for a tail whose client reads slowly; more: its stream ends with its"
+        " resume token and the client catches up from the store",
+        minimum=1,
+    )
     # -- storage at scale --
     local_citus_workers: int = _setting(
         0,

@@ -16,6 +16,7 @@ Every error is a :class:`GramlogsError`; its class carries the HTTP status and t
     ├── MethodNotAllowed         405 method_not_allowed
     ├── RequestTimeout           408 request_timeout   (temporary; sent by server.py)
     ├── Conflict                 409 conflict
+    ├── Gone                     410 gone
     ├── PayloadTooLarge          413 payload_too_large
     ├── UriTooLong               414 uri_too_long      (sent by server.py)
     ├── UnsupportedMediaType     415 unsupported_media_type
@@ -158,6 +159,13 @@ class Conflict(GramlogsError):
 
     status = 409
     name = "conflict"
+
+
+class Gone(GramlogsError):
+    """What the request points at is no longer kept (a live tail's resume point)."""
+
+    status = 410
+    name = "gone"
 
 
 class PayloadTooLarge(GramlogsError):

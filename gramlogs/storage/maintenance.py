@@ -1,6 +1,6 @@
-"""The server's background upkeep: partitions ahead of time and expired idempotency keys
-(hourly), block summaries of lines stored before schema version 3 (blocks.summarise_pending),
-and retention when enabled.
+"""The server's background upkeep: partitions ahead of time, expired idempotency keys and the
+tail journal's old batches (hourly), block summaries of lines stored before schema version 3
+(blocks.summarise_pending), and retention when enabled.
 
 Each worker process runs the loop; the maintenance lock (``partitions.maintenance_lock``) lets
 one of them do the work and the others skip. A failed run is logged and tried again later.
@@ -17,9 +17,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from gramlogs.core.config import Config
-from gramlogs.storage import blocks, idempotency, partitions, retention
+from gramlogs.storage import blocks, idempotency, journal, partitions, retention
 
-__all__ = ["ensure_partitions", "expire_idempotency_keys", "run_forever", "run_retention"]
+__all__ = [
+    "ensure_partitions",
+    "expire_idempotency_keys",
+    "expire_tail_journal",
+    "run_forever",
+    "run_retention",
+]
 
 logger = logging.getLogger("gramlogs.maintenance")
 
@@ -47,6 +53,13 @@ async def expire_idempotency_keys(conn: asyncpg.Connection, config: Config) -> i
     return deleted
 
 
+async def expire_tail_journal(conn: asyncpg.Connection, config: Config) -> int:
+    deleted = await journal.delete_expired(conn, hours=config.tail_resume_hours)
+    if deleted:
+        logger.info("deleted %d tail journal batch(es) past resuming", deleted)
+    return deleted
+
+
 async def run_retention(conn: asyncpg.Connection, config: Config) -> retention.Report:
     report = await retention.apply_retention(conn, default_days=config.retention_days)
     if report.dropped or report.deleted_rows:
@@ -59,8 +72,8 @@ async def run_retention(conn: asyncpg.Connection, config: Config) -> retention.R
 
 
 async def run_forever(url: str, config: Config) -> None:
-    """Partitions and expired idempotency keys at once and hourly; retention at once and every
-    ``retention_interval_s``.
+    """Partitions, expired idempotency keys and tail journal batches at once and hourly;
+    retention at once and every ``retention_interval_s``.
 
     Each run opens a connection of its own rather than borrowing one from the request pool:
     DDL may wait for locks, and requests must never wait for upkeep (nor upkeep for a full pool).
@@ -75,6 +88,7 @@ async def run_forever(url: str, config: Config) -> None:
                     await ensure_partitions(conn, config)
                     # An expired key is ignored when looked up: this only reclaims its row.
                     await expire_idempotency_keys(conn, config)
+                    await expire_tail_journal(conn, config)
             if now >= next_summary:
                 async with _connection(url) as conn:
                     done = await blocks.summarise_pending(conn)

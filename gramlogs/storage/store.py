@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -26,6 +27,7 @@ __all__ = [
     "LogFilter",
     "Page",
     "PageRequest",
+    "Row",
     "fetch_page",
     "like_pattern",
     "page_query",
@@ -46,6 +48,13 @@ COLUMNS = (
     "function_id",
     "execution_id",
 )
+
+
+class Row(Protocol):
+    """A row in COLUMNS order, as asyncpg reads it (a Record) or as a tuple."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
 
 # Filters matched exactly; each has an index (project_id, <column>, id) in schema.sql.
 EQUALITY_FILTERS = (

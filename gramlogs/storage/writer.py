@@ -1,6 +1,7 @@
 """Writing log batches: one transaction per batch, binary COPY, no duplicate ids.
 
-The batch's block summaries (blocks.py) are written in the same transaction.
+The batch's block summaries (blocks.py) are written in the same transaction, and, last, its
+entry in the tail journal (journal.py), which numbers a project's batches in commit order.
 
 COPY cannot skip rows that already exist, so a batch is first COPYed straight into ``logs``: the
 common case (new lines) costs what a raw COPY costs. If an id is already there (a resent batch,
@@ -22,7 +23,7 @@ from typing import Final, Protocol
 
 import asyncpg
 
-from gramlogs.storage import blocks, citus
+from gramlogs.storage import blocks, citus, journal
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.store import COLUMNS
 
@@ -48,6 +49,8 @@ Row = tuple[
 # Where a Row holds its function id; a literal, so that row[FUNCTION_COLUMN] is known to be str.
 FUNCTION_COLUMN: Final = 10
 assert COLUMNS[FUNCTION_COLUMN] == "function_id"
+PROJECT_COLUMN: Final = 8
+assert COLUMNS[PROJECT_COLUMN] == "project_id"
 _BUFFER = "gramlogs_ingest_buffer"
 _COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 # ON COMMIT DROP: the buffer lives for one transaction, so no stale copy survives a schema change.
@@ -95,6 +98,8 @@ async def store_batch(
             await blocks.write_blocks(conn, ordered, in_id_order=True)
             if companion is not None:
                 await companion.end(conn, len(ordered), 0)
+            if ordered:
+                await journal.record(conn, project_id, [row[0] for row in ordered])
         return len(ordered), 0
     except asyncpg.UniqueViolationError:
         pass
@@ -109,11 +114,14 @@ async def store_batch(
         await conn.copy_records_to_table(_BUFFER, records=ordered, columns=COLUMNS)
         # The rows returned, not the command tag: on Citus the tag of an INSERT ... SELECT
         # counts the rows sent to the shards, conflicting ones included.
-        stored = len(await conn.fetch(_INSERT_NEW))
+        new = [row[0] for row in await conn.fetch(_INSERT_NEW)]
+        stored = len(new)
         # Blocks of the whole batch: those of lines stored before only widen what a search reads.
         await blocks.write_blocks(conn, ordered, in_id_order=True)
         if companion is not None:
             await companion.end(conn, stored, len(ordered) - stored)
+        if new:
+            await journal.record(conn, project_id, new)
     return stored, len(ordered) - stored
 
 
@@ -121,6 +129,12 @@ async def copy_lines(conn: asyncpg.Connection, rows: Sequence[Sequence[object]])
     """COPY ``rows`` (in store.COLUMNS order, any projects) with their block summaries, in one
     transaction: no duplicate check, no function registered. For seeding and tests, which make
     their own ids; a client's batch goes through :func:`store_batch`."""
+    by_project: dict[object, list[object]] = {}
+    for row in rows:
+        by_project.setdefault(row[PROJECT_COLUMN], []).append(row[0])
     async with conn.transaction():
         await conn.copy_records_to_table("logs", records=rows, columns=COLUMNS)
         await blocks.write_blocks(conn, rows)
+        # One project's number at a time, in one order: no two seeders deadlock.
+        for project_id in sorted(by_project, key=str):
+            await journal.record(conn, uuid.UUID(str(project_id)), by_project[project_id])

@@ -23,10 +23,11 @@ from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, encode_error
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database, resolve_url
-from gramlogs.web import gram, ingest, openapi, ops, otlp, poly
+from gramlogs.web import gram, ingest, openapi, ops, otlp, poly, tail
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
+from gramlogs.web.watchers import Watchers
 
 __all__ = ["create_app"]
 
@@ -58,11 +59,13 @@ def create_app(config: Config | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = resolve_url(config)
         db = await Database.open(url, config)
-        app.state.gramlogs = AppState(config=config, db=db)
+        watchers = Watchers(db, config, tail.frame_line)
+        app.state.gramlogs = AppState(config=config, db=db, watchers=watchers)
         upkeep = asyncio.create_task(maintenance.run_forever(url, config))
         try:
             yield
         finally:
+            await watchers.close()
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
@@ -75,6 +78,7 @@ def create_app(config: Config | None = None) -> Starlette:
             gram.list_tool_execution_logs,
             methods=["GET"],
         ),
+        Route("/rpc/logs.tail", tail.tail_logs, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics_endpoint, methods=["GET"]),

@@ -20,7 +20,7 @@ from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest
 from gramlogs.core.keys import Scope
 from gramlogs.storage.access import authenticate
-from gramlogs.storage.store import LogFilter, Page, PageRequest, fetch_page
+from gramlogs.storage.store import LogFilter, Page, PageRequest, Row, fetch_page
 from gramlogs.web.params import (
     first_values,
     gram_credentials,
@@ -32,7 +32,14 @@ from gramlogs.web.params import (
 )
 from gramlogs.web.state import app_state
 
-__all__ = ["ListQuery", "list_tool_execution_logs", "parse_list_query"]
+__all__ = [
+    "ListQuery",
+    "LogEntry",
+    "entry",
+    "list_tool_execution_logs",
+    "parse_filters",
+    "parse_list_query",
+]
 
 LEVELS = ("debug", "info", "warn", "error")
 SOURCES = ("server", "function", "stdout", "stderr")
@@ -165,11 +172,10 @@ class ListQuery:
         )
 
 
-def parse_list_query(params: Mapping[str, str]) -> ListQuery:
-    """Validate the query string as Gram's Goa service does; errors name the parameter."""
+def parse_filters(params: Mapping[str, str]) -> tuple[dict[str, object], str | None]:
+    """The filters of a listToolExecutionLogs request (the live tail's too): the columns to
+    match exactly, and the keyword."""
     get = params.get
-    ts_start = parse_timestamp("ts_start", v) if (v := get("ts_start")) else ids.MIN_TIMESTAMP
-    ts_end = parse_timestamp("ts_end", v) if (v := get("ts_end")) else ids.MAX_TIMESTAMP
     equals: dict[str, object] = {}
     for name in ("deployment_id", "function_id"):
         if (v := get(name)) is not None:
@@ -182,6 +188,15 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
         equals["source"] = parse_enum("source", v, SOURCES)
     # Extension: unknown to Gram's clients, harmless to them (see docs/keyword-search.md).
     keyword = parse_text("keyword", v) if (v := get("keyword")) is not None else None
+    return equals, keyword
+
+
+def parse_list_query(params: Mapping[str, str]) -> ListQuery:
+    """Validate the query string as Gram's Goa service does; errors name the parameter."""
+    get = params.get
+    ts_start = parse_timestamp("ts_start", v) if (v := get("ts_start")) else ids.MIN_TIMESTAMP
+    ts_end = parse_timestamp("ts_end", v) if (v := get("ts_end")) else ids.MAX_TIMESTAMP
+    equals, keyword = parse_filters(params)
     cursor = parse_uuid("cursor", v) if (v := get("cursor")) is not None else None
     per_page = DEFAULT_PER_PAGE
     if (v := get("per_page")) is not None:
@@ -204,23 +219,25 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     )
 
 
+def entry(row: Row) -> LogEntry:
+    """The entry of a row in store.COLUMNS order."""
+    return LogEntry(
+        id=row[0],
+        timestamp=row[1],
+        instance=row[2],
+        level=row[3],
+        source=row[4],
+        raw_log=row[5],
+        message=msgspec.UNSET if row[6] is None else row[6],
+        attributes=row[7],
+        project_id=row[8],
+        deployment_id=row[9],
+        function_id=row[10],
+    )
+
+
 def render(page: Page, query: ListQuery) -> ListResult:
-    logs = [
-        LogEntry(
-            id=row[0],
-            timestamp=row[1],
-            instance=row[2],
-            level=row[3],
-            source=row[4],
-            raw_log=row[5],
-            message=msgspec.UNSET if row[6] is None else row[6],
-            attributes=row[7],
-            project_id=row[8],
-            deployment_id=row[9],
-            function_id=row[10],
-        )
-        for row in page.rows
-    ]
+    logs = [entry(row) for row in page.rows]
     # Walk order: the last row walked is the last in sort order going next, the first going prev.
     walked = logs if query.forward else logs[::-1]
     pagination = Pagination(

@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from gramlogs import __version__
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import body, gram, ingest, otlp, params, poly
+from gramlogs.web import body, gram, ingest, otlp, params, poly, tail
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
@@ -161,6 +161,7 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     404: ("NotFound", "no route has this path"),
     405: ("MethodNotAllowed", "the route has no such method; Allow lists those it has"),
     409: ("Conflict", "the batch holds lines of a function whose logs are disabled"),
+    410: ("Gone", "the live tail's resume point is older than the tail journal keeps"),
     408: ("RequestTimeout", "the request's headers did not arrive in time; connection closed"),
     413: ("PayloadTooLarge", "the request body is too large"),
     414: ("UriTooLong", "the request target is too long; connection closed"),
@@ -287,6 +288,40 @@ def _header(name: str, description: str) -> Json:
 # -- Gram dialect ---------------------------------------------------------------------------
 
 
+def _filters() -> list[Json]:
+    """The equality filters of listToolExecutionLogs, which the live tail takes too."""
+    return [
+        _query("deployment_id", "Deployment ID filter (exact match)", _UUID),
+        _query("function_id", "Function ID filter (exact match)", _UUID),
+        _query("instance", "Instance filter (exact match)", _text()),
+        _query(
+            "level",
+            "Log level filter",
+            {"type": "string", "enum": list(gram.LEVELS)},
+        ),
+        _query(
+            "source",
+            "Log source filter. Gram's enum is stdout, stderr; gramlogs also takes "
+            "server and function (the values Gram's documentation lists), see "
+            "x-gramlogs-extension-values",
+            {"type": "string", "enum": ["stdout", "stderr", "server", "function"]},
+            **{"x-gramlogs-extension-values": ["server", "function"]},
+        ),
+    ]
+
+
+def _keyword() -> Json:
+    # Extension (gram.parse_filters, params.parse_text): docs/keyword-search.md.
+    return _query(
+        "keyword",
+        "Case-insensitive substring of the message or the raw line; every character "
+        f"is literal. At most {params.MAX_TEXT_LENGTH} characters (else 400 "
+        "invalid_length)",
+        _text(maxLength=params.MAX_TEXT_LENGTH),
+        **{EXTENSION: True},
+    )
+
+
 def _list_tool_execution_logs() -> Json:
     return {
         "get": {
@@ -306,22 +341,7 @@ def _list_tool_execution_logs() -> Json:
                     "before ts_start is a 400 bad_request",
                     _DATE_TIME,
                 ),
-                _query("deployment_id", "Deployment ID filter (exact match)", _UUID),
-                _query("function_id", "Function ID filter (exact match)", _UUID),
-                _query("instance", "Instance filter (exact match)", _text()),
-                _query(
-                    "level",
-                    "Log level filter",
-                    {"type": "string", "enum": list(gram.LEVELS)},
-                ),
-                _query(
-                    "source",
-                    "Log source filter. Gram's enum is stdout, stderr; gramlogs also takes "
-                    "server and function (the values Gram's documentation lists), see "
-                    "x-gramlogs-extension-values",
-                    {"type": "string", "enum": ["stdout", "stderr", "server", "function"]},
-                    **{"x-gramlogs-extension-values": ["server", "function"]},
-                ),
+                *_filters(),
                 _query(
                     "cursor",
                     "Cursor for pagination: a log id, a position that need not be a stored row",
@@ -348,15 +368,7 @@ def _list_tool_execution_logs() -> Json:
                     "Sort order of timestamp, then id",
                     {"type": "string", "enum": list(gram.SORTS), "default": "desc"},
                 ),
-                # Extension (gram.parse_list_query, params.parse_text): docs/keyword-search.md.
-                _query(
-                    "keyword",
-                    "Case-insensitive substring of the message or the raw line; every character "
-                    f"is literal. At most {params.MAX_TEXT_LENGTH} characters (else 400 "
-                    "invalid_length)",
-                    _text(maxLength=params.MAX_TEXT_LENGTH),
-                    **{EXTENSION: True},
-                ),
+                _keyword(),
                 _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
                 _header("Gram-Project", "project header (the project's slug)"),
             ],
@@ -405,6 +417,59 @@ _SECURITY_SCHEMES: Json = {
 _GRAM_SECURITY: list[Json] = [
     {"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}
 ]
+
+# -- Live tail (extension) ------------------------------------------------------------------
+
+
+def _tail() -> Json:
+    return {
+        "get": {
+            "tags": ["logs"],
+            "summary": "tail logs",
+            "description": "New log lines as server-sent events, exactly once, in commit order "
+            "(docs/tail.md). Each line is an event whose id is a resume token and whose data is "
+            "one entry of listToolExecutionLogs' logs; comments every GRAMLOGS_TAIL_HEARTBEAT_S. "
+            "The stream ends with an `end` event ({reason, resume}) when the client reads too "
+            "slowly, after GRAMLOGS_TAIL_MAX_S, and at shutdown: resume with its id.",
+            "operationId": "tailLogs",
+            "parameters": [
+                *_filters(),
+                _keyword(),
+                _query(
+                    "lines",
+                    f"Send the newest N matching lines first (0-{tail.MAX_LINES}); ignored "
+                    "when resuming",
+                    {"type": "integer", "minimum": 0, "maximum": tail.MAX_LINES, "default": 0},
+                ),
+                _query(
+                    "last_event_id",
+                    "Resume after this token (an event's id); the Last-Event-ID header wins",
+                    {"type": "string"},
+                ),
+                _header("Last-Event-ID", "Resume after this token (what EventSource sends)"),
+                _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
+                _header("Gram-Project", "project header (the project's slug)"),
+            ],
+            "responses": _responses(
+                _ok(
+                    "The stream of events.",
+                    {"text/event-stream": {"schema": {"type": "string"}}},
+                    {
+                        "Cache-Control": {"schema": {"type": "string", "enum": ["no-cache"]}},
+                        "X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}},
+                    },
+                ),
+                400,
+                401,
+                403,
+                410,
+                503,
+            ),
+            "security": _GRAM_SECURITY,
+            EXTENSION: True,
+        }
+    }
+
 
 # -- Ingestion (extension) ------------------------------------------------------------------
 # POST /rpc/logs.ingest (ingest.py, batch.py, body.py) and POST /v1/logs (otlp.py). Both need
@@ -873,6 +938,7 @@ def _paths() -> Json:
     return {
         # Gram dialect
         "/rpc/logs.listToolExecutionLogs": _list_tool_execution_logs(),
+        "/rpc/logs.tail": _tail(),
         # Ingestion
         "/rpc/logs.ingest": _ingest(),
         "/v1/logs": _otlp(),

@@ -45,6 +45,7 @@ from gramlogs.core.errors import (
     encode_error,
     new_error_id,
 )
+from gramlogs.web.watchers import drain_all
 
 __all__ = ["LimitedHttpToolsProtocol", "Limits", "log_config", "uvicorn_options"]
 
@@ -164,6 +165,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def shutdown(self) -> None:
+        # uvicorn calls this on every open connection when shutdown begins, then waits for
+        # responses under way: live tails end now, each with its resume token.
+        drain_all()
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn calls this for every parser error, ours (_Refused) included.

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from gramlogs.core.config import Config
 from gramlogs.storage.database import Database
+from gramlogs.web.watchers import Watchers
 
 __all__ = ["AppState", "app_state"]
 
@@ -16,6 +17,7 @@ __all__ = ["AppState", "app_state"]
 class AppState:
     config: Config
     db: Database
+    watchers: Watchers
 
 
 def app_state(request: Request) -> AppState:

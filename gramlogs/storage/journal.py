@@ -1,0 +1,209 @@
+"""The tail journal: which lines each committed batch stored, numbered in commit order.
+
+A line's id is its timestamp's position, not when it was stored: a late line (a timestamp older
+than lines already read) lands behind them, and of two concurrent batches the one whose ids are
+lower may commit later. So "the lines with ids above the last one read" loses lines. The
+journal numbers batches instead (migrations/0005): each transaction that stores lines for a
+project takes the project's next number as its last statement, under the lock of the project's
+``tail_heads`` row, which it holds until COMMIT. Numbers are therefore taken in commit order,
+without gaps, and a snapshot that holds number n holds every number below it: reading "the
+batches after n" never misses one.
+
+A :class:`Position` is a place in that order: a batch number and the last id delivered of it
+(``DONE``: all of it). Within a batch, lines go in id order. Every statement names
+``project_id``: on Citus the tables sit beside ``logs`` (``citus.COLOCATED_TABLES``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+
+from gramlogs.core.errors import Gone
+from gramlogs.storage.store import COLUMNS
+
+__all__ = [
+    "DONE",
+    "NEXT_LIMIT",
+    "Batch",
+    "Position",
+    "check_kept",
+    "delete_expired",
+    "gone",
+    "head",
+    "ids_after",
+    "next_batches",
+    "oldest",
+    "read_lines",
+    "record",
+]
+
+# The position's id past every id: the whole batch was delivered.
+DONE: Final = (1 << 128) - 1
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """After batch ``seq``'s line ``after`` (an id as an int; ``DONE``: after all of it)."""
+
+    seq: int
+    after: int = DONE
+
+    @property
+    def done(self) -> bool:
+        return self.after == DONE
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    seq: int
+    lines: int
+
+
+_ADVANCE = """
+INSERT INTO tail_heads (project_id, seq) VALUES ($1, 1)
+ON CONFLICT (project_id) DO UPDATE SET seq = tail_heads.seq + 1
+RETURNING seq
+"""
+_APPEND = "INSERT INTO tail_journal (project_id, seq, lines, ids) VALUES ($1, $2, $3, $4)"
+
+
+async def record(conn: asyncpg.Connection, project_id: uuid.UUID, ids: Sequence[object]) -> int:
+    """Journal the ``ids`` a batch stored for ``project_id``; its number.
+
+    Call it last in the batch's transaction: from here to COMMIT the project's other batches
+    wait for their number, which is what puts the numbers in commit order.
+    """
+    seq: int = await conn.fetchval(_ADVANCE, project_id)
+    await conn.execute(_APPEND, project_id, seq, len(ids), ids)
+    return seq
+
+
+async def head(conn: asyncpg.Connection, project_id: uuid.UUID) -> int:
+    """The number of the project's last committed batch (0: none yet)."""
+    seq: int | None = await conn.fetchval(
+        "SELECT seq FROM tail_heads WHERE project_id = $1", project_id
+    )
+    return seq or 0
+
+
+async def oldest(conn: asyncpg.Connection, project_id: uuid.UUID) -> int | None:
+    """The number of the oldest batch the journal still holds (None: it holds none)."""
+    seq: int | None = await conn.fetchval(
+        "SELECT seq FROM tail_journal WHERE project_id = $1 ORDER BY seq LIMIT 1", project_id
+    )
+    return seq
+
+
+def gone(seq: int) -> Gone:
+    return Gone(
+        f"the tail journal no longer holds batch {seq} (it keeps GRAMLOGS_TAIL_RESUME_HOURS):"
+        " lines after this resume point cannot all be sent; start a new tail"
+    )
+
+
+# Batches next_batches returns at most (their numbers and sizes: a few bytes each).
+NEXT_LIMIT: Final = 1000
+
+
+async def check_kept(conn: asyncpg.Connection, project_id: uuid.UUID, position: Position) -> None:
+    """410 when batches after ``position`` were committed but are no longer kept."""
+    first = position.seq if not position.done else position.seq + 1
+    if first > await head(conn, project_id):
+        return
+    kept = await oldest(conn, project_id)
+    if kept is None or kept > first:
+        raise gone(first)
+
+
+_NEXT = """
+SELECT seq, lines FROM tail_journal WHERE project_id = $1 AND seq >= $2
+ORDER BY seq LIMIT $3
+"""
+
+
+async def next_batches(
+    conn: asyncpg.Connection, project_id: uuid.UUID, start: int, *, limit: int = NEXT_LIMIT
+) -> list[Batch]:
+    """The journal's batches from number ``start`` on, at most ``limit``, in order."""
+    rows = await conn.fetch(_NEXT, project_id, start, limit)
+    return [Batch(row[0], row[1]) for row in rows]
+
+
+_COLUMN_LIST = ", ".join(f'l."{c}"' if c == "timestamp" else f"l.{c}" for c in COLUMNS)
+# COLUMNS first (the rows read as a page's rows do), then the batch's number, then which of
+# the keywords $4 (ILIKE patterns) the line holds, as their indexes from 1: tails with
+# different keywords share the one statement.
+_READ = f"""
+SELECT {_COLUMN_LIST}, b.seq,
+    ARRAY(SELECT k FROM generate_subscripts($4::text[], 1) AS k
+          WHERE l.message ILIKE ($4::text[])[k] OR l.raw_log ILIKE ($4::text[])[k]) AS matched
+FROM tail_journal AS b
+CROSS JOIN LATERAL unnest(b.ids) AS u(id)
+JOIN logs AS l ON l.project_id = b.project_id AND l.id = u.id
+WHERE b.project_id = $1 AND b.seq BETWEEN $2 AND $3
+ORDER BY b.seq, l.id
+"""
+
+# Where read_lines' rows hold the batch number and the matched keywords.
+SEQ_COLUMN: Final = len(COLUMNS)
+MATCHED_COLUMN: Final = len(COLUMNS) + 1
+
+
+async def read_lines(
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    first: int,
+    last: int,
+    patterns: Sequence[str] = (),
+) -> list[asyncpg.Record]:
+    """The lines of batches ``first`` to ``last`` still stored, by batch then id; each row is
+    store.COLUMNS, then the batch number, then the indexes (from 1) of ``patterns`` it matches.
+
+    A line deleted since (retention, a Poly DELETE) is left out.
+    """
+    return await conn.fetch(_READ, project_id, first, last, list(patterns))
+
+
+_IDS_AFTER = """
+SELECT u.id FROM tail_journal AS b CROSS JOIN LATERAL unnest(b.ids) AS u(id)
+WHERE b.project_id = $1 AND b.seq > $2 AND u.id = ANY($3::uuid[])
+"""
+
+
+async def ids_after(
+    conn: asyncpg.Connection, project_id: uuid.UUID, seq: int, ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of ``ids`` were stored by batches after number ``seq``."""
+    if not ids:
+        return set()
+    return {row[0] for row in await conn.fetch(_IDS_AFTER, project_id, seq, list(ids))}
+
+
+_EXPIRED = """
+SELECT seq FROM tail_journal WHERE project_id = $1 AND committed_at <= $2
+ORDER BY seq DESC LIMIT 1
+"""
+_DELETE = "DELETE FROM tail_journal WHERE project_id = $1 AND seq <= $2"
+
+
+async def delete_expired(conn: asyncpg.Connection, *, hours: int) -> int:
+    """Delete the batches older than ``hours``, a project at a time; return how many.
+
+    Always a project's oldest batches, up to its newest expired one (a long transaction may
+    commit after a younger one), so what is left has no gaps and a resume point is either
+    wholly there or known to be gone.
+    """
+    cutoff = await conn.fetchval("SELECT now() - make_interval(hours => $1)", hours)
+    deleted = 0
+    for project in await conn.fetch("SELECT project_id FROM tail_heads ORDER BY project_id"):
+        project_id = project[0]
+        newest = await conn.fetchval(_EXPIRED, project_id, cutoff)
+        if newest is not None:
+            status = await conn.execute(_DELETE, project_id, newest)
+            deleted += int(status.split()[-1])
+    return deleted

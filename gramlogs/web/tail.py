@@ -1,0 +1,302 @@
+"""``GET /rpc/logs.tail``: a project's new lines as server-sent events, exactly once.
+
+An extension (docs/tail.md). Each line is an event whose ``id`` is a resume token (a position
+in the tail journal: storage/journal.py) and whose ``data`` is the line as one entry of
+``listToolExecutionLogs``. Lines come in the order their batches committed, each batch's in id
+order. Sending the last token back (``Last-Event-ID``, as browsers' EventSource does on its own,
+or ``last_event_id``) continues right after it. The stream ends with an ``end`` event carrying
+the token when the client reads too slowly, at ``tail_max_s``, and at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from gramlogs.core.errors import BadRequest, InvalidFormat
+from gramlogs.core.keys import Scope as KeyScope
+from gramlogs.storage import journal
+from gramlogs.storage.access import authenticate
+from gramlogs.storage.database import Database
+from gramlogs.storage.journal import Position
+from gramlogs.storage.store import LogFilter, PageRequest, Row, fetch_page
+from gramlogs.web.gram import entry, parse_filters
+from gramlogs.web.params import first_values, gram_credentials, parse_int
+from gramlogs.web.state import app_state
+from gramlogs.web.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
+
+__all__ = ["decode_token", "encode_token", "frame_line", "tail_logs"]
+
+MAX_LINES = 1000
+# What EventSource waits before reconnecting after the stream ends (ms): the end event asks
+# the client to come back, and a resume reads what it missed from the store.
+RETRY_MS = 1000
+# A client that takes no bytes for this long is gone or stuck: the stream is dropped.
+SEND_TIMEOUT_S = 30.0
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+# -- resume tokens ------------------------------------------------------------------------------
+
+_TOKEN = struct.Struct(">B4sQ16s")
+_TOKEN_VERSION = 1
+_TOKEN_PARAM = "last_event_id"  # noqa: S105 (a parameter name)
+
+
+def _project_tag(project_id: uuid.UUID) -> bytes:
+    return hashlib.blake2b(project_id.bytes, digest_size=4).digest()
+
+
+def encode_token(project_id: uuid.UUID, position: Position) -> str:
+    """An opaque, URL-safe token for ``position`` in ``project_id``'s tail."""
+    raw = _TOKEN.pack(
+        _TOKEN_VERSION, _project_tag(project_id), position.seq, position.after.to_bytes(16)
+    )
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_token(project_id: uuid.UUID, token: str, source: str = _TOKEN_PARAM) -> Position:
+    """The position of a token :func:`encode_token` made for ``project_id``; 400 otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, tag, seq, after = _TOKEN.unpack(raw)
+    except (ValueError, struct.error):
+        raise InvalidFormat.of(source, token, "a resume token of this tail") from None
+    if version != _TOKEN_VERSION or tag != _project_tag(project_id):
+        raise BadRequest(f"{source} is a resume token of another project's tail")
+    return Position(seq, int.from_bytes(after))
+
+
+# -- frames -------------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+def frame_line(row: Row, position: Position) -> bytes:
+    """A line's event: its token (the line's project is row[8]) and its entry."""
+    token = encode_token(row[8], position).encode()
+    return b"id: " + token + b"\ndata: " + _encoder.encode(entry(row)) + b"\n\n"
+
+
+def _frame_end(project_id: uuid.UUID, position: Position, reason: str) -> bytes:
+    token = encode_token(project_id, position)
+    data = _encoder.encode({"reason": reason, "resume": token})
+    return b"event: end\nid: " + token.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _frame_position(project_id: uuid.UUID, position: Position) -> bytes:
+    # An event without data is not dispatched, but its id becomes the client's last event id.
+    return b"id: " + encode_token(project_id, position).encode() + b"\n\n"
+
+
+# -- the endpoint -------------------------------------------------------------------------------
+
+
+async def tail_logs(request: Request) -> EventStream:
+    key, slug = gram_credentials(request)
+    params = first_values(request)
+    equals, keyword = parse_filters(params)
+    tail_filter = TailFilter(equals=equals, keyword=keyword)
+    lines = parse_int("lines", v, 0, MAX_LINES) if (v := params.get("lines")) is not None else 0
+    # The header wins: EventSource reconnects to the same URL, with the header added.
+    token, source = request.headers.get("last-event-id", "").strip(), "Last-Event-ID"
+    if not token and (v := params.get(_TOKEN_PARAM)) is not None:
+        token, source = v, _TOKEN_PARAM
+    state = app_state(request)
+    db = state.db
+    async with db.connection() as conn:
+        principal = await authenticate(conn, key, KeyScope.CONSUMER, project_slug=slug)
+        project_id = principal.project_id
+        head = await journal.head(conn, project_id)
+        backlog: list[bytes] = []
+        if token:
+            position = decode_token(project_id, token, source)
+            if position.seq > head:
+                raise BadRequest(f"{source} is past the end of this project's tail")
+            await journal.check_kept(conn, project_id, position)
+        else:
+            position = Position(head)
+    if not token and lines:
+        backlog = await _backlog(db, project_id, tail_filter, lines, position)
+    wake = asyncio.Event()
+    stack = contextlib.AsyncExitStack()
+    watcher = await stack.enter_async_context(
+        state.watchers.watch(project_id, principal.key_id, wake)
+    )
+    tail = _Tail(state.watchers, watcher, tail_filter, position, wake)
+    return EventStream(tail, backlog, stack)
+
+
+async def _backlog(
+    db: Database, project_id: uuid.UUID, tail_filter: TailFilter, lines: int, start: Position
+) -> list[bytes]:
+    """The newest ``lines`` matching lines stored by batches up to ``start``, oldest first,
+    each with ``start``'s token: the tail goes on from there."""
+    request = PageRequest(
+        filter=LogFilter(
+            project_id=project_id, equals=tail_filter.equals, keyword=tail_filter.keyword
+        ),
+        per_page=lines,
+    )
+    async with db.connection() as conn:
+        async with db.read_connection(conn) as reader:
+            page = await fetch_page(reader, request)
+        # Lines committed after the head was read come with the tail, not here.
+        later = await journal.ids_after(conn, project_id, start.seq, [r[0] for r in page.rows])
+    return [frame_line(row, start) for row in reversed(page.rows) if row[0] not in later]
+
+
+class _Tail:
+    """One client's stream: catch up from the store, then take the watcher's frames."""
+
+    def __init__(
+        self,
+        watchers: Watchers,
+        watcher: Watcher,
+        tail_filter: TailFilter,
+        position: Position,
+        wake: asyncio.Event,
+    ) -> None:
+        self.watchers = watchers
+        self.watcher = watcher
+        self.filter = tail_filter
+        self.position = position
+        self.wake = wake
+        self.disconnected = False
+
+    @property
+    def project_id(self) -> uuid.UUID:
+        return self.watcher.project_id
+
+    async def run(self, emit: Callable[[bytes], Awaitable[None]]) -> None:
+        config = self.watchers.config
+        deadline = time.monotonic() + config.tail_max_s
+        heartbeat = config.tail_heartbeat_s
+        subscription = None
+        sent_position = self.position
+        last_sent = time.monotonic()
+        try:
+            while not self.disconnected:
+                now = time.monotonic()
+                if self.watchers.draining.is_set():
+                    return await emit(_frame_end(self.project_id, self.position, "shutdown"))
+                if now >= deadline:
+                    return await emit(_frame_end(self.project_id, self.position, "duration"))
+                if subscription is None:
+                    subscription = self.watcher.subscribe(self.filter, self.position, self.wake)
+                    if subscription is None:
+                        frames = await self._catch_up()
+                        if frames:
+                            await emit(b"".join(f.data for f in frames))
+                            last_sent = time.monotonic()
+                        continue
+                if subscription.overflowed:
+                    return await emit(_frame_end(self.project_id, self.position, "slow"))
+                frames = [f for f in subscription.take() if f.position > self.position]
+                if frames:
+                    self.position = frames[-1].position
+                    sent_position = self.position
+                    await emit(b"".join(f.data for f in frames))
+                    last_sent = time.monotonic()
+                    continue
+                self.position = max(self.position, Position(subscription.seen))
+                self.wake.clear()
+                wait = min(last_sent + heartbeat, deadline) - time.monotonic()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), max(wait, 0))
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        continue
+                    beat = b": keep-alive\n"
+                    if self.position != sent_position:
+                        sent_position = self.position
+                        beat += (
+                            b"id: " + encode_token(self.project_id, self.position).encode() + b"\n"
+                        )
+                    await emit(beat + b"\n")
+                    last_sent = time.monotonic()
+        finally:
+            if subscription is not None:
+                self.watcher.unsubscribe(subscription)
+
+    async def _catch_up(self) -> list[Frame]:
+        """Frames from the store up to the watcher's position, a read at a time; none (after
+        waiting for the watcher's read to end) when the tail is there already."""
+        if self.position >= Position(self.watcher.head):
+            # Not subscribed though level with the watcher: it is reading; subscribe after.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.watcher.idle.wait(), 1.0)
+            return []
+        frames, after, _ = await catch_up(
+            self.watchers.db, self.project_id, self.filter, self.position, frame_line
+        )
+        self.position = max(frames[-1].position if frames else self.position, after)
+        return frames
+
+
+class EventStream:
+    """The ASGI response of a tail: headers, the backlog, then the tail until it ends or the
+    client goes (noticed at once: a task listens for the disconnect)."""
+
+    def __init__(self, tail: _Tail, backlog: list[bytes], stack: contextlib.AsyncExitStack) -> None:
+        self._tail = tail
+        self._backlog = backlog
+        self._stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tail = self._tail
+        listener = asyncio.create_task(self._listen(receive))
+
+        async def emit(data: bytes) -> None:
+            await _send(send, {"type": "http.response.body", "body": data, "more_body": True})
+
+        try:
+            async with self._stack:
+                await _send(
+                    send, {"type": "http.response.start", "status": 200, "headers": HEADERS}
+                )
+                start = _frame_position(tail.project_id, tail.position)
+                await emit(b"retry: %d\n" % RETRY_MS + start + b"".join(self._backlog))
+                await tail.run(emit)
+                if not tail.disconnected:
+                    await _send(
+                        send, {"type": "http.response.body", "body": b"", "more_body": False}
+                    )
+        except _Stuck:
+            pass  # the connection is dropped; the client resumes from the last id it read
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._tail.disconnected = True
+                self._tail.wake.set()
+                return
+
+
+class _Stuck(Exception):
+    """The client took nothing for SEND_TIMEOUT_S."""
+
+
+async def _send(send: Send, message: Message) -> None:
+    try:
+        await asyncio.wait_for(send(message), SEND_TIMEOUT_S)
+    except TimeoutError:
+        raise _Stuck from None

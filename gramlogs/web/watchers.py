@@ -1,0 +1,310 @@
+"""Live tails' shared reading: one watcher per project a worker tails, fanned out to its tails.
+
+A :class:`Watcher` reads the project's tail journal (storage/journal.py) every ``tail_poll_ms``
+while any tail of the project is open in this worker: one statement when nothing is new, two
+when something is, however many tails there are. It keeps each tail's matching lines, framed
+once for all of them, in the tail's :class:`Subscription`, up to ``tail_buffer_lines``; a tail
+that falls further behind is cut off (``overflowed``) and ends its stream with its resume token,
+so no buffer grows without bound and no line is dropped unsaid.
+
+A tail that starts behind the watcher (a resume token, a slow start) first reads from the store
+(:func:`catch_up`), then subscribes once it has reached the watcher's position.
+:class:`Watchers` is the worker's registry: watchers by project, tails per key (the cap), and
+draining at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+import weakref
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gramlogs.core.config import Config
+from gramlogs.core.errors import GramlogsError, TooManyRequests
+from gramlogs.storage import journal
+from gramlogs.storage.database import Database
+from gramlogs.storage.journal import Position
+from gramlogs.storage.store import COLUMNS, Row, like_pattern
+
+__all__ = ["Frame", "Subscription", "TailFilter", "Watcher", "Watchers", "catch_up", "drain_all"]
+
+logger = logging.getLogger("gramlogs.tail")
+
+# Lines read per statement, by the watcher and by a catch-up: whole batches up to about this
+# many (one batch at least, however large).
+READ_LINES = 5000
+_COLUMN_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+
+
+@dataclass(frozen=True, slots=True)
+class TailFilter:
+    """Which lines a tail wants: the list endpoint's filters (the same parser makes both)."""
+
+    equals: dict[str, object] = field(default_factory=dict)
+    keyword: str | None = None
+
+    @property
+    def pattern(self) -> str | None:
+        return None if self.keyword is None else like_pattern(self.keyword)
+
+    def matches(self, row: Row, keyword_index: int | None, matched: Sequence[int]) -> bool:
+        """Whether ``row`` (store.COLUMNS first) passes; ``matched`` holds the indexes of the
+        patterns the row matched (PostgreSQL's ILIKE decided), ``keyword_index`` this tail's."""
+        for column, value in self.equals.items():
+            if row[_COLUMN_INDEX[column]] != value:
+                return False
+        return keyword_index is None or keyword_index in matched
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One line's event, framed for the wire once for every tail that gets it."""
+
+    position: Position
+    data: bytes
+
+
+# Frames a row's event; given by the HTTP layer (tail.py), which owns the wire format.
+Framer = Callable[[Row, Position], bytes]
+
+
+class Subscription:
+    """A tail's place at its project's watcher: frames waiting to be sent, at most ``limit``."""
+
+    def __init__(self, tail_filter: TailFilter, limit: int, seen: int, wake: asyncio.Event) -> None:
+        self.filter = tail_filter
+        self.limit = limit
+        self.frames: deque[Frame] = deque()
+        # Every batch up to this number was offered: what is not in frames did not match.
+        self.seen = seen
+        self.overflowed = False
+        self.wake = wake  # the tail's: set when there is something for it to do
+
+    def offer(self, frames: list[Frame], seen: int) -> bool:
+        """Queue ``frames``; False (and nothing kept) when that would exceed the limit."""
+        if len(self.frames) + len(frames) > self.limit:
+            self.frames.clear()
+            self.overflowed = True
+            self.wake.set()
+            return False
+        self.frames.extend(frames)
+        self.seen = seen
+        if frames:
+            self.wake.set()
+        return True
+
+    def take(self) -> list[Frame]:
+        frames = list(self.frames)
+        self.frames.clear()
+        return frames
+
+
+class Watcher:
+    """Reads one project's journal for the tails of this worker (module docstring)."""
+
+    def __init__(self, watchers: Watchers, project_id: uuid.UUID) -> None:
+        self._watchers = watchers
+        self.project_id = project_id
+        self.head = 0  # the last batch number offered to the subscriptions
+        self.users = 0  # tails of the project in this worker, subscribed or catching up
+        self.subscriptions: set[Subscription] = set()
+        self.reading = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name=f"tail watcher {project_id}")
+
+    def subscribe(
+        self, tail_filter: TailFilter, position: Position, wake: asyncio.Event
+    ) -> Subscription | None:
+        """Subscribe a tail at ``position``, if it has every batch the watcher offered already
+        and the watcher is not in the middle of a read (whose keywords could lack the tail's);
+        else None: catch up first."""
+        if self.reading or position < Position(self.head):
+            return None
+        limit = self._watchers.config.tail_buffer_lines
+        subscription = Subscription(tail_filter, limit, self.head, wake)
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        poll = self._watchers.config.tail_poll_ms / 1000
+        db = self._watchers.db
+        while True:
+            try:
+                if not self.ready.done():
+                    async with db.connection() as conn:
+                        self.head = await journal.head(conn, self.project_id)
+                    self.ready.set_result(None)
+                more = await self._read(db)
+            except GramlogsError as exc:
+                if not self.ready.done():
+                    self.ready.set_exception(exc)
+                    return
+                logger.warning("tail watcher of %s: %s; retrying", self.project_id, exc.message)
+                more = False
+            if not more:
+                await asyncio.sleep(poll)
+
+    async def _read(self, db: Database) -> bool:
+        """Offer the batches after ``head``, up to READ_LINES lines; whether more are waiting."""
+        self.reading = True
+        self.idle.clear()
+        try:
+            tail_filters = [s.filter for s in self.subscriptions]
+            patterns = sorted({p for f in tail_filters if (p := f.pattern) is not None})
+            async with db.connection() as conn:
+                batches = await journal.next_batches(conn, self.project_id, self.head + 1)
+                if not batches:
+                    return False
+                last = _last_batch(batches)
+                rows = await journal.read_lines(
+                    conn, self.project_id, batches[0].seq, last, patterns
+                )
+            self._offer(rows, patterns, last)
+            return last < batches[-1].seq or len(batches) == journal.NEXT_LIMIT
+        finally:
+            self.reading = False
+            self.idle.set()
+
+    def _offer(self, rows: list[Any], patterns: list[str], last: int) -> None:
+        framer = self._watchers.framer
+        framed: dict[int, Frame] = {}
+        for subscription in list(self.subscriptions):
+            tail_filter = subscription.filter
+            index = None if tail_filter.pattern is None else patterns.index(tail_filter.pattern) + 1
+            frames = []
+            for i, row in enumerate(rows):
+                if tail_filter.matches(row, index, row[journal.MATCHED_COLUMN]):
+                    frame = framed.get(i)
+                    if frame is None:
+                        position = Position(row[journal.SEQ_COLUMN], row[0].int)
+                        frame = framed[i] = Frame(position, framer(row, position))
+                    frames.append(frame)
+            if not subscription.offer(frames, last):
+                self.subscriptions.discard(subscription)
+        self.head = last
+
+
+def _last_batch(batches: list[journal.Batch]) -> int:
+    """The last of ``batches`` that keeps a read near READ_LINES lines (the first at least)."""
+    total = 0
+    last = batches[0].seq
+    for batch in batches:
+        total += batch.lines
+        if total > READ_LINES and batch.seq != batches[0].seq:
+            break
+        last = batch.seq
+    return last
+
+
+async def catch_up(
+    db: Database,
+    project_id: uuid.UUID,
+    tail_filter: TailFilter,
+    position: Position,
+    framer: Framer,
+) -> tuple[list[Frame], Position, bool]:
+    """The next frames after ``position`` read from the store, whole batches up to about
+    READ_LINES lines: the frames, the position after them, and whether the journal ends there.
+
+    Raises :class:`~gramlogs.core.errors.Gone` when the batches after ``position`` are no
+    longer kept.
+    """
+    first = position.seq if not position.done else position.seq + 1
+    patterns = [] if tail_filter.pattern is None else [tail_filter.pattern]
+    async with db.connection() as conn:
+        batches = await journal.next_batches(conn, project_id, first)
+        if not batches:
+            return [], position, True
+        if batches[0].seq != first:
+            raise journal.gone(first)
+        last = _last_batch(batches)
+        rows = await journal.read_lines(conn, project_id, first, last, patterns)
+    index = 1 if patterns else None
+    frames = []
+    for row in rows:
+        at = Position(row[journal.SEQ_COLUMN], row[0].int)
+        if at > position and tail_filter.matches(row, index, row[journal.MATCHED_COLUMN]):
+            frames.append(Frame(at, framer(row, at)))
+    ended = last == batches[-1].seq and len(batches) < journal.NEXT_LIMIT
+    return frames, Position(last), ended
+
+
+_registries: weakref.WeakSet[Watchers] = weakref.WeakSet()
+
+
+def drain_all() -> None:
+    """Shutdown has begun: every tail of this process ends with its resume token."""
+    for registry in list(_registries):
+        registry.drain()
+
+
+class Watchers:
+    """The worker's watchers, one per project being tailed, and its tails per key."""
+
+    def __init__(self, db: Database, config: Config, framer: Framer) -> None:
+        self.db = db
+        self.config = config
+        self.framer = framer
+        self.draining = asyncio.Event()
+        self._by_project: dict[uuid.UUID, Watcher] = {}
+        self._per_key: Counter[uuid.UUID] = Counter()
+        self._wakes: set[asyncio.Event] = set()
+        _registries.add(self)
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, project_id: uuid.UUID, key_id: uuid.UUID, wake: asyncio.Event
+    ) -> AsyncIterator[Watcher]:
+        """The project's watcher for one tail of ``key_id`` while the block runs; 429 when the
+        key already holds ``tail_max_per_key`` tails in this worker. ``wake`` is the tail's
+        event, set when shutdown begins."""
+        if self._per_key[key_id] >= self.config.tail_max_per_key:
+            raise TooManyRequests(
+                f"this key has {self._per_key[key_id]} live tails open, the most allowed"
+                f" (GRAMLOGS_TAIL_MAX_PER_KEY); close one first",
+                retry_after=5,
+            )
+        self._per_key[key_id] += 1
+        self._wakes.add(wake)
+        watcher = self._by_project.get(project_id)
+        if watcher is None:
+            watcher = self._by_project[project_id] = Watcher(self, project_id)
+        watcher.users += 1
+        try:
+            await asyncio.shield(watcher.ready)
+            yield watcher
+        finally:
+            self._wakes.discard(wake)
+            self._per_key[key_id] -= 1
+            if not self._per_key[key_id]:
+                del self._per_key[key_id]
+            watcher.users -= 1
+            if not watcher.users:
+                del self._by_project[project_id]
+                await watcher.stop()
+
+    def drain(self) -> None:
+        self.draining.set()
+        for wake in self._wakes:
+            wake.set()
+
+    async def close(self) -> None:
+        self.drain()
+        for watcher in list(self._by_project.values()):
+            await watcher.stop()
