@@ -421,6 +421,26 @@ _GRAM_SECURITY: list[Json] = [
 # -- Live tail (extension) ------------------------------------------------------------------
 
 
+# One event of the stream, as SSE parsers hand it over (data lines joined).
+_SSE_EVENT: Json = {
+    "type": "object",
+    "description": "An event: `message` (the default type) carries a line, `end` the reason "
+    "the stream ends and the token to resume with. The first event has only an id (the start "
+    "position) and is not dispatched by EventSource; it comes with `retry`.",
+    "required": ["data", "event"],
+    "properties": {
+        "event": {"type": "string", "enum": ["message", "end"]},
+        "data": {
+            "type": "string",
+            "description": "message: one LogEntry as JSON; end: "
+            '{"reason": "slow" | "duration" | "shutdown", "resume": <token>}',
+        },
+        "id": {"type": "string", "description": "The resume token after this event"},
+        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting"},
+    },
+}
+
+
 def _tail() -> Json:
     return {
         "get": {
@@ -453,7 +473,7 @@ def _tail() -> Json:
             "responses": _responses(
                 _ok(
                     "The stream of events.",
-                    {"text/event-stream": {"schema": {"type": "string"}}},
+                    {"text/event-stream": {"schema": _SSE_EVENT}},
                     {
                         "Cache-Control": {"schema": {"type": "string", "enum": ["no-cache"]}},
                         "X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}},
