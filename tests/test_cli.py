@@ -251,17 +251,25 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                     assert "Created a demo project 'demo' with 5,000 log lines." in banner
                 else:
                     assert "Reusing the existing data" in banner
-                list_curl, send_curl = [shlex.split(x) for x in lines if "curl -s" in x]
+                list_curl, send_curl, tail_curl = [shlex.split(x) for x in lines if "curl -s" in x]
                 wait_listening(port)
                 headers = dict(h.split(": ", 1) for h in list_curl[4::2])
                 r = httpx.get(list_curl[2], headers=headers)
                 assert r.status_code == 200
                 assert len(r.json()["logs"]) == 5
-                # The second line sends one log with the producer key, as pasted.
-                assert send_curl[:5] == ["curl", "-s", "-X", "POST", send_curl[4]]
-                headers = dict(h.split(": ", 1) for h in send_curl[6:-2:2])
-                r = httpx.post(send_curl[4], headers=headers, content=send_curl[-1])
-                assert (r.status_code, r.json()) == (200, {"stored": 1, "duplicates": 0})
+                # The third line tails; the second sends one log with the producer key, as
+                # pasted, and the tail shows it.
+                assert tail_curl[:2] == ["curl", "-sN"]
+                tail_headers = dict(h.split(": ", 1) for h in tail_curl[4::2])
+                with httpx.stream("GET", tail_curl[2], headers=tail_headers) as tail:
+                    assert tail.status_code == 200
+                    assert send_curl[:5] == ["curl", "-s", "-X", "POST", send_curl[4]]
+                    headers = dict(h.split(": ", 1) for h in send_curl[6:-2:2])
+                    r = httpx.post(send_curl[4], headers=headers, content=send_curl[-1])
+                    assert (r.status_code, r.json()) == (200, {"stored": 1, "duplicates": 0})
+                    tailed = _data(tail, 6)
+                # The 5 newest lines first, then the line just sent.
+                assert json.loads(tailed[-1])["raw_log"] == "hello from curl"
             finally:
                 proc.send_signal(signal.SIGINT)
                 assert proc.wait(timeout=60) == 0
@@ -270,6 +278,17 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
             assert not _postgres_running(data_dir)
     finally:
         subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+def _data(response: httpx.Response, count: int) -> list[str]:
+    """The data of the stream's first ``count`` events."""
+    data = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data.append(line.removeprefix("data: "))
+            if len(data) == count:
+                return data
+    raise AssertionError(f"the stream ended after {len(data)} events")
 
 
 def _postgres_running(data_dir: Path) -> bool:

@@ -77,6 +77,10 @@ def banner(demo: Demo, base_url: str) -> str:
             " -H 'Content-Type: application/json'"
             f""" -d '[{{"raw_log": "hello from curl", "function_id": "{DEMO_FUNCTION}","""
             f""" "deployment_id": "{DEMO_DEPLOYMENT}"}}]'""",
+            "",
+            "Watch lines arrive as they are stored (a live tail; Ctrl-C stops it):",
+            f'  curl -sN "{base_url}/rpc/logs.tail?lines=5"'
+            f' -H "Gram-Key: {demo.consumer_key}" -H "Gram-Project: {demo.project_slug}"',
         ]
     else:
         lines.append("  (demo keys not found; make one with `gramlogs keys create`)")
