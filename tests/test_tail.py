@@ -499,7 +499,13 @@ async def test_every_committed_line_reaches_every_tail_exactly_once(serve, make_
     rng = random.Random(seed)
     fs = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(3)]
     ds = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(2)]
-    env = {"GRAMLOGS_TAIL_POLL_MS": "20", "GRAMLOGS_POOL_MAX": "8"}
+    # A tail reconnects within milliseconds of hanging up, maybe before a busy server has seen
+    # the hang-up (the cap has a test of its own); no tail outlives its connection (below).
+    env = {
+        "GRAMLOGS_TAIL_POLL_MS": "20",
+        "GRAMLOGS_POOL_MAX": "8",
+        "GRAMLOGS_TAIL_MAX_PER_KEY": "100",
+    }
     with serve(**env) as one, serve(**env) as two:
         urls = [one.url, two.url]
         async with httpx.AsyncClient(base_url=one.url) as c:
@@ -530,9 +536,22 @@ async def test_every_committed_line_reaches_every_tail_exactly_once(serve, make_
         done.set()
         async with asyncio.timeout(120):
             got = {kind: Counter(await task) for kind, task in tails.items()}
+        for server in (one, two):
+            await _no_tail_open(server.url)
     for kind in FILTERS:
         assert expected[kind], f"{kind}: no line matched; the test proves nothing"
         assert got[kind] == expected[kind], f"{kind}: delivered lines differ from the committed"
+
+
+async def _no_tail_open(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as c:
+        for _ in range(100):
+            metrics = (await c.get("/metrics")).text
+            if "\ngramlogs_tails_open 0.0\n" in metrics:
+                assert "\ngramlogs_tail_watchers 0.0\n" in metrics
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("tails are still open on a server after their clients hung up")
 
 
 def test_tokens_round_trip_and_are_bound_to_their_project():

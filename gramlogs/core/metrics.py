@@ -84,6 +84,17 @@ DB_FAILURES = Counter(
     "Requests answered 503 because of the database, by kind (unavailable, timeout, busy)",
     ["kind"],
 )
+TAILS_OPEN = Gauge("gramlogs_tails_open", "Live tails streaming now", multiprocess_mode="livesum")
+TAIL_WATCHERS = Gauge(
+    "gramlogs_tail_watchers",
+    "Projects being watched for live tails (each is one read of the journal per poll)",
+    multiprocess_mode="livesum",
+)
+TAIL_ENDS = Counter(
+    "gramlogs_tail_ends",
+    "Live tails the server ended, by reason (slow, duration, shutdown)",
+    ["reason"],
+)
 INGESTED = Counter("gramlogs_ingested_lines", "Log lines stored")
 REJECTED = Counter("gramlogs_rejected_lines", "Log lines refused, by reason", ["reason"])
 
@@ -120,6 +131,23 @@ def connection_released(pool_size: int) -> None:
 def db_failure(kind: str) -> None:
     """Count a 503 caused by the database: ``unavailable``, ``timeout`` or ``busy``."""
     DB_FAILURES.labels(kind).inc()
+
+
+def tail_opened(new_watcher: bool) -> None:
+    TAILS_OPEN.inc()
+    if new_watcher:
+        TAIL_WATCHERS.inc()
+
+
+def tail_closed(last_of_watcher: bool) -> None:
+    TAILS_OPEN.dec()
+    if last_of_watcher:
+        TAIL_WATCHERS.dec()
+
+
+def tail_ended(reason: str) -> None:
+    """Count a tail the server ended: ``slow``, ``duration`` or ``shutdown``."""
+    TAIL_ENDS.labels(reason).inc()
 
 
 def render(accept: str = "") -> tuple[bytes, str]:

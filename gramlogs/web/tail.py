@@ -23,6 +23,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from gramlogs.core import metrics
 from gramlogs.core.errors import BadRequest, InvalidFormat
 from gramlogs.core.keys import Scope as KeyScope
 from gramlogs.storage import journal
@@ -192,9 +193,9 @@ class _Tail:
             while not self.disconnected:
                 now = time.monotonic()
                 if self.watchers.draining.is_set():
-                    return await emit(_frame_end(self.project_id, self.position, "shutdown"))
+                    return await self._end(emit, "shutdown")
                 if now >= deadline:
-                    return await emit(_frame_end(self.project_id, self.position, "duration"))
+                    return await self._end(emit, "duration")
                 if subscription is None:
                     subscription = self.watcher.subscribe(self.filter, self.position, self.wake)
                     if subscription is None:
@@ -204,7 +205,7 @@ class _Tail:
                             last_sent = time.monotonic()
                         continue
                 if subscription.overflowed:
-                    return await emit(_frame_end(self.project_id, self.position, "slow"))
+                    return await self._end(emit, "slow")
                 frames = [f for f in subscription.take() if f.position > self.position]
                 if frames:
                     self.position = frames[-1].position
@@ -231,6 +232,10 @@ class _Tail:
         finally:
             if subscription is not None:
                 self.watcher.unsubscribe(subscription)
+
+    async def _end(self, emit: Callable[[bytes], Awaitable[None]], reason: str) -> None:
+        metrics.tail_ended(reason)
+        await emit(_frame_end(self.project_id, self.position, reason))
 
     async def _catch_up(self) -> list[Frame]:
         """Frames from the store up to the watcher's position, a read at a time; none (after

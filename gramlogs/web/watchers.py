@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gramlogs.core import metrics
 from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, TooManyRequests
 from gramlogs.storage import journal
@@ -283,6 +284,7 @@ class Watchers:
         self._per_key[key_id] += 1
         self._wakes.add(wake)
         watcher = self._by_project.get(project_id)
+        metrics.tail_opened(new_watcher=watcher is None)
         if watcher is None:
             watcher = self._by_project[project_id] = Watcher(self, project_id)
         watcher.users += 1
@@ -295,6 +297,7 @@ class Watchers:
             if not self._per_key[key_id]:
                 del self._per_key[key_id]
             watcher.users -= 1
+            metrics.tail_closed(last_of_watcher=not watcher.users)
             if not watcher.users:
                 del self._by_project[project_id]
                 await watcher.stop()
