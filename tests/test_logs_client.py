@@ -972,3 +972,107 @@ def test_the_key_is_never_in_a_message(stand_in):
     )
     done = gramlogs_logs(env=client_env(server.url, secret, "p"))
     assert done.returncode == 1 and secret not in done.stderr + done.stdout
+
+
+# -- following a real server ---------------------------------------------------------------------
+
+# Tails that end every 2 s (reason "duration") and read new lines every 20 ms: a test's few
+# seconds of lines cross several reconnections.
+TAIL_ENV = {"GRAMLOGS_TAIL_POLL_MS": "20", "GRAMLOGS_TAIL_MAX_S": "2"}
+LIVE = BASE + timedelta(days=7)
+
+
+class Producer:
+    """Lines sent to POST /rpc/logs.ingest with the producer key, numbered, every third one an
+    error, their timestamps fixed and rising; ``matching`` is the errors' raw lines in order."""
+
+    def __init__(self, tenant, fd) -> None:
+        self.tenant = tenant
+        self.function_id, self.deployment_id = (str(x) for x in fd)
+        self.count = 0
+        self.matching: list[str] = []
+
+    def send(self, url: str, lines: int) -> list[str]:
+        batch, errors = [], []
+        for _ in range(lines):
+            n, self.count = self.count, self.count + 1
+            level = "error" if n % 3 == 0 else ("info", "warn")[n % 2]
+            batch.append(
+                {
+                    "raw_log": f"line {n} {level}",
+                    "timestamp": f"{LIVE + timedelta(milliseconds=n):%Y-%m-%dT%H:%M:%S.%fZ}",
+                    "level": level,
+                    "function_id": self.function_id,
+                    "deployment_id": self.deployment_id,
+                }
+            )
+            if level == "error":
+                errors.append(f"line {n} {level}")
+        r = httpx.post(
+            url + "/rpc/logs.ingest", json=batch, headers=self.tenant.headers(producer=True)
+        )
+        assert r.status_code == 200, r.text
+        self.matching += errors
+        return errors
+
+
+def raw_logs(lines: list[str]) -> list[str]:
+    return [json.loads(line)["raw_log"] for line in lines]
+
+
+def test_follow_prints_every_matching_line_once_across_reconnections_and_a_restart(
+    serve, tenant, fd
+):
+    producer = Producer(tenant, fd)
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    env = client_env(url, tenant.consumer_key, tenant.slug)
+    printed: list[str] = []
+    # Another server on the same database, to write while the followed one is away.
+    with serve(**TAIL_ENV) as elsewhere, serve(port=port, **TAIL_ENV) as first:
+        producer.send(first.url, 9)  # errors: lines 0, 3, 6
+        with Running("-f", "-n", "2", "--output", "jsonl", "--level", "error", env=env) as run:
+            printed += run.take(2)
+            assert raw_logs(printed) == ["line 3 error", "line 6 error"]
+            for _ in range(12):  # about 3 s: the tail ends ("duration") and resumes
+                printed += run.take(len(producer.send(first.url, 7)))
+                time.sleep(0.25)
+            first.process.send_signal(signal.SIGTERM)  # ends the tail with "shutdown"
+            first.process.wait(timeout=30)
+            # Committed while nobody serves the followed URL: resumed from the store.
+            gap = [e for _ in range(4) for e in producer.send(elsewhere.url, 10)]
+            time.sleep(1.5)  # the client finds the port closed, and backs off
+            with serve(port=port, **TAIL_ENV) as second:
+                printed += run.take(len(gap))
+                for _ in range(4):
+                    printed += run.take(len(producer.send(second.url, 5)))
+                status, stderr, rest = run.interrupt()
+                listed = httpx.get(
+                    second.url + LIST,
+                    params={"level": "error", "per_page": "100"},
+                    headers=tenant.headers(),
+                ).json()["logs"]
+    assert (status, stderr, rest) == (0, "", [])
+    assert raw_logs(printed) == ["line 3 error", "line 6 error", *producer.matching[3:]]
+    assert len(producer.matching) > 40
+    # Each line is the list endpoint's entry: the same keys, in the same order, the same values.
+    by_id = {entry["id"]: entry for entry in listed}
+    assert [json.loads(line) for line in printed] == [
+        by_id[json.loads(line)["id"]] for line in printed
+    ]
+    assert all(list(json.loads(line)) == list(by_id[json.loads(line)["id"]]) for line in printed)
+
+
+def test_follow_exits_1_with_the_servers_message_for_a_bad_filter(server, tenant):
+    done = gramlogs_logs(
+        "-f", "--source", "nowhere", env=client_env(server.url, tenant.consumer_key, tenant.slug)
+    )
+    r = httpx.get(
+        server.url + "/rpc/logs.tail", params={"source": "nowhere"}, headers=tenant.headers()
+    )
+    assert r.status_code == 400 and "source" in r.json()["message"]
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1,
+        "",
+        f"gramlogs: {r.json()['message']}\n",
+    )
