@@ -605,7 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gramlogs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        # `gramlogs logs` is stopped by Ctrl-C, which is not a failure: status 0, nothing shown.
+        return 0 if args.command == "logs" else 130
     return 0
 
 

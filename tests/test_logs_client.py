@@ -451,6 +451,12 @@ def test_pretty_of_an_entry_with_missing_or_odd_fields():
     assert line == b"yesterday FATAL -        - - \n"
 
 
+def test_what_is_not_an_entry_is_shown_as_it_came():
+    assert Formatter("pretty").line(b'{"level": 5}') == b'{"level": 5}\n'
+    assert Formatter("pretty").tail_line("not json\n!") == b"not json\\n!\n"
+    assert Formatter("raw").tail_line("[1, 2]") == b"[1, 2]\n"
+
+
 def test_the_tails_jsonl_is_its_data_exactly():
     data = '{"id": "x",  "raw_log": "spaced"}'
     assert Formatter("jsonl").tail_line(data) == data.encode() + b"\n"
@@ -504,6 +510,14 @@ def test_a_missing_key_names_the_variable():
     done = gramlogs_logs(env=client_env("http://127.0.0.1:1", None, "demo"))
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == "gramlogs: no API key: set GRAMLOGS_KEY or pass --key\n"
+
+
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it():
+    done = gramlogs_logs(env=client_env("http://127.0.0.1:1", "glk_secret\nX-Evil: 1", "demo"))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "gramlogs: the API key (GRAMLOGS_KEY or --key) holds characters no key has\n"
+    )
 
 
 def test_connection_refused_exits_1_naming_the_url():

@@ -160,11 +160,15 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> None:
     key = _setting(args.key, "GRAMLOGS_KEY")
     if key is None:
         raise ClientError("no API key: set GRAMLOGS_KEY or pass --key")
-    remote = Remote(
-        _setting(args.url, "GRAMLOGS_URL") or DEFAULT_URL,
-        key.strip(),
-        _setting(args.project, "GRAMLOGS_PROJECT"),
-    )
+    key = key.strip()
+    project = _setting(args.project, "GRAMLOGS_PROJECT")
+    # Header values: printable ASCII, else http.client would refuse them with a traceback. The
+    # key itself is never shown.
+    if not (key.isascii() and key.isprintable()):
+        raise ClientError("the API key (GRAMLOGS_KEY or --key) holds characters no key has")
+    if project is not None and not (project.isascii() and project.isprintable()):
+        raise ClientError(f"the project (GRAMLOGS_PROJECT or --project) is not a slug: {project!r}")
+    remote = Remote(_setting(args.url, "GRAMLOGS_URL") or DEFAULT_URL, key, project)
     color = use_color(args.color, isatty=sys.stdout.isatty(), no_color=os.environ.get("NO_COLOR"))
     formatter = Formatter(args.output, color=color, local=args.local)
     out = sys.stdout.buffer
@@ -180,9 +184,6 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> None:
             if args.ts_to is not None:
                 params["ts_end"] = args.ts_to
             _list(remote, params, args, formatter, out)
-    except KeyboardInterrupt:
-        # Ctrl-C is how a reader stops: status 0, and nothing more on the terminal.
-        pass
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly. Later writes to the closed pipe, and
         # the interpreter's last flush, go to /dev/null instead of raising again.

@@ -44,6 +44,15 @@ _ESCAPES |= {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 _COLORS = {"debug": "2", "info": "32", "warn": "33", "error": "1;31"}
 
 
+def _decode(entry: bytes | str) -> _Entry | str:
+    """The entry, or its text when it is not one (a server of another version, a proxy's
+    page): shown as it came rather than lost."""
+    try:
+        return _entry.decode(entry)
+    except msgspec.DecodeError:
+        return entry if isinstance(entry, str) else bytes(entry).decode("utf-8", "replace")
+
+
 def escape(text: str) -> str:
     return text.translate(_ESCAPES)
 
@@ -82,10 +91,13 @@ class Formatter:
 
     @staticmethod
     def _raw(entry: bytes | str) -> bytes:
-        return _entry.decode(entry).raw_log.encode() + b"\n"
+        e = _decode(entry)
+        return (e.raw_log if isinstance(e, _Entry) else e).encode() + b"\n"
 
     def _pretty(self, entry: bytes | str) -> bytes:
-        e = _entry.decode(entry)
+        e = _decode(entry)
+        if not isinstance(e, _Entry):
+            return escape(e).encode() + b"\n"
         level = f"{escape(e.level.upper()) or '-':<5}"
         if self.color and e.level in _COLORS:
             level = f"\x1b[{_COLORS[e.level]}m{level}\x1b[0m"
