@@ -532,6 +532,7 @@ def test_connection_refused_exits_1_naming_the_url():
     "args",
     [
         ("-f", "--since", "1h"),
+        ("-f", "--since", "0s"),
         ("-f", "--from", "2025-03-01T00:00:00Z"),
         ("-f", "--to", "2025-03-01T00:00:00Z"),
         ("--since", "1h", "--from", "2025-03-01T00:00:00Z"),

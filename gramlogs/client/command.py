@@ -155,7 +155,7 @@ def filters(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, *, now: datetime | None = None) -> None:
-    if args.follow and (args.since or args.ts_from or args.ts_to):
+    if args.follow and any(w is not None for w in (args.since, args.ts_from, args.ts_to)):
         args.usage_error("--follow takes no window (--since, --from, --to): use -n with --follow")
     key = _setting(args.key, "GRAMLOGS_KEY")
     if key is None:
