@@ -1,7 +1,8 @@
-"""The ``gramlogs`` command: serve, migrate, and the administrative commands.
+"""The ``gramlogs`` command: serve, migrate, the administrative commands, and ``logs``.
 
-Every command honours ``GRAMLOGS_DATABASE_URL``; without it, it uses (and starts, if needed)
-the same embedded PostgreSQL as ``serve``.
+Every command but ``logs`` honours ``GRAMLOGS_DATABASE_URL``; without it, it uses (and starts,
+if needed) the same embedded PostgreSQL as ``serve``. ``logs`` reads a server over HTTP
+(gramlogs/client/).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Literal
 import asyncpg
 
 from gramlogs import __version__
+from gramlogs.client import command as logs_command
+from gramlogs.client.remote import ClientError
 from gramlogs.core import ids
 from gramlogs.core.config import (
     SETTINGS,
@@ -557,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="RFC 3339 time of the newest row (default: now)")
     p.add_argument("--functions", type=int, default=8)
     p.set_defaults(func=cmd_seed)
+
+    logs_command.add_parser(sub)
     return parser
 
 
@@ -596,11 +601,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, ConfigError, tenants.TenantError, ids.IdError) as exc:
+    except (CommandError, ConfigError, tenants.TenantError, ids.IdError, ClientError) as exc:
         print(f"gramlogs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        # `gramlogs logs` is stopped by Ctrl-C, which is not a failure: status 0, nothing shown.
+        return 0 if args.command == "logs" else 130
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from testkit.ports import HOST, free_port
 __all__ = ["LiveServer", "live_server"]
 
 _ROOT = Path(__file__).resolve().parent.parent
+_started = itertools.count()
 
 
 @dataclass
@@ -47,14 +49,20 @@ class LiveServer:
 
 @contextlib.contextmanager
 def live_server(
-    database_url: str, workdir: Path, *, module: str = "gramlogs", **env: str
+    database_url: str,
+    workdir: Path,
+    *,
+    module: str = "gramlogs",
+    port: int | None = None,
+    **env: str,
 ) -> Iterator[LiveServer]:
     """``gramlogs serve`` on ``database_url``, ready (``/healthz`` answers) when this yields;
     its output in ``workdir``; stopped with SIGTERM (then SIGKILL) on the way out. ``env``
     holds ``GRAMLOGS_*`` settings over small-pool defaults. ``module`` is what ``python -m``
     runs with the argument ``serve``: another entry point of the same command line, such as
-    ``testkit.crash``."""
-    port = free_port()
+    ``testkit.crash``. ``port``: a port of the caller's (another server on the same port after
+    this one, as a restart is seen by its clients); a free one by default."""
+    port = free_port() if port is None else port
     environ = {
         **os.environ,
         "GRAMLOGS_DATABASE_URL": database_url,
@@ -66,7 +74,9 @@ def live_server(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
         **env,
     }
-    out, err = workdir / f"server-{port}.out", workdir / f"server-{port}.err"
+    # Numbered: servers started one after another on one port keep their own logs.
+    name = f"server-{port}-{next(_started)}"
+    out, err = workdir / f"{name}.out", workdir / f"{name}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", module, "serve"], env=environ, stdout=stdout, stderr=stderr

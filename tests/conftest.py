@@ -188,8 +188,13 @@ def fd() -> tuple[uuid.UUID, uuid.UUID]:
 @pytest.fixture(scope="session")
 def serve(database_url: str, tmp_path_factory: pytest.TempPathFactory):
     """``with serve() as server:`` runs a real server on the test database; ``serve(module=
-    "testkit.crash")`` one that dies right after committing a batch."""
+    "testkit.crash")`` one that dies right after committing a batch; ``serve(port=N)`` one on
+    port N."""
     log_dir = tmp_path_factory.mktemp("servers")
-    return lambda module="gramlogs", **env: live_server(
-        database_url, log_dir, module=module, **{"GRAMLOGS_LOG_LEVEL": "warning", **env}
+    return lambda module="gramlogs", port=None, **env: live_server(
+        database_url,
+        log_dir,
+        module=module,
+        port=port,
+        **{"GRAMLOGS_LOG_LEVEL": "warning", **env},
     )
