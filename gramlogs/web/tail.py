@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import struct
 import time
 import uuid
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from gramlogs.core import metrics
-from gramlogs.core.errors import BadRequest, InvalidFormat
+from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
 from gramlogs.core.keys import Scope as KeyScope
 from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate
@@ -37,6 +38,8 @@ from gramlogs.web.state import app_state
 from gramlogs.web.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
 
 __all__ = ["decode_token", "encode_token", "frame_line", "tail_logs"]
+
+logger = logging.getLogger("gramlogs.tail")
 
 MAX_LINES = 1000
 # What EventSource waits before reconnecting after the stream ends (ms): the end event asks
@@ -245,9 +248,17 @@ class _Tail:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.watcher.idle.wait(), 1.0)
             return []
-        frames, after, _ = await catch_up(
-            self.watchers.db, self.project_id, self.filter, self.position, frame_line
-        )
+        try:
+            frames, after, _ = await catch_up(
+                self.watchers.db, self.project_id, self.filter, self.position, frame_line
+            )
+        except GramlogsError as exc:
+            if not exc.temporary:
+                raise
+            # The database is away: the stream stays open and tries again.
+            logger.warning("live tail of %s: %s; retrying", self.project_id, exc)
+            await asyncio.sleep(1.0)
+            return []
         self.position = max(frames[-1].position if frames else self.position, after)
         return frames
 

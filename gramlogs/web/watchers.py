@@ -152,11 +152,16 @@ class Watcher:
                         self.head = await journal.head(conn, self.project_id)
                     self.ready.set_result(None)
                 more = await self._read(db)
-            except GramlogsError as exc:
+            except Exception as exc:
+                # The database away (a GramlogsError) or a bug: the tails wait, and the next
+                # read starts where this one would have (nothing was offered).
                 if not self.ready.done():
                     self.ready.set_exception(exc)
                     return
-                logger.warning("tail watcher of %s: %s; retrying", self.project_id, exc.message)
+                if isinstance(exc, GramlogsError):
+                    logger.warning("tail watcher of %s: %s; retrying", self.project_id, exc)
+                else:
+                    logger.exception("tail watcher of %s failed; retrying", self.project_id)
                 more = False
             if not more:
                 await asyncio.sleep(poll)
