@@ -58,30 +58,42 @@ class Stream:
         return next((e for e in self.events if e.event == "end"), None)
 
 
+class Reader:
+    """Feeds a stream's lines one by one; returns each event as it is dispatched."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.event, self.data = Event(), []
+
+    def feed(self, line: str) -> Event | None:
+        if line == "":
+            event, data = self.event, self.data
+            self.event, self.data = Event(), []
+            if not data:
+                return None
+            event.data = "\n".join(data)
+            self.stream.events.append(event)
+            return event
+        if not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                self.data.append(value)
+            elif name == "event":
+                self.event.event = value
+            elif name == "id":
+                self.event.id = self.stream.last_id = value
+            elif name == "retry":
+                self.stream.retry = int(value)
+        return None
+
+
 async def events(response: httpx.Response, stream: Stream) -> AsyncIterator[Event]:
     """Dispatch ``response``'s events into ``stream`` (id-only events set its last id)."""
-    data: list[str] = []
-    event = Event()
+    reader = Reader(stream)
     async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                event.data = "\n".join(data)
-                stream.events.append(event)
-                yield event
-            event, data = Event(), []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            event.event = value
-        elif name == "id":
-            event.id = stream.last_id = value
-        elif name == "retry":
-            stream.retry = int(value)
+        if (event := reader.feed(line)) is not None:
+            yield event
 
 
 def tail_headers(tenant, last_id: str | None = None) -> dict[str, str]:
@@ -360,21 +372,9 @@ def _parse(raw: bytes) -> Stream:
         data += body[:n]
         body = body[n + 2 :]
     stream = Stream(200)
-    event, lines = Event(), []
+    reader = Reader(stream)
     for line in data.decode().split("\n"):
-        if line == "":
-            if lines:
-                event.data = "\n".join(lines)
-                stream.events.append(event)
-            event, lines = Event(), []
-        elif not line.startswith(":"):
-            name, _, value = line.partition(": ")
-            if name == "data":
-                lines.append(value)
-            elif name == "event":
-                event.event = value
-            elif name == "id":
-                event.id = stream.last_id = value
+        reader.feed(line)
     return stream
 
 
