@@ -450,12 +450,13 @@ def rates(a: Counters, b: Counters) -> dict[str, Any]:
             delta = n - a.statements.get(queryid, ("", 0))[1]
             if delta:
                 calls.append((delta, " ".join(query.split())))
-        calls.sort(reverse=True)
+        # The tail's reads first, then the most called.
+        calls.sort(key=lambda c: (not is_tail_read(c[1]), -c[0], c[1]))
         out["statements_per_s"] = sum(n for n, _ in calls) / seconds
         out["tail_reads_per_s"] = sum(n for n, q in calls if is_tail_read(q)) / seconds
-        out["top_statements"] = [
-            {"per_s": round(n / seconds, 2), "tail_read": is_tail_read(q), "query": q[:160]}
-            for n, q in calls[:8]
+        out["statements"] = [
+            {"per_s": round(n / seconds, 2), "tail_read": is_tail_read(q), "query": q[:120]}
+            for n, q in calls[:20]
         ]
     return out
 
@@ -885,23 +886,34 @@ def render(r: dict[str, Any]) -> str:
         )
     rss = r["rss_mib"]
     lines += ["", "Server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in rss.items()) + "."]
-    busiest = max(r["configs"], key=lambda c: c["tails"])
-    top = busiest["queries"].get("top_statements")
-    if top:
-        lines += [
-            "",
-            f"Statements per second at {busiest['label']} (pg_stat_statements, the most called):",
-            "",
-            "| per s | tail read | statement |",
-            "|---|---|---|",
-        ]
-        for s in top:
-            query = s["query"].replace("|", "\\|")
-            lines.append(f"| {s['per_s']:.1f} | {'yes' if s['tail_read'] else ''} | `{query}` |")
+    if all("statements" in c["queries"] for c in r["configs"]):
+        lines += ["", "Statements per second by configuration (pg_stat_statements):", ""]
+        lines += statement_table(r["configs"])
     lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
     return "\n".join(lines) + "\n"
+
+
+def statement_table(configs: list[dict[str, Any]]) -> list[str]:
+    """A row per statement (the tail's reads first), a column per configuration."""
+    rows: dict[str, dict[str, float]] = {}
+    reads: set[str] = set()
+    for c in configs:
+        for st in c["queries"]["statements"]:
+            rows.setdefault(st["query"], {})[c["label"]] = st["per_s"]
+            if st["tail_read"]:
+                reads.add(st["query"])
+    order = sorted(rows, key=lambda q: (q not in reads, -max(rows[q].values()), q))
+    out = [
+        "| statement | tail read | " + " | ".join(c["label"] for c in configs) + " |",
+        "|---|---|" + "---|" * len(configs),
+    ]
+    for q in order:
+        cells = [f"{rows[q].get(c['label'], 0.0):.1f}" for c in configs]
+        text = q[:90].replace("|", "\\|") + ("…" if len(q) > 90 else "")
+        out.append(f"| `{text}` | {'yes' if q in reads else ''} | " + " | ".join(cells) + " |")
+    return out
 
 
 def append(path: Path, report: str) -> None:
