@@ -449,15 +449,21 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def gramlogs_server(
-    database_url: str, *, workers: int = 1, port: int = SERVER_PORT
+    database_url: str,
+    *,
+    workers: int = 1,
+    port: int = SERVER_PORT,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
-    """``gramlogs serve`` in a subprocess, as a user runs it."""
+    """``gramlogs serve`` in a subprocess, as a user runs it; ``settings`` are more
+    ``GRAMLOGS_*`` variables (docs/settings.md)."""
     env = os.environ | {
         "GRAMLOGS_DATABASE_URL": database_url,
         "GRAMLOGS_PORT": str(port),
         "GRAMLOGS_HOST": HOST,
         "GRAMLOGS_WORKERS": str(workers),
         "GRAMLOGS_LOG_LEVEL": "warning",
+        **(settings or {}),
     }
     with _process([sys.executable, "-m", "gramlogs", "serve"], env, port) as server:
         yield server

@@ -122,3 +122,37 @@ async def test_scale_ingest_smoke(server_url):
         assert house["pages"]["keyword, absent"]["rows"] == 0
         assert house["pages"]["keyword, rare (0.1%)"]["rows"] == min(20, hot["rare"])
     assert len(result["targets"]) == 5
+
+
+@pytest.mark.timeout(300)
+async def test_tail_smoke_every_tail_gets_every_line_exactly_once(server_url):
+    # The tail benchmark runs its own embedded PostgreSQL (with pg_stat_statements loaded),
+    # whatever server_url is.
+    result = await _run("benchmarks.tail", server_url)
+    configs = result["configs"]
+    assert [(c["tails"], c["mixed"]) for c in configs] == [
+        (0, False),
+        (1, False),
+        (3, False),
+        (4, True),
+    ]
+    assert configs[-1]["filters"] == {
+        "all": 1,
+        "level=error": 1,
+        "function_id": 1,
+        "keyword=timeout": 1,
+    }
+    assert result["exactly_once"]
+    for c in configs[1:]:
+        d = c["delivery"]
+        assert d["events"] == d["expected"] > 0
+        assert d["missing"] == d["duplicates"] == d["unexpected"] == d["foreign"] == 0
+        assert d["ended_early"] == 0 and d["problems"] == []
+    # A delay for every line after the warm-up at every unfiltered tail.
+    assert all(c["delay_ms"]["n"] == c["lines_counted"] * c["tails"] for c in configs[1:3])
+    # The journal is read only while someone tails; the writer alone writes it.
+    assert result["options"]["statements_source"] == "pg_stat_statements"
+    assert configs[0]["queries"]["tail_reads_per_s"] == 0
+    assert all(c["queries"]["tail_reads_per_s"] > 0 for c in configs[1:])
+    assert set(result["rss_mib"]) >= {"start", "idle_before_tails", "end"}
+    assert len(result["targets"]) == 4

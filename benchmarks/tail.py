@@ -1,0 +1,971 @@
+"""Live tails under a steady ingest: delivery delay, exactly once, database queries, memory.
+
+A real ``gramlogs serve`` (one worker, default settings unless ``--poll-ms``) on a fresh
+database (by default on an embedded PostgreSQL of the benchmark's own in a temporary folder,
+started with pg_stat_statements; ``--database-url`` for another server); one writer POSTs
+NDJSON batches to ``/rpc/logs.ingest`` of one project at a fixed rate (``--rate`` lines/s in
+batches of ``--batch``: by default 200 lines/s as 20 lines every 100 ms), open-loop: batch k
+is sent at k * batch / rate seconds, or at once when the previous answer came later. The
+configurations run in turn on the same server, each with tails of its own, opened (and each
+seen to start) before the writer's first batch:
+
+- 0 tails: the writer alone, the baseline of the database's work;
+- 1, 10 and 100 tails (``--tails``) of the project, unfiltered;
+- 100 tails (``--mixed``) in four groups: unfiltered, ``level=error``, one ``function_id``,
+  ``keyword=timeout``.
+
+Tails get one consumer key per 10 (``GRAMLOGS_TAIL_MAX_PER_KEY`` keeps its default of 10 per
+key). Each configuration writes for ``--warmup`` + ``--seconds`` seconds; the figures count
+the batches sent after the warm-up, the exactly-once check counts every batch. The warm-up is
+long (12 s) for the table statistics: a backend that goes idle flushes them up to 10 s later
+(PostgreSQL's PGSTAT_IDLE_INTERVAL), and asyncpg's pool reuses its most recent connections
+first, so the connections that served 100 tails' opening sit idle and would have counted their
+work in the window (40 transactions/s more at 100 tails with a 3 s warm-up).
+
+**Delivery delay**: every line's raw_log starts with a marker (run and line number). The
+writer notes when each batch's 2xx answer arrived; each tail notes when the bytes holding a
+line's event arrived (as the event loop handed them over, before parsing). The delay of a line at a
+tail is the second minus the first, on one clock (``time.monotonic``) in one process: the
+writer and every tail are tasks of this process's event loop (uvloop), each tail a bare
+asyncio protocol that de-chunks HTTP/1.1 and splits server-sent events itself, decoding only
+``raw_log`` (msgspec), so that the client costs as little as possible beside the server and
+PostgreSQL on a shared machine (about a tenth of a core at 100 tails, measured: one process
+is enough). Bytes are timed as the event loop hands them over and parsed after, in arrival
+order, by one parser that yields between reads, so one tail's parsing does not make another's
+bytes late. The client process's CPU share, its event loop's lag (a 10 ms timer's lateness)
+and the parser's lag behind arrivals are reported, so a saturated client shows. A delay can
+be negative: the watcher may read a committed batch before the writer has read its answer.
+Besides the delay of every (line, tail), per line: the first tail's delay (the journal poll,
+the read, one send) and the spread from the first to the last tail that got it (fan-out and
+the client's own scheduling).
+
+**Exactly once**: every tail must receive every line its filter matches, once, and nothing
+else, and no stream may end; otherwise the benchmark prints what went wrong and exits 1.
+
+**Database work** in each window: with ``pg_stat_statements`` (the benchmark's own embedded
+PostgreSQL preloads it), statement executions per second, all of them and the reads of the
+tail journal (``SELECT``s naming ``tail_journal`` or ``tail_heads``; the writer's are
+``INSERT``s); with any server, ``pg_stat_database.xact_commit`` and the index and sequential
+scans of ``tail_journal`` from ``pg_stat_user_tables`` per second (a busy backend's table
+statistics reach those views up to a second late: a few percent of a 30 s window; an idle
+one's, see the warm-up). Target: independent of the number of tails.
+
+**Memory**: the server's RSS (every process of it, psutil) at start, idle before the first
+tail, with 100 tails connected, the most seen while they stream, and at the end, every tail
+closed.
+
+    .venv/bin/python -m benchmarks.tail --smoke         # seconds; make test runs it
+    .venv/bin/python -m benchmarks.tail                  # about 4 minutes
+    .venv/bin/python -m benchmarks.tail --write          # and append the report to tail.md
+    .venv/bin/python -m benchmarks.tail --tails 100 --no-mixed --poll-ms 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import sys
+import time
+import uuid
+from array import array
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import asyncpg
+import msgspec
+
+from benchmarks import harness as h
+from benchmarks.ingest import CpuMeter
+from benchmarks.soak import server_rss_mib
+from gramlogs.core.keys import Scope
+from gramlogs.storage import tenants
+from testkit.ports import free_port
+from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
+
+PROJECT = "tail"
+RESULTS = Path(__file__).parent / "tail.md"
+TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
+TARGET_P50_MS = 250.0
+TARGET_P99_MS = 1000.0
+# Tail reads per second at the most tails within this share of those at one tail (or 1/s).
+TARGET_FLAT = 0.10
+DRAIN_S = 10.0  # after the writer stops, how long the tails have to get the last lines
+
+FUNCTIONS = [uuid.UUID(int=i + 1, version=4) for i in range(4)]
+DEPLOYMENT = uuid.UUID(int=99, version=4)
+WORDS = ("tool call started", "tool call finished", "upstream timeout", "cache lookup", "parsed")
+LEVELS = ("debug", "info", "info", "warn", "error")
+
+
+# -- lines and filters --------------------------------------------------------------------------
+
+
+def line_function(n: int) -> uuid.UUID:
+    return FUNCTIONS[n % len(FUNCTIONS)]
+
+
+def line_level(n: int) -> str:
+    return LEVELS[(n // len(FUNCTIONS)) % len(LEVELS)]
+
+
+def line_word(n: int) -> str:
+    return WORDS[(n // 3) % len(WORDS)]
+
+
+def batch_body(prefix: str, first: int, lines: int) -> bytes:
+    """NDJSON lines ``first`` .. ``first + lines - 1``; each raw_log starts with its marker.
+    No timestamp: the server stamps them on arrival, as most producers' lines are."""
+    out = []
+    for n in range(first, first + lines):
+        entry = {
+            "raw_log": f"{prefix}{n} {line_word(n)} n={n}",
+            "function_id": str(line_function(n)),
+            "deployment_id": str(DEPLOYMENT),
+            "level": line_level(n),
+        }
+        out.append(json.dumps(entry, separators=(",", ":")))
+    return ("\n".join(out) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class Filter:
+    label: str
+    params: dict[str, str]
+    matches: Callable[[int], bool]
+
+
+UNFILTERED = Filter("all", {}, lambda n: True)
+MIXED = (
+    UNFILTERED,
+    Filter("level=error", {"level": "error"}, lambda n: line_level(n) == "error"),
+    Filter(
+        "function_id",
+        {"function_id": str(FUNCTIONS[0])},
+        lambda n: line_function(n) == FUNCTIONS[0],
+    ),
+    Filter("keyword=timeout", {"keyword": "timeout"}, lambda n: "timeout" in line_word(n)),
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    label: str
+    tails: int
+    mixed: bool = False
+
+    def filter_of(self, i: int) -> Filter:
+        return MIXED[i % len(MIXED)] if self.mixed else UNFILTERED
+
+
+# -- a tail's client ----------------------------------------------------------------------------
+
+
+class _Entry(msgspec.Struct):
+    raw_log: str
+
+
+_decode_entry = msgspec.json.Decoder(_Entry).decode
+
+
+def dechunk(raw: bytes) -> tuple[bytes, bytes, bool]:
+    """HTTP/1.1 chunked transfer coding: (the payload of the whole chunks in ``raw``, the rest,
+    whether the last chunk came)."""
+    out: list[bytes] = []
+    pos = 0
+    while (eol := raw.find(b"\r\n", pos)) >= 0:
+        size = int(raw[pos:eol].split(b";", 1)[0], 16)
+        end = eol + 2 + size
+        if end + 2 > len(raw):
+            break
+        if size == 0:
+            return b"".join(out), b"", True
+        out.append(raw[eol + 2 : end])
+        pos = end + 2
+    return b"".join(out), raw[pos:], False
+
+
+class SseTail(asyncio.Protocol):
+    """One ``GET /rpc/logs.tail`` on a bare asyncio connection: each line's number (from its
+    marker) and when the bytes of its event arrived.
+
+    The time is taken in ``data_received``, as the event loop hands over the bytes, and the
+    parsing is left to the :class:`Parser`: parsing a burst of 100 tails' events in their
+    callbacks would make the later tails' bytes look late by the earlier tails' parsing.
+    """
+
+    def __init__(
+        self, parser: Parser, port: int, headers: dict[str, str], tail_filter: Filter, prefix: str
+    ):
+        self.parser = parser
+        self.port = port
+        self.filter = tail_filter
+        self.prefix = prefix
+        query = urlencode(tail_filter.params)
+        head = f"GET /rpc/logs.tail{'?' + query if query else ''} HTTP/1.1\r\n"
+        head += f"Host: {h.HOST}:{port}\r\nAccept: text/event-stream\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.request = (head + "\r\n").encode()
+        self.lines = array("q")  # line numbers, in the order received
+        self.times = array("d")  # time.monotonic() of the bytes that completed each
+        self.foreign = 0  # events that are no line of this run
+        self.ended: str | None = None  # an end event, or the stream closing, while open
+        self.started = asyncio.Event()
+        self.closing = False
+        self.refused: str | None = None
+        self._head: bytes | None = b""  # None once the response's head is read
+        self._raw = b""
+        self._text = b""
+        self.chunked = True
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_connection(lambda: self, h.HOST, self.port)
+        self.transport.write(self.request)
+        # The first event (an id only) comes once the tail has its start position: lines
+        # committed from then on are the tail's.
+        await asyncio.wait_for(self.started.wait(), 10)
+        if self.refused or self.ended:
+            raise RuntimeError(self.refused or f"GET /rpc/logs.tail: {self.ended}")
+
+    # asyncio.Protocol: time the bytes, queue them.
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.queue(self, time.monotonic(), data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.parser.queue(self, time.monotonic(), None)
+
+    # the parser's part
+
+    def feed(self, now: float, data: bytes | None) -> None:
+        if data is None:
+            self._end("the server closed the connection")
+            self.started.set()
+            return
+        if self._head is not None:
+            self._head += data
+            head, sep, rest = self._head.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            self._head = None
+            status = int(head.split(b" ", 2)[1])
+            if status != 200:
+                self.refused = f"GET /rpc/logs.tail answered {status}: {rest[:500]!r}"
+                self.started.set()
+                return
+            self.chunked = b"transfer-encoding: chunked" in head.lower()
+            data = rest
+        if self.chunked:
+            payload, self._raw, last = dechunk(self._raw + data)
+            if last:
+                self._end("the response ended")
+        else:
+            payload = data
+        self._text += payload
+        if b"\n\n" in self._text:
+            *events, self._text = self._text.split(b"\n\n")
+            for event in events:
+                self._event(event, now)
+
+    def _end(self, reason: str) -> None:
+        if not self.closing and self.ended is None:
+            self.ended = reason
+
+    def _event(self, event: bytes, now: float) -> None:
+        self.started.set()
+        data = name = None
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                data = line[5:].lstrip(b" ")
+            elif line.startswith(b"event:"):
+                name = line[6:].strip()
+        if name is not None:
+            self._end(f"event {name.decode()}: {(data or b'').decode()}")
+            return
+        if data is None:
+            return  # the start event (an id only), a heartbeat (a comment)
+        marker = _decode_entry(data).raw_log.partition(" ")[0]
+        if not marker.startswith(self.prefix):
+            self.foreign += 1
+            return
+        self.lines.append(int(marker[len(self.prefix) :]))
+        self.times.append(now)
+
+    def close(self) -> None:
+        self.closing = True
+        self.transport.close()
+
+
+class Parser:
+    """Parses every tail's bytes in arrival order, one read at a time, giving the event loop a
+    turn between reads so that other tails' bytes are timed as they come."""
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[SseTail, float, bytes | None]] = deque()
+        self._wake = asyncio.Event()
+        self._parsed = asyncio.Event()
+        self.lag: list[float] = []  # from a read's arrival to its parsing, s
+        self._task = asyncio.create_task(self._run())
+
+    def queue(self, tail: SseTail, at: float, data: bytes | None) -> None:
+        self.pending.append((tail, at, data))
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending:
+                tail, at, data = self.pending.popleft()
+                self.lag.append(time.monotonic() - at)
+                tail.feed(at, data)
+                self._parsed.set()
+                await asyncio.sleep(0)
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()`` holds, checked after each read parsed."""
+        while not done():
+            self._parsed.clear()
+            await self._parsed.wait()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Writer:
+    url: str
+    headers: dict[str, str]
+    prefix: str
+    rate: float
+    batch: int
+    acks: list[float] = field(default_factory=list)  # when each batch's 2xx arrived
+    posts: list[float] = field(default_factory=list)  # each POST's time, s
+    late: list[float] = field(default_factory=list)  # each send after its schedule, s
+
+    @property
+    def interval(self) -> float:
+        return self.batch / self.rate
+
+    @property
+    def lines(self) -> int:
+        return len(self.acks) * self.batch
+
+    async def run(self, t0: float, seconds: float) -> None:
+        async with h.AsyncHttpClient(self.url) as http:
+            k = 0
+            while (due := k * self.interval) < seconds:
+                body = batch_body(self.prefix, k * self.batch, self.batch)
+                request = http.request("/rpc/logs.ingest", self.headers, body)
+                await asyncio.sleep(max(0.0, t0 + due - time.monotonic()))
+                sent = time.monotonic()
+                status, reply = await http.send(request)
+                acked = time.monotonic()
+                if status != 200:
+                    raise RuntimeError(f"ingest answered {status}: {reply[:300]!r}")
+                if json.loads(reply)["stored"] != self.batch:
+                    raise RuntimeError(f"ingest stored less than the batch: {reply[:300]!r}")
+                self.acks.append(acked)
+                self.posts.append(acked - sent)
+                self.late.append(sent - (t0 + due))
+                k += 1
+
+
+# -- the database's counters --------------------------------------------------------------------
+
+_TABLES = """
+SELECT relname, seq_scan, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables
+WHERE relname IN ('tail_journal', 'tail_heads')
+"""
+# This connection's own statements all name pg_stat: left out.
+_STATEMENTS = """
+SELECT queryid, query, calls FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND query NOT ILIKE '%pg_stat%'
+"""
+
+
+@dataclass
+class Counters:
+    at: float
+    xact_commit: int
+    scans: dict[str, int]
+    statements: dict[int, tuple[str, int]] | None
+
+
+async def counters(admin: asyncpg.Connection, statements: bool) -> Counters:
+    xact = await admin.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    )
+    scans = {}
+    for row in await admin.fetch(_TABLES):
+        scans[f"{row['relname']}.seq_scan"] = row["seq_scan"]
+        scans[f"{row['relname']}.idx_scan"] = row["idx_scan"]
+    found = None
+    if statements:
+        found = {r["queryid"]: (r["query"], r["calls"]) for r in await admin.fetch(_STATEMENTS)}
+    return Counters(time.monotonic(), xact, scans, found)
+
+
+def is_tail_read(query: str) -> bool:
+    q = query.lstrip().upper()
+    return q.startswith("SELECT") and ("TAIL_JOURNAL" in q or "TAIL_HEADS" in q)
+
+
+def rates(a: Counters, b: Counters) -> dict[str, Any]:
+    seconds = b.at - a.at
+    out: dict[str, Any] = {
+        "seconds": round(seconds, 2),
+        "xact_per_s": (b.xact_commit - a.xact_commit) / seconds,
+        "journal_idx_scans_per_s": (
+            b.scans.get("tail_journal.idx_scan", 0) - a.scans.get("tail_journal.idx_scan", 0)
+        )
+        / seconds,
+        "journal_seq_scans_per_s": (
+            b.scans.get("tail_journal.seq_scan", 0) - a.scans.get("tail_journal.seq_scan", 0)
+        )
+        / seconds,
+        "heads_idx_scans_per_s": (
+            b.scans.get("tail_heads.idx_scan", 0) - a.scans.get("tail_heads.idx_scan", 0)
+        )
+        / seconds,
+    }
+    if a.statements is not None and b.statements is not None:
+        calls = []
+        for queryid, (query, n) in b.statements.items():
+            delta = n - a.statements.get(queryid, ("", 0))[1]
+            if delta:
+                calls.append((delta, " ".join(query.split())))
+        # The tail's reads first, then the most called.
+        calls.sort(key=lambda c: (not is_tail_read(c[1]), -c[0], c[1]))
+        out["statements_per_s"] = sum(n for n, _ in calls) / seconds
+        out["tail_reads_per_s"] = sum(n for n, q in calls if is_tail_read(q)) / seconds
+        out["statements"] = [
+            {"per_s": round(n / seconds, 2), "tail_read": is_tail_read(q), "query": q[:120]}
+            for n, q in calls[:20]
+        ]
+    return out
+
+
+# -- one configuration --------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    port: int
+    server_pid: int
+    admin: asyncpg.Connection
+    database: str
+    statements: bool
+    producer: dict[str, str]
+    consumers: list[str]
+
+
+async def loop_lag(samples: list[float], stop: asyncio.Event, tick: float = 0.01) -> None:
+    """How late a ``tick`` timer fires: the event loop's own backlog."""
+    while not stop.is_set():
+        t = time.monotonic()
+        await asyncio.sleep(tick)
+        samples.append(time.monotonic() - t - tick)
+
+
+async def sample_rss(pid: int, samples: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append(server_rss_mib(pid))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+def stats_ms(values: list[float]) -> dict[str, float]:
+    """n, p50/p95/p99 (nearest rank), min and max, in ms."""
+    out = h.percentiles(values)
+    out["min"] = min(values) * 1000 if values else math.nan
+    out["max"] = max(values) * 1000 if values else math.nan
+    return out
+
+
+async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
+    args = ctx.args
+    prefix = f"tb{run}."
+    parser = Parser()
+    tails = []
+    for i in range(setup.tails):
+        key = ctx.consumers[i // TAILS_PER_KEY]
+        headers = {"Gram-Key": key, "Gram-Project": PROJECT}
+        tails.append(SseTail(parser, ctx.port, headers, setup.filter_of(i), prefix))
+    opened = time.monotonic()
+    await asyncio.gather(*(t.open() for t in tails))
+    connect_s = time.monotonic() - opened
+    rss_connected = server_rss_mib(ctx.server_pid)
+    await asyncio.sleep(1.0)  # the tails' opening work done before anything is measured
+
+    stop = asyncio.Event()
+    lag: list[float] = []
+    rss: list[float] = []
+    probes = [
+        asyncio.create_task(loop_lag(lag, stop)),
+        asyncio.create_task(sample_rss(ctx.server_pid, rss, stop)),
+    ]
+    writer = Writer(f"http://{h.HOST}:{ctx.port}", ctx.producer, prefix, args.rate, args.batch)
+    t0 = time.monotonic() + 0.05
+    start, end = t0 + args.warmup, t0 + args.warmup + args.seconds
+
+    async def window() -> tuple[Counters, Counters, dict[str, float], list[float], list[float]]:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        meter = CpuMeter(ctx.admin, ctx.database, ctx.server_pid)
+        a = await counters(ctx.admin, ctx.statements)
+        await meter.start()
+        lag_from, parse_from = len(lag), len(parser.lag)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+        cpu = await meter.stop()
+        b = await counters(ctx.admin, ctx.statements)
+        return a, b, cpu, lag[lag_from:], parser.lag[parse_from:]
+
+    measuring = asyncio.create_task(window())
+    await writer.run(t0, args.warmup + args.seconds)
+    a, b, cpu, window_lag, parse_lag = await measuring
+
+    # The last lines: until every tail has as many as it should, then a few polls more, so
+    # that a duplicate arriving late is seen.
+    total = writer.lines
+    wanted = [sum(1 for n in range(total) if t.filter.matches(n)) for t in tails]
+    with contextlib.suppress(TimeoutError):  # what is missing then is reported below
+        async with asyncio.timeout(DRAIN_S):
+            await parser.until(
+                lambda: all(
+                    len(t.lines) >= w or t.ended is not None
+                    for t, w in zip(tails, wanted, strict=True)
+                )
+            )
+    await asyncio.sleep(0.5)
+    async with asyncio.timeout(DRAIN_S):
+        await parser.until(lambda: not parser.pending)
+    stop.set()
+    await asyncio.gather(*probes)
+    rss_end = server_rss_mib(ctx.server_pid)
+    for t in tails:
+        t.close()
+    await parser.stop()
+
+    first_counted = math.ceil(args.warmup / writer.interval)
+    result: dict[str, Any] = {
+        "label": setup.label,
+        "tails": setup.tails,
+        "mixed": setup.mixed,
+        "filters": {f.label: sum(1 for t in tails if t.filter is f) for f in MIXED}
+        if setup.mixed
+        else ({"all": setup.tails} if setup.tails else {}),
+        "connect_s": round(connect_s, 3),
+        "batches": len(writer.acks),
+        "lines_sent": total,
+        "lines_counted": total - first_counted * args.batch,
+        "ingest_ms": stats_ms(writer.posts[first_counted:]),
+        "writer_late_ms_max": max(writer.late) * 1000,
+        "loop_lag_ms": stats_ms(window_lag),
+        "parse_lag_ms": stats_ms(parse_lag),
+        "queries": rates(a, b),
+        "cpu_share": {part: round(s / (b.at - a.at), 3) for part, s in cpu.items()},
+        "rss_mib": {
+            "connected": round(rss_connected, 1),
+            "max": round(max(rss, default=math.nan), 1),
+            "end": round(rss_end, 1),
+        },
+    }
+    if tails:
+        result |= delivery(tails, writer, total, first_counted, args.batch)
+    return result
+
+
+def delivery(
+    tails: list[SseTail], writer: Writer, total: int, first_counted: int, batch: int
+) -> dict[str, Any]:
+    """What each tail got against what it should have, and the delays of the counted lines."""
+    delays: list[float] = []
+    first = [math.inf] * total
+    last = [-math.inf] * total
+    missing = duplicates = unexpected = foreign = 0
+    problems: list[str] = []
+    for i, t in enumerate(tails):
+        counts = bytearray(total)
+        stray = 0
+        for n, at in zip(t.lines, t.times, strict=True):
+            if not (0 <= n < total) or not t.filter.matches(n):
+                stray += 1
+                continue
+            counts[n] = min(255, counts[n] + 1)
+            k = n // batch
+            if k >= first_counted and counts[n] == 1:
+                delay = at - writer.acks[k]
+                delays.append(delay)
+                first[n] = min(first[n], delay)
+                last[n] = max(last[n], delay)
+        lost = sum(1 for n in range(total) if t.filter.matches(n) and not counts[n])
+        doubled = sum(c - 1 for c in counts if c > 1)
+        missing += lost
+        duplicates += doubled
+        unexpected += stray
+        foreign += t.foreign
+        if lost or doubled or stray or t.foreign or t.ended:
+            problems.append(
+                f"tail {i} ({t.filter.label}): {lost} missing, {doubled} duplicates,"
+                f" {stray} not matching its filter, {t.foreign} of another run"
+                + (f"; ended: {t.ended}" if t.ended else "")
+            )
+    counted = [n for n in range(first_counted * batch, total) if first[n] != math.inf]
+    expected = sum(sum(1 for n in range(total) if t.filter.matches(n)) for t in tails)
+    events = sum(len(t.lines) for t in tails)
+    ok = not (missing or duplicates or unexpected or foreign or any(t.ended for t in tails))
+    return {
+        "delivery": {
+            "expected": expected,
+            "events": events,
+            "missing": missing,
+            "duplicates": duplicates,
+            "unexpected": unexpected,
+            "foreign": foreign,
+            "ended_early": sum(1 for t in tails if t.ended),
+            "exactly_once": ok,
+            "problems": problems[:20],
+        },
+        "delay_ms": stats_ms(delays),
+        "first_tail_ms": stats_ms([first[n] for n in counted]),
+        "spread_ms": stats_ms([last[n] - first[n] for n in counted]),
+    }
+
+
+# -- the database and the server ----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, bool]]:
+    """A fresh database: (its URL, its name, whether pg_stat_statements counts in it)."""
+    with contextlib.ExitStack() as stack:
+        if args.database_url:
+            server = args.database_url
+        else:
+            pg = stack.enter_context(own_postgres("gramlogs-tailbench-"))
+            await asyncio.to_thread(preload_statements, pg)
+            server = pg.url
+        name = f"tailbench_{secrets.token_hex(4)}"
+        await execute_on(server, f"CREATE DATABASE {name}")
+        try:
+            url = with_database(server, name)
+            conn = await asyncpg.connect(url)
+            try:
+                loaded = await conn.fetchval(
+                    "SELECT setting LIKE '%pg_stat_statements%' FROM pg_settings"
+                    " WHERE name = 'shared_preload_libraries'"
+                )
+                if loaded:
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            finally:
+                await conn.close()
+            yield url, name, bool(loaded)
+        finally:
+            await execute_on(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def preload_statements(pg: OwnPostgres) -> None:
+    """Restart the benchmark's own PostgreSQL with pg_stat_statements loaded."""
+    pg.server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';")
+    pg.stop()
+    pg.start()
+
+
+async def tenants_of(url: str, consumers: int) -> tuple[dict[str, str], list[str]]:
+    """Project ``tail``: the writer's headers and ``consumers`` consumer keys."""
+    conn = await asyncpg.connect(url)
+    try:
+        org = await tenants.create_organization(conn, "tailbench")
+        project = await tenants.create_project(conn, org, PROJECT)
+        producer = await tenants.create_key(conn, org, Scope.PRODUCER, project_id=project)
+        keys = [
+            (await tenants.create_key(conn, org, Scope.CONSUMER, name=f"tail{i}")).key
+            for i in range(consumers)
+        ]
+    finally:
+        await conn.close()
+    headers = {
+        "Gram-Key": producer.key,
+        "Gram-Project": PROJECT,
+        "Content-Type": "application/x-ndjson",
+    }
+    return headers, keys
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def setups(args: argparse.Namespace) -> list[Setup]:
+    out = [Setup("0 tails (writer only)", 0)]
+    out += [Setup(f"{n} tail{'s' if n != 1 else ''}", n) for n in args.tails]
+    if args.mixed:
+        out.append(Setup(f"{args.mixed} tails, mixed filters", args.mixed, mixed=True))
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    began = time.monotonic()
+    plan = setups(args)
+    most = max(s.tails for s in plan)
+    settings = {"GRAMLOGS_TAIL_POLL_MS": str(args.poll_ms)} if args.poll_ms else {}
+    async with database(args) as (url, name, statements):
+        admin = await asyncpg.connect(url)
+        pg_version = await admin.fetchval("SHOW server_version")
+        info = h.machine(pg_version)
+        h.print_machine(info)
+        print(
+            f"tail: {args.rate:g} lines/s in batches of {args.batch}, {args.warmup:g} s warm-up"
+            f" + {args.seconds:g} s per configuration; "
+            + ", ".join(s.label for s in plan)
+            + f"; statements from {'pg_stat_statements' if statements else 'table statistics'}",
+            flush=True,
+        )
+        try:
+            with h.gramlogs_server(url, port=free_port(), settings=settings) as server:
+                pid = server.proc.pid
+                producer, consumers = await tenants_of(url, math.ceil(most / TAILS_PER_KEY))
+                ctx = Context(args, server.port, pid, admin, name, statements, producer, consumers)
+                rss: dict[str, float] = {"start": round(server_rss_mib(pid), 1)}
+                results = []
+                for run, setup in enumerate(plan):
+                    if setup.tails and "idle_before_tails" not in rss:
+                        rss["idle_before_tails"] = round(server_rss_mib(pid), 1)
+                    print(f"  {setup.label} ...", file=sys.stderr, flush=True)
+                    results.append(await run_setup(ctx, setup, run))
+                await asyncio.sleep(1.0)
+                rss["end"] = round(server_rss_mib(pid), 1)
+        finally:
+            await admin.close()
+    info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    at_most = next((r for r in results if r["tails"] == most and not r["mixed"]), None)
+    if at_most is not None:
+        rss[f"{most}_tails_connected"] = at_most["rss_mib"]["connected"]
+        rss[f"{most}_tails_streaming_max"] = at_most["rss_mib"]["max"]
+    result = {
+        "benchmark": "tail",
+        "command": " ".join(["python -m benchmarks.tail", *sys.argv[1:]]),
+        "machine": info,
+        "options": {
+            "rate": args.rate,
+            "batch": args.batch,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "poll_ms": args.poll_ms or 100,
+            "workers": 1,
+            "tails_per_key": TAILS_PER_KEY,
+            "client": "writer and tails: asyncio tasks of one process (uvloop), bare sockets",
+            "statements_source": "pg_stat_statements" if statements else "table statistics",
+        },
+        "configs": results,
+        "rss_mib": rss,
+        "exactly_once": all(r["delivery"]["exactly_once"] for r in results if r["tails"]),
+        "seconds": round(time.monotonic() - began, 1),
+    }
+    result["targets"] = targets(result)
+    report = render(result)
+    print(report)
+    if args.write:
+        append(RESULTS, report)
+        print(f"appended to {RESULTS}")
+    h.json_line("tail", result)
+    return result
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    configs = [c for c in r["configs"] if not c["mixed"]]
+    most = max(configs, key=lambda c: c["tails"])
+    one = next((c for c in configs if c["tails"] == 1), None)
+    checks = [
+        {
+            "target": "every tail got every line it matches exactly once, and nothing else",
+            "met": r["exactly_once"],
+            "measured": "; ".join(
+                f"{c['label']}: {c['delivery']['events']:,} of {c['delivery']['expected']:,},"
+                f" {c['delivery']['missing']} missing, {c['delivery']['duplicates']} duplicates"
+                for c in r["configs"]
+                if c["tails"]
+            ),
+        },
+        {
+            "target": f"delay p50 <= {TARGET_P50_MS:.0f} ms at {most['tails']} tails",
+            "met": most["delay_ms"]["p50"] <= TARGET_P50_MS,
+            "measured": f"{h.fmt_ms(most['delay_ms']['p50'])} ms",
+        },
+        {
+            "target": f"delay p99 <= {TARGET_P99_MS:.0f} ms at {most['tails']} tails",
+            "met": most["delay_ms"]["p99"] <= TARGET_P99_MS,
+            "measured": f"{h.fmt_ms(most['delay_ms']['p99'])} ms",
+        },
+    ]
+    if one is not None and one is not most:
+        field_, what = (
+            ("tail_reads_per_s", "tail-journal reads/s (pg_stat_statements)")
+            if "tail_reads_per_s" in one["queries"]
+            else ("journal_idx_scans_per_s", "tail_journal index scans/s")
+        )
+        q1, qn = one["queries"][field_], most["queries"][field_]
+        checks.append(
+            {
+                "target": f"{what} independent of the number of tails"
+                f" ({most['tails']} within {TARGET_FLAT:.0%} or 1/s of 1)",
+                "met": abs(qn - q1) <= max(TARGET_FLAT * q1, 1.0),
+                "measured": f"{q1:.1f}/s at 1, {qn:.1f}/s at {most['tails']}",
+            }
+        )
+    return checks
+
+
+def _ms(s: dict[str, float], *keys: str) -> str:
+    return " / ".join(h.fmt_ms(s[k]) for k in keys)
+
+
+def render(r: dict[str, Any]) -> str:
+    o = r["options"]
+    lines = [
+        f"## {r['machine']['date']}: {o['rate']:g} lines/s in batches of {o['batch']},"
+        f" {o['seconds']:g} s per configuration, poll {o['poll_ms']} ms",
+        "",
+        f"`{r['command']}`, {r['seconds']:,.0f} s in all. Client: {o['client']};"
+        f" {o['tails_per_key']} tails per consumer key. Statements: {o['statements_source']}.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items() if k != "date") + ".",
+        "",
+        "Delivery, ms from the batch's 2xx at the writer to the line's event at a tail"
+        " (p50 / p99 / max; the first tail of each line; the spread from first to last tail):",
+        "",
+        "| configuration | events (expected) | missing | dup | delay p50 / p99 / max"
+        " | first tail p50 / p99 | spread p50 / p99 | ingest POST p50 / p99"
+        " | client: loop lag p99, parse lag p99 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in r["configs"]:
+        if not c["tails"]:
+            continue
+        d = c["delivery"]
+        lines.append(
+            f"| {c['label']} | {d['events']:,} ({d['expected']:,}) | {d['missing']}"
+            f" | {d['duplicates']} | {_ms(c['delay_ms'], 'p50', 'p99', 'max')}"
+            f" | {_ms(c['first_tail_ms'], 'p50', 'p99')} | {_ms(c['spread_ms'], 'p50', 'p99')}"
+            f" | {_ms(c['ingest_ms'], 'p50', 'p99')}"
+            f" | {h.fmt_ms(c['loop_lag_ms']['p99'])}, {h.fmt_ms(c['parse_lag_ms']['p99'])} |"
+        )
+    lines += [
+        "",
+        "Cost, per second of the measured window (CPU: share of one core; the client is the"
+        " writer and every tail):",
+        "",
+        "| configuration | statements/s | tail-journal reads/s | xact/s | tail_journal idx scans/s"
+        " | CPU server / PostgreSQL / client | server RSS MiB connected / max / end |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in r["configs"]:
+        q, cpu, m = c["queries"], c["cpu_share"], c["rss_mib"]
+        stmts = f"{q['statements_per_s']:.1f}" if "statements_per_s" in q else "—"
+        reads = f"{q['tail_reads_per_s']:.1f}" if "tail_reads_per_s" in q else "—"
+        lines.append(
+            f"| {c['label']} | {stmts} | {reads} | {q['xact_per_s']:.1f}"
+            f" | {q['journal_idx_scans_per_s']:.1f}"
+            f" | {cpu['server']:.0%} / {cpu['postgres']:.0%} / {cpu['clients']:.0%}"
+            f" | {m['connected']} / {m['max']} / {m['end']} |"
+        )
+    rss = r["rss_mib"]
+    lines += ["", "Server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in rss.items()) + "."]
+    if all("statements" in c["queries"] for c in r["configs"]):
+        lines += ["", "Statements per second by configuration (pg_stat_statements):", ""]
+        lines += statement_table(r["configs"])
+    lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
+    return "\n".join(lines) + "\n"
+
+
+def statement_table(configs: list[dict[str, Any]]) -> list[str]:
+    """A row per statement (the tail's reads first), a column per configuration."""
+    rows: dict[str, dict[str, float]] = {}
+    reads: set[str] = set()
+    for c in configs:
+        for st in c["queries"]["statements"]:
+            rows.setdefault(st["query"], {})[c["label"]] = st["per_s"]
+            if st["tail_read"]:
+                reads.add(st["query"])
+    order = sorted(rows, key=lambda q: (q not in reads, -max(rows[q].values()), q))
+    out = [
+        "| statement | tail read | " + " | ".join(c["label"] for c in configs) + " |",
+        "|---|---|" + "---|" * len(configs),
+    ]
+    for q in order:
+        cells = [f"{rows[q].get(c['label'], 0.0):.1f}" for c in configs]
+        text = q[:90].replace("|", "\\|") + ("…" if len(q) > 90 else "")
+        out.append(f"| `{text}` | {'yes' if q in reads else ''} | " + " | ".join(cells) + " |")
+    return out
+
+
+def append(path: Path, report: str) -> None:
+    head = (
+        "# benchmarks/tail.py: results\n\n"
+        "Live tails (`GET /rpc/logs.tail`) under a steady ingest: delivery delay, exactly once,\n"
+        "database work and memory, each run appended by `--write`, newest last. What it\n"
+        "measures: the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).\n"
+    )
+    text = path.read_text() if path.exists() else head
+    path.write_text(text.rstrip("\n") + "\n\n" + report)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.tail", description=__doc__)
+    p.add_argument("--rate", type=float, default=200.0, help="lines per second (200)")
+    p.add_argument("--batch", type=int, default=20, help="lines per POST (20)")
+    p.add_argument(
+        "--tails",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 10, 100],
+        help="unfiltered tail counts, comma-separated (1,10,100)",
+    )
+    p.add_argument("--mixed", type=int, default=100, help="tails of the mixed filters (100)")
+    p.add_argument("--no-mixed", dest="mixed", action="store_const", const=0)
+    p.add_argument("--seconds", type=float, default=30.0, help="measured seconds (30)")
+    p.add_argument("--warmup", type=float, default=12.0, help="seconds before measuring (12)")
+    p.add_argument("--poll-ms", type=int, help="GRAMLOGS_TAIL_POLL_MS (the server's: 100)")
+    p.add_argument("--database-url", help="a PostgreSQL server (default: an embedded one)")
+    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
+    p.add_argument("--smoke", action="store_true", help="seconds: 1 and 3 tails, 20 lines/s")
+    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.rate, args.batch, args.tails, args.mixed = 20.0, 2, [1, 3], 4
+        args.seconds, args.warmup = 3.0, 1.0
+    return args
+
+
+def cli() -> None:
+    args = parse_args()
+
+    async def run() -> None:
+        result = await main(args)
+        if not result["exactly_once"]:
+            for c in result["configs"]:
+                for problem in c["delivery"]["problems"] if c["tails"] else []:
+                    print(f"{c['label']}: {problem}", file=sys.stderr)
+            raise SystemExit("tail: a tail missed a line, got one twice, or ended early")
+
+    h.run(run)
+
+
+if __name__ == "__main__":
+    cli()
