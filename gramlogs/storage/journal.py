@@ -64,12 +64,18 @@ class Batch:
     lines: int
 
 
-_ADVANCE = """
-INSERT INTO tail_heads (project_id, seq) VALUES ($1, 1)
-ON CONFLICT (project_id) DO UPDATE SET seq = tail_heads.seq + 1
+# One statement, so that the lock it takes lasts one round trip and the COMMIT: a project's
+# batches wait for each other only there.
+_RECORD = """
+WITH head AS (
+    INSERT INTO tail_heads (project_id, seq) VALUES ($1, 1)
+    ON CONFLICT (project_id) DO UPDATE SET seq = tail_heads.seq + 1
+    RETURNING project_id, seq
+)
+INSERT INTO tail_journal (project_id, seq, lines, ids)
+SELECT project_id, seq, $2, $3 FROM head
 RETURNING seq
 """
-_APPEND = "INSERT INTO tail_journal (project_id, seq, lines, ids) VALUES ($1, $2, $3, $4)"
 
 
 async def record(conn: asyncpg.Connection, project_id: uuid.UUID, ids: Sequence[object]) -> int:
@@ -78,8 +84,7 @@ async def record(conn: asyncpg.Connection, project_id: uuid.UUID, ids: Sequence[
     Call it last in the batch's transaction: from here to COMMIT the project's other batches
     wait for their number, which is what puts the numbers in commit order.
     """
-    seq: int = await conn.fetchval(_ADVANCE, project_id)
-    await conn.execute(_APPEND, project_id, seq, len(ids), ids)
+    seq: int = await conn.fetchval(_RECORD, project_id, len(ids), ids)
     return seq
 
 
