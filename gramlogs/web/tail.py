@@ -155,9 +155,9 @@ async def _backlog(
         ),
         per_page=lines,
     )
+    # The primary, not a replica: a replica's page could lack lines committed before the head.
     async with db.connection() as conn:
-        async with db.read_connection(conn) as reader:
-            page = await fetch_page(reader, request)
+        page = await fetch_page(conn, request)
         # Lines committed after the head was read come with the tail, not here.
         later = await journal.ids_after(conn, project_id, start.seq, [r[0] for r in page.rows])
     return [frame_line(row, start) for row in reversed(page.rows) if row[0] not in later]

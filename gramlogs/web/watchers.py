@@ -177,6 +177,10 @@ class Watcher:
                 batches = await journal.next_batches(conn, self.project_id, self.head + 1)
                 if not batches:
                     return False
+                if not self.subscriptions:
+                    # Every tail is catching up from the store: nothing to offer, only to know.
+                    self.head = batches[-1].seq
+                    return len(batches) == journal.NEXT_LIMIT
                 last = _last_batch(batches)
                 rows = await journal.read_lines(
                     conn, self.project_id, batches[0].seq, last, patterns
