@@ -623,3 +623,11 @@ def window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, s
     start = end - timedelta(hours=hours_before)
     stop = start + timedelta(hours=hours)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def append_results(path: Path, intro: str, report: str) -> None:
+    """Append ``report`` to a benchmark's results file (``benchmarks/<name>.md``), newest last;
+    a new file starts with its title and ``intro`` (what the runs measure)."""
+    head = f"# benchmarks/{path.stem}.py: results\n\n{intro}\n"
+    text = path.read_text() if path.exists() else head
+    path.write_text(text.rstrip("\n") + "\n\n" + report)

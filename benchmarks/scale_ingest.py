@@ -532,14 +532,13 @@ def render(r: dict[str, Any]) -> str:
 
 
 def _append(path: Path, report: str) -> None:
-    head = (
-        "# benchmarks/scale_ingest.py: results\n\n"
+    h.append_results(
+        path,
         "Ingestion at scale over HTTP beside a COPY of the same lines and ClickHouse, and keyword\n"
         "pages on the full table, each run appended by `--write`, newest last. What it measures:\n"
-        "the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).\n"
+        "the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).",
+        report,
     )
-    text = path.read_text() if path.exists() else head
-    path.write_text(text.rstrip("\n") + "\n\n" + report)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

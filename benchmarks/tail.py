@@ -917,14 +917,13 @@ def statement_table(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def append(path: Path, report: str) -> None:
-    head = (
-        "# benchmarks/tail.py: results\n\n"
+    h.append_results(
+        path,
         "Live tails (`GET /rpc/logs.tail`) under a steady ingest: delivery delay, exactly once,\n"
         "database work and memory, each run appended by `--write`, newest last. What it\n"
-        "measures: the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).\n"
+        "measures: the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).",
+        report,
     )
-    text = path.read_text() if path.exists() else head
-    path.write_text(text.rstrip("\n") + "\n\n" + report)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
