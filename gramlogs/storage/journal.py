@@ -24,7 +24,7 @@ from typing import Final
 import asyncpg
 
 from gramlogs.core.errors import Gone
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage.store import COLUMNS, PageRequest, fetch_page
 
 __all__ = [
     "DONE",
@@ -35,7 +35,7 @@ __all__ = [
     "delete_expired",
     "gone",
     "head",
-    "ids_after",
+    "newest_before",
     "next_batches",
     "oldest",
     "read_lines",
@@ -115,10 +115,12 @@ def gone(seq: int) -> Gone:
 NEXT_LIMIT: Final = 1000
 
 
-async def check_kept(conn: asyncpg.Connection, project_id: uuid.UUID, position: Position) -> None:
-    """410 when batches after ``position`` were committed but are no longer kept."""
+async def check_kept(
+    conn: asyncpg.Connection, project_id: uuid.UUID, position: Position, last: int
+) -> None:
+    """410 when batches after ``position`` up to ``last`` (the head) are no longer kept."""
     first = position.seq if not position.done else position.seq + 1
-    if first > await head(conn, project_id):
+    if first > last:
         return
     kept = await oldest(conn, project_id)
     if kept is None or kept > first:
@@ -180,13 +182,17 @@ WHERE b.project_id = $1 AND b.seq > $2 AND u.id = ANY($3::uuid[])
 """
 
 
-async def ids_after(
-    conn: asyncpg.Connection, project_id: uuid.UUID, seq: int, ids: Sequence[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Which of ``ids`` were stored by batches after number ``seq``."""
-    if not ids:
-        return set()
-    return {row[0] for row in await conn.fetch(_IDS_AFTER, project_id, seq, list(ids))}
+async def newest_before(
+    conn: asyncpg.Connection, request: PageRequest, seq: int
+) -> list[asyncpg.Record]:
+    """``request``'s page (the newest lines first), less the lines that batches after number
+    ``seq`` stored: a tail from ``seq`` on sends those, so none comes twice."""
+    page = await fetch_page(conn, request)
+    if not page.rows:
+        return []
+    args = (request.filter.project_id, seq, [row[0] for row in page.rows])
+    later = {row[0] for row in await conn.fetch(_IDS_AFTER, *args)}
+    return [row for row in page.rows if row[0] not in later]
 
 
 _EXPIRED = """

@@ -29,9 +29,8 @@ from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
 from gramlogs.core.keys import Scope as KeyScope
 from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate
-from gramlogs.storage.database import Database
 from gramlogs.storage.journal import Position
-from gramlogs.storage.store import LogFilter, PageRequest, Row, fetch_page
+from gramlogs.storage.store import LogFilter, PageRequest, Row
 from gramlogs.web.gram import entry, parse_filters
 from gramlogs.web.params import first_values, gram_credentials, parse_int
 from gramlogs.web.state import app_state
@@ -130,11 +129,15 @@ async def tail_logs(request: Request) -> EventStream:
             position = decode_token(project_id, token, source)
             if position.seq > head:
                 raise BadRequest(f"{source} is past the end of this project's tail")
-            await journal.check_kept(conn, project_id, position)
+            await journal.check_kept(conn, project_id, position, head)
         else:
             position = Position(head)
-    if not token and lines:
-        backlog = await _backlog(db, project_id, tail_filter, lines, position)
+            if lines:
+                # The primary's page (a replica's could lack lines committed before the head).
+                rows = await journal.newest_before(
+                    conn, _backlog_request(project_id, tail_filter, lines), head
+                )
+                backlog = [frame_line(row, position) for row in reversed(rows)]
     wake = asyncio.Event()
     stack = contextlib.AsyncExitStack()
     watcher = await stack.enter_async_context(
@@ -144,23 +147,15 @@ async def tail_logs(request: Request) -> EventStream:
     return EventStream(tail, backlog, stack)
 
 
-async def _backlog(
-    db: Database, project_id: uuid.UUID, tail_filter: TailFilter, lines: int, start: Position
-) -> list[bytes]:
-    """The newest ``lines`` matching lines stored by batches up to ``start``, oldest first,
-    each with ``start``'s token: the tail goes on from there."""
-    request = PageRequest(
+def _backlog_request(project_id: uuid.UUID, tail_filter: TailFilter, lines: int) -> PageRequest:
+    """The page of the newest ``lines`` matching lines: sent first (oldest first) by lines=N,
+    each with the start's token, since the tail goes on from there."""
+    return PageRequest(
         filter=LogFilter(
             project_id=project_id, equals=tail_filter.equals, keyword=tail_filter.keyword
         ),
         per_page=lines,
     )
-    # The primary, not a replica: a replica's page could lack lines committed before the head.
-    async with db.connection() as conn:
-        page = await fetch_page(conn, request)
-        # Lines committed after the head was read come with the tail, not here.
-        later = await journal.ids_after(conn, project_id, start.seq, [r[0] for r in page.rows])
-    return [frame_line(row, start) for row in reversed(page.rows) if row[0] not in later]
 
 
 class _Tail:
