@@ -23,7 +23,7 @@ from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, encode_error
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database, resolve_url
-from gramlogs.web import gram, ingest, openapi, ops, otlp, poly, tail
+from gramlogs.web import gram, ingest, openapi, ops, otlp, poly, tail, viewer
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -87,6 +87,8 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
         Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
         Route("/openapi.json", openapi.endpoint, methods=["GET"]),
+        Route("/", viewer.index, methods=["GET"]),
+        Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
     ]
     middleware = [Middleware(Observe, access_log=config.access_log)]
     if config.rate_limit > 0:
