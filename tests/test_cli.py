@@ -253,7 +253,7 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                     assert "Reusing the existing data" in banner
                 list_curl, send_curl, tail_curl = [shlex.split(x) for x in lines if "curl -s" in x]
                 wait_listening(port)
-                headers = dict(h.split(": ", 1) for h in list_curl[4::2])
+                headers = headers_of(list_curl)
                 r = httpx.get(list_curl[2], headers=headers)
                 assert r.status_code == 200
                 assert len(r.json()["logs"]) == 5
@@ -270,6 +270,15 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                     tailed = _data(tail, 6)
                 # The 5 newest lines first, then the line just sent.
                 assert json.loads(tailed[-1])["raw_log"] == "hello from curl"
+                # The viewer's link: the page, with the consumer key where only the browser
+                # reads it (the fragment, never sent).
+                (link,) = [x.strip() for x in lines if "/#key=" in x]
+                page, fragment = link.split("#")
+                assert page == f"http://127.0.0.1:{port}/"
+                assert fragment == f"key={headers_of(list_curl)['Gram-Key']}&project=demo"
+                r = httpx.get(page)
+                assert r.status_code == 200
+                assert r.headers["content-type"] == "text/html; charset=utf-8"
             finally:
                 proc.send_signal(signal.SIGINT)
                 assert proc.wait(timeout=60) == 0
@@ -278,6 +287,11 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
             assert not _postgres_running(data_dir)
     finally:
         subprocess.run(["rm", "-rf", str(data_dir)], check=False)
+
+
+def headers_of(curl: list[str]) -> dict[str, str]:
+    """The headers of a ``curl -s URL -H ... -H ...`` line."""
+    return dict(h.split(": ", 1) for h in curl[4::2])
 
 
 def _data(response: httpx.Response, count: int) -> list[str]:

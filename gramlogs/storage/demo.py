@@ -67,6 +67,11 @@ def banner(demo: Demo, base_url: str) -> str:
             f"  consumer key: {demo.consumer_key}",
             f"  producer key: {demo.producer_key}",
             "",
+            # The key in the fragment, which browsers never send: the page moves it to
+            # sessionStorage and out of the address bar at once.
+            "Open the log viewer in a browser, signed in as the demo's consumer:",
+            f"  {base_url}/#key={demo.consumer_key}&project={demo.project_slug}",
+            "",
             "List the newest logs:",
             f'  curl -s "{base_url}/rpc/logs.listToolExecutionLogs?per_page=5"'
             f' -H "Gram-Key: {demo.consumer_key}" -H "Gram-Project: {demo.project_slug}"',

@@ -13,6 +13,7 @@ const LIST = "/rpc/logs.listToolExecutionLogs";
 const HISTOGRAM = "/rpc/logs.histogram";
 const PAGES_KEPT = 5;
 const BARS = 60;
+const END_MARGIN_PX = 300;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const $ = (id) => document.getElementById(id);
@@ -180,7 +181,10 @@ async function load() {
     } catch (error) {
       failed(error);
     } finally {
-      if (!signal.aborted) loading = false;
+      if (!signal.aborted) {
+        loading = false;
+        if (table.hasOlder && nearEnd()) setTimeout(loadOlder);
+      }
       updateButtons();
     }
   }
@@ -234,7 +238,10 @@ async function loadOlder() {
   } catch (error) {
     failed(error);
   } finally {
-    if (!signal.aborted) loading = false;
+    if (!signal.aborted) {
+      loading = false;
+      if (table.hasOlder && table.entries.length + perPage <= table.cap && nearEnd()) setTimeout(loadOlder);
+    }
     updateButtons();
   }
 }
@@ -277,15 +284,20 @@ const edges = new IntersectionObserver(
       if (entry.target.id === "end" && table.hasOlder) loadOlder();
     }
   },
-  { root: $("scroller"), rootMargin: "600px 0px" },
+  { root: $("scroller"), rootMargin: `${END_MARGIN_PX}px 0px` },
 );
 edges.observe($("end"));
 
 $("scroller").addEventListener("scroll", () => {
-  const scroller = $("scroller");
-  if (scroller.scrollTop === 0 && table.hasNewer && !loading && !live) loadNewer();
   if (live) flushLive();
 });
+
+// While the window is not full, pages keep coming until the end is out of reach: a tall screen
+// is filled without a scroll. A full window grows only as the user scrolls.
+function nearEnd() {
+  const bottom = $("scroller").getBoundingClientRect().bottom;
+  return $("end").getBoundingClientRect().top < bottom + END_MARGIN_PX;
+}
 
 // -- histogram ------------------------------------------------------------------------------------
 
