@@ -449,3 +449,29 @@ async def test_database_down_is_the_documented_503(make_tenant):
             assert r.status_code == 503
             _assert_documented_error(r, "Unavailable")
             schema[path]["GET"].Case().validate_response(r, checks=CHECKS)
+
+
+def test_operation_ids_are_unique():
+    operations = [
+        op["operationId"]
+        for path in openapi.DOCUMENT["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict)  # not a path's shared parameters
+    ]
+    assert len(operations) == len(set(operations))
+
+
+def test_export_is_an_extension_with_the_list_parameters_but_per_page_and_a_limit():
+    op = openapi.DOCUMENT["paths"]["/rpc/logs.export"]["get"]
+    listed = openapi.DOCUMENT["paths"][URL]["get"]["parameters"]
+    assert op[openapi.EXTENSION] is True
+    assert op["security"] == openapi.DOCUMENT["paths"][URL]["get"]["security"]
+    names = [p["name"] for p in op["parameters"]]
+    assert names == [p["name"] for p in listed if p["name"] != "per_page"] + ["limit"]
+    limit = op["parameters"][-1]["schema"]
+    assert (limit["minimum"], limit["maximum"], limit["default"]) == (1, 100_000, 10_000)
+    ok = op["responses"]["200"]
+    assert ok["content"] == {
+        "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/ToolExecutionLog"}}
+    }
+    assert {"Content-Disposition", "Gramlogs-Export-Limit"} <= set(ok["headers"])

@@ -117,6 +117,10 @@ class Config:
         " resume token and the client catches up from the store",
         minimum=1,
     )
+    # -- export (docs/gram-api.md) --
+    export_max_lines: int = _setting(
+        100000, "most lines one GET /rpc/logs.export may ask for (its limit parameter)", minimum=1
+    )
     # -- storage at scale --
     local_citus_workers: int = _setting(
         0,

@@ -34,8 +34,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs import __version__
+from gramlogs.core.config import Config
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import body, gram, ingest, otlp, params, poly, tail
+from gramlogs.web import body, export, gram, ingest, otlp, params, poly, tail
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
@@ -483,6 +484,68 @@ def _tail() -> Json:
                 401,
                 403,
                 410,
+                503,
+            ),
+            "security": _GRAM_SECURITY,
+            EXTENSION: True,
+        }
+    }
+
+
+# -- Export (extension) ------------------------------------------------------------------------
+
+
+def _export() -> Json:
+    # listToolExecutionLogs' parameters but per_page (the export pages by itself), plus limit.
+    listed = _list_tool_execution_logs()["get"]["parameters"]
+    most = Config().export_max_lines
+    return {
+        "get": {
+            "tags": ["logs"],
+            "summary": "export logs",
+            "description": "The lines listToolExecutionLogs would page through, as NDJSON: one "
+            "ToolExecutionLog per line, in sort order (from the cursor, in its direction), at most "
+            "`limit` of them, streamed. Exactly `limit` lines means the export may have stopped "
+            "at the cap (docs/gram-api.md, Export). An error after the first byte cuts the "
+            "stream: the chunked body does not end.",
+            "operationId": "exportToolExecutionLogs",
+            "parameters": [
+                *(p for p in listed if p["name"] != "per_page"),
+                _query(
+                    "limit",
+                    f"Most lines to send: 1 to GRAMLOGS_EXPORT_MAX_LINES ({most} unless set); "
+                    f"default {export.DEFAULT_LIMIT}, or that setting when it is lower",
+                    {
+                        "type": "integer",
+                        "format": "int64",
+                        "minimum": 1,
+                        "maximum": most,
+                        "default": export.DEFAULT_LIMIT,
+                    },
+                ),
+            ],
+            "responses": _responses(
+                _ok(
+                    "The lines, one ToolExecutionLog (JSON) per line.",
+                    {export.MEDIA_TYPE: {"schema": _schema(gram.LogEntry)}},
+                    {
+                        "Content-Disposition": {
+                            "description": 'attachment; filename="gramlogs-<project>-<UTC '
+                            'time>.ndjson"',
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        export.LIMIT_HEADER: {
+                            "description": "The limit this export ran with",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                        },
+                        "Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}},
+                    },
+                ),
+                400,
+                401,
+                403,
                 503,
             ),
             "security": _GRAM_SECURITY,
@@ -959,6 +1022,7 @@ def _paths() -> Json:
         # Gram dialect
         "/rpc/logs.listToolExecutionLogs": _list_tool_execution_logs(),
         "/rpc/logs.tail": _tail(),
+        "/rpc/logs.export": _export(),
         # Ingestion
         "/rpc/logs.ingest": _ingest(),
         "/v1/logs": _otlp(),

@@ -1,0 +1,213 @@
+"""``GET /rpc/logs.export``: a filter's lines as NDJSON, streamed, at most ``limit`` of them.
+
+An extension (docs/gram-api.md, "Export"). It takes listToolExecutionLogs' parameters (not
+``per_page``) and sends each line as one entry of that endpoint's ``logs``, one per line, in
+``sort`` order. The lines are read a page at a time (:data:`PAGE_ROWS` per statement, the last
+id as the next cursor), a pooled connection borrowed for each page only, so memory and
+connections stay bounded whatever the limit and however slowly the client reads.
+
+Everything that can fail with a JSON error (parameters, the key, the first page) happens before
+the first byte. A database failure later can no longer change the status: the stream is cut
+(the chunked body never ends), which a client sees as an incomplete download.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from datetime import UTC, datetime
+
+import msgspec
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+
+from gramlogs.core.errors import GramlogsError
+from gramlogs.core.keys import Scope as KeyScope
+from gramlogs.storage.access import authenticate
+from gramlogs.storage.database import Database
+from gramlogs.storage.store import PageRequest, Row, fetch_page
+from gramlogs.web.gram import entry, parse_list_query
+from gramlogs.web.observe import SCOPE_ERROR, request_id
+from gramlogs.web.params import first_values, gram_credentials, parse_int
+from gramlogs.web.state import app_state
+from gramlogs.web.tail import SEND_TIMEOUT_S
+
+__all__ = ["DEFAULT_LIMIT", "LIMIT_HEADER", "MEDIA_TYPE", "PAGE_ROWS", "export_logs"]
+
+logger = logging.getLogger("gramlogs.export")
+
+MEDIA_TYPE = "application/x-ndjson"
+LIMIT_HEADER = "Gramlogs-Export-Limit"
+DEFAULT_LIMIT = 10_000
+# Rows per statement: about 0.5 MB of NDJSON at typical line sizes, a few ms of index scan.
+PAGE_ROWS = 1000
+
+_encoder = msgspec.json.Encoder()
+
+
+async def export_logs(request: Request) -> ExportStream:
+    key, slug = gram_credentials(request)
+    params = first_values(request)
+    params.pop("per_page", None)  # the export pages by itself
+    query = parse_list_query(params)
+    state = app_state(request)
+    most = state.config.export_max_lines
+    limit = min(DEFAULT_LIMIT, most)
+    if (v := params.get("limit")) is not None:
+        limit = parse_int("limit", v, 1, most)
+    started = datetime.now(UTC)
+    db = state.db
+    # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
+    async with db.connection() as conn:
+        principal = await authenticate(conn, key, KeyScope.CONSUMER, project_slug=slug)
+    req = dataclasses.replace(query.page_request(principal.project_id), per_page=PAGE_ROWS)
+    if not req.forward:
+        req = await _before_cursor(db, req, limit)
+    walk = _Walk(db, req, limit)
+    first = await walk.next_page()
+    filename = f"gramlogs-{slug}-{started.strftime('%Y%m%dT%H%M%SZ')}.ndjson"
+    headers = [
+        (b"content-type", MEDIA_TYPE.encode()),
+        (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
+        (LIMIT_HEADER.lower().encode(), str(limit).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    return ExportStream(walk, first, headers)
+
+
+def _bounded(req: PageRequest) -> PageRequest:
+    """``req`` as a walk from the start of its range, the range ending just before the cursor
+    (in sort order): the rows ``direction=prev`` may return."""
+    f = req.filter
+    if req.cursor is not None:
+        c = req.cursor.int
+        if req.ascending:
+            f = dataclasses.replace(f, hi=min(f.hi, c - 1))
+        else:
+            f = dataclasses.replace(f, lo=max(f.lo, c + 1))
+    return dataclasses.replace(req, filter=f, cursor=None, forward=True)
+
+
+async def _before_cursor(db: Database, req: PageRequest, limit: int) -> PageRequest:
+    """For ``direction=prev``: a forward walk over the ``limit`` rows just before the cursor
+    (the last ``limit`` rows without one), so that they stream in sort order.
+
+    Found by walking back from the cursor (ids only kept) to the ``limit``-th row: those rows
+    are read twice, the price of sending them in order without holding them.
+    """
+    whole = _bounded(req)
+    back = dataclasses.replace(whole, forward=False)
+    counted, cursor = 0, None
+    async with db.read_connection() as conn:
+        while counted < limit:
+            per_page = min(PAGE_ROWS, limit - counted)
+            page = await fetch_page(
+                conn, dataclasses.replace(back, per_page=per_page, cursor=cursor)
+            )
+            if not page.rows:
+                break
+            counted += len(page.rows)
+            cursor = page.rows[0][0]  # walking back, a page's first row is the farthest
+            if not page.has_more:
+                break
+    if counted < limit or cursor is None:
+        return whole
+    f = whole.filter
+    if req.ascending:
+        f = dataclasses.replace(f, lo=max(f.lo, cursor.int))
+    else:
+        f = dataclasses.replace(f, hi=min(f.hi, cursor.int))
+    return dataclasses.replace(whole, filter=f)
+
+
+class _Walk:
+    """``req``'s rows in sort order (``req`` walks forward), a page at a time, ``limit`` at most."""
+
+    def __init__(self, db: Database, req: PageRequest, limit: int) -> None:
+        self._db = db
+        self._req = req
+        self.left = limit
+        self._done = False
+
+    async def next_page(self) -> list[Row]:
+        """The next rows; none once the walk is over."""
+        if self._done or self.left <= 0:
+            return []
+        req = dataclasses.replace(self._req, per_page=min(PAGE_ROWS, self.left))
+        # A connection per page: a client reading slowly holds none between pages.
+        async with self._db.read_connection() as conn:
+            page = await fetch_page(conn, req)
+        rows: list[Row] = list(page.rows)
+        self.left -= len(rows)
+        self._done = not page.has_more
+        if rows:
+            self._req = dataclasses.replace(self._req, cursor=rows[-1][0])
+        return rows
+
+
+class ExportStream:
+    """The ASGI response of an export: headers, the first page (read before them), then a page
+    at a time until the walk ends or the client goes (a task listens for the disconnect)."""
+
+    def __init__(self, walk: _Walk, first: list[Row], headers: list[tuple[bytes, bytes]]) -> None:
+        self._walk = walk
+        self._first = first
+        self._headers = headers
+        self._gone = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        listener = asyncio.create_task(self._listen(receive))
+        sent = 0
+        try:
+            await _send(
+                send, {"type": "http.response.start", "status": 200, "headers": self._headers}
+            )
+            rows = self._first if scope["method"] != "HEAD" else []
+            while rows and not self._gone:
+                await _send(
+                    send, {"type": "http.response.body", "body": _lines(rows), "more_body": True}
+                )
+                sent += len(rows)
+                rows = await self._walk.next_page()
+            if not self._gone:
+                await _send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        except _Stuck:
+            logger.info(
+                "export id=%s: the client took nothing for %s s; dropped after %d lines",
+                request_id(scope),
+                SEND_TIMEOUT_S,
+                sent,
+            )
+        except GramlogsError as exc:
+            # The status was sent: the body is left unfinished, so the client sees a broken
+            # download rather than a complete-looking short one.
+            scope[SCOPE_ERROR] = exc.name
+            logger.warning("export id=%s: cut after %d lines: %s", request_id(scope), sent, exc)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._gone = True
+                return
+
+
+def _lines(rows: list[Row]) -> bytes:
+    return _encoder.encode_lines([entry(row) for row in rows])
+
+
+class _Stuck(Exception):
+    """The client took nothing for SEND_TIMEOUT_S."""
+
+
+async def _send(send: Send, message: Message) -> None:
+    try:
+        await asyncio.wait_for(send(message), SEND_TIMEOUT_S)
+    except TimeoutError:
+        raise _Stuck from None
