@@ -156,3 +156,17 @@ async def test_tail_smoke_every_tail_gets_every_line_exactly_once(server_url):
     assert all(c["queries"]["tail_reads_per_s"] > 0 for c in configs[1:])
     assert set(result["rss_mib"]) >= {"start", "idle_before_tails", "end"}
     assert len(result["targets"]) == 4
+
+
+@pytest.mark.timeout(300)
+async def test_viewer_benchmark_smoke(server_url):
+    from testkit.browser import chromium_path
+
+    if chromium_path() is None and os.environ.get("GRAMLOGS_REQUIRE_BROWSER") != "1":
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    result = await _run("benchmarks.viewer", server_url)
+    assert result["rows"] == 600 and result["runs"] == 1
+    assert result["sign_in_to_100_rows_ms"]["n"] == result["same_page_fetched_alone_ms"]["n"] == 1
+    # 100 rows a page: the walk ends at the oldest line, never holding more than five pages.
+    assert result["scroll"]["pages"] >= 5
+    assert result["scroll"]["max_rows_in_dom"] == 500
