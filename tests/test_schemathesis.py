@@ -65,6 +65,7 @@ CHECKS = [
 NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "429"]
 LIST = "GET /rpc/logs.listToolExecutionLogs"
 TAIL = "GET /rpc/logs.tail"
+HISTOGRAM = "GET /rpc/logs.histogram"
 INGEST = "POST /rpc/logs.ingest"
 OTLP = "POST /v1/logs"
 POLY_GET = ("GET /functions/server/{id}/logs", "GET /functions/server/{id}/system-logs")
@@ -72,6 +73,7 @@ POLY_DELETE = ("DELETE /functions/server/{id}/logs", "DELETE /functions/server/{
 OPERATIONS = {
     LIST,
     TAIL,
+    HISTOGRAM,
     INGEST,
     OTLP,
     *POLY_GET,
