@@ -156,3 +156,15 @@ async def test_tail_smoke_every_tail_gets_every_line_exactly_once(server_url):
     assert all(c["queries"]["tail_reads_per_s"] > 0 for c in configs[1:])
     assert set(result["rss_mib"]) >= {"start", "idle_before_tails", "end"}
     assert len(result["targets"]) == 4
+
+
+@pytest.mark.timeout(300)
+async def test_histogram_benchmark_smoke(server_url):
+    result = await _run("benchmarks.histogram", server_url)
+    await _drop(server_url, result["dataset"])
+    scenarios = result["scenarios"]
+    assert len(scenarios) == 6
+    assert all(r["http"]["n"] == r["sql"]["n"] > 0 for r in scenarios.values())
+    # Without a filter the histogram counts every line of the window.
+    assert scenarios["no filter, 60 buckets"]["lines"] == result["window_lines"] == 20_000
+    assert scenarios["keyword, in no line"]["lines"] == 0
