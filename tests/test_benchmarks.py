@@ -170,3 +170,14 @@ async def test_viewer_benchmark_smoke(server_url):
     # 100 rows a page: the walk ends at the oldest line, never holding more than five pages.
     assert result["scroll"]["pages"] >= 5
     assert result["scroll"]["max_rows_in_dom"] == 500
+
+
+async def test_histogram_benchmark_smoke(server_url):
+    result = await _run("benchmarks.histogram", server_url)
+    await _drop(server_url, result["dataset"])
+    scenarios = result["scenarios"]
+    assert len(scenarios) == 6
+    assert all(r["http"]["n"] == r["sql"]["n"] > 0 for r in scenarios.values())
+    # Without a filter the histogram counts every line of the window.
+    assert scenarios["no filter, 60 buckets"]["lines"] == result["window_lines"] == 20_000
+    assert scenarios["keyword, in no line"]["lines"] == 0

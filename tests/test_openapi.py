@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
 
 from gramlogs.core import errors
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import gram, ingest, openapi, otlp, params, poly
+from gramlogs.web import gram, histogram, ingest, openapi, otlp, params, poly
 from gramlogs.web.ingest import NDJSON_TYPES
 from testkit.ports import free_port
 
@@ -252,7 +252,7 @@ async def test_served_schemas_have_each_wire_structs_fields_and_required_ones(
 def test_every_public_struct_of_the_wire_modules_is_a_wire_struct():
     found = {
         value
-        for module in (gram, ingest, poly, errors)
+        for module in (gram, histogram, ingest, poly, errors)
         for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, msgspec.Struct)

@@ -66,6 +66,7 @@ NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 LIST = "GET /rpc/logs.listToolExecutionLogs"
 TAIL = "GET /rpc/logs.tail"
 EXPORT = "GET /rpc/logs.export"
+HISTOGRAM = "GET /rpc/logs.histogram"
 INGEST = "POST /rpc/logs.ingest"
 OTLP = "POST /v1/logs"
 POLY_GET = ("GET /functions/server/{id}/logs", "GET /functions/server/{id}/system-logs")
@@ -74,6 +75,7 @@ OPERATIONS = {
     LIST,
     TAIL,
     EXPORT,
+    HISTOGRAM,
     INGEST,
     OTLP,
     *POLY_GET,

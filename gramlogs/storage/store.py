@@ -29,6 +29,7 @@ __all__ = [
     "PageRequest",
     "Row",
     "fetch_page",
+    "filter_conditions",
     "like_pattern",
     "page_query",
     "read_page",
@@ -258,6 +259,15 @@ def _conditions(shape: _Shape, first_param: int) -> tuple[str, str]:
     elif shape.keyword == "columns":
         keyword = f" AND (message ILIKE ${n + 1} OR raw_log ILIKE ${n + 1})"
     return "".join(parts), keyword
+
+
+def filter_conditions(f: LogFilter, first_param: int) -> tuple[str, list[object]]:
+    """``f``'s conditions besides the project and the id range, keyword included, as ``AND``
+    terms with parameters numbered from ``first_param + 1``, and their values: for statements
+    elsewhere in storage that must select exactly the rows a page would (histogram.py)."""
+    shape, values = _shape_and_values(f)
+    filters, keyword = _conditions(shape, first_param)
+    return filters + keyword, values
 
 
 def _quoted(column: str) -> str:

@@ -23,7 +23,18 @@ from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, encode_error
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database, resolve_url
-from gramlogs.web import export, gram, ingest, openapi, ops, otlp, poly, tail, viewer
+from gramlogs.web import (
+    export,
+    gram,
+    histogram,
+    ingest,
+    openapi,
+    ops,
+    otlp,
+    poly,
+    tail,
+    viewer,
+)
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -80,6 +91,7 @@ def create_app(config: Config | None = None) -> Starlette:
         ),
         Route("/rpc/logs.tail", tail.tail_logs, methods=["GET"]),
         Route("/rpc/logs.export", export.export_logs, methods=["GET"]),
+        Route("/rpc/logs.histogram", histogram.histogram_logs, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics_endpoint, methods=["GET"]),

@@ -36,7 +36,7 @@ from starlette.responses import Response
 from gramlogs import __version__
 from gramlogs.core.config import Config
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import body, export, gram, ingest, otlp, params, poly, tail
+from gramlogs.web import body, export, gram, histogram, ingest, otlp, params, poly, tail
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
@@ -65,6 +65,9 @@ WIRE_STRUCTS: dict[type[msgspec.Struct], str] = {
     gram.LogEntry: "ToolExecutionLog",
     gram.Pagination: "PaginationResponse",
     ErrorBody: "Error",
+    # Histogram (extension)
+    histogram.HistogramResult: "HistogramResult",
+    histogram.Bucket: "HistogramBucket",
     # Ingestion
     ingest.WireEntry: "IngestLogEntry",
     ingest.IngestResult: "IngestResult",
@@ -554,6 +557,72 @@ def _export() -> Json:
     }
 
 
+# -- Histogram (extension) ------------------------------------------------------------------
+
+
+def _histogram() -> Json:
+    widths = ", ".join(map(str, histogram.WIDTHS))
+    return {
+        "get": {
+            "tags": ["logs"],
+            "summary": "histogram of logs",
+            "description": "How many lines match the filters in each bucket of the window "
+            "[ts_start, ts_end] (docs/histogram.md). The server picks the narrowest bucket "
+            f"width of {widths} seconds that covers the window in at most `buckets` buckets, "
+            "aligned to whole multiples of the width since the Unix epoch (UTC). Every bucket "
+            "is listed, empty ones too, oldest first; the first and last may reach outside "
+            "the window and count only the lines inside it. The counts are exact: they add up "
+            "to the lines listToolExecutionLogs pages through for the same filters and window. "
+            "With a keyword every line of the window is read (a 503 with timeout: true when "
+            "that takes longer than GRAMLOGS_STATEMENT_TIMEOUT_MS).",
+            "operationId": "histogramLogs",
+            "parameters": [
+                _query(
+                    "ts_start",
+                    "Start of the window, inclusive (RFC 3339), between 1970-01-01T00:00:00Z "
+                    "and 2100-01-01T00:00:00Z; required (400 bad_request without it)",
+                    _DATE_TIME,
+                    required=True,
+                ),
+                _query(
+                    "ts_end",
+                    "End of the window, inclusive (RFC 3339), between 1970-01-01T00:00:00Z "
+                    "and 2100-01-01T00:00:00Z; required; before ts_start is a 400 bad_request",
+                    _DATE_TIME,
+                    required=True,
+                ),
+                *_filters(),
+                _keyword(),
+                _query(
+                    "buckets",
+                    f"Most buckets wanted (1-{histogram.MAX_BUCKETS}); a window that needs more "
+                    f"even {histogram.WIDTHS[-1] // 86_400} days wide is a 400 bad_request",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": histogram.MAX_BUCKETS,
+                        "default": histogram.DEFAULT_BUCKETS,
+                    },
+                ),
+                _header("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)"),
+                _header("Gram-Project", "project header (the project's slug)"),
+            ],
+            "responses": _responses(
+                _ok(
+                    "The buckets.",
+                    {"application/json": {"schema": _schema(histogram.HistogramResult)}},
+                ),
+                400,
+                401,
+                403,
+                503,
+            ),
+            "security": _GRAM_SECURITY,
+            EXTENSION: True,
+        }
+    }
+
+
 # -- Ingestion (extension) ------------------------------------------------------------------
 # POST /rpc/logs.ingest (ingest.py, batch.py, body.py) and POST /v1/logs (otlp.py). Both need
 # a producer key (a consumer key is a 403) and take the same bodies' encodings and size limit.
@@ -1023,6 +1092,7 @@ def _paths() -> Json:
         "/rpc/logs.listToolExecutionLogs": _list_tool_execution_logs(),
         "/rpc/logs.tail": _tail(),
         "/rpc/logs.export": _export(),
+        "/rpc/logs.histogram": _histogram(),
         # Ingestion
         "/rpc/logs.ingest": _ingest(),
         "/v1/logs": _otlp(),

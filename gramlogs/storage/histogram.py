@@ -1,0 +1,63 @@
+"""Counting a project's lines per time bucket, for ``GET /rpc/logs.histogram``.
+
+Ids are positions in time (core/ids.py), so a bucket of time is an id range, and its count is
+a count over one index range: ``(project_id, id)`` without filters, ``(project_id, <column>,
+id)`` with an equality filter. Without a keyword that is an index-only scan, which reads no
+row once the visibility map says the index's pages are all-visible (autovacuum keeps it so);
+a keyword reads every row of the window, as a page's ILIKE does.
+
+One statement counts every bucket: a count per id range, the ranges joined laterally, so that
+each range is one index range scan over the partitions it falls in (pruned at run time).
+The ranges are contiguous, so their counts add up to the count of the window's whole range:
+what a page walk over the same filter and window visits. The statement runs under the
+connection's ``statement_timeout``, like every other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from gramlogs.storage.store import LogFilter, filter_conditions
+
+__all__ = ["count_ranges", "histogram_query"]
+
+
+def histogram_query(f: LogFilter, edges: Sequence[int]) -> tuple[str, list[object], list[int]]:
+    """The statement that counts ``f``'s rows in each range that ``edges`` cut ``[f.lo, f.hi]``
+    into, its arguments, and which ranges it counts (the others are empty).
+
+    ``edges`` are ascending ids, each the first of a range: the ranges are ``[f.lo, edges[0] -
+    1]``, ``[edges[0], edges[1] - 1]``, ..., ``[edges[-1], f.hi]``, each clipped to ``[f.lo,
+    f.hi]``.
+    """
+    bounds = [f.lo, *edges, f.hi + 1]
+    counted: list[int] = []
+    los: list[uuid.UUID] = []
+    his: list[uuid.UUID] = []
+    for i in range(len(bounds) - 1):
+        lo, hi = max(bounds[i], f.lo), min(bounds[i + 1] - 1, f.hi)
+        if lo <= hi:
+            counted.append(i)
+            los.append(uuid.UUID(int=lo))
+            his.append(uuid.UUID(int=hi))
+    where, values = filter_conditions(f, first_param=3)
+    sql = (
+        "SELECT r.n, c.n FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(lo, hi, n)"
+        " CROSS JOIN LATERAL (SELECT count(*) AS n FROM logs"
+        f" WHERE project_id = $1 AND id BETWEEN r.lo AND r.hi{where}) AS c"
+    )
+    return sql, [f.project_id, los, his, *values], counted
+
+
+async def count_ranges(conn: asyncpg.Connection, f: LogFilter, edges: Sequence[int]) -> list[int]:
+    """How many of ``f``'s rows lie in each range of :func:`histogram_query`, in order (one
+    more count than there are ``edges``)."""
+    counts = [0] * (len(edges) + 1)
+    sql, args, counted = histogram_query(f, edges)
+    if counted:
+        for n, count in await conn.fetch(sql, *args):
+            counts[counted[n - 1]] = count
+    return counts

@@ -1,0 +1,214 @@
+"""``GET /rpc/logs.histogram``: how many lines each stretch of a window holds (an extension).
+
+For a viewer's bars above the log table (docs/histogram.md). The filters are
+listToolExecutionLogs' and mean the same; the window (``ts_start``, ``ts_end``) is required.
+The server picks the bucket width: the narrowest of :data:`WIDTHS` that covers the window in
+at most ``buckets`` buckets, aligned to whole multiples of the width since the Unix epoch, so
+that the bars stay put as the window moves. Every bucket is in the answer, empty ones too,
+oldest first; the first and the last may reach outside the window, and count only the lines
+inside it. The counts are exact: they add up to the lines a page walk over the same request
+visits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gramlogs.core import ids
+from gramlogs.core.errors import BadRequest, InvalidRange
+from gramlogs.core.keys import Scope
+from gramlogs.storage import histogram
+from gramlogs.storage.access import authenticate
+from gramlogs.storage.store import LogFilter
+from gramlogs.web.gram import parse_filters
+from gramlogs.web.params import first_values, gram_credentials, parse_int, parse_timestamp
+from gramlogs.web.state import app_state
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "MAX_BUCKETS",
+    "WIDTHS",
+    "Bucket",
+    "HistogramQuery",
+    "HistogramResult",
+    "histogram_logs",
+    "parse_histogram_query",
+]
+
+DEFAULT_BUCKETS = 60
+MAX_BUCKETS = 1000
+_MINUTE, _HOUR, _DAY = 60, 3600, 86_400
+# Bucket widths in seconds, the ones a reader of a time axis expects (Grafana's and Kibana's
+# steps), each a multiple of the one before it but 15 s and 15 min, so that a bucket's edges
+# fall on a clock's round figures. Seven days is the widest: with 1000 buckets, 19 years.
+WIDTHS = (
+    1, 2, 5, 10, 15, 30,
+    _MINUTE, 2 * _MINUTE, 5 * _MINUTE, 10 * _MINUTE, 15 * _MINUTE, 30 * _MINUTE,
+    _HOUR, 2 * _HOUR, 3 * _HOUR, 6 * _HOUR, 12 * _HOUR,
+    _DAY, 7 * _DAY,
+)  # fmt: skip
+
+_MICROSECOND = timedelta(microseconds=1)
+_DATE_TIME = {"format": "date-time"}
+
+
+class Bucket(msgspec.Struct, kw_only=True):
+    """One bucket of a histogram"""
+
+    start: Annotated[
+        datetime,
+        Meta(
+            description="Start of the bucket (UTC, Z), a whole multiple of bucket_seconds since "
+            "the Unix epoch; the bucket holds the lines from start, inclusive, to start + "
+            "bucket_seconds, exclusive, that lie within [ts_start, ts_end]",
+            extra_json_schema=_DATE_TIME,
+        ),
+    ]
+    count: Annotated[int, Meta(ge=0, description="Lines of the bucket that match the filters")]
+
+
+class HistogramResult(msgspec.Struct, kw_only=True):
+    """Counts of matching lines over time"""
+
+    bucket_seconds: Annotated[
+        int, Meta(ge=1, description=f"Width of every bucket, one of {', '.join(map(str, WIDTHS))}")
+    ]
+    buckets: Annotated[
+        list[Bucket],
+        Meta(
+            description="Every bucket that meets the window, oldest first, empty ones "
+            "included; the first starts at or before ts_start, the last ends after ts_end"
+        ),
+    ]
+    total: Annotated[int, Meta(ge=0, description="Sum of the counts: the window's lines")]
+
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramQuery:
+    """A validated histogram request, before the project is known."""
+
+    ts_start: datetime
+    ts_end: datetime
+    equals: dict[str, object]
+    keyword: str | None
+    width_s: int
+    first_us: int  # start of the first bucket, microseconds since the epoch
+    buckets: int
+
+    def starts(self) -> list[datetime]:
+        step = timedelta(seconds=self.width_s)
+        first = ids.EPOCH + timedelta(microseconds=self.first_us)
+        return [first + i * step for i in range(self.buckets)]
+
+    def log_filter(self, project_id: uuid.UUID) -> LogFilter:
+        return LogFilter(
+            project_id=project_id,
+            lo=ids.lowest_id(self.ts_start).int,
+            hi=ids.highest_id(self.ts_end).int,
+            equals=self.equals,
+            keyword=self.keyword,
+        )
+
+    def edges(self) -> list[int]:
+        """The first id of each bucket but the first: where the window's id range is cut."""
+        return [ids.lowest_id(start).int for start in self.starts()[1:]]
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - ids.EPOCH) // _MICROSECOND
+
+
+def _window_end(name: str, params: Mapping[str, str]) -> datetime:
+    value = params.get(name)
+    if value is None:
+        raise BadRequest(f"{name} is required (an RFC 3339 date-time): a histogram needs a window")
+    ts = parse_timestamp(name, value)
+    # No line is stamped outside the range ids can hold (ingestion refuses it), and keeping the
+    # window in it keeps every bucket's edges representable.
+    if not ids.MIN_TIMESTAMP <= ts <= ids.MAX_TIMESTAMP:
+        raise InvalidRange(
+            f"{name} must be between {_iso(ids.MIN_TIMESTAMP)} and {_iso(ids.MAX_TIMESTAMP)}"
+            f" but got value {_iso(ts)}"
+        )
+    return ts
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def choose_width(start_us: int, end_us: int, most: int) -> tuple[int, int, int] | None:
+    """The narrowest width of :data:`WIDTHS` whose aligned buckets over ``[start_us, end_us]``
+    are at most ``most``: (width in seconds, first bucket's start in µs, buckets); None when
+    even the widest needs more."""
+    for width in WIDTHS:
+        step = width * 1_000_000
+        first = start_us // step
+        count = end_us // step - first + 1
+        if count <= most:
+            return width, first * step, count
+    return None
+
+
+def parse_histogram_query(params: Mapping[str, str]) -> HistogramQuery:
+    """Validate the query string; each error names its parameter."""
+    ts_start = _window_end("ts_start", params)
+    ts_end = _window_end("ts_end", params)
+    equals, keyword = parse_filters(params)
+    most = DEFAULT_BUCKETS
+    if (v := params.get("buckets")) is not None:
+        most = parse_int("buckets", v, 1, MAX_BUCKETS)
+    if ts_start > ts_end:
+        raise BadRequest(f"ts_start ({_iso(ts_start)}) must not be after ts_end ({_iso(ts_end)})")
+    chosen = choose_width(_micros(ts_start), _micros(ts_end), most)
+    if chosen is None:
+        widest = WIDTHS[-1]
+        raise BadRequest(
+            f"the window from ts_start to ts_end needs more than {most} buckets (buckets) even "
+            f"{widest // _DAY} days wide: ask for a shorter window or more buckets (at most "
+            f"{MAX_BUCKETS})"
+        )
+    width, first_us, count = chosen
+    return HistogramQuery(
+        ts_start=ts_start,
+        ts_end=ts_end,
+        equals=equals,
+        keyword=keyword,
+        width_s=width,
+        first_us=first_us,
+        buckets=count,
+    )
+
+
+def render(query: HistogramQuery, counts: list[int]) -> HistogramResult:
+    buckets = [
+        Bucket(start=start, count=count)
+        for start, count in zip(query.starts(), counts, strict=True)
+    ]
+    return HistogramResult(bucket_seconds=query.width_s, buckets=buckets, total=sum(counts))
+
+
+async def histogram_logs(request: Request) -> Response:
+    key, slug = gram_credentials(request)
+    query = parse_histogram_query(first_values(request))
+    db = app_state(request).db
+    # As listToolExecutionLogs: the key on the primary, the counts on a replica when there is one.
+    async with db.connection() as conn:
+        principal = await authenticate(conn, key, Scope.CONSUMER, project_slug=slug)
+        async with db.read_connection(conn) as reader:
+            counts = await histogram.count_ranges(
+                reader, query.log_filter(principal.project_id), query.edges()
+            )
+    return Response(_encoder.encode(render(query, counts)), media_type="application/json")
