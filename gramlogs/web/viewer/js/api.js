@@ -69,6 +69,7 @@ export function url(path, params) {
 }
 
 let signingIn = null;
+let retrying = 0; // requests waiting to try again: "retrying" shows while there is one
 
 function signInAgain(message) {
   // Requests that fail together wait for the same sign-in.
@@ -108,7 +109,23 @@ function retryAfter(response, fallback) {
 
 // A response with a 2xx status, after as many sign-ins and retries as it takes; an ApiError for
 // any other status; the abort reason when `signal` aborts.
-export async function request(path, params, { signal, extraHeaders } = {}) {
+export async function request(path, params, options = {}) {
+  const state = { retried: false };
+  try {
+    return await attempt(path, params, options, state);
+  } finally {
+    if (state.retried && --retrying === 0) hooks.recovered();
+  }
+}
+
+async function wait(message, ms, signal, state) {
+  if (!state.retried) retrying += 1;
+  state.retried = true;
+  hooks.retrying(message);
+  await sleep(ms, signal);
+}
+
+async function attempt(path, params, { signal, extraHeaders } = {}, state) {
   let delay = 1000;
   for (;;) {
     if (!credentials()) {
@@ -124,8 +141,7 @@ export async function request(path, params, { signal, extraHeaders } = {}) {
       });
     } catch (error) {
       if (signal?.aborted) throw error;
-      hooks.retrying(`Cannot reach the server; retrying in ${Math.round(delay / 1000)} s…`);
-      await sleep(delay, signal);
+      await wait(`Cannot reach the server; retrying in ${Math.round(delay / 1000)} s…`, delay, signal, state);
       delay = Math.min(delay * 2, MAX_DELAY_MS);
       continue;
     }
@@ -135,14 +151,12 @@ export async function request(path, params, { signal, extraHeaders } = {}) {
       continue;
     }
     if (response.status === 503 || response.status === 429) {
-      const wait = retryAfter(response, delay);
+      const ms = retryAfter(response, delay);
       const error = await errorOf(response);
-      hooks.retrying(`${error.message} (${response.status}); retrying in ${Math.round(wait / 1000)} s…`);
-      await sleep(wait, signal);
+      await wait(`${error.message} (${response.status}); retrying in ${Math.round(ms / 1000)} s…`, ms, signal, state);
       delay = Math.min(delay * 2, MAX_DELAY_MS);
       continue;
     }
-    hooks.recovered();
     if (!response.ok) throw await errorOf(response);
     return response;
   }

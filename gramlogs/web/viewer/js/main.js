@@ -61,11 +61,14 @@ api.hooks.retrying = (message) => {
   setStatus(`Retrying: ${message}`);
 };
 api.hooks.recovered = () => {
-  if ($("status").classList.contains("retrying")) {
-    $("status").classList.remove("retrying");
-    setStatus("");
-  }
+  $("status").classList.remove("retrying");
+  setStatus("");
 };
+
+// The table says when it is loading (aria-busy), for screen readers and for tests alike.
+function busy(on) {
+  $("logs").setAttribute("aria-busy", String(on));
+}
 
 // -- signing in -----------------------------------------------------------------------------------
 
@@ -176,6 +179,7 @@ async function load() {
     if (liveOn) setLive(false);
     try {
       loading = true;
+      busy(true);
       if (state.line) await loadAround(state.line, signal);
       else await loadNewest(signal);
     } catch (error) {
@@ -183,6 +187,7 @@ async function load() {
     } finally {
       if (!signal.aborted) {
         loading = false;
+        busy(false);
         if (table.hasOlder && nearEnd()) setTimeout(loadOlder);
       }
       updateButtons();
@@ -335,6 +340,7 @@ function startLive() {
   stopLive();
   const signal = view.signal;
   table.reset([]);
+  busy(true);
   liveBuffer = [];
   const since = window_.start;
   const keep = (entries) => (since ? entries.filter((e) => new Date(e.timestamp) >= since) : entries);
@@ -347,9 +353,11 @@ function startLive() {
         const logs = page.logs || [];
         table.merge(logs);
         if (page.pagination.has_next_page && logs.length) table.cutBelow(logs.at(-1).id);
-        updateButtons();
       } catch (error) {
         failed(error);
+      } finally {
+        if (!signal.aborted) busy(false);
+        updateButtons();
       }
     },
     onLines: (entries) => {
