@@ -13,15 +13,13 @@ the first byte. A database failure later can no longer change the status: the st
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
 from datetime import UTC, datetime
 
 import msgspec
 from starlette.requests import Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gramlogs.core.errors import GramlogsError
 from gramlogs.core.keys import Scope as KeyScope
@@ -32,7 +30,7 @@ from gramlogs.web.gram import entry, parse_list_query
 from gramlogs.web.observe import SCOPE_ERROR, request_id
 from gramlogs.web.params import first_values, gram_credentials, parse_int
 from gramlogs.web.state import app_state
-from gramlogs.web.tail import SEND_TIMEOUT_S
+from gramlogs.web.streaming import SEND_TIMEOUT_S, Stuck, send_within, watching_disconnect
 
 __all__ = ["DEFAULT_LIMIT", "LIMIT_HEADER", "MEDIA_TYPE", "PAGE_ROWS", "export_logs"]
 
@@ -158,22 +156,25 @@ class ExportStream:
         self._gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        listener = asyncio.create_task(self._listen(receive))
         sent = 0
         try:
-            await _send(
-                send, {"type": "http.response.start", "status": 200, "headers": self._headers}
-            )
-            rows = self._first if scope["method"] != "HEAD" else []
-            while rows and not self._gone:
-                await _send(
-                    send, {"type": "http.response.body", "body": _lines(rows), "more_body": True}
+            async with watching_disconnect(receive, self._hang_up):
+                await send_within(
+                    send, {"type": "http.response.start", "status": 200, "headers": self._headers}
                 )
-                sent += len(rows)
-                rows = await self._walk.next_page()
-            if not self._gone:
-                await _send(send, {"type": "http.response.body", "body": b"", "more_body": False})
-        except _Stuck:
+                rows = self._first if scope["method"] != "HEAD" else []
+                while rows and not self._gone:
+                    body = _lines(rows)
+                    await send_within(
+                        send, {"type": "http.response.body", "body": body, "more_body": True}
+                    )
+                    sent += len(rows)
+                    rows = await self._walk.next_page()
+                if not self._gone:
+                    await send_within(
+                        send, {"type": "http.response.body", "body": b"", "more_body": False}
+                    )
+        except Stuck:
             logger.info(
                 "export id=%s: the client took nothing for %s s; dropped after %d lines",
                 request_id(scope),
@@ -185,29 +186,10 @@ class ExportStream:
             # download rather than a complete-looking short one.
             scope[SCOPE_ERROR] = exc.name
             logger.warning("export id=%s: cut after %d lines: %s", request_id(scope), sent, exc)
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
 
-    async def _listen(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self._gone = True
-                return
+    def _hang_up(self) -> None:
+        self._gone = True
 
 
 def _lines(rows: list[Row]) -> bytes:
     return _encoder.encode_lines([entry(row) for row in rows])
-
-
-class _Stuck(Exception):
-    """The client took nothing for SEND_TIMEOUT_S."""
-
-
-async def _send(send: Send, message: Message) -> None:
-    try:
-        await asyncio.wait_for(send(message), SEND_TIMEOUT_S)
-    except TimeoutError:
-        raise _Stuck from None

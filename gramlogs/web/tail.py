@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.requests import Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gramlogs.core import metrics
 from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
@@ -34,6 +34,7 @@ from gramlogs.storage.store import LogFilter, PageRequest, Row
 from gramlogs.web.gram import entry, parse_filters
 from gramlogs.web.params import first_values, gram_credentials, parse_int
 from gramlogs.web.state import app_state
+from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
 from gramlogs.web.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
 
 __all__ = ["decode_token", "encode_token", "frame_line", "tail_logs"]
@@ -44,8 +45,6 @@ MAX_LINES = 1000
 # What EventSource waits before reconnecting after the stream ends (ms): the end event asks
 # the client to come back, and a resume reads what it missed from the store.
 RETRY_MS = 1000
-# A client that takes no bytes for this long is gone or stuck: the stream is dropped.
-SEND_TIMEOUT_S = 30.0
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -269,45 +268,25 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tail = self._tail
-        listener = asyncio.create_task(self._listen(receive))
 
         async def emit(data: bytes) -> None:
-            await _send(send, {"type": "http.response.body", "body": data, "more_body": True})
+            await send_within(send, {"type": "http.response.body", "body": data, "more_body": True})
+
+        def gone() -> None:
+            tail.disconnected = True
+            tail.wake.set()
 
         try:
-            async with self._stack:
-                await _send(
+            async with watching_disconnect(receive, gone), self._stack:
+                await send_within(
                     send, {"type": "http.response.start", "status": 200, "headers": HEADERS}
                 )
                 start = _frame_position(tail.project_id, tail.position)
                 await emit(b"retry: %d\n" % RETRY_MS + start + b"".join(self._backlog))
                 await tail.run(emit)
                 if not tail.disconnected:
-                    await _send(
+                    await send_within(
                         send, {"type": "http.response.body", "body": b"", "more_body": False}
                     )
-        except _Stuck:
+        except Stuck:
             pass  # the connection is dropped; the client resumes from the last id it read
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-
-    async def _listen(self, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self._tail.disconnected = True
-                self._tail.wake.set()
-                return
-
-
-class _Stuck(Exception):
-    """The client took nothing for SEND_TIMEOUT_S."""
-
-
-async def _send(send: Send, message: Message) -> None:
-    try:
-        await asyncio.wait_for(send(message), SEND_TIMEOUT_S)
-    except TimeoutError:
-        raise _Stuck from None
