@@ -460,6 +460,30 @@ async def test_histogram_counts_sum_to_the_rows_of_the_window_and_a_drag_zooms_i
     await rows_are(page, zoomed)
 
 
+async def test_the_histogram_of_all_spans_a_long_history(
+    page: Page, server: str, make_tenant, api
+) -> None:
+    tenant = await make_tenant("history")
+    body = [
+        {
+            "raw_log": f"line of {year}",
+            "function_id": str(uuid.UUID(int=1)),
+            "deployment_id": str(uuid.UUID(int=2)),
+            "timestamp": f"{year}-03-01T00:00:00Z",
+        }
+        for year in (2019, 2026)
+    ]
+    r = await api.post("/rpc/logs.ingest", json=body, headers=tenant.headers(producer=True))
+    assert r.status_code == 200, r.text
+    await page.goto(signed_in(server, tenant, "?range=all"))
+    await expect(page.locator("tr.row")).to_have_count(2)
+    await expect(page.locator("#histogram-summary")).to_contain_text("2 lines; a bar is 7 d.")
+    bars = page.locator("#histogram rect.bar")
+    counts = [int(c) for c in await bars.evaluate_all("bs => bs.map(b => b.dataset.count)")]
+    assert sum(counts) == 2 and counts[0] == 1 and len(counts) > 60
+    await expect(page.get_by_role("alert")).to_be_hidden()
+
+
 async def test_live_shows_a_new_line_within_two_seconds(
     page: Page, server: str, make_tenant, api
 ) -> None:

@@ -322,9 +322,17 @@ async function drawHistogram(signal) {
     histogram.clear("No lines.");
     return;
   }
+  // The widest bucket is a week: a window of more than BARS weeks ("All" over a long history)
+  // gets a bar a week, up to the endpoint's 1,000.
+  const weeks = Math.ceil((end - start) / (7 * 24 * 3600e3)) + 2;
   const data = await api.getJson(
     HISTOGRAM,
-    { ...state.filters, ts_start: start.toISOString(), ts_end: end.toISOString(), buckets: BARS },
+    {
+      ...state.filters,
+      ts_start: start.toISOString(),
+      ts_end: end.toISOString(),
+      buckets: Math.min(1000, Math.max(BARS, weeks)),
+    },
     { signal },
   );
   if (!signal.aborted) histogram.render(data, start, end);
@@ -381,6 +389,12 @@ function stopLive() {
 }
 
 function flushLive() {
+  if (table.hasNewer && !paused()) {
+    // Lines were let go while paused (or the window's top was dropped): start again from the
+    // newest rather than show a gap.
+    startLive();
+    return;
+  }
   if (!liveBuffer.length) return;
   if (paused()) {
     // Too many waiting: let them go, and page them in from the store when the user comes back.
