@@ -145,7 +145,8 @@ async function attempt(path, params, { signal, extraHeaders } = {}, state) {
       delay = Math.min(delay * 2, MAX_DELAY_MS);
       continue;
     }
-    if (response.status === 401) {
+    if (response.status === 401 || response.status === 403) {
+      // A key that is not (or no longer) valid, or one that cannot read this project.
       const error = await errorOf(response);
       await signInAgain(`The server refused the key: ${error.message}. Sign in again.`);
       continue;
