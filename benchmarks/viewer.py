@@ -102,7 +102,8 @@ _SCROLL_STEP = """async () => {
 }"""
 
 
-async def seed(url: str, rows: int) -> tuple[str, str]:
+async def seed(url: str, rows: int) -> tuple[str, str, str]:
+    """The demo's lines in a project ``demo``: a consumer key, the slug, PostgreSQL's version."""
     conn = await asyncpg.connect(url)
     try:
         org = await tenants.create_organization(conn, "viewerbench")
@@ -110,9 +111,10 @@ async def seed(url: str, rows: int) -> tuple[str, str]:
         key = await tenants.create_key(conn, org, Scope.CONSUMER)
         await seed_logs(conn, SeedPlan(project, rows=rows, end=END, days=3, seed=1))
         await conn.execute("VACUUM ANALYZE logs")
+        version: str = await conn.fetchval("SHOW server_version")
     finally:
         await conn.close()
-    return key.key, "demo"
+    return key.key, "demo", version
 
 
 async def sign_in(page: Page, base: str, key: str, project: str) -> float:
@@ -155,8 +157,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit("viewer: no Chromium (apt-get install chromium)")
     server = h.server_url()
     async with temporary_database(server, "viewerbench") as url:
-        key, project = await seed(url, args.rows)
-        info = h.machine(await _pg_version(url))
+        key, project, version = await seed(url, args.rows)
+        info = h.machine(version)
         h.print_machine(info)
         with (
             tempfile.TemporaryDirectory() as logs,
@@ -189,15 +191,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.write:
         h.append_results(RESULTS, INTRO, report)
     return result
-
-
-async def _pg_version(url: str) -> str:
-    conn = await asyncpg.connect(url)
-    try:
-        version: str = await conn.fetchval("SHOW server_version")
-        return version
-    finally:
-        await conn.close()
 
 
 def render(r: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "ListQuery",
     "LogEntry",
     "entry",
+    "id_bounds",
     "list_tool_execution_logs",
     "parse_filters",
     "parse_list_query",
@@ -154,13 +155,7 @@ class ListQuery:
     forward: bool
 
     def page_request(self, project_id: uuid.UUID) -> PageRequest:
-        # Outside the id range there are no rows, so clamping a window changes no answer.
-        start = max(self.ts_start, ids.MIN_TIMESTAMP)
-        end = min(self.ts_end, ids.MAX_TIMESTAMP)
-        if start > end:
-            lo, hi = 1, 0
-        else:
-            lo, hi = ids.lowest_id(start).int, ids.highest_id(end).int
+        lo, hi = id_bounds(self.ts_start, self.ts_end)
         return PageRequest(
             filter=LogFilter(
                 project_id=project_id, lo=lo, hi=hi, equals=self.equals, keyword=self.keyword
@@ -170,6 +165,16 @@ class ListQuery:
             forward=self.forward,
             cursor=self.cursor,
         )
+
+
+def id_bounds(ts_start: datetime, ts_end: datetime) -> tuple[int, int]:
+    """The inclusive id range of the window ``[ts_start, ts_end]`` (empty: ``(1, 0)``)."""
+    # Outside the id range there are no rows, so clamping a window changes no answer.
+    start = max(ts_start, ids.MIN_TIMESTAMP)
+    end = min(ts_end, ids.MAX_TIMESTAMP)
+    if start > end:
+        return 1, 0
+    return ids.lowest_id(start).int, ids.highest_id(end).int
 
 
 def parse_filters(params: Mapping[str, str]) -> tuple[dict[str, object], str | None]:

@@ -29,7 +29,7 @@ from gramlogs.core.keys import Scope
 from gramlogs.storage import histogram
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.store import LogFilter
-from gramlogs.web.gram import parse_filters
+from gramlogs.web.gram import id_bounds, parse_filters
 from gramlogs.web.params import first_values, gram_credentials, parse_int, parse_timestamp
 from gramlogs.web.state import app_state
 
@@ -113,10 +113,11 @@ class HistogramQuery:
         return [first + i * step for i in range(self.buckets)]
 
     def log_filter(self, project_id: uuid.UUID) -> LogFilter:
+        lo, hi = id_bounds(self.ts_start, self.ts_end)
         return LogFilter(
             project_id=project_id,
-            lo=ids.lowest_id(self.ts_start).int,
-            hi=ids.highest_id(self.ts_end).int,
+            lo=lo,
+            hi=hi,
             equals=self.equals,
             keyword=self.keyword,
         )
