@@ -39,6 +39,7 @@ __all__ = [
     "next_batches",
     "oldest",
     "read_lines",
+    "read_lines_query",
     "record",
 ]
 
@@ -142,16 +143,27 @@ async def next_batches(
 
 
 _COLUMN_LIST = ", ".join(f'l."{c}"' if c == "timestamp" else f"l.{c}" for c in COLUMNS)
+_PROBED = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 # COLUMNS first (the rows read as a page's rows do), then the batch's number, then which of
 # the keywords $4 (ILIKE patterns) the line holds, as their indexes from 1: tails with
 # different keywords share the one statement.
+#
+# Each id is its own probe of the primary key, whatever the statistics say: a subquery with a
+# LIMIT is run once per id, and a range on id in id order is what the primary key alone gives
+# without a sort (every other index puts a column between project_id and id). A plain join
+# leaves the planner free to hash the ids and read the project's whole partition for every
+# batch, which it picks for a generic plan made while the partition was empty (a new install,
+# a new week), and which then costs more with every line written.
 _READ = f"""
 SELECT {_COLUMN_LIST}, b.seq,
     ARRAY(SELECT k FROM generate_subscripts($4::text[], 1) AS k
           WHERE l.message ILIKE ($4::text[])[k] OR l.raw_log ILIKE ($4::text[])[k]) AS matched
 FROM tail_journal AS b
 CROSS JOIN LATERAL unnest(b.ids) AS u(id)
-JOIN logs AS l ON l.project_id = b.project_id AND l.id = u.id
+CROSS JOIN LATERAL (
+    SELECT {_PROBED} FROM logs
+    WHERE project_id = $1 AND id >= u.id AND id <= u.id ORDER BY id LIMIT 1
+) AS l
 WHERE b.project_id = $1 AND b.seq BETWEEN $2 AND $3
 ORDER BY b.seq, l.id
 """
@@ -173,7 +185,15 @@ async def read_lines(
 
     A line deleted since (retention, a Poly DELETE) is left out.
     """
-    return await conn.fetch(_READ, project_id, first, last, list(patterns))
+    sql, args = read_lines_query(project_id, first, last, patterns)
+    return await conn.fetch(sql, *args)
+
+
+def read_lines_query(
+    project_id: uuid.UUID, first: int, last: int, patterns: Sequence[str] = ()
+) -> tuple[str, list[object]]:
+    """The statement of :func:`read_lines` and its arguments (for EXPLAIN tests)."""
+    return _READ, [project_id, first, last, list(patterns)]
 
 
 _IDS_AFTER = """
