@@ -120,27 +120,34 @@ async def delete_logs(
     """
     only = " AND source = ANY($3::text[])" if sources else ""
     extra: list[object] = [list(sources)] if sources else []
+    # $3 is the sources when given; the walk's bound and batch size come after.
+    n = 4 if sources else 3
+    doomed_sql = (
+        f"SELECT id FROM logs WHERE project_id = $1 AND function_id = $2{only}"
+        f" AND id <= ${n} ORDER BY id DESC LIMIT ${n + 1}"
+    )
+    # By primary key, planned for its values: the planner sees the ids and the partitions'
+    # sizes as they are. A generic plan (or a join with the ids) made while a partition was
+    # empty may read the project's whole partition for every id.
+    delete_sql = (
+        "DELETE FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3 AND id = ANY($4::uuid[])"
+    )
     top_sql = (
         f"SELECT id FROM logs WHERE project_id = $1 AND function_id = $2{only}"
         " ORDER BY id DESC LIMIT 1"
     )
-    # $3 is the sources when given; the walk's bound and batch size come after.
-    n = 4 if sources else 3
-    batch_sql = (
-        "WITH doomed AS (SELECT id FROM logs WHERE project_id = $1 AND function_id = $2"
-        f"{only} AND id <= ${n} ORDER BY id DESC LIMIT ${n + 1}),"
-        " gone AS (DELETE FROM logs l USING doomed d WHERE l.project_id = $1 AND l.id = d.id"
-        " RETURNING l.id)"
-        " SELECT count(*) AS n, (array_agg(id ORDER BY id))[1] AS low FROM gone"
-    )
     total = 0
     async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         top = await conn.fetchval(top_sql, project_id, function_id, *extra)
         while top is not None:
-            row = await conn.fetchrow(batch_sql, project_id, function_id, *extra, top, batch)
-            assert row is not None  # an aggregate without GROUP BY returns one row
-            total += row["n"]
-            if row["n"] < batch or row["low"].int == 0:
+            rows = await conn.fetch(doomed_sql, project_id, function_id, *extra, top, batch)
+            doomed = [row[0] for row in rows]
+            if not doomed:
                 break
-            top = uuid.UUID(int=row["low"].int - 1)
+            status = await conn.execute(delete_sql, project_id, doomed[-1], doomed[0], doomed)
+            total += int(status.split()[-1])
+            if len(doomed) < batch or doomed[-1].int == 0:
+                break
+            top = uuid.UUID(int=doomed[-1].int - 1)
     return total
