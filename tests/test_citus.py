@@ -24,7 +24,7 @@ from conftest import ON_CITUS
 
 from gramlogs.core import ids
 from gramlogs.core.keys import Scope
-from gramlogs.storage import citus, schema, store, tenants
+from gramlogs.storage import citus, journal, schema, store, tenants
 from gramlogs.storage.seed import SeedPlan, seed_logs
 from testkit.citus import CitusServer
 from testkit.postgres import temporary_database
@@ -274,3 +274,24 @@ async def test_the_citus_commands_run_as_a_user_runs_them(
         status = gramlogs("status")
     assert status["distributed"] is True and status["citus"]
     assert sum(status["shards"].values()) == 8 + 2  # the isolated project's shard split in 3
+
+
+async def test_the_tail_reads_its_lines_by_primary_key_on_the_worker(database_url: str) -> None:
+    """The journal read (a resumed tail, the watcher) is a router query, and the worker probes
+    the primary key once per line, whatever the shard's statistics (test_plans_without_statistics
+    checks the buffers on one node)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await citus.prepare_connection(conn)
+        project, _, _ = await _tenant(conn, f"journal-{uuid.uuid4().hex[:8]}")
+        await seed_logs(conn, SeedPlan(project, 2_000, END, days=1, seed=5), chunk=100)
+        sql, args = journal.read_lines_query(project, 3, 7, ["%timeout%"])
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+    finally:
+        await conn.close()
+    assert "Task Count: 1" in plan, plan
+    assert "Hash" not in plan and "Seq Scan on logs" not in plan, plan
+    probes = [line for line in plan.splitlines() if "Index Cond" in line and "u.id" in line]
+    assert probes and all("id >= u.id" in line for line in probes), plan
+    scans = [line for line in plan.splitlines() if "Scan" in line and " on logs_" in line]
+    assert scans and all("pkey" in line for line in scans), plan
