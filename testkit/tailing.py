@@ -1,0 +1,184 @@
+"""A first burst of lines with live tails reading them: the scenario of a new install.
+
+Writers POST NDJSON batches of 1 to 40 lines to one function of one project (a share of them
+dated minutes in the past: late lines); meanwhile one tail hangs up after every ``hang_up_after``
+lines and reconnects at once with ``Last-Event-ID``, and another stays connected with
+``level=error``. :func:`run` returns what each tail received and when, for the exactly-once
+check (tests/test_tail_catch_up.py) and the figures (benchmarks/catch_up.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+
+from gramlogs.client.sse import EventParser
+
+__all__ = ["Burst", "Outcome", "run"]
+
+_LEVELS = ("debug", "info", "info", "info", "warn", "error")
+
+
+@dataclass(frozen=True)
+class Burst:
+    url: str
+    project: str  # slug
+    consumer_key: str
+    producer_key: str
+    writers: int = 4
+    seconds: float = 20.0
+    lines_per_s: float = 1600.0  # all writers together
+    late_share: float = 0.15  # lines dated 1 to 90 minutes in the past
+    hang_up_after: int = 150
+    settle_s: float = 30.0  # how long the tails may take to finish after the writers stop
+    seed: int = 0
+
+
+@dataclass
+class Outcome:
+    sent: dict[str, str] = field(default_factory=dict)  # raw_log -> level
+    writers_done_at: float = 0.0
+    reconnecting: list[str] = field(default_factory=list)  # raw_logs in arrival order
+    connected: list[str] = field(default_factory=list)  # the level=error tail's
+    connections: list[float] = field(default_factory=list)  # seconds each reconnecting one lasted
+    caught_up_at: float | None = None  # when the reconnecting tail had every line
+    errors: list[str] = field(default_factory=list)
+
+
+class _Line(msgspec.Struct):
+    raw_log: str
+
+
+_decode = msgspec.json.Decoder(_Line).decode
+_encode = msgspec.json.Encoder().encode
+
+
+async def run(burst: Burst) -> Outcome:
+    """Write for ``burst.seconds``, then wait until the tails have every line (or settle_s)."""
+    outcome = Outcome()
+    stop = asyncio.Event()
+    headers = {"Gram-Key": burst.consumer_key, "Gram-Project": burst.project}
+    limits = httpx.Limits(max_connections=burst.writers + 4)
+    async with httpx.AsyncClient(base_url=burst.url, timeout=30, limits=limits) as client:
+        tails = [
+            asyncio.create_task(_reconnecting(client, headers, burst, outcome, stop)),
+            asyncio.create_task(_connected(client, headers, outcome, stop)),
+        ]
+        await asyncio.sleep(0.5)  # both tails open before the first line
+        function = str(uuid.UUID(int=burst.seed + 1))
+        writers = [
+            _write(client, burst, outcome, function, n, random.Random(burst.seed * 100 + n))
+            for n in range(burst.writers)
+        ]
+        await asyncio.gather(*writers)
+        outcome.writers_done_at = time.monotonic()
+        errors = sum(1 for level in outcome.sent.values() if level == "error")
+        deadline = outcome.writers_done_at + burst.settle_s
+        while time.monotonic() < deadline:
+            if outcome.caught_up_at is None and len(outcome.reconnecting) >= len(outcome.sent):
+                outcome.caught_up_at = time.monotonic()
+            if outcome.caught_up_at is not None and len(outcome.connected) >= errors:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        for task in tails:
+            task.cancel()
+        await asyncio.gather(*tails, return_exceptions=True)
+    return outcome
+
+
+async def _write(
+    client: httpx.AsyncClient,
+    burst: Burst,
+    outcome: Outcome,
+    function: str,
+    writer: int,
+    rng: random.Random,
+) -> None:
+    rate = burst.lines_per_s / burst.writers
+    start = time.monotonic()
+    sent = 0
+    deployment = str(uuid.UUID(int=burst.seed + 2))
+    while (elapsed := time.monotonic() - start) < burst.seconds:
+        if sent > rate * elapsed:
+            await asyncio.sleep(sent / rate - elapsed)
+        now = datetime.now(UTC)
+        entries = []
+        for _ in range(rng.randint(1, 40)):
+            at = now
+            if rng.random() < burst.late_share:
+                at -= timedelta(minutes=rng.uniform(1, 90))
+            raw = f"w{writer}-{sent}"
+            level = rng.choice(_LEVELS)
+            outcome.sent[raw] = level
+            sent += 1
+            entries.append(
+                {
+                    "raw_log": raw,
+                    "level": level,
+                    "timestamp": at.isoformat(),
+                    "function_id": function,
+                    "deployment_id": deployment,
+                }
+            )
+        body = b"\n".join(_encode(e) for e in entries)
+        headers = {
+            "Gram-Key": burst.producer_key,
+            "Gram-Project": burst.project,
+            "Content-Type": "application/x-ndjson",
+        }
+        r = await client.post("/rpc/logs.ingest", content=body, headers=headers)
+        if r.status_code != 200:
+            outcome.errors.append(f"ingest answered {r.status_code}: {r.text[:200]}")
+            return
+
+
+async def _reconnecting(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    burst: Burst,
+    outcome: Outcome,
+    stop: asyncio.Event,
+) -> None:
+    last_id = ""
+    while not stop.is_set():
+        opened = time.monotonic()
+        parser = EventParser(last_id)
+        extra = {"Last-Event-ID": last_id} if last_id else {}
+        got = 0
+        async with client.stream("GET", "/rpc/logs.tail", headers={**headers, **extra}) as r:
+            if r.status_code != 200:
+                outcome.errors.append(f"tail answered {r.status_code}: {(await r.aread())[:200]!r}")
+                return
+            async for chunk in r.aiter_raw():
+                for event in parser.feed(chunk):
+                    if event.type == "message":
+                        outcome.reconnecting.append(_decode(event.data).raw_log)
+                        got += 1
+                if got >= burst.hang_up_after:
+                    break
+        last_id = parser.last_event_id
+        outcome.connections.append(time.monotonic() - opened)
+
+
+async def _connected(
+    client: httpx.AsyncClient, headers: dict[str, str], outcome: Outcome, stop: asyncio.Event
+) -> None:
+    parser = EventParser()
+    params = {"level": "error"}
+    async with client.stream("GET", "/rpc/logs.tail", params=params, headers=headers) as r:
+        async for chunk in r.aiter_raw():
+            for event in parser.feed(chunk):
+                if event.type == "message":
+                    outcome.connected.append(_decode(event.data).raw_log)
+                elif event.type == "end":
+                    outcome.errors.append(f"the connected tail ended: {event.data}")
+            if stop.is_set():
+                return

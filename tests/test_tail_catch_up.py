@@ -1,0 +1,41 @@
+"""A new install's first burst: a tail that hangs up every 150 lines and resumes gets every
+line exactly once, as does a tail that stays connected, while four writers send late lines too.
+
+On a database of its own, new (no statistics yet), through a real server process: the case a
+new user meets first. The statements' plans on such a database: test_plans_without_statistics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import asyncpg
+
+from gramlogs.core.keys import Scope
+from gramlogs.storage import tenants
+from testkit import tailing
+from testkit.serve import live_server
+
+
+async def test_a_tail_resuming_every_150_lines_gets_every_line_once(fresh_database, tmp_path):
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        org = await tenants.create_organization(conn, "burst")
+        await tenants.create_project(conn, org, "burst")
+        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
+        producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+    finally:
+        await conn.close()
+    env = {"GRAMLOGS_LOG_LEVEL": "warning", "GRAMLOGS_TAIL_POLL_MS": "20"}
+    with live_server(fresh_database, tmp_path, **env) as server:
+        burst = tailing.Burst(
+            server.url, "burst", consumer.key, producer.key, seconds=3, lines_per_s=800
+        )
+        outcome = await tailing.run(burst)
+    assert outcome.errors == []
+    assert len(outcome.connections) >= 2  # it hung up and resumed, more than once
+    received = Counter(outcome.reconnecting)
+    assert set(received) == set(outcome.sent)
+    assert max(received.values()) == 1
+    errors = {raw for raw, level in outcome.sent.items() if level == "error"}
+    assert Counter(outcome.connected) == Counter(errors)
