@@ -181,3 +181,15 @@ async def test_histogram_benchmark_smoke(server_url):
     # Without a filter the histogram counts every line of the window.
     assert scenarios["no filter, 60 buckets"]["lines"] == result["window_lines"] == 20_000
     assert scenarios["keyword, in no line"]["lines"] == 0
+
+
+async def test_catch_up_benchmark_smoke(server_url):
+    result = await _run("benchmarks.catch_up", server_url)
+    assert set(result["catch_up"]) == {
+        f"{regime}, {statement}"
+        for regime in ("new", "analyzed")
+        for statement in ("journal read", "plain join (before)")
+    }
+    assert all(r["lines"] == 2_001 for r in result["catch_up"].values())
+    tail = result["burst"]["resuming_tail"]
+    assert (tail["duplicates"], tail["missing"]) == (0, 0)
