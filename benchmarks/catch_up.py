@@ -40,8 +40,7 @@ import asyncpg
 from benchmarks import harness as h
 from gramlogs.core import ids
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
-from gramlogs.storage import journal, partitions, tenants, writer
+from gramlogs.storage import journal, maintenance, tenants, writer
 from gramlogs.storage.store import COLUMNS, PLAN_SETTINGS
 from testkit import tailing
 from testkit.postgres import own_postgres, temporary_database
@@ -109,13 +108,7 @@ async def _new_database(server: str) -> AsyncIterator[str]:
     async with temporary_database(server, "bench_catch_up") as url:
         conn = await asyncpg.connect(url)
         try:
-            config = Config()
-            await partitions.ensure(
-                conn,
-                default_retention_days=config.retention_days,
-                ahead_days=config.partitions_ahead_days,
-                width_days=config.partition_days,
-            )
+            await maintenance.ensure_partitions(conn, Config())
             for (table,) in await conn.fetch(
                 "SELECT oid::regclass::text FROM pg_class WHERE relkind = 'r'"
                 " AND relnamespace = 'public'::regnamespace"
@@ -152,21 +145,12 @@ async def catch_up(server: str, lines: int, budget: float) -> dict[str, Any]:
 
 async def burst(server: str, seconds: float) -> dict[str, Any]:
     async with temporary_database(server, "bench_burst") as url:
-        conn = await asyncpg.connect(url)
-        try:
-            org = await tenants.create_organization(conn, "burst")
-            await tenants.create_project(conn, org, "burst")
-            consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
-            producer = await tenants.create_key(conn, org, Scope.PRODUCER)
-        finally:
-            await conn.close()
+        consumer, producer = await tailing.keys_of_a_new_tenant(url, "burst")
         with (
             tempfile.TemporaryDirectory() as logs,
             live_server(url, Path(logs), GRAMLOGS_LOG_LEVEL="warning") as server_process,
         ):
-            plan = tailing.Burst(
-                server_process.url, "burst", consumer.key, producer.key, seconds=seconds
-            )
+            plan = tailing.Burst(server_process.url, "burst", consumer, producer, seconds=seconds)
             outcome = await tailing.run(plan)
     received = Counter(outcome.reconnecting)
     errors = [raw for raw, level in outcome.sent.items() if level == "error"]

@@ -16,12 +16,15 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import msgspec
 
 from gramlogs.client.sse import EventParser
+from gramlogs.core.keys import Scope
+from gramlogs.storage import tenants
 
-__all__ = ["Burst", "Outcome", "run"]
+__all__ = ["Burst", "Outcome", "keys_of_a_new_tenant", "run"]
 
 _LEVELS = ("debug", "info", "info", "info", "warn", "error")
 
@@ -58,6 +61,19 @@ class _Line(msgspec.Struct):
 
 _decode = msgspec.json.Decoder(_Line).decode
 _encode = msgspec.json.Encoder().encode
+
+
+async def keys_of_a_new_tenant(database_url: str, slug: str) -> tuple[str, str]:
+    """A new organization with project ``slug``: its consumer and producer keys."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        org = await tenants.create_organization(conn, slug)
+        await tenants.create_project(conn, org, slug)
+        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
+        producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+    finally:
+        await conn.close()
+    return consumer.key, producer.key
 
 
 async def run(burst: Burst) -> Outcome:

@@ -9,28 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-import asyncpg
-
-from gramlogs.core.keys import Scope
-from gramlogs.storage import tenants
 from testkit import tailing
 from testkit.serve import live_server
 
 
 async def test_a_tail_resuming_every_150_lines_gets_every_line_once(fresh_database, tmp_path):
-    conn = await asyncpg.connect(fresh_database)
-    try:
-        org = await tenants.create_organization(conn, "burst")
-        await tenants.create_project(conn, org, "burst")
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER)
-    finally:
-        await conn.close()
+    consumer, producer = await tailing.keys_of_a_new_tenant(fresh_database, "burst")
     env = {"GRAMLOGS_LOG_LEVEL": "warning", "GRAMLOGS_TAIL_POLL_MS": "20"}
     with live_server(fresh_database, tmp_path, **env) as server:
-        burst = tailing.Burst(
-            server.url, "burst", consumer.key, producer.key, seconds=3, lines_per_s=800
-        )
+        burst = tailing.Burst(server.url, "burst", consumer, producer, seconds=3, lines_per_s=800)
         outcome = await tailing.run(burst)
     assert outcome.errors == []
     assert len(outcome.connections) >= 2  # it hung up and resumed, more than once
