@@ -24,7 +24,7 @@ from typing import Final
 import asyncpg
 
 from gramlogs.core.errors import Gone
-from gramlogs.storage.store import COLUMNS, PageRequest, fetch_page
+from gramlogs.storage.store import COLUMN_LIST, COLUMNS, PageRequest, fetch_page
 
 __all__ = [
     "DONE",
@@ -143,7 +143,6 @@ async def next_batches(
 
 
 _COLUMN_LIST = ", ".join(f'l."{c}"' if c == "timestamp" else f"l.{c}" for c in COLUMNS)
-_PROBED = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 # COLUMNS first (the rows read as a page's rows do), then the batch's number, then which of
 # the keywords $4 (ILIKE patterns) the line holds, as their indexes from 1: tails with
 # different keywords share the one statement.
@@ -161,7 +160,7 @@ SELECT {_COLUMN_LIST}, b.seq,
 FROM tail_journal AS b
 CROSS JOIN LATERAL unnest(b.ids) AS u(id)
 CROSS JOIN LATERAL (
-    SELECT {_PROBED} FROM logs
+    SELECT {COLUMN_LIST} FROM logs
     WHERE project_id = $1 AND id >= u.id AND id <= u.id ORDER BY id LIMIT 1
 ) AS l
 WHERE b.project_id = $1 AND b.seq BETWEEN $2 AND $3

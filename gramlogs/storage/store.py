@@ -21,6 +21,7 @@ from gramlogs.storage import blocks, grams
 
 __all__ = [
     "COLUMNS",
+    "COLUMN_LIST",
     "EQUALITY_FILTERS",
     "KEYWORD_SETTINGS",
     "PLAN_SETTINGS",
@@ -49,6 +50,10 @@ COLUMNS = (
     "function_id",
     "execution_id",
 )
+
+
+# COLUMNS as a statement's select list.
+COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 
 
 class Row(Protocol):
@@ -182,7 +187,7 @@ def _page_sql(shape: _Shape, ascending: bool) -> str:
     where = "".join(_conditions(shape, first_param=6))
     order = "ASC" if ascending else "DESC"
     return (
-        f"SELECT {_COLUMN_LIST},"
+        f"SELECT {COLUMN_LIST},"
         f" ({_back_probe(where, '$4', '$5', ascending)}) AS has_back"
         f" FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3{where}"
         f" ORDER BY id {order} LIMIT $6"
@@ -201,9 +206,9 @@ def _probe_sql(shape: _Shape, ascending: bool) -> str:
     filters, keyword = _conditions(shape, first_param=5)
     order = "ASC" if ascending else "DESC"
     return (
-        f"SELECT * FROM (SELECT {_COLUMN_LIST}, true{keyword} AS matched,"
+        f"SELECT * FROM (SELECT {COLUMN_LIST}, true{keyword} AS matched,"
         f" row_number() OVER (ORDER BY id {order}) AS read FROM"
-        f" (SELECT {_COLUMN_LIST} FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3"
+        f" (SELECT {COLUMN_LIST} FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3"
         f"{filters} ORDER BY id {order} LIMIT $4) AS head) AS probed"
         f" WHERE matched OR read = $4 ORDER BY id {order} LIMIT $5"
     )
@@ -218,7 +223,7 @@ def _ranges_sql(shape: _Shape, ascending: bool, whole: bool) -> str:
     function = "" if whole else " AND function_id = r.fn"
     return (
         f"SELECT found.* FROM unnest($2::uuid[], $3::uuid[], $4::uuid[]) AS r(fn, lo, hi)"
-        f" CROSS JOIN LATERAL (SELECT {_COLUMN_LIST} FROM logs"
+        f" CROSS JOIN LATERAL (SELECT {COLUMN_LIST} FROM logs"
         f" WHERE project_id = $1{function} AND id BETWEEN r.lo AND r.hi{filters}{keyword}"
         f" ORDER BY id {order} LIMIT $5) AS found ORDER BY id {order} LIMIT $5"
     )
@@ -270,17 +275,11 @@ def filter_conditions(f: LogFilter, first_param: int) -> tuple[str, list[object]
     return filters + keyword, values
 
 
-def _quoted(column: str) -> str:
-    return '"timestamp"' if column == "timestamp" else column
-
-
 KEYWORD_PROBE_ROWS = 1000
 KEYWORD_PROBE_PER_ROW = 10
 # Blocks read in a keyword page's first round; later rounds read what the first ones' matches
 # say the page still needs (_next_round).
 KEYWORD_FIRST_BLOCKS = 4
-
-_COLUMN_LIST = ", ".join(_quoted(c) for c in COLUMNS)
 
 
 def _uuid(value: int) -> uuid.UUID:

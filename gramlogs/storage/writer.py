@@ -25,7 +25,7 @@ import asyncpg
 
 from gramlogs.storage import blocks, citus, journal
 from gramlogs.storage.functions import register_functions
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage.store import COLUMN_LIST, COLUMNS
 
 __all__ = ["FUNCTION_COLUMN", "Companion", "Row", "copy_lines", "store_batch"]
 
@@ -52,11 +52,10 @@ assert COLUMNS[FUNCTION_COLUMN] == "function_id"
 PROJECT_COLUMN: Final = 8
 assert COLUMNS[PROJECT_COLUMN] == "project_id"
 _BUFFER = "gramlogs_ingest_buffer"
-_COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 # ON COMMIT DROP: the buffer lives for one transaction, so no stale copy survives a schema change.
 _CREATE_BUFFER = f"CREATE TEMPORARY TABLE {_BUFFER} (LIKE logs INCLUDING DEFAULTS) ON COMMIT DROP"
 _INSERT_NEW = (
-    f"INSERT INTO logs ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_BUFFER}"
+    f"INSERT INTO logs ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM {_BUFFER}"
     " ORDER BY function_id, id ON CONFLICT (project_id, id) DO NOTHING RETURNING id"
 )
 
