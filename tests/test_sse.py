@@ -37,6 +37,14 @@ def test_a_crlf_split_between_chunks_is_one_line_end():
     assert [e.data for e in events] == ["a\nb\nc"]
 
 
+def test_a_cr_inside_a_chunk_does_not_swallow_the_next_chunks_lf():
+    # The chunk holds the CR and the start of the next line; the LF that starts the next chunk
+    # ends that line, it is not the second half of a CRLF.
+    events, parser = parse(b"data: a\rid: 7", b"\n\n")
+    assert events == [Event("message", "a", "7")]
+    assert parser.last_event_id == "7"
+
+
 def test_an_empty_chunk_between_a_cr_and_its_lf_changes_nothing():
     events, _ = parse(b"data: a\r", b"", b"\n\r\n")
     assert [e.data for e in events] == ["a"]

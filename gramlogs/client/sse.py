@@ -68,7 +68,9 @@ class EventParser:
                 events.append(event)
             start = end.end()
         self._buffer = buffer[start:]
-        self._after_cr = start > 0 and buffer[start - 1 : start] == b"\r"
+        # Only a CR that ends the chunk may have its LF in the next one; a CR inside the chunk
+        # was already seen with what follows it.
+        self._after_cr = start == len(buffer) and buffer.endswith(b"\r")
         return events
 
     def _line(self, line: str) -> Event | None:
