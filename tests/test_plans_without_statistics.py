@@ -39,7 +39,7 @@ from gramlogs.storage import (
     histogram,
     idempotency,
     journal,
-    partitions,
+    maintenance,
     retention,
     tenants,
     writer,
@@ -134,13 +134,7 @@ async def scene(new_database) -> AsyncIterator[Scene]:
         setup = await asyncpg.connect(url)
         conn = await asyncpg.connect(url, server_settings=PLAN_SETTINGS)
         try:
-            await partitions.ensure(
-                setup,
-                default_retention_days=config.retention_days,
-                ahead_days=config.partitions_ahead_days,
-                width_days=config.partition_days,
-                now=NOW,
-            )
+            await maintenance.ensure_partitions(setup, config, now=NOW)
             await _no_autovacuum(setup)
             org = await tenants.create_organization(setup, "nostats", org_id=_fixed_id(0))
             project = await tenants.create_project(setup, org, "p", project_id=_fixed_id(1))

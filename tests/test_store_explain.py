@@ -21,7 +21,7 @@ import pytest
 
 from gramlogs.core import ids
 from gramlogs.core.config import Config
-from gramlogs.storage import partitions, tenants
+from gramlogs.storage import maintenance, tenants
 from gramlogs.storage.seed import SeedPlan, generate, seed_logs
 from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
 
@@ -85,13 +85,7 @@ async def scene(request: pytest.FixtureRequest, new_database) -> AsyncIterator[S
 
 async def _seed(conn: asyncpg.Connection, now: datetime) -> uuid.UUID:
     config = Config()
-    await partitions.ensure(
-        conn,
-        default_retention_days=config.retention_days,
-        ahead_days=config.partitions_ahead_days,
-        width_days=config.partition_days,
-        now=now,
-    )
+    await maintenance.ensure_partitions(conn, config, now=now)
     org = await tenants.create_organization(conn, "explain", org_id=_fixed_id(0))
     project = await tenants.create_project(conn, org, "explain", project_id=_fixed_id(1))
     await seed_logs(conn, SeedPlan(project, PROJECT_ROWS, now, days=DAYS, seed=7))

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 
@@ -33,12 +34,15 @@ logger = logging.getLogger("gramlogs.maintenance")
 PARTITION_CHECK_S = 3600.0
 
 
-async def ensure_partitions(conn: asyncpg.Connection, config: Config) -> list[str]:
+async def ensure_partitions(
+    conn: asyncpg.Connection, config: Config, *, now: datetime | None = None
+) -> list[str]:
     created = await partitions.ensure(
         conn,
         default_retention_days=config.retention_days,
         ahead_days=config.partitions_ahead_days,
         width_days=config.partition_days,
+        now=now,
     )
     if created:
         shown = created[0] if len(created) == 1 else f"{created[0]} .. {created[-1]}"
