@@ -24,7 +24,7 @@ from gramlogs.client.sse import EventParser
 from gramlogs.core.keys import Scope
 from gramlogs.storage import tenants
 
-__all__ = ["Burst", "Outcome", "keys_of_a_new_tenant", "run"]
+__all__ = ["Burst", "Outcome", "keys_of_a_new_tenant", "post_retrying", "run"]
 
 _LEVELS = ("debug", "info", "info", "info", "warn", "error")
 
@@ -61,6 +61,20 @@ class _Line(msgspec.Struct):
 
 _decode = msgspec.json.Decoder(_Line).decode
 _encode = msgspec.json.Encoder().encode
+
+
+async def post_retrying(
+    client: httpx.AsyncClient, url: str, *, attempts: int = 5, **kwargs: object
+) -> httpx.Response:
+    """POST as a well-behaved client does: again after a 503 (a busy server's statement time
+    limit or pool wait; the batch was not stored, or is a duplicate the second time), after
+    its Retry-After or a fifth of a second."""
+    for _ in range(attempts - 1):
+        r = await client.post(url, **kwargs)  # type: ignore[arg-type]
+        if r.status_code != 503:
+            return r
+        await asyncio.sleep(float(r.headers.get("retry-after", "0.2")))
+    return await client.post(url, **kwargs)  # type: ignore[arg-type]
 
 
 async def keys_of_a_new_tenant(database_url: str, slug: str) -> tuple[str, str]:
@@ -150,7 +164,7 @@ async def _write(
             "Gram-Project": burst.project,
             "Content-Type": "application/x-ndjson",
         }
-        r = await client.post("/rpc/logs.ingest", content=body, headers=headers)
+        r = await post_retrying(client, "/rpc/logs.ingest", content=body, headers=headers)
         if r.status_code != 200:
             outcome.errors.append(f"ingest answered {r.status_code}: {r.text[:200]}")
             return
@@ -168,20 +182,27 @@ async def _reconnecting(
         opened = time.monotonic()
         parser = EventParser(last_id)
         extra = {"Last-Event-ID": last_id} if last_id else {}
-        got = 0
         async with client.stream("GET", "/rpc/logs.tail", headers={**headers, **extra}) as r:
             if r.status_code != 200:
                 outcome.errors.append(f"tail answered {r.status_code}: {(await r.aread())[:200]!r}")
                 return
-            async for chunk in r.aiter_raw():
-                for event in parser.feed(chunk):
-                    if event.type == "message":
-                        outcome.reconnecting.append(_decode(event.data).raw_log)
-                        got += 1
-                if got >= burst.hang_up_after:
-                    break
-        last_id = parser.last_event_id
+            last_id = await _read_some(r, parser, burst.hang_up_after, outcome.reconnecting)
         outcome.connections.append(time.monotonic() - opened)
+
+
+async def _read_some(r: httpx.Response, parser: EventParser, lines: int, into: list[str]) -> str:
+    """Read ``lines`` lines (however the server cut them into chunks) and hang up; the id of the
+    last one read, to resume after."""
+    last_id = parser.last_event_id
+    async for chunk in r.aiter_raw():
+        for event in parser.feed(chunk):
+            if event.type != "message":
+                continue
+            into.append(_decode(event.data).raw_log)
+            last_id = event.id
+            if (lines := lines - 1) == 0:
+                return last_id
+    return last_id
 
 
 async def _connected(

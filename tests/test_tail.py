@@ -22,6 +22,7 @@ import pytest
 from gramlogs.storage import journal
 from gramlogs.storage.store import like_pattern
 from gramlogs.web.tail import decode_token, encode_token
+from testkit.tailing import post_retrying
 from tests._support import error
 
 TAIL = "/rpc/logs.tail"
@@ -435,7 +436,8 @@ async def _write(urls: list[str], tenant, writer: int, seed: int, fs, ds) -> Non
             url = urls[writer % len(urls)]
             if writer == 1:  # NDJSON
                 body = "\n".join(json.dumps(x) for x in logs)
-                r = await c.post(
+                r = await post_retrying(
+                    c,
                     url + INGEST,
                     content=body,
                     headers={
@@ -444,8 +446,8 @@ async def _write(urls: list[str], tenant, writer: int, seed: int, fs, ds) -> Non
                     },
                 )
             else:
-                r = await c.post(
-                    url + INGEST, json={"logs": logs}, headers=tenant.headers(producer=True)
+                r = await post_retrying(
+                    c, url + INGEST, json={"logs": logs}, headers=tenant.headers(producer=True)
                 )
             assert r.status_code == 200, r.text
             await asyncio.sleep(rng.random() / 50)
