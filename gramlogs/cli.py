@@ -315,7 +315,7 @@ def cmd_functions_set(args: argparse.Namespace) -> None:
             project = await tenants.resolve_project(conn, org, args.project)
             slug = args.project
         else:
-            found = await functions.find_function(conn, org, function_id)
+            found = await functions.function_projects(conn, org, function_id)
             if not found:
                 raise CommandError(
                     f"no project of the organization has function {function_id};"

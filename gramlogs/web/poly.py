@@ -176,18 +176,11 @@ async def _serve(request: Request, *, system: bool) -> Response:
         query = parse_poly_query(params)
     async with app_state(request).db.connection() as conn:
         holder = await identify(conn, key)
-        found = await functions.find_function(
+        function = await functions.find_function(
             conn, holder.organization_id, function_id, project_id=holder.bound_project_id
         )
-        if not found:
+        if function is None:
             raise NotFound(f"no server function {str(function_id)!r}")
-        if len(found) > 1:
-            slugs = ", ".join(repr(f.project_slug) for f in found)
-            raise BadRequest(
-                f"function {str(function_id)!r} is in several projects this key may read"
-                f" ({slugs}); use a key bound to one of them"
-            )
-        function = found[0]
         if query is None:
             holder.require(Scope.PRODUCER)
             deleted = await functions.delete_logs(
