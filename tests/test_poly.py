@@ -365,8 +365,8 @@ async def test_a_function_in_two_projects_is_the_first_registrations_for_an_org_
     tenant, f = fn
     async with pool.acquire() as conn:
         second = await tenants.create_project(conn, tenant.organization_id, "second")
-        bound_writer = await tenants.create_key(
-            conn, tenant.organization_id, Scope.PRODUCER, project_id=second
+        ingest = await tenants.create_key(
+            conn, tenant.organization_id, Scope.INGEST, project_id=second
         )
         bound = await tenants.create_key(
             conn, tenant.organization_id, Scope.CONSUMER, project_id=second
@@ -374,9 +374,7 @@ async def test_a_function_in_two_projects_is_the_first_registrations_for_an_org_
     line = {"raw_log": "x", "message": "in second", "function_id": str(f)}
     line["deployment_id"] = str(uuid.UUID(int=1))
     r = await client.post(
-        "/rpc/logs.ingest",
-        json=[line],
-        headers={"Gram-Key": bound_writer.key, "Gram-Project": "second"},
+        "/rpc/logs.ingest", json=[line], headers={"Gram-Key": ingest.key, "Gram-Project": "second"}
     )
     assert r.status_code == 200, r.text
     for key in (tenant.consumer_key, tenant.producer_key):
@@ -527,14 +525,20 @@ async def test_delete_leaves_other_functions_and_projects_alone(client, make_ten
     assert await values(client, b, f) == ["b-f"]
 
 
-async def test_delete_needs_the_producer_scope(client, fn):
+async def test_delete_needs_the_delete_permission(client, fn, pool):
     tenant, f = fn
-    for system in (False, True):
-        r = await client.delete(url(f, system), headers=auth(tenant.consumer_key))
-        assert (r.status_code, error(r)) == (
-            403,
-            bad("forbidden", "this key has scope 'consumer'; 'producer' is required"),
-        )
+    async with pool.acquire() as conn:
+        ingest = await tenants.create_key(conn, tenant.organization_id, Scope.INGEST)
+    for key, scope in ((tenant.consumer_key, "consumer"), (ingest.key, "ingest")):
+        for system in (False, True):
+            r = await client.delete(url(f, system), headers=auth(key))
+            assert (r.status_code, error(r)) == (
+                403,
+                bad(
+                    "forbidden",
+                    f"this key has scope '{scope}', which lacks the 'delete' permission",
+                ),
+            )
     assert await values(client, tenant, f, system=True) == [log["value"] for log in SYSTEM]
 
 
