@@ -20,6 +20,7 @@ import pytest
 
 from gramlogs.core.config import SETTINGS
 from gramlogs.storage import schema
+from gramlogs.storage.demo import DEMO_FUNCTION
 from testkit.ports import free_port
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -270,6 +271,18 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                     tailed = _data(tail, 6)
                 # The 5 newest lines first, then the line just sent.
                 assert json.loads(tailed[-1])["raw_log"] == "hello from curl"
+                # The shipping key only writes; the admin key may also delete.
+                r = httpx.get(list_curl[2], headers=headers)
+                assert (r.status_code, r.json()["message"]) == (
+                    403,
+                    "this key has scope 'ingest', which lacks the 'read' permission",
+                )
+                (admin,) = [x.split(": ", 1)[1] for x in lines if x.startswith("  admin key: ")]
+                r = httpx.delete(
+                    f"http://127.0.0.1:{port}/functions/server/{DEMO_FUNCTION}/logs",
+                    headers={"Authorization": f"Bearer {admin.strip()}"},
+                )
+                assert (r.status_code, r.json()) == (200, {"deleted": 1})
                 # The viewer's link: the page, with the consumer key where only the browser
                 # reads it (the fragment, never sent).
                 (link,) = [x.strip() for x in lines if "/#key=" in x]
