@@ -258,7 +258,7 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                 r = httpx.get(list_curl[2], headers=headers)
                 assert r.status_code == 200
                 assert len(r.json()["logs"]) == 5
-                # The third line tails; the second sends one log with the producer key, as
+                # The third line tails; the second sends one log with the ingest key, as
                 # pasted, and the tail shows it.
                 assert tail_curl[:2] == ["curl", "-sN"]
                 tail_headers = dict(h.split(": ", 1) for h in tail_curl[4::2])
