@@ -124,6 +124,28 @@ def test_admin_commands_seed_and_serve(env: dict[str, str]) -> None:
         assert server.wait(timeout=30) == 0
 
 
+def test_keys_create_makes_keys_of_every_scope_bound_or_org_wide(env: dict[str, str]) -> None:
+    org = ok_json("orgs", "create", "acme-scopes", env=env)
+    project = ok_json("projects", "create", "shop", "--org", "acme-scopes", env=env)
+    made = {}
+    for scope in ("consumer", "ingest", "admin", "producer"):
+        for bound in (False, True):
+            where = ("--project", "shop") if bound else ()
+            args = ("keys", "create", "--org", "acme-scopes", "--scope", scope, *where)
+            key = ok_json(*args, "--name", f"{scope} {bound}", env=env)
+            assert (key["scope"], key["project_id"], key["organization_id"]) == (
+                scope,
+                project["id"] if bound else None,
+                org["id"],
+            )
+            made[key["id"]] = (scope, "shop" if bound else None)
+    listed = ok_json("keys", "list", "--org", "acme-scopes", env=env)
+    assert {k["id"]: (k["scope"], k["project_slug"]) for k in listed} == made
+    done = gramlogs("keys", "create", "--org", "acme-scopes", "--scope", "reader", env=env)
+    assert done.returncode == 2
+    assert "invalid choice: 'reader'" in done.stderr
+
+
 def test_seed_is_deterministic(env: dict[str, str], database_url: str) -> None:
     ok_json("orgs", "create", "acme-seed", env=env)
     for slug in ("one", "two"):
