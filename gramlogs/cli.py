@@ -315,7 +315,7 @@ def cmd_functions_set(args: argparse.Namespace) -> None:
             project = await tenants.resolve_project(conn, org, args.project)
             slug = args.project
         else:
-            found = await functions.find_function(conn, org, function_id)
+            found = await functions.function_projects(conn, org, function_id)
             if not found:
                 raise CommandError(
                     f"no project of the organization has function {function_id};"
@@ -503,7 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("create", parents=[common], help="create a key (shown once)")
     p.add_argument("--org", required=True, help="organization name or id")
     p.add_argument("--project", help="bind the key to this project slug")
-    p.add_argument("--scope", choices=[s.value for s in Scope], default=Scope.CONSUMER.value)
+    p.add_argument(
+        "--scope",
+        choices=[s.value for s in Scope],
+        default=Scope.CONSUMER.value,
+        help="consumer: read; ingest: write only; admin: read, write and delete;"
+        " producer: as admin (the scope of writing keys before ingest and admin existed)",
+    )
     p.add_argument("--name", default="", help="a label for `keys list`")
     p.set_defaults(func=cmd_keys_create)
     p = keys.add_parser("list", parents=[common], help="list keys (never their secrets)")

@@ -20,6 +20,7 @@ import pytest
 
 from gramlogs.core.config import SETTINGS
 from gramlogs.storage import schema
+from gramlogs.storage.demo import DEMO_FUNCTION
 from testkit.ports import free_port
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -121,6 +122,28 @@ def test_admin_commands_seed_and_serve(env: dict[str, str]) -> None:
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0
+
+
+def test_keys_create_makes_keys_of_every_scope_bound_or_org_wide(env: dict[str, str]) -> None:
+    org = ok_json("orgs", "create", "acme-scopes", env=env)
+    project = ok_json("projects", "create", "shop", "--org", "acme-scopes", env=env)
+    made = {}
+    for scope in ("consumer", "ingest", "admin", "producer"):
+        for bound in (False, True):
+            where = ("--project", "shop") if bound else ()
+            args = ("keys", "create", "--org", "acme-scopes", "--scope", scope, *where)
+            key = ok_json(*args, "--name", f"{scope} {bound}", env=env)
+            assert (key["scope"], key["project_id"], key["organization_id"]) == (
+                scope,
+                project["id"] if bound else None,
+                org["id"],
+            )
+            made[key["id"]] = (scope, "shop" if bound else None)
+    listed = ok_json("keys", "list", "--org", "acme-scopes", env=env)
+    assert {k["id"]: (k["scope"], k["project_slug"]) for k in listed} == made
+    done = gramlogs("keys", "create", "--org", "acme-scopes", "--scope", "reader", env=env)
+    assert done.returncode == 2
+    assert "invalid choice: 'reader'" in done.stderr
 
 
 def test_seed_is_deterministic(env: dict[str, str], database_url: str) -> None:
@@ -257,7 +280,7 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                 r = httpx.get(list_curl[2], headers=headers)
                 assert r.status_code == 200
                 assert len(r.json()["logs"]) == 5
-                # The third line tails; the second sends one log with the producer key, as
+                # The third line tails; the second sends one log with the ingest key, as
                 # pasted, and the tail shows it.
                 assert tail_curl[:2] == ["curl", "-sN"]
                 tail_headers = dict(h.split(": ", 1) for h in tail_curl[4::2])
@@ -270,6 +293,18 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
                     tailed = _data(tail, 6)
                 # The 5 newest lines first, then the line just sent.
                 assert json.loads(tailed[-1])["raw_log"] == "hello from curl"
+                # The shipping key only writes; the admin key may also delete.
+                r = httpx.get(list_curl[2], headers=headers)
+                assert (r.status_code, r.json()["message"]) == (
+                    403,
+                    "this key has scope 'ingest', which lacks the 'read' permission",
+                )
+                (admin,) = [x.split(": ", 1)[1] for x in lines if x.startswith("  admin key: ")]
+                r = httpx.delete(
+                    f"http://127.0.0.1:{port}/functions/server/{DEMO_FUNCTION}/logs",
+                    headers={"Authorization": f"Bearer {admin.strip()}"},
+                )
+                assert (r.status_code, r.json()) == (200, {"deleted": 1})
                 # The viewer's link: the page, with the consumer key where only the browser
                 # reads it (the fragment, never sent).
                 (link,) = [x.strip() for x in lines if "/#key=" in x]

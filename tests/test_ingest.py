@@ -698,7 +698,7 @@ async def test_ingest_needs_a_producer_key(client, make_tenant, fd):
             tenant.headers(),
             403,
             "forbidden",
-            "this key has scope 'consumer'; 'producer' is required",
+            "this key has scope 'consumer', which lacks the 'write' permission",
         ),
         (
             {"Gram-Key": other.producer_key, "Gram-Project": "nope"},

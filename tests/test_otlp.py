@@ -535,12 +535,14 @@ async def test_a_string_where_a_message_belongs_is_400_not_an_empty_message(clie
     )
 
 
-async def test_export_needs_a_producer_key_and_an_otlp_content_type(client, tenant):
+async def test_export_needs_a_key_that_may_write_and_an_otlp_content_type(client, tenant):
     body = ExportLogsServiceRequest().SerializeToString()
     r = await client.post(URL, content=body, headers={**tenant.headers(), **PROTOBUF})
     assert (r.status_code, error(r)) == (
         403,
-        bad_request("this key has scope 'consumer'; 'producer' is required", "forbidden"),
+        bad_request(
+            "this key has scope 'consumer', which lacks the 'write' permission", "forbidden"
+        ),
     )
     r = await client.post(URL, content=body, headers=PROTOBUF)
     assert (r.status_code, error(r)) == (

@@ -31,7 +31,7 @@ import pytest
 
 from gramlogs.core import ids
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import Permission, Scope
 from gramlogs.storage import (
     access,
     blocks,
@@ -216,7 +216,7 @@ async def _run_all(s: Scene, *, first: bool) -> None:
     """Every statement the server runs, once, with the work each may do (see the module doc)."""
     conn, plans = s.conn, s.plans
     with plans.expect("authenticate", 1):
-        principal = await access.authenticate(conn, s.key, Scope.PRODUCER, project_slug="p")
+        principal = await access.authenticate(conn, s.key, Permission.WRITE, project_slug="p")
         holder = await access.identify(conn, s.key)
     assert principal.project_id == holder.bound_project_id == s.project
 

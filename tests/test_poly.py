@@ -356,21 +356,35 @@ async def test_a_key_bound_to_another_project_sees_404(client, fn, pool):
     assert (r.status_code, r.json()["logs"]) == (200, EXECUTION)
 
 
-async def test_function_in_two_projects_needs_a_bound_key(client, fn, pool):
+async def test_a_function_in_two_projects_is_the_first_registrations_for_an_org_wide_key(
+    client, fn, pool
+):
+    """A key bound to another project ships a line of the function there: the organization's
+    other keys still find it where it was first registered; a key bound to the second project
+    finds it there."""
     tenant, f = fn
     async with pool.acquire() as conn:
         second = await tenants.create_project(conn, tenant.organization_id, "second")
+        ingest = await tenants.create_key(
+            conn, tenant.organization_id, Scope.INGEST, project_id=second
+        )
         bound = await tenants.create_key(
             conn, tenant.organization_id, Scope.CONSUMER, project_id=second
         )
-    await store(pool, second, [Line(f, T0, message="in second")])
-    r = await client.get(url(f), headers=auth(tenant.consumer_key))
-    assert r.status_code == 400
-    assert error(r) == bad(
-        "bad_request",
-        f"function '{f}' is in several projects this key may read ('proj', 'second');"
-        " use a key bound to one of them",
+    line = {"raw_log": "x", "message": "in second", "function_id": str(f)}
+    line["deployment_id"] = str(uuid.UUID(int=1))
+    r = await client.post(
+        "/rpc/logs.ingest", json=[line], headers={"Gram-Key": ingest.key, "Gram-Project": "second"}
     )
+    assert r.status_code == 200, r.text
+    for key in (tenant.consumer_key, tenant.producer_key):
+        r = await client.get(url(f), headers=auth(key))
+        assert (r.status_code, r.json()) == (200, {"logsEnabled": True, "logs": EXECUTION})
+    r = await client.get(url(f), headers=auth(bound.key))
+    assert [log["value"] for log in r.json()["logs"]] == ["in second"]
+    # The org-wide DELETE removes the first project's lines, not the second's.
+    r = await client.delete(url(f), headers=auth(tenant.producer_key))
+    assert (r.status_code, r.json()) == (200, {"deleted": len(EXECUTION)})
     r = await client.get(url(f), headers=auth(bound.key))
     assert [log["value"] for log in r.json()["logs"]] == ["in second"]
 
@@ -511,14 +525,20 @@ async def test_delete_leaves_other_functions_and_projects_alone(client, make_ten
     assert await values(client, b, f) == ["b-f"]
 
 
-async def test_delete_needs_the_producer_scope(client, fn):
+async def test_delete_needs_the_delete_permission(client, fn, pool):
     tenant, f = fn
-    for system in (False, True):
-        r = await client.delete(url(f, system), headers=auth(tenant.consumer_key))
-        assert (r.status_code, error(r)) == (
-            403,
-            bad("forbidden", "this key has scope 'consumer'; 'producer' is required"),
-        )
+    async with pool.acquire() as conn:
+        ingest = await tenants.create_key(conn, tenant.organization_id, Scope.INGEST)
+    for key, scope in ((tenant.consumer_key, "consumer"), (ingest.key, "ingest")):
+        for system in (False, True):
+            r = await client.delete(url(f, system), headers=auth(key))
+            assert (r.status_code, error(r)) == (
+                403,
+                bad(
+                    "forbidden",
+                    f"this key has scope '{scope}', which lacks the 'delete' permission",
+                ),
+            )
     assert await values(client, tenant, f, system=True) == [log["value"] for log in SYSTEM]
 
 

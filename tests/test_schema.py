@@ -9,7 +9,9 @@ import asyncpg
 import pytest
 
 from gramlogs.core import ids
-from gramlogs.storage import blocks, idempotency, schema, store, tenants, writer
+from gramlogs.core.errors import Forbidden
+from gramlogs.core.keys import Permission, Scope
+from gramlogs.storage import access, blocks, idempotency, schema, store, tenants, writer
 from gramlogs.storage.store import COLUMNS, LogFilter, PageRequest
 
 
@@ -148,6 +150,41 @@ async def test_the_version_before_idempotency_keys_is_upgraded_in_place_with_its
         with pytest.raises(idempotency.Replay) as replay:
             await claim.replay_if_recorded(conn)
         assert replay.value.reply == reply
+        assert await schema.migrate(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_keys_made_before_key_permissions_keep_their_power_after_the_upgrade(
+    empty_database, monkeypatch
+):
+    (step,) = [s for s in schema.steps() if s.name.endswith("_key_permissions.sql")]
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await _at_version(conn, monkeypatch, step.version - 1)
+        org = await tenants.create_organization(conn, "o")
+        await tenants.create_project(conn, org, "p")
+        producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
+        # The previous schema knows no ingest key.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await tenants.create_key(conn, org, Scope.INGEST)
+
+        applied = await schema.migrate(conn)
+
+        assert applied[0] == step
+        for permission in Permission:
+            principal = await access.authenticate(conn, producer.key, permission, project_slug="p")
+            assert principal.scope is Scope.PRODUCER
+            (await access.identify(conn, producer.key)).require(permission)
+        await access.authenticate(conn, consumer.key, Permission.READ, project_slug="p")
+        with pytest.raises(Forbidden):
+            await access.authenticate(conn, consumer.key, Permission.WRITE, project_slug="p")
+        for scope in (Scope.INGEST, Scope.ADMIN):
+            made = await tenants.create_key(conn, org, scope)
+            assert (await access.identify(conn, made.key)).scope is scope
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE api_keys SET scope = 'reader' WHERE id = $1", consumer.id)
         assert await schema.migrate(conn) == []
     finally:
         await conn.close()

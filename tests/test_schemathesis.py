@@ -2,7 +2,8 @@
 
 Every phase that applies (the schema's examples, coverage of boundaries and missing or invalid
 parameters, fuzzing), valid and invalid inputs (``mode = "all"``), once per kind of credentials:
-a consumer key, a producer key, a key of another organization, an unknown key and no key. The
+a consumer key, a producer key, an ingest (write-only) key, a key of another organization, an
+unknown key and no key. The
 checks: no 5xx, and every response conforms to the document (status code, content type,
 headers, body); invalid input is refused with a 4xx; undocumented methods get a 405 with
 ``Allow``; a request without credentials is refused. A fixed seed makes the run replayable.
@@ -41,7 +42,9 @@ from schemathesis.engine import Status, events, from_schema
 from schemathesis.python.asgi import shutdown_lifespans
 
 from gramlogs.core.config import Config
+from gramlogs.core.keys import Scope
 from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.storage.tenants import create_key
 from gramlogs.web.app import create_app
 from gramlogs.web.ingest import NDJSON_TYPES
 
@@ -242,7 +245,7 @@ def _collect(stream: Iterable[events.EngineEvent], outcome: Outcome) -> None:
 @pytest.fixture(scope="module")
 async def tenants(make_tenant, pool):
     """A project with rows, so that 200s carry logs; its functions (to read and to delete);
-    and another organization's tenant."""
+    another organization's tenant; and an ingest key of the project."""
     tenant = await make_tenant("schemathesis")
     async with pool.acquire() as conn:
         await seed_logs(
@@ -251,8 +254,11 @@ async def tenants(make_tenant, pool):
         seeded = await conn.fetch(
             "SELECT id FROM functions WHERE project_id = $1 ORDER BY id", tenant.project_id
         )
+        ingest = await create_key(
+            conn, tenant.organization_id, Scope.INGEST, project_id=tenant.project_id
+        )
     functions = Functions(read=str(seeded[0]["id"]), delete=str(seeded[1]["id"]))
-    return tenant, functions, await make_tenant("elsewhere")
+    return tenant, functions, await make_tenant("elsewhere"), ingest.key
 
 
 @pytest.mark.parametrize(
@@ -260,6 +266,8 @@ async def tenants(make_tenant, pool):
     [
         ("consumer", 200),
         ("producer", 200),
+        # Reads and deletes are 403s (the scope lacks their permissions); writes are stored.
+        ("ingest", 403),
         ("other_organization", 403),
         ("unknown", 401),
         ("missing", 401),
@@ -268,10 +276,11 @@ async def tenants(make_tenant, pool):
 def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     credentials, expected, tenants, database_url
 ):
-    tenant, functions, other = tenants
+    tenant, functions, other, ingest = tenants
     key = {
         "consumer": tenant.consumer_key,
         "producer": tenant.producer_key,
+        "ingest": ingest,
         "other_organization": other.consumer_key,
         "unknown": UNKNOWN_KEY,
         "missing": None,
@@ -291,6 +300,9 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     if expected == 200:
         assert outcome.logs_returned > 0, outcome.summary()
         assert outcome.poly_logs_returned > 0, outcome.summary()
+    if credentials == "ingest":
+        assert outcome.statuses[(INGEST, 200)] > 0, outcome.summary()
+        assert outcome.deleted == 0, outcome.summary()
     if credentials == "producer":
         assert outcome.statuses[(INGEST, 200)] > 0, outcome.summary()
         # Only a producer key may delete (the consumer run, before it, gets 403s).

@@ -15,18 +15,62 @@ from dataclasses import dataclass
 
 from gramlogs.core.errors import Forbidden
 
-__all__ = ["KEY_PREFIX", "KeyHolder", "Principal", "Scope", "bearer", "hash_key", "new_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "KeyHolder",
+    "Permission",
+    "Principal",
+    "Scope",
+    "bearer",
+    "hash_key",
+    "new_key",
+]
 
 KEY_PREFIX = "glk_"
 
 
+class Permission(enum.StrEnum):
+    """What a route does to a project's logs; each route asks for exactly one."""
+
+    READ = "read"  # list, export, tail, histogram, Poly GET
+    WRITE = "write"  # ingest, OTLP
+    DELETE = "delete"  # Poly DELETE
+
+
 class Scope(enum.StrEnum):
+    """A key's scope: a named set of permissions (docs/operations.md, "Security model")."""
+
     CONSUMER = "consumer"
+    # Write only, like Stripe's restricted keys or Sentry's DSNs: the credential that ships logs
+    # sits in every function and collector, so its leak must not expose or destroy the logs.
+    INGEST = "ingest"
+    ADMIN = "admin"
+    # The scope every writing key had before ingest and admin existed; such keys keep the power
+    # they were made with, so it equals admin.
     PRODUCER = "producer"
 
-    def allows(self, needed: Scope) -> bool:
-        """A producer may do all a consumer can."""
-        return self is Scope.PRODUCER or needed is Scope.CONSUMER
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        return _PERMISSIONS[self]
+
+    def allows(self, needed: Permission) -> bool:
+        return needed in _PERMISSIONS[self]
+
+    def require(self, needed: Permission) -> None:
+        """403 unless the scope grants ``needed``."""
+        if needed not in _PERMISSIONS[self]:
+            raise Forbidden(
+                f"this key has scope {self.value!r}, which lacks the {needed.value!r} permission"
+            )
+
+
+_ALL = frozenset(Permission)
+_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
+    Scope.CONSUMER: frozenset({Permission.READ}),
+    Scope.INGEST: frozenset({Permission.WRITE}),
+    Scope.ADMIN: _ALL,
+    Scope.PRODUCER: _ALL,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +107,5 @@ class KeyHolder:
     organization_id: uuid.UUID
     bound_project_id: uuid.UUID | None  # the one project the key may use; None: any in the org
 
-    def require(self, needed: Scope) -> None:
-        if not self.scope.allows(needed):
-            raise Forbidden(
-                f"this key has scope {self.scope.value!r}; {needed.value!r} is required"
-            )
+    def require(self, needed: Permission) -> None:
+        self.scope.require(needed)

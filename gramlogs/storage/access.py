@@ -11,7 +11,7 @@ import uuid
 import asyncpg
 
 from gramlogs.core.errors import Forbidden, Unauthorized
-from gramlogs.core.keys import KeyHolder, Principal, Scope, hash_key
+from gramlogs.core.keys import KeyHolder, Permission, Principal, Scope, hash_key
 
 __all__ = ["authenticate", "identify"]
 
@@ -33,15 +33,16 @@ WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 async def authenticate(
     conn: asyncpg.Connection,
     key: str | None,
-    needed: Scope,
+    needed: Permission,
     *,
     project_slug: str | None = None,
     project_id: uuid.UUID | None = None,
 ) -> Principal:
-    """Check ``key`` may act with scope ``needed`` on the project named by slug or id.
+    """Check ``key`` may do what ``needed`` permits on the project named by slug or id.
 
     401 when the key is missing, unknown or revoked; 403 when the project is outside the key's
-    organization or binding (whether or not it exists elsewhere), or the scope is too small.
+    organization or binding (whether or not it exists elsewhere), or the key's scope lacks the
+    permission.
     """
     if key is None:
         raise Unauthorized("missing API key")
@@ -59,8 +60,7 @@ async def authenticate(
     if found is None or (row["bound_project"] is not None and row["bound_project"] != found):
         raise Forbidden(f"this key may not access project {target!r}")
     scope = Scope(row["scope"])
-    if not scope.allows(needed):
-        raise Forbidden(f"this key has scope {scope.value!r}; {needed.value!r} is required")
+    scope.require(needed)
     return Principal(key_id=row["id"], scope=scope, project_id=found)
 
 

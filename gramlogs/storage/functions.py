@@ -18,6 +18,7 @@ __all__ = [
     "delete_logs",
     "disabled_among",
     "find_function",
+    "function_projects",
     "register_functions",
     "set_logs_enabled",
 ]
@@ -83,24 +84,47 @@ async def set_logs_enabled(
     )
 
 
-async def find_function(
+_FUNCTION_PROJECTS = (
+    "SELECT f.project_id, p.slug, f.id, f.logs_enabled"
+    " FROM functions f JOIN projects p ON p.id = f.project_id"
+    " WHERE f.id = $1 AND p.organization_id = $2 AND ($3::uuid IS NULL OR f.project_id = $3)"
+    # First registered first; the project id breaks a tie (two registrations in one instant).
+    " ORDER BY f.created_at, f.project_id"
+)
+
+
+async def function_projects(
     conn: asyncpg.Connection,
     organization_id: uuid.UUID,
     function_id: uuid.UUID,
     *,
     project_id: uuid.UUID | None = None,
 ) -> list[FunctionRef]:
-    """The organization's projects (only ``project_id``, when given) that know the function."""
-    rows = await conn.fetch(
-        "SELECT f.project_id, p.slug, f.id, f.logs_enabled"
-        " FROM functions f JOIN projects p ON p.id = f.project_id"
-        " WHERE f.id = $1 AND p.organization_id = $2 AND ($3::uuid IS NULL OR f.project_id = $3)"
-        " ORDER BY p.slug",
-        function_id,
-        organization_id,
-        project_id,
-    )
+    """The organization's projects (only ``project_id``, when given) that know the function,
+    in the order they registered it."""
+    rows = await conn.fetch(_FUNCTION_PROJECTS, function_id, organization_id, project_id)
     return [FunctionRef(*row) for row in rows]
+
+
+async def find_function(
+    conn: asyncpg.Connection,
+    organization_id: uuid.UUID,
+    function_id: uuid.UUID,
+    *,
+    project_id: uuid.UUID | None = None,
+) -> FunctionRef | None:
+    """The function a Poly route names: in ``project_id`` (a bound key's project) when given,
+    else in the project of the organization that registered it first.
+
+    Function ids are chosen by whoever writes the lines, so any key that may write to one
+    project can register any id there. Were every project that knows the id a candidate, one
+    such line would make the function ambiguous for the organization's other keys; the first
+    registration keeps it, and a later one elsewhere can neither take it over nor hide it.
+    """
+    rows = await conn.fetch(
+        _FUNCTION_PROJECTS + " LIMIT 1", function_id, organization_id, project_id
+    )
+    return FunctionRef(*rows[0]) if rows else None
 
 
 async def delete_logs(

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gramlogs.core.errors import GramlogsError
-from gramlogs.core.keys import Scope as KeyScope
+from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.database import Database
 from gramlogs.storage.store import PageRequest, Row, fetch_page
@@ -59,7 +59,7 @@ async def export_logs(request: Request) -> ExportStream:
     db = state.db
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
     async with db.connection() as conn:
-        principal = await authenticate(conn, key, KeyScope.CONSUMER, project_slug=slug)
+        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
     req = dataclasses.replace(query.page_request(principal.project_id), per_page=PAGE_ROWS)
     if not req.forward:
         req = await _before_cursor(db, req, limit)

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.store import LogFilter, Page, PageRequest, Row, fetch_page
 from gramlogs.web.params import (
@@ -270,7 +270,7 @@ async def list_tool_execution_logs(request: Request) -> Response:
     db = app_state(request).db
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
     async with db.connection() as conn:
-        principal = await authenticate(conn, key, Scope.CONSUMER, project_slug=slug)
+        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
         async with db.read_connection(conn) as reader:
             page = await fetch_page(reader, query.page_request(principal.project_id))
     return Response(_encoder.encode(render(page, query)), media_type="application/json")

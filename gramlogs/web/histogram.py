@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest, InvalidRange
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import Permission
 from gramlogs.storage import histogram
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.store import LogFilter
@@ -207,7 +207,7 @@ async def histogram_logs(request: Request) -> Response:
     db = app_state(request).db
     # As listToolExecutionLogs: the key on the primary, the counts on a replica when there is one.
     async with db.connection() as conn:
-        principal = await authenticate(conn, key, Scope.CONSUMER, project_slug=slug)
+        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
         async with db.read_connection(conn) as reader:
             counts = await histogram.count_ranges(
                 reader, query.log_filter(principal.project_id), query.edges()

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
 from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge, shorten
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
     FUNCTION_COLUMN,
@@ -412,7 +412,7 @@ async def ingest_logs(request: Request) -> Response:
     body = await read_body(request, state.config.max_body_bytes)
     try:
         async with state.db.connection() as conn:
-            principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
+            principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
             rows = decode_batch(body, kind, principal.project_id)
             # After the body's checks, which give a resend the same answer, so that a bad body
             # is told what is wrong with it; before the project's state, which may have changed.

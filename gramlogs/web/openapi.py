@@ -161,7 +161,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
         "request is not valid HTTP/1.1 (then the connection is closed)",
     ),
     401: ("Unauthorized", "the key is missing, unknown or revoked, or Gram-Project is missing"),
-    403: ("Forbidden", "the key may not read this project, or its scope is too small"),
+    403: (
+        "Forbidden",
+        "the key may not access this project, or its scope lacks the permission the route needs"
+        " (read, write or delete)",
+    ),
     404: ("NotFound", "no route has this path"),
     405: ("MethodNotAllowed", "the route has no such method; Allow lists those it has"),
     409: ("Conflict", "the batch holds lines of a function whose logs are disabled"),
@@ -625,7 +629,8 @@ def _histogram() -> Json:
 
 # -- Ingestion (extension) ------------------------------------------------------------------
 # POST /rpc/logs.ingest (ingest.py, batch.py, body.py) and POST /v1/logs (otlp.py). Both need
-# a producer key (a consumer key is a 403) and take the same bodies' encodings and size limit.
+# a key that may write (scope ingest, admin or producer; a consumer key is a 403) and take the
+# same bodies' encodings and size limit.
 
 
 # body.read_body: gzip (x-gzip) or deflate (zlib), else a 415; a body that does not inflate
@@ -660,8 +665,9 @@ def _ingest() -> Json:
             "tags": ["ingest"],
             "summary": "ingest logs",
             "description": "Store a batch of log entries whole, or nothing: one bad entry "
-            "rejects the batch (the 400 names the first 20 by index and field). A producer "
-            "key. Order of checks: headers (401), Idempotency-Key (400), content type and "
+            "rejects the batch (the 400 names the first 20 by index and field). A key that "
+            "may write (scope ingest, admin or producer). Order of checks: headers (401), "
+            "Idempotency-Key (400), content type and "
             "encoding (415), body size (413), key (401/403), body (400), a recorded "
             "Idempotency-Key (its reply again, or 422), functions whose logs are disabled (409)."
             + _CONTENT_ENCODING,
@@ -869,9 +875,9 @@ def _otlp() -> Json:
             "summary": "export logs (OTLP/HTTP)",
             "description": "OTLP/HTTP logs: an ExportLogsServiceRequest in protobuf or JSON. "
             "Records that cannot be stored are counted in partialSuccess and the others "
-            "stored (200); when no record is valid, or the body does not decode, a 400. A "
-            "producer key, in Gram-Key or Authorization: Bearer, with Gram-Project."
-            + _CONTENT_ENCODING,
+            "stored (200); when no record is valid, or the body does not decode, a 400. A key "
+            "that may write (scope ingest, admin or producer), in Gram-Key or Authorization: "
+            "Bearer, with Gram-Project." + _CONTENT_ENCODING,
             "operationId": "exportLogs",
             "parameters": [
                 _header(
@@ -945,7 +951,8 @@ def _poly(system: bool) -> Json:
         "get": {
             "tags": ["poly"],
             "summary": f"get {which} logs",
-            "description": f"PolyAPI: {lines}, newest first. Either key scope. Empty values are "
+            "description": f"PolyAPI: {lines}, newest first. A key that may read (scope consumer, "
+            "admin or producer; 403 otherwise, before the function is looked up). Empty values are "
             "ignored; a repeated parameter takes its first value.",
             "operationId": f"get{name}",
             "parameters": [
@@ -987,6 +994,7 @@ def _poly(system: bool) -> Json:
                 _ok("The logs.", {"application/json": {"schema": _schema(poly.PolyLogs)}}),
                 400,
                 401,
+                403,
                 404,
                 503,
             ),
@@ -996,8 +1004,9 @@ def _poly(system: bool) -> Json:
         "delete": {
             "tags": ["poly"],
             "summary": f"delete {which} logs",
-            "description": f"PolyAPI: remove {lines}, all or nothing. A producer key (403 "
-            "otherwise). No query parameters: keyword, lastHours, lastDays, limit or "
+            "description": f"PolyAPI: remove {lines}, all or nothing. A key that may delete "
+            "(scope admin or producer; 403 otherwise, before the function is looked up). No "
+            "query parameters: keyword, lastHours, lastDays, limit or "
             "executionId is a 400 rather than ignored.",
             "operationId": f"delete{name}",
             "responses": _responses(

@@ -32,7 +32,7 @@ from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
 from gramlogs.core.errors import BadRequest, shorten
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
     FUNCTION_COLUMN,
@@ -297,7 +297,7 @@ async def export_logs(request: Request) -> Response:
     body = await read_body(request, state.config.max_body_bytes)
     try:
         async with state.db.connection() as conn:
-            principal = await authenticate(conn, key, Scope.PRODUCER, project_slug=slug)
+            principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
             project_id = principal.project_id
             builder = BatchBuilder(project_id)
             mapped = map_request(parse_request(body, kind), builder)

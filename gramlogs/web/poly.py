@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest, NotFound, Unauthorized
-from gramlogs.core.keys import Scope, bearer
+from gramlogs.core.keys import Permission, bearer
 from gramlogs.storage import functions
 from gramlogs.storage.access import identify
 from gramlogs.storage.store import LogFilter, Page, PageRequest, fetch_page
@@ -176,20 +176,15 @@ async def _serve(request: Request, *, system: bool) -> Response:
         query = parse_poly_query(params)
     async with app_state(request).db.connection() as conn:
         holder = await identify(conn, key)
-        found = await functions.find_function(
+        # Before any lookup: a key that may not read or delete learns nothing of which
+        # functions exist.
+        holder.require(Permission.READ if query is not None else Permission.DELETE)
+        function = await functions.find_function(
             conn, holder.organization_id, function_id, project_id=holder.bound_project_id
         )
-        if not found:
+        if function is None:
             raise NotFound(f"no server function {str(function_id)!r}")
-        if len(found) > 1:
-            slugs = ", ".join(repr(f.project_slug) for f in found)
-            raise BadRequest(
-                f"function {str(function_id)!r} is in several projects this key may read"
-                f" ({slugs}); use a key bound to one of them"
-            )
-        function = found[0]
         if query is None:
-            holder.require(Scope.PRODUCER)
             deleted = await functions.delete_logs(
                 conn,
                 function.project_id,
@@ -197,7 +192,6 @@ async def _serve(request: Request, *, system: bool) -> Response:
                 sources=() if system else EXECUTION_SOURCES,
             )
             return Response(_encoder.encode(Deleted(deleted)), media_type="application/json")
-        holder.require(Scope.CONSUMER)
         logs: list[PolyLog] = []
         if function.logs_enabled:
             req = query.page_request(function.project_id, function.id, system=system, now=_now())

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from gramlogs.core import metrics
 from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
-from gramlogs.core.keys import Scope as KeyScope
+from gramlogs.core.keys import Permission
 from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.journal import Position
@@ -120,7 +120,7 @@ async def tail_logs(request: Request) -> EventStream:
     state = app_state(request)
     db = state.db
     async with db.connection() as conn:
-        principal = await authenticate(conn, key, KeyScope.CONSUMER, project_slug=slug)
+        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
         project_id = principal.project_id
         head = await journal.head(conn, project_id)
         backlog: list[bytes] = []
