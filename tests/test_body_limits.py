@@ -23,10 +23,17 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from gramlogs.client.sse import EventParser
+from gramlogs.core.config import Config
 from gramlogs.core.errors import PayloadTooLarge, Unavailable
+from gramlogs.storage.database import Database
+from gramlogs.storage.journal import Position
 from gramlogs.web import ingest, otlp
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.counting import more_values_than
+from gramlogs.web.tail import frame_line
+from gramlogs.web.watchers import TailFilter, catch_up
+from testkit import tailing
 
 INGEST = "/rpc/logs.ingest"
 OTLP = "/v1/logs"
@@ -357,3 +364,92 @@ def test_scanning_counts_the_values_of_the_entries_array(values: list, cap: int,
     # An array of another field at the same place counts too: the count is an upper bound.
     counted = len(values) + (3 if wrapped else 0)
     assert more_values_than(body, path, cap) == (counted > cap)
+
+
+# -- journal batches read in pieces ----------------------------------------------------------------
+
+BIG_BATCH = 5_000
+
+
+def _lines(fd: tuple[uuid.UUID, uuid.UUID], n: int) -> list[dict[str, Any]]:
+    return [{**entry(fd), "raw_log": f"line {i}"} for i in range(n)]
+
+
+async def test_a_catch_up_reads_a_large_batch_a_piece_at_a_time(
+    client, tenant, fd, pool, database_url
+):
+    r = await client.post(INGEST, json=_lines(fd, BIG_BATCH), headers=tenant.headers(producer=True))
+    assert r.status_code == 200, r.text
+    seq = await pool.fetchval(
+        "SELECT max(seq) FROM tail_journal WHERE project_id = $1", tenant.project_id
+    )
+    db = await Database.open(database_url, Config(database_url=database_url, pool_max=2))
+    try:
+        position = Position(seq - 1)
+        got: list[str] = []
+        reads = 0
+        while True:
+            frames, position, ended = await catch_up(
+                db, tenant.project_id, TailFilter(), position, frame_line
+            )
+            reads += 1
+            assert len(frames) <= 2000  # a piece, never the whole batch
+            got += [json.loads(f.data.split(b"data: ", 1)[1])["raw_log"] for f in frames]
+            if ended:
+                break
+    finally:
+        await db.close()
+    assert reads == 3
+    assert sorted(got) == sorted(f"line {i}" for i in range(BIG_BATCH))
+    assert len(got) == len(set(got)) == BIG_BATCH
+
+
+async def _tail_lines(
+    c: httpx.AsyncClient, headers: dict[str, str], wanted: int, post: Any = None
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The lines a tail gets (up to ``wanted``) with their event ids, and how it ended (None:
+    it got them all). ``post``, when given, is awaited once the tail is waiting (a heartbeat)."""
+    parser = EventParser()
+    got: list[tuple[str, str]] = []
+    async with c.stream("GET", "/rpc/logs.tail", headers=headers) as r:
+        assert r.status_code == 200
+        async for chunk in r.aiter_raw():
+            if post is not None and b"keep-alive" in chunk:
+                await post()
+                post = None
+            for event in parser.feed(chunk):
+                if event.type == "end":
+                    return got, json.loads(event.data)["reason"]
+                if event.type == "message":
+                    got.append((json.loads(event.data)["raw_log"], event.id))
+                    if len(got) == wanted:
+                        return got, None
+    return got, "closed"
+
+
+async def test_a_tail_that_keeps_up_gets_a_batch_larger_than_its_buffer(serve, database_url, fd):
+    consumer, producer = await tailing.keys_of_a_new_tenant(database_url, "pieces")
+    env = {
+        "GRAMLOGS_TAIL_BUFFER_LINES": "3000",
+        "GRAMLOGS_TAIL_POLL_MS": "20",
+        "GRAMLOGS_TAIL_HEARTBEAT_S": "0.3",
+    }
+    headers = {"Gram-Key": consumer, "Gram-Project": "pieces"}
+    with serve(**env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+
+            async def post() -> None:
+                writer = {"Gram-Key": producer, "Gram-Project": "pieces"}
+                r = await c.post(INGEST, json=_lines(fd, BIG_BATCH), headers=writer)
+                assert r.status_code == 200, r.text
+
+            # Subscribed before the batch, read as fast as it comes: never cut as slow.
+            got, ended = await _tail_lines(c, headers, BIG_BATCH, post)
+            assert (len(got), ended) == (BIG_BATCH, None)
+            assert len({line for line, _ in got}) == BIG_BATCH
+            # Resumed in the middle of the batch: the rest, in the same order, exactly once.
+            middle = 2_500
+            rest, ended = await _tail_lines(
+                c, {**headers, "Last-Event-ID": got[middle - 1][1]}, BIG_BATCH - middle
+            )
+            assert (rest, ended) == (got[middle:], None)
