@@ -28,6 +28,7 @@ from gramlogs.core.config import Config
 from gramlogs.core.errors import PayloadTooLarge, Unavailable
 from gramlogs.storage.database import Database
 from gramlogs.storage.journal import Position
+from gramlogs.web import body as web_body
 from gramlogs.web import ingest, otlp
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.counting import more_values_than
@@ -259,17 +260,31 @@ async def test_a_large_body_is_decoded_in_the_body_threads(client, tenant, fd, m
         seen.append(threading.current_thread().name)
         return real_request(*args, **kwargs)
 
+    real_inflate = web_body._inflate
+
+    def inflate(*args: Any, **kwargs: Any) -> Any:
+        seen.append("inflate: " + threading.current_thread().name)
+        return real_inflate(*args, **kwargs)
+
     monkeypatch.setattr(ingest, "decode_batch", batch)
     monkeypatch.setattr(otlp, "parse_request", request)
+    monkeypatch.setattr(web_body, "_inflate", inflate)
     headers = {**tenant.headers(producer=True), **JSON}
     r = await client.post(INGEST, json=[entry(fd)] * 1000, headers=headers)
     assert r.status_code == 200, r.text
     r = await client.post(OTLP, content=otlp_json(fd, 1000), headers=headers)
     assert r.status_code == 200, r.text
+    # A few KB of gzip, which might inflate to megabytes: inflated off the loop too.
+    small = gzip.compress(json.dumps([entry(fd)] * 1000).encode(), mtime=0)
+    assert len(small) < 16 * 1024
+    r = await client.post(INGEST, content=small, headers=headers | GZIP)
+    assert r.status_code == 200, r.text
     # A small body is decoded where it is, on the event loop.
     r = await client.post(INGEST, json=[entry(fd)], headers=headers)
     assert r.status_code == 200, r.text
-    assert [name.startswith("gramlogs-body") for name in seen] == [True, True, False]
+    where = [name.rpartition(" ")[2].startswith("gramlogs-body") for name in seen]
+    assert [name.partition(":")[0] for name in seen][2] == "inflate"
+    assert where == [True, True, True, True, False]
 
 
 # -- the key is checked before the body is read ---------------------------------------------------

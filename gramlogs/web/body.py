@@ -57,6 +57,8 @@ SMALL_BODY = 16 * 1024
 # Few: the pool bounds how many large bodies are decoded at once (each holds its memory), and
 # decoding holds the GIL most of the time, so more threads would not decode faster.
 HEAVY_THREADS = 2
+# Deflate's most: a stream of one repeated byte inflates about 1,032 times (zlib's FAQ).
+_MAX_DEFLATE_RATIO = 1032
 _heavy = ThreadPoolExecutor(HEAVY_THREADS, thread_name_prefix="gramlogs-body")
 
 
@@ -162,8 +164,8 @@ async def read_body(request: Request, limit: int, held: Held) -> bytes:
     """The whole body, decompressed; 413 as soon as it exceeds ``limit`` bytes either way, 503
     when the process holds too many body bytes (``held`` counts this request's).
 
-    A compressed body is inflated once it has all arrived, in the body threads when it is
-    larger than SMALL_BODY (a few KiB of gzip can inflate to ``limit``).
+    A compressed body is inflated once it has all arrived, in the body threads unless it is
+    too small to inflate past SMALL_BODY (8 KB of gzip can inflate to 8 MiB).
     """
     encoding = content_encoding(request)
     declared = request.headers.get("content-length", "").strip()
@@ -181,7 +183,9 @@ async def read_body(request: Request, limit: int, held: Held) -> bytes:
     del chunks
     if encoding not in _DECODERS:
         return raw
-    return await off_loop(len(raw), _inflate, raw, encoding, limit, held)
+    # Sized by what it may inflate to, not by what arrived.
+    inflated = min(len(raw) * _MAX_DEFLATE_RATIO, limit)
+    return await off_loop(inflated, _inflate, raw, encoding, limit, held)
 
 
 def _inflate(raw: bytes, encoding: str, limit: int, held: Held) -> bytes:
