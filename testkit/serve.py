@@ -54,6 +54,7 @@ def live_server(
     *,
     module: str = "gramlogs",
     port: int | None = None,
+    root: Path = _ROOT,
     **env: str,
 ) -> Iterator[LiveServer]:
     """``gramlogs serve`` on ``database_url``, ready (``/healthz`` answers) when this yields;
@@ -61,7 +62,9 @@ def live_server(
     holds ``GRAMLOGS_*`` settings over small-pool defaults. ``module`` is what ``python -m``
     runs with the argument ``serve``: another entry point of the same command line, such as
     ``testkit.crash``. ``port``: a port of the caller's (another server on the same port after
-    this one, as a restart is seen by its clients); a free one by default."""
+    this one, as a restart is seen by its clients); a free one by default. ``root``: the
+    checkout whose code runs (another one's, to compare before and after); this one by
+    default."""
     port = free_port() if port is None else port
     environ = {
         **os.environ,
@@ -71,7 +74,7 @@ def live_server(
         "GRAMLOGS_POOL_MIN": "1",
         "GRAMLOGS_POOL_MAX": "4",
         # The checkout, so that a module of testkit/ runs wherever the caller stands.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
         **env,
     }
     # Numbered: servers started one after another on one port keep their own logs.
@@ -79,7 +82,12 @@ def live_server(
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, "serve"], env=environ, stdout=stdout, stderr=stderr
+            # Run from the checkout: ``python -m`` puts the working directory first on the path.
+            [sys.executable, "-m", module, "serve"],
+            env=environ,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=root,
         )
     server = LiveServer(process, port, out, err)
     try:

@@ -193,3 +193,15 @@ async def test_catch_up_benchmark_smoke(server_url):
     assert all(r["lines"] == 2_001 for r in result["catch_up"].values())
     tail = result["burst"]["resuming_tail"]
     assert (tail["duplicates"], tail["missing"]) == (0, 0)
+
+
+@pytest.mark.timeout(300)
+async def test_abusive_bodies_smoke(server_url):
+    result = await _run("benchmarks.abusive_bodies", server_url)
+    runs = result["runs"]["this checkout"]
+    assert runs["otlp-empty"]["statuses"] == {"413": 1}
+    assert runs["ingest-zeros"]["statuses"] == {"413": 1}
+    assert runs["invalid-keys"]["statuses"] == {"401": 3}
+    tail = runs["batch-with-tail"]
+    assert (tail["statuses"], tail["tail_got"], tail["tail_end"]) == ({"200": 1}, 5_000, None)
+    assert all(r["probes"] > 0 and r["rss_mib"]["peak"] > 0 for r in runs.values())

@@ -517,7 +517,7 @@ async def test_batch_of_max_entries_is_stored_and_one_more_is_413(client, tenant
     assert (r.status_code, error(r)) == (
         413,
         bad_request(
-            "a batch holds at most 10000 entries; this one has 10001", name="payload_too_large"
+            "a batch holds at most 10000 entries; this one has more", name="payload_too_large"
         ),
     )
     r = await client.post(

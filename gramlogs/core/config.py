@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gramlogs.core.ids import MAX_RANK
+
 __all__ = [
     "SETTINGS",
     "Config",
@@ -85,6 +87,18 @@ class Config:
     max_body_bytes: int = _setting(
         8 * 1024 * 1024,
         "largest write request body, in bytes, before and after decompression (413 above)",
+        minimum=1,
+    )
+    max_batch_entries: int = _setting(
+        10_000,
+        "most entries (logs.ingest) or log records (OTLP) in one write request, counted while"
+        " the body is parsed; more: 413",
+        minimum=1,
+    )
+    max_body_bytes_in_flight: int = _setting(
+        64 * 1024 * 1024,
+        "most decompressed body bytes this process's write requests may hold at once while they"
+        " are read and decoded; past it a write is refused with 503 and Retry-After: 1",
         minimum=1,
     )
     idempotency_hours: int = _setting(
@@ -172,6 +186,12 @@ class Config:
                 raise ConfigError(
                     f"GRAMLOGS_{name.upper()} must be more than 0, got {getattr(self, name)}"
                 )
+        if self.max_batch_entries > MAX_RANK + 1:
+            # Past it, entries stamped alike would run out of ranks (core/ids.py).
+            raise ConfigError(
+                f"GRAMLOGS_MAX_BATCH_ENTRIES must be at most {MAX_RANK + 1},"
+                f" got {self.max_batch_entries}"
+            )
         if self.pool_min > self.pool_max:
             raise ConfigError("GRAMLOGS_POOL_MIN must not exceed GRAMLOGS_POOL_MAX")
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -46,10 +46,17 @@ _VARIANT = 0b10 << 62
 _RAND_B_MASK = (1 << 62) - 1
 _LOW_64 = (1 << 64) - 1
 # A derived id's low 64 bits (ingestion, when an entry brings no id): the variant, the entry's
-# rank among the batch's entries of the same microsecond, and a hash of its content.
+# rank among the batch's entries of the same microsecond, and a hash of its content. Ranks up to
+# ESCAPE - 1 take 14 bits and leave 48 for the hash; from ESCAPE on, the 14 bits hold ESCAPE and
+# the rank takes the next 24 bits, leaving 24 of the hash: the ids stay distinct (no two entries
+# of a batch share a microsecond and a rank) and in batch order (ESCAPE sorts after every short
+# rank), however many identical lines a batch holds.
 RANK_BITS = 14
 HASH_BITS = 62 - RANK_BITS
-_MAX_RANK = (1 << RANK_BITS) - 1
+ESCAPE = (1 << RANK_BITS) - 1
+LONG_RANK_BITS = 24
+MAX_RANK = ESCAPE + (1 << LONG_RANK_BITS) - 1
+_LONG_HASH_BYTES = (HASH_BITS - LONG_RANK_BITS) // 8
 
 
 class IdError(ValueError):
@@ -85,12 +92,22 @@ def new_id(ts: datetime, rand_b: int | None = None) -> uuid6.UUID:
 
 def derived_id_hex(prefix: int, rank: int, digest: bytes) -> str:
     """The id of an entry that brought none, as 32 hex digits: ``prefix`` (:func:`id_prefix`),
-    then the variant, ``rank`` (capped at 14 bits) and the 48-bit content ``digest``.
+    then the variant, ``rank`` (0 to MAX_RANK) and the 48-bit content ``digest``; a rank of
+    ESCAPE or more keeps 24 bits of the digest (see RANK_BITS).
 
     Hex text, which asyncpg encodes in C (a uuid.UUID costs more than the rest of the row);
     bytes.hex() is three times faster than formatting the ints.
     """
-    low = ((_VARIANT >> 48) | min(rank, _MAX_RANK)).to_bytes(2, "big") + digest
+    if rank < ESCAPE:
+        low = ((_VARIANT >> 48) | rank).to_bytes(2, "big") + digest
+    elif rank <= MAX_RANK:
+        low = (
+            ((_VARIANT >> 48) | ESCAPE).to_bytes(2, "big")
+            + (rank - ESCAPE).to_bytes(LONG_RANK_BITS // 8, "big")
+            + digest[:_LONG_HASH_BYTES]
+        )
+    else:
+        raise IdError(f"rank {rank} is past {MAX_RANK}: too many entries share one microsecond")
     return (prefix.to_bytes(8, "big") + low).hex()
 
 

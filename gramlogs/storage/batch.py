@@ -6,8 +6,10 @@ in ``store.COLUMNS`` order, ready for ``writer.store_batch``.
 Ids: an entry may carry its own id (a UUIDv7 whose first 64 bits the server would derive from
 the entry's timestamp). Otherwise its id is derived, not drawn: the timestamp gives the first 64
 bits, and the 62 others are the entry's rank among the batch's entries of the same microsecond
-(14 bits, so that such ties read back in batch order) and a hash of its content (48 bits). The
-same batch sent again therefore maps to the same ids, and a resend stores nothing twice.
+(so that such ties read back in batch order) and a hash of its content (``ids.derived_id_hex``:
+14 bits of rank and 48 of hash, or past 16,382 ties an escape, 24 bits of rank and 24 of hash,
+so that every identical line of a batch is stored). The same batch sent again therefore maps to
+the same ids, and a resend stores nothing twice.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from gramlogs.storage.store import COLUMN_LIST, COLUMNS, PageRequest, fetch_page
 __all__ = [
     "DONE",
     "NEXT_LIMIT",
+    "PIECE_ID_COLUMN",
     "Batch",
     "Position",
     "check_kept",
@@ -40,6 +41,7 @@ __all__ = [
     "oldest",
     "read_lines",
     "read_lines_query",
+    "read_piece",
     "record",
 ]
 
@@ -193,6 +195,45 @@ def read_lines_query(
 ) -> tuple[str, list[object]]:
     """The statement of :func:`read_lines` and its arguments (for EXPLAIN tests)."""
     return _READ, [project_id, first, last, list(patterns)]
+
+
+# One batch's lines after an id, at most $5 of them in id order: a batch too large to read whole
+# (read_lines) is read in pieces, so a 200,000-line batch costs a piece's memory, not its own.
+# The batch's ids after $3 are sorted and cut before any line is read (a top-N of the array, one
+# pass); each then probes the primary key as in _READ. LEFT: an id whose line was deleted since
+# still moves the piece along (its columns are null).
+_READ_PIECE = f"""
+SELECT {_COLUMN_LIST}, b.seq,
+    ARRAY(SELECT k FROM generate_subscripts($4::text[], 1) AS k
+          WHERE l.message ILIKE ($4::text[])[k] OR l.raw_log ILIKE ($4::text[])[k]) AS matched,
+    u.id
+FROM tail_journal AS b
+CROSS JOIN LATERAL (
+    SELECT v.id FROM unnest(b.ids) AS v(id) WHERE v.id > $3 ORDER BY v.id LIMIT $5
+) AS u
+LEFT JOIN LATERAL (
+    SELECT {COLUMN_LIST} FROM logs
+    WHERE project_id = $1 AND id >= u.id AND id <= u.id ORDER BY id LIMIT 1
+) AS l ON true
+WHERE b.project_id = $1 AND b.seq = $2
+ORDER BY u.id
+"""
+# Where a piece's rows hold the id they were read for.
+PIECE_ID_COLUMN: Final = len(COLUMNS) + 2
+
+
+async def read_piece(
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    seq: int,
+    after: uuid.UUID,
+    limit: int,
+    patterns: Sequence[str] = (),
+) -> list[asyncpg.Record]:
+    """Batch ``seq``'s next ``limit`` ids after ``after``, in id order, each with its line as
+    :func:`read_lines` gives it, then the id (PIECE_ID_COLUMN); a line deleted since has null
+    columns. Fewer than ``limit`` rows: the batch ends there."""
+    return await conn.fetch(_READ_PIECE, project_id, seq, after, list(patterns), limit)
 
 
 _IDS_AFTER = """

@@ -35,6 +35,7 @@ from gramlogs.web import (
     tail,
     viewer,
 )
+from gramlogs.web.body import BodyBudget
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -71,7 +72,12 @@ def create_app(config: Config | None = None) -> Starlette:
         url = resolve_url(config)
         db = await Database.open(url, config)
         watchers = Watchers(db, config, tail.frame_line)
-        app.state.gramlogs = AppState(config=config, db=db, watchers=watchers)
+        app.state.gramlogs = AppState(
+            config=config,
+            db=db,
+            watchers=watchers,
+            bodies=BodyBudget(config.max_body_bytes_in_flight),
+        )
         upkeep = asyncio.create_task(maintenance.run_forever(url, config))
         try:
             yield

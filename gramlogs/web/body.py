@@ -4,20 +4,120 @@ their replies, which an Idempotency-Key may replay (storage/idempotency.py).
 The limit holds while the body arrives: reading stops at ``limit + 1`` bytes (413) instead of
 buffering whatever a client sends, and a compressed body is inflated in bounded steps so that a
 small gzip file cannot expand into gigabytes in memory (a "zip bomb").
+
+Two more bounds hold across requests: the bytes every write request of the process holds while
+it is read and decoded (:class:`BodyBudget`, a 503 past ``GRAMLOGS_MAX_BODY_BYTES_IN_FLIGHT``),
+and the event loop's time: inflating, decoding and mapping a body larger than ``SMALL_BODY``
+run in a pool of ``HEAVY_THREADS`` threads (:func:`off_loop`), so one tenant's large body does
+not stall every other request, ``/healthz`` included.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gramlogs.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, shorten
+from gramlogs.core.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+    shorten,
+)
 from gramlogs.storage.idempotency import Reply
 
-__all__ = ["REPLAYED", "answer", "content_encoding", "media_type", "read_body"]
+__all__ = [
+    "HEAVY_THREADS",
+    "REPLAYED",
+    "SMALL_BODY",
+    "BodyBudget",
+    "Held",
+    "answer",
+    "content_encoding",
+    "media_type",
+    "off_loop",
+    "read_body",
+]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# Below this many bytes, decoding takes well under a millisecond: the hop to a thread would cost
+# more than it saves.
+SMALL_BODY = 16 * 1024
+# Few: the pool bounds how many large bodies are decoded at once (each holds its memory), and
+# decoding holds the GIL most of the time, so more threads would not decode faster.
+HEAVY_THREADS = 2
+# Deflate's most: a stream of one repeated byte inflates about 1,032 times (zlib's FAQ).
+_MAX_DEFLATE_RATIO = 1032
+_heavy = ThreadPoolExecutor(HEAVY_THREADS, thread_name_prefix="gramlogs-body")
+
+
+async def off_loop(size: int, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``work(*args, **kwargs)``: in the body threads when ``size`` (bytes) is past SMALL_BODY,
+    else here, on the event loop."""
+    call = functools.partial(work, *args, **kwargs)
+    if size <= SMALL_BODY:
+        return call()
+    return await asyncio.get_running_loop().run_in_executor(_heavy, call)
+
+
+class BodyBudget:
+    """The body bytes (as received, and decompressed) that this process's write requests hold
+    while they are read and decoded, against ``GRAMLOGS_MAX_BODY_BYTES_IN_FLIGHT``.
+
+    Thread-safe: bodies are inflated in the body threads.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self) -> Iterator[Held]:
+        """One request's share, given back when the request is done with its body."""
+        held = Held(self)
+        try:
+            yield held
+        finally:
+            held.give_back()
+
+
+class Held:
+    """What one request holds of a :class:`BodyBudget`."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def take(self, n: int) -> None:
+        """Hold ``n`` more bytes, or the 503 when the process holds too many already."""
+        budget = self._budget
+        with budget._lock:
+            if budget.held + n > budget.limit:
+                raise Unavailable(
+                    f"the server is reading too many request bodies at once (more than"
+                    f" {budget.limit} bytes, GRAMLOGS_MAX_BODY_BYTES_IN_FLIGHT); retry shortly"
+                )
+            budget.held += n
+            self.bytes += n
+
+    def give_back(self) -> None:
+        budget = self._budget
+        with budget._lock:
+            budget.held -= self.bytes
+            self.bytes = 0
+
 
 # Stripe's response header on a reply replayed for an Idempotency-Key.
 REPLAYED = "Idempotent-Replayed"
@@ -60,37 +160,56 @@ def content_encoding(request: Request) -> str:
     return encoding
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, decompressed; 413 as soon as it exceeds ``limit`` bytes either way."""
+async def read_body(request: Request, limit: int, held: Held) -> bytes:
+    """The whole body, decompressed; 413 as soon as it exceeds ``limit`` bytes either way, 503
+    when the process holds too many body bytes (``held`` counts this request's).
+
+    A compressed body is inflated once it has all arrived, in the body threads unless it is
+    too small to inflate past SMALL_BODY (8 KB of gzip can inflate to 8 MiB).
+    """
     encoding = content_encoding(request)
     declared = request.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, "")
-    inflater = zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
     received = 0
     chunks: list[bytes] = []
-    produced = 0
     async for chunk in request.stream():
         received += len(chunk)
         if received > limit:
             raise _too_large(limit, "")
-        if inflater is None:
-            chunks.append(chunk)
-            continue
-        data = chunk
-        while data:
-            try:
-                out = inflater.decompress(data, limit - produced + 1)
-            except zlib.error:
-                raise BadRequest(f"the body is not valid {encoding} data") from None
-            produced += len(out)
-            if produced > limit:
-                raise _too_large(limit, "decompressed ")
-            chunks.append(out)
-            data = inflater.unconsumed_tail
-            if inflater.eof and (data or inflater.unused_data):
-                raise BadRequest(f"unexpected data after the end of the {encoding} stream")
-    if inflater is not None and received and not inflater.eof:
+        held.take(len(chunk))
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    del chunks
+    if encoding not in _DECODERS:
+        return raw
+    # Sized by what it may inflate to, not by what arrived.
+    inflated = min(len(raw) * _MAX_DEFLATE_RATIO, limit)
+    return await off_loop(inflated, _inflate, raw, encoding, limit, held)
+
+
+def _inflate(raw: bytes, encoding: str, limit: int, held: Held) -> bytes:
+    inflater = zlib.decompressobj(_DECODERS[encoding])
+    chunks: list[bytes] = []
+    produced = 0
+    data = raw
+    while data:
+        try:
+            # Steps of at most 1 MiB, each counted before the next is made.
+            out = inflater.decompress(data, min(limit - produced + 1, 1 << 20))
+        except zlib.error:
+            raise BadRequest(f"the body is not valid {encoding} data") from None
+        produced += len(out)
+        if produced > limit:
+            raise _too_large(limit, "decompressed ")
+        held.take(len(out))
+        chunks.append(out)
+        data = inflater.unconsumed_tail
+        if inflater.eof and (data or inflater.unused_data):
+            raise BadRequest(f"unexpected data after the end of the {encoding} stream")
+        if not out and not data:
+            break
+    if raw and not inflater.eof:
         raise BadRequest(f"the {encoding} body ends before its stream does")
     return b"".join(chunks)
 

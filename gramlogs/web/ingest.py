@@ -9,6 +9,7 @@ rejects the batch: the 400 names the first bad entries (at most 20) by index and
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -42,7 +43,8 @@ from gramlogs.storage.batch import (
 from gramlogs.storage.functions import disabled_among
 from gramlogs.storage.idempotency import Claim, Replay, Reply, request_hash
 from gramlogs.storage.writer import Row, store_batch
-from gramlogs.web.body import answer, content_encoding, media_type, read_body
+from gramlogs.web.body import answer, content_encoding, media_type, off_loop, read_body
+from gramlogs.web.counting import more_values_than
 from gramlogs.web.params import NO_NUL, gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
 
@@ -52,11 +54,13 @@ __all__ = [
     "MAX_ENTRIES",
     "NDJSON_TYPES",
     "SOURCES",
+    "check_count",
     "decode_batch",
     "decode_entries",
     "ingest_logs",
 ]
 
+# GRAMLOGS_MAX_BATCH_ENTRIES' default, which /openapi.json states.
 MAX_ENTRIES = 10_000
 JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -291,9 +295,54 @@ def _reject(problems: list[str], total: int) -> BadRequest:
     )
 
 
-def _check_count(count: int) -> None:
-    if count > MAX_ENTRIES:
-        raise PayloadTooLarge(f"a batch holds at most {MAX_ENTRIES} entries; this one has {count}")
+class _Skipped(msgspec.Struct, gc=False):
+    """An entry counted, not read: msgspec skips an object's fields without making them."""
+
+
+class _SkippedBatch(msgspec.Struct):
+    logs: list[_Skipped]
+
+
+_count_decoder = msgspec.json.Decoder(list[_Skipped] | _SkippedBatch)
+# Entries have few objects inside (attributes, and what they nest).
+_OBJECTS_PER_ENTRY = 16
+_FIRST = re.compile(rb"\s*([\[{])")
+_NDJSON_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*[^ \t\r\n\x0b\x0c]", re.MULTILINE)
+
+
+def check_count(body: bytes, kind: str, cap: int) -> None:
+    """The 413 for a batch of more than ``cap`` entries, found before any entry is decoded.
+
+    Counting makes nothing per entry but a small object (JSON), or stops at ``cap + 1`` (NDJSON,
+    and JSON that is not an array of objects), so a body of millions of tiny entries (``[0,0,…]``
+    in a few KB of gzip) is refused before it is built into millions of objects.
+    """
+    if body.count(b"\n" if kind in NDJSON_TYPES else b",") < cap:
+        return  # Fewer separators than the cap: fewer entries too.
+    if kind in NDJSON_TYPES:
+        over = _more_than(_NDJSON_LINE.finditer(body), cap)
+    else:
+        over = _json_more_than(body, cap)
+    if over:
+        raise PayloadTooLarge(f"a batch holds at most {cap} entries; this one has more")
+
+
+def _more_than(found: Iterable[object], cap: int) -> bool:
+    return next(itertools.islice(found, cap, None), None) is not None
+
+
+def _json_more_than(body: bytes, cap: int) -> bool:
+    # More than a few objects per entry: the decode that skips each entry's fields would make
+    # one object per entry, so count by scanning (and stop at the cap) instead.
+    if body.count(b"{") <= _OBJECTS_PER_ENTRY * cap:
+        try:
+            decoded = _count_decoder.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # not an array of objects: counted below, and its 400 comes later
+        else:
+            return len(decoded.logs if isinstance(decoded, _SkippedBatch) else decoded) > cap
+    first = _FIRST.match(body)
+    return more_values_than(body, b"{[" if first and first[1] == b"{" else b"[", cap)
 
 
 def _raw_entries(body: bytes) -> list[bytes]:
@@ -315,14 +364,16 @@ def _raw_entries(body: bytes) -> list[bytes]:
     return [bytes(r) for r in (batch.logs if isinstance(batch, _RawBatch) else batch)]
 
 
-def decode_entries(body: bytes, kind: str) -> Sequence[WireEntry | EntryError]:
+def decode_entries(
+    body: bytes, kind: str, cap: int = MAX_ENTRIES
+) -> Sequence[WireEntry | EntryError]:
     """The entries of a JSON or NDJSON body, or for each one that does not decode, why.
 
-    400 for a body that is not a batch at all, 413 past MAX_ENTRIES.
+    413 past ``cap`` entries (counted first), 400 for a body that is not a batch at all.
     """
+    check_count(body, kind, cap)
     if kind in NDJSON_TYPES:
         raws = [line for line in body.split(b"\n") if line.strip()]
-        _check_count(len(raws))
         try:
             entries = _entry_decoder.decode_lines(body)
         except (msgspec.DecodeError, RecursionError):
@@ -336,10 +387,8 @@ def decode_entries(body: bytes, kind: str) -> Sequence[WireEntry | EntryError]:
             decoded = _batch_decoder.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raws = _raw_entries(body)
-            _check_count(len(raws))
         else:
             entries = decoded.logs if isinstance(decoded, _WireBatch) else decoded
-            _check_count(len(entries))
             return list(entries)
     # The one-pass decode failed: decode entry by entry to name each bad one.
     found: list[WireEntry | EntryError] = []
@@ -354,10 +403,15 @@ def decode_entries(body: bytes, kind: str) -> Sequence[WireEntry | EntryError]:
 
 
 def decode_batch(
-    body: bytes, kind: str, project_id: uuid.UUID, now: datetime | None = None
+    body: bytes,
+    kind: str,
+    project_id: uuid.UUID,
+    now: datetime | None = None,
+    cap: int = MAX_ENTRIES,
 ) -> list[Row]:
-    """Rows for a JSON or NDJSON batch: all of them, or the 400 that names the bad entries."""
-    return build_rows(decode_entries(body, kind), project_id, now or datetime.now(UTC))
+    """Rows for a JSON or NDJSON batch: all of them, or the 400 that names the bad entries
+    (the 413 past ``cap`` entries)."""
+    return build_rows(decode_entries(body, kind, cap), project_id, now or datetime.now(UTC))
 
 
 def build_rows(
@@ -406,19 +460,30 @@ async def ingest_logs(request: Request) -> Response:
     once = idempotency_key(request)
     kind = media_type(request, JSON_TYPES + NDJSON_TYPES)
     state = app_state(request)
-    # The body is read before a pooled connection is taken (a slow upload must not hold one)
-    # but parsed only once the key is known good. One connection per request: each release
-    # costs asyncpg's reset round trip.
-    body = await read_body(request, state.config.max_body_bytes)
+    encoding = content_encoding(request)  # its 415 before the key's lookup
+    # The key first, so that a request without a good one is answered without reading its body.
+    # A connection for the lookup and another to store: between them the body arrives, and a
+    # slow upload must not hold a pooled connection.
+    async with state.db.connection() as conn:
+        principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
+    with state.bodies.holding() as held:
+        body = await read_body(request, state.config.max_body_bytes, held)
+        rows, digest = await off_loop(
+            len(body),
+            _parse,
+            body,
+            kind,
+            principal.project_id,
+            state.config.max_batch_entries,
+            None if once is None else (request.url.path, encoding),
+        )
+        del body
     try:
         async with state.db.connection() as conn:
-            principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
-            rows = decode_batch(body, kind, principal.project_id)
             # After the body's checks, which give a resend the same answer, so that a bad body
             # is told what is wrong with it; before the project's state, which may have changed.
             claim = None
-            if once is not None:
-                digest = request_hash(request.url.path, kind, content_encoding(request), body)
+            if once is not None and digest is not None:
                 claim = Claim(principal.project_id, once, digest, state.config.idempotency_hours)
                 await claim.replay_if_recorded(conn)
             disabled = await disabled_among(conn, principal.project_id, function_ids(rows))
@@ -435,6 +500,21 @@ async def ingest_logs(request: Request) -> Response:
         return answer(replay.reply, replayed=True)
     metrics.ingested(stored)
     return answer(_result(stored, duplicates))
+
+
+def _parse(
+    body: bytes,
+    kind: str,
+    project_id: uuid.UUID,
+    cap: int,
+    hashed: tuple[str, str] | None,
+) -> tuple[list[Row], bytes | None]:
+    # One piece of work for the body threads: the rows, and the request's hash when an
+    # Idempotency-Key needs it (``hashed``: the path and content coding).
+    rows = decode_batch(body, kind, project_id, cap=cap)
+    if hashed is None:
+        return rows, None
+    return rows, request_hash(hashed[0], kind, hashed[1], body)
 
 
 def _result(stored: int, duplicates: int) -> Reply:

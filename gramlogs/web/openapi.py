@@ -640,14 +640,17 @@ _CONTENT_ENCODING = (
     " The body may be compressed (Content-Encoding: gzip, x-gzip or deflate, the zlib "
     "format; identity or none: as is); any other encoding is a 415, a body that does not "
     "inflate a 400. The limit GRAMLOGS_MAX_BODY_BYTES (default 8 MiB) holds on the wire and "
-    "again inflated (413)."
+    "again inflated (413). The key is checked before the body is read. When the server's "
+    "process holds GRAMLOGS_MAX_BODY_BYTES_IN_FLIGHT bytes of bodies being read, a 503 with "
+    "Retry-After: 1."
 )
 
 
 _ENTRIES: Json = {
     "type": "array",
     "maxItems": ingest.MAX_ENTRIES,
-    "description": f"At most {ingest.MAX_ENTRIES} entries (413 beyond)",
+    "description": f"At most GRAMLOGS_MAX_BATCH_ENTRIES (default {ingest.MAX_ENTRIES}) entries,"
+    " counted before any is decoded (413 payload_too_large beyond)",
     "items": _schema(ingest.WireEntry),
 }
 
@@ -657,7 +660,8 @@ def _ingest() -> Json:
         "schema": {
             **_ENTRIES,
             "description": "NDJSON: one entry (a JSON object) per line; blank lines are "
-            f"skipped and \\r\\n is fine. At most {ingest.MAX_ENTRIES} entries (413 beyond)",
+            "skipped and \\r\\n is fine. At most GRAMLOGS_MAX_BATCH_ENTRIES (default "
+            f"{ingest.MAX_ENTRIES}) entries, counted before any is decoded (413 beyond)",
         }
     }
     return {
@@ -667,8 +671,8 @@ def _ingest() -> Json:
             "description": "Store a batch of log entries whole, or nothing: one bad entry "
             "rejects the batch (the 400 names the first 20 by index and field). A key that "
             "may write (scope ingest, admin or producer). Order of checks: headers (401), "
-            "Idempotency-Key (400), content type and "
-            "encoding (415), body size (413), key (401/403), body (400), a recorded "
+            "Idempotency-Key (400), content type and encoding (415), key (401/403), body size "
+            "(413), bodies in flight (503), entries (413), body (400), a recorded "
             "Idempotency-Key (its reply again, or 422), functions whose logs are disabled (409)."
             + _CONTENT_ENCODING,
             "operationId": "ingestLogs",
@@ -875,9 +879,11 @@ def _otlp() -> Json:
             "summary": "export logs (OTLP/HTTP)",
             "description": "OTLP/HTTP logs: an ExportLogsServiceRequest in protobuf or JSON. "
             "Records that cannot be stored are counted in partialSuccess and the others "
-            "stored (200); when no record is valid, or the body does not decode, a 400. A key "
-            "that may write (scope ingest, admin or producer), in Gram-Key or Authorization: "
-            "Bearer, with Gram-Project." + _CONTENT_ENCODING,
+            "stored (200); when no record is valid, or the body does not decode, a 400. At most "
+            f"GRAMLOGS_MAX_BATCH_ENTRIES (default {ingest.MAX_ENTRIES}) log records, counted "
+            "before any is decoded (413 payload_too_large beyond). A "
+            "key that may write (scope ingest, admin or producer), in Gram-Key or "
+            "Authorization: Bearer, with Gram-Project." + _CONTENT_ENCODING,
             "operationId": "exportLogs",
             "parameters": [
                 _header(

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import BadRequest, shorten
+from gramlogs.core.errors import BadRequest, PayloadTooLarge, shorten
 from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
@@ -51,11 +51,12 @@ from gramlogs.storage.batch import (
 from gramlogs.storage.functions import disabled_among
 from gramlogs.storage.idempotency import Claim, Replay, Reply, request_hash
 from gramlogs.storage.writer import store_batch
-from gramlogs.web.body import answer, content_encoding, media_type, read_body
+from gramlogs.web.body import answer, content_encoding, media_type, off_loop, read_body
+from gramlogs.web.counting import more_values_than
 from gramlogs.web.params import gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
 
-__all__ = ["export_logs", "map_request", "parse_request"]
+__all__ = ["check_count", "export_logs", "map_request", "parse_request"]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -282,6 +283,142 @@ def parse_request(body: bytes, kind: str) -> ExportLogsServiceRequest:
     return request
 
 
+def check_count(body: bytes, kind: str, cap: int) -> None:
+    """The 413 for a request of more than ``cap`` log records, counted before any is decoded:
+    a field walk of the protobuf (stopping past the cap), or a decode of the JSON that skips
+    each record's fields. A few hundred bytes of gzip can hold 400,000 empty records."""
+    count = _json_records(body, cap) if kind == JSON else _protobuf_records(body, cap)
+    if count > cap:
+        raise PayloadTooLarge(f"a request holds at most {cap} log records; this one has more")
+
+
+class _Skipped(msgspec.Struct, gc=False):
+    """A record counted, not read: msgspec skips an object's fields without making them."""
+
+
+class _JsonScopeLogs(msgspec.Struct):
+    # OTLP/JSON writes lowerCamelCase; protobuf's JSON parser reads the proto names too.
+    camel: list[_Skipped] | None = msgspec.field(default=None, name="logRecords")
+    snake: list[_Skipped] | None = msgspec.field(default=None, name="log_records")
+
+
+class _JsonResourceLogs(msgspec.Struct):
+    camel: list[_JsonScopeLogs] | None = msgspec.field(default=None, name="scopeLogs")
+    snake: list[_JsonScopeLogs] | None = msgspec.field(default=None, name="scope_logs")
+
+
+class _JsonRequest(msgspec.Struct):
+    camel: list[_JsonResourceLogs] | None = msgspec.field(default=None, name="resourceLogs")
+    snake: list[_JsonResourceLogs] | None = msgspec.field(default=None, name="resource_logs")
+
+
+_count_decoder = msgspec.json.Decoder(_JsonRequest)
+# A record's body is an object, and each of its attributes two.
+_OBJECTS_PER_RECORD = 16
+# Where records sit: {"resourceLogs": [{"scopeLogs": [{"logRecords": [...]}]}]}.
+_RECORDS_IN_JSON = b"{[{[{["
+# Values a body of the wrong shape may hold before it is refused without being decoded whole (to
+# name what is wrong with it): per allowed record, a few.
+_VALUES_PER_RECORD = 8
+
+
+def _json_records(body: bytes, cap: int) -> int:
+    if body.count(b"{") > _OBJECTS_PER_RECORD * cap:
+        # The decode below would make an object per record: count by scanning instead.
+        return cap + 1 if more_values_than(body, _RECORDS_IN_JSON, cap) else 0
+    try:
+        request = _count_decoder.decode(body)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    except msgspec.ValidationError as exc:
+        values = body.count(b",") + body.count(b"[") + body.count(b"{")
+        if values <= _VALUES_PER_RECORD * cap:
+            return 0  # parse_request decodes it and says what is wrong
+        raise BadRequest(
+            f"the body is not an OTLP/JSON ExportLogsServiceRequest: {_shape_problem(exc)}"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    count = 0
+    for resource in (request.camel or []) + (request.snake or []):
+        for scope in (resource.camel or []) + (resource.snake or []):
+            count += len(scope.camel or ()) + len(scope.snake or ())
+    return count
+
+
+def _shape_problem(exc: msgspec.ValidationError) -> str:
+    # "Expected `array | null`, got `int` - at `$.resourceLogs`" -> "$.resourceLogs must be an
+    # array", as _prepare says it.
+    text = str(exc)
+    reason, sep, path = text.rpartition(" - at `")
+    if not sep:
+        return text
+    wanted = "an array" if reason.startswith("Expected `array") else "an object"
+    return f"{path.rstrip('`')} must be {wanted}"
+
+
+# Field numbers of the path to the records: ExportLogsServiceRequest.resource_logs (1),
+# ResourceLogs.scope_logs (2), ScopeLogs.log_records (2).
+_RECORDS_PATH = (1, 2, 2)
+_LENGTH_DELIMITED = 2
+
+
+def _protobuf_records(body: bytes, cap: int) -> int:
+    view = memoryview(body)
+    try:
+        return _walk(view, 0, len(view), 0, cap)
+    except IndexError:
+        raise BadRequest("the body is not a protobuf ExportLogsServiceRequest") from None
+
+
+def _walk(data: memoryview, start: int, end: int, level: int, cap: int) -> int:
+    """Records in ``data[start:end]``, a message at ``level`` of _RECORDS_PATH; IndexError for
+    bytes that are not protobuf. Stops once past ``cap``."""
+    count = 0
+    i = start
+    while i < end:
+        key, i = _varint(data, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+            continue
+        if wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == _LENGTH_DELIMITED:
+            size, i = _varint(data, i)
+            if i + size > end:
+                raise IndexError
+            if field == _RECORDS_PATH[level]:
+                if level == len(_RECORDS_PATH) - 1:
+                    count += 1
+                else:
+                    count += _walk(data, i, i + size, level + 1, cap - count)
+                if count > cap:
+                    return count
+            i += size
+        else:  # groups (3, 4) have no place in OTLP; 6 and 7 do not exist
+            raise IndexError
+        if i > end:
+            raise IndexError
+    return count
+
+
+def _varint(data: memoryview, i: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    while True:
+        byte = data[i]  # IndexError past the end
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise IndexError
+
+
 def _reply(response: ExportLogsServiceResponse, kind: str) -> Reply:
     if kind == JSON:
         return Reply(200, JSON, json_format.MessageToJson(response, indent=None).encode())
@@ -294,25 +431,37 @@ async def export_logs(request: Request) -> Response:
     once = idempotency_key(request)
     kind = media_type(request, MEDIA_TYPES)
     state = app_state(request)
-    body = await read_body(request, state.config.max_body_bytes)
+    encoding = content_encoding(request)  # its 415 before the key's lookup
+    # The key first, so that a request without a good one is answered without reading its body;
+    # as on logs.ingest, the connection is not held while the body arrives.
+    async with state.db.connection() as conn:
+        principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
+    project_id = principal.project_id
+    builder = BatchBuilder(project_id)
+    with state.bodies.holding() as held:
+        body = await read_body(request, state.config.max_body_bytes, held)
+        mapped, digest = await off_loop(
+            len(body),
+            _parse,
+            body,
+            kind,
+            builder,
+            state.config.max_batch_entries,
+            None if once is None else (request.url.path, encoding),
+        )
+        del body
+    problems, rejected = list(mapped.problems), mapped.rejected
+    if rejected and not builder.rows:
+        metrics.rejected("invalid", rejected)
+        more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
+        raise BadRequest(
+            f"no log record could be stored: {rejected} invalid{more}: " + "; ".join(problems)
+        )
     try:
         async with state.db.connection() as conn:
-            principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
-            project_id = principal.project_id
-            builder = BatchBuilder(project_id)
-            mapped = map_request(parse_request(body, kind), builder)
-            problems, rejected = list(mapped.problems), mapped.rejected
-            if rejected and not builder.rows:
-                metrics.rejected("invalid", rejected)
-                more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
-                raise BadRequest(
-                    f"no log record could be stored: {rejected} invalid{more}: "
-                    + "; ".join(problems)
-                )
             # As on logs.ingest: after the body's checks, before the project's state.
             claim = None
-            if once is not None:
-                digest = request_hash(request.url.path, kind, content_encoding(request), body)
+            if once is not None and digest is not None:
                 claim = Claim(project_id, once, digest, state.config.idempotency_hours)
                 await claim.replay_if_recorded(conn)
             if rejected:
@@ -342,6 +491,18 @@ async def export_logs(request: Request) -> Response:
         return answer(replay.reply, replayed=True)
     metrics.ingested(stored)
     return answer(reply)
+
+
+def _parse(
+    body: bytes, kind: str, builder: BatchBuilder, cap: int, hashed: tuple[str, str] | None
+) -> tuple[Mapped, bytes | None]:
+    # One piece of work for the body threads: the records counted, decoded and mapped, and the
+    # request's hash when an Idempotency-Key needs it (``hashed``: the path and content coding).
+    check_count(body, kind, cap)
+    mapped = map_request(parse_request(body, kind), builder)
+    if hashed is None:
+        return mapped, None
+    return mapped, request_hash(hashed[0], kind, hashed[1], body)
 
 
 def _response(rejected: int, problems: list[str]) -> ExportLogsServiceResponse:

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from gramlogs.core.config import Config
 from gramlogs.storage.database import Database
+from gramlogs.web.body import BodyBudget
 from gramlogs.web.watchers import Watchers
 
 __all__ = ["AppState", "app_state"]
@@ -18,6 +19,8 @@ class AppState:
     config: Config
     db: Database
     watchers: Watchers
+    # The write requests' body bytes in flight (body.py).
+    bodies: BodyBudget
 
 
 def app_state(request: Request) -> AppState:

@@ -38,8 +38,14 @@ __all__ = ["Frame", "Subscription", "TailFilter", "Watcher", "Watchers", "catch_
 logger = logging.getLogger("gramlogs.tail")
 
 # Lines read per statement, by the watcher and by a catch-up: whole batches up to about this
-# many (one batch at least, however large).
+# many (one batch at least), and a batch of more than PIECE_LINES in pieces of that many, so
+# that one huge batch costs a piece's memory and a tail that keeps up is not cut as slow.
 READ_LINES = 5000
+PIECE_LINES = 2000
+# How long the watcher waits for its tails to make room for a batch's next piece; a tail that
+# has not made room by then is slow (its buffer overflows).
+ROOM_WAIT_S = 5.0
+_BEFORE_ALL = uuid.UUID(int=0)
 _COLUMN_INDEX = {name: i for i, name in enumerate(COLUMNS)}
 
 
@@ -181,15 +187,48 @@ class Watcher:
                     # Every tail is catching up from the store: nothing to offer, only to know.
                     self.head = batches[-1].seq
                     return len(batches) == journal.NEXT_LIMIT
-                last = _last_batch(batches)
-                rows = await journal.read_lines(
-                    conn, self.project_id, batches[0].seq, last, patterns
-                )
+                large = batches[0].lines > PIECE_LINES
+                if not large:
+                    last = _last_batch(batches)
+                    rows = await journal.read_lines(
+                        conn, self.project_id, batches[0].seq, last, patterns
+                    )
+            if large:
+                await self._read_pieces(db, batches[0].seq, patterns)
+                return True
             self._offer(rows, patterns, last)
             return last < batches[-1].seq or len(batches) == journal.NEXT_LIMIT
         finally:
             self.reading = False
             self.idle.set()
+
+    async def _read_pieces(self, db: Database, seq: int, patterns: list[str]) -> None:
+        """Offer batch ``seq`` a piece at a time, each once the tails have room for it."""
+        after = _BEFORE_ALL
+        while True:
+            async with db.connection() as conn:
+                rows = await journal.read_piece(
+                    conn, self.project_id, seq, after, PIECE_LINES, patterns
+                )
+            complete = len(rows) < PIECE_LINES
+            if rows:
+                after = rows[-1][journal.PIECE_ID_COLUMN]
+            await self._room_for(len(rows))
+            # Until its last piece, the batch is not offered whole: head stays before it.
+            self._offer(
+                [r for r in rows if r[0] is not None], patterns, seq if complete else seq - 1
+            )
+            if complete:
+                return
+
+    async def _room_for(self, lines: int) -> None:
+        poll = self._watchers.config.tail_poll_ms / 1000
+        waited = 0.0
+        while waited < ROOM_WAIT_S and any(
+            len(s.frames) + lines > s.limit for s in self.subscriptions
+        ):
+            await asyncio.sleep(poll)
+            waited += poll
 
     def _offer(self, rows: list[Any], patterns: list[str], last: int) -> None:
         framer = self._watchers.framer
@@ -243,16 +282,42 @@ async def catch_up(
             return [], position, True
         if batches[0].seq != first:
             raise journal.gone(first)
+        if batches[0].lines > PIECE_LINES:
+            after = _BEFORE_ALL if position.done else uuid.UUID(int=position.after)
+            rows = await journal.read_piece(conn, project_id, first, after, PIECE_LINES, patterns)
+            if len(rows) == PIECE_LINES:
+                # The batch goes on: the position is its last id read.
+                frames = _frames(rows, position, tail_filter, patterns, framer)
+                reached = Position(first, rows[-1][journal.PIECE_ID_COLUMN].int)
+                return frames, reached, False
+            frames = _frames(rows, position, tail_filter, patterns, framer)
+            ended = first == batches[-1].seq and len(batches) < journal.NEXT_LIMIT
+            return frames, Position(first), ended
         last = _last_batch(batches)
         rows = await journal.read_lines(conn, project_id, first, last, patterns)
+    frames = _frames(rows, position, tail_filter, patterns, framer)
+    ended = last == batches[-1].seq and len(batches) < journal.NEXT_LIMIT
+    return frames, Position(last), ended
+
+
+def _frames(
+    rows: Sequence[Any],
+    position: Position,
+    tail_filter: TailFilter,
+    patterns: list[str],
+    framer: Framer,
+) -> list[Frame]:
+    """The frames of ``rows`` after ``position`` that pass ``tail_filter`` (a line deleted since
+    its batch was read has no columns, and no frame)."""
     index = 1 if patterns else None
     frames = []
     for row in rows:
+        if row[0] is None:
+            continue
         at = Position(row[journal.SEQ_COLUMN], row[0].int)
         if at > position and tail_filter.matches(row, index, row[journal.MATCHED_COLUMN]):
             frames.append(Frame(at, framer(row, at)))
-    ended = last == batches[-1].seq and len(batches) < journal.NEXT_LIMIT
-    return frames, Position(last), ended
+    return frames
 
 
 _registries: weakref.WeakSet[Watchers] = weakref.WeakSet()
