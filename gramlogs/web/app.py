@@ -1,8 +1,8 @@
 """The ASGI application: routes, the lifespan that owns the pool, and the error handler.
 
 Middleware, outermost first: :class:`~gramlogs.web.observe.Observe` (request id, access log,
-metrics; renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit`
-when ``rate_limit`` is set, then Starlette's own.
+metrics; renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit` when
+``rate_limit`` or ``auth_failures_per_minute`` is set, then Starlette's own.
 """
 
 from __future__ import annotations
@@ -103,10 +103,19 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/", viewer.index, methods=["GET"]),
         Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
     ]
-    middleware = [Middleware(Observe, access_log=config.access_log)]
-    if config.rate_limit > 0:
+    middleware = [
+        Middleware(Observe, access_log=config.access_log),
+    ]
+    if config.rate_limit > 0 or config.auth_failures_per_minute > 0:
         burst = config.rate_limit_burst or max(1, round(2 * config.rate_limit))
-        middleware.append(Middleware(RateLimit, rate=config.rate_limit, burst=burst))
+        middleware.append(
+            Middleware(
+                RateLimit,
+                rate=config.rate_limit,
+                burst=burst,
+                failures_per_minute=config.auth_failures_per_minute,
+            )
+        )
     return Starlette(
         routes=routes,
         middleware=middleware,
