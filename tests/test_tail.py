@@ -133,7 +133,7 @@ async def opened(client: httpx.AsyncClient, tenant, **params: Any) -> str:
     async with client.stream("GET", TAIL, params=params, headers=tenant.headers()) as r:
         assert r.status_code == 200, await r.aread()
         assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
-        assert (r.headers["cache-control"], r.headers["x-accel-buffering"]) == ("no-cache", "no")
+        assert (r.headers["cache-control"], r.headers["x-accel-buffering"]) == ("no-store", "no")
         lines = r.aiter_lines()
         assert await anext(lines) == "retry: 1000"
         start = await anext(lines)

@@ -1,7 +1,8 @@
 """The ASGI application: routes, the lifespan that owns the pool, and the error handler.
 
-Middleware, outermost first: :class:`~gramlogs.web.observe.Observe` (request id, access log,
-metrics; renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit` when
+Middleware, outermost first: :class:`~gramlogs.web.headers.ResponseHeaders` (the headers every
+response carries), :class:`~gramlogs.web.observe.Observe` (request id, access log, metrics;
+renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit` when
 ``rate_limit`` or ``auth_failures_per_minute`` is set, then Starlette's own.
 """
 
@@ -35,6 +36,7 @@ from gramlogs.web import (
     tail,
     viewer,
 )
+from gramlogs.web.headers import ResponseHeaders
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -104,6 +106,7 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
     ]
     middleware = [
+        Middleware(ResponseHeaders),
         Middleware(Observe, access_log=config.access_log),
     ]
     if config.rate_limit > 0 or config.auth_failures_per_minute > 0:

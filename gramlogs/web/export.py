@@ -70,7 +70,6 @@ async def export_logs(request: Request) -> ExportStream:
         (b"content-type", MEDIA_TYPE.encode()),
         (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
         (LIMIT_HEADER.lower().encode(), str(limit).encode()),
-        (b"cache-control", b"no-store"),
     ]
     return ExportStream(walk, first, headers)
 

@@ -45,9 +45,9 @@ MAX_LINES = 1000
 # What EventSource waits before reconnecting after the stream ends (ms): the end event asks
 # the client to come back, and a resume reads what it missed from the store.
 RETRY_MS = 1000
+# Cache-Control (no-store) is set with the other API headers (headers.py).
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
 
