@@ -36,6 +36,7 @@ from gramlogs.web import (
     tail,
     viewer,
 )
+from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.headers import ResponseHeaders
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
@@ -73,7 +74,12 @@ def create_app(config: Config | None = None) -> Starlette:
         url = resolve_url(config)
         db = await Database.open(url, config)
         watchers = Watchers(db, config, tail.frame_line)
-        app.state.gramlogs = AppState(config=config, db=db, watchers=watchers)
+        app.state.gramlogs = AppState(
+            config=config,
+            db=db,
+            watchers=watchers,
+            expensive=ExpensiveReads(config.expensive_reads_per_key),
+        )
         upkeep = asyncio.create_task(maintenance.run_forever(url, config))
         try:
             yield

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -64,18 +65,25 @@ async def export_logs(request: Request) -> ExportStream:
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
     async with db.connection() as conn:
         principal = await authenticate(conn, key, KeyScope.CONSUMER, project_slug=slug)
-    req = dataclasses.replace(query.page_request(principal.project_id), per_page=PAGE_ROWS)
-    if not req.forward:
-        req = await _before_cursor(db, req, limit)
-    walk = _Walk(db, req, limit, principal.key_id, state.config.stream_key_check_s)
-    first = await walk.next_page()
+    # Held until the stream ends (web/expensive.py): released by ExportStream, or here when
+    # the export fails before it is returned.
+    state.expensive.acquire(principal.key_id)
+    try:
+        req = dataclasses.replace(query.page_request(principal.project_id), per_page=PAGE_ROWS)
+        if not req.forward:
+            req = await _before_cursor(db, req, limit)
+        walk = _Walk(db, req, limit, principal.key_id, state.config.stream_key_check_s)
+        first = await walk.next_page()
+    except BaseException:
+        state.expensive.release(principal.key_id)
+        raise
     filename = f"gramlogs-{slug}-{started.strftime('%Y%m%dT%H%M%SZ')}.ndjson"
     headers = [
         (b"content-type", MEDIA_TYPE.encode()),
         (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
         (LIMIT_HEADER.lower().encode(), str(limit).encode()),
     ]
-    return ExportStream(walk, first, headers)
+    return ExportStream(walk, first, headers, lambda: state.expensive.release(principal.key_id))
 
 
 def _bounded(req: PageRequest) -> PageRequest:
@@ -163,13 +171,26 @@ class ExportStream:
     """The ASGI response of an export: headers, the first page (read before them), then a page
     at a time until the walk ends or the client goes (a task listens for the disconnect)."""
 
-    def __init__(self, walk: _Walk, first: list[Row], headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        walk: _Walk,
+        first: list[Row],
+        headers: list[tuple[bytes, bytes]],
+        release: Callable[[], None],
+    ) -> None:
         self._walk = walk
         self._first = first
         self._headers = headers
+        self._release = release
         self._gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            self._release()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent = 0
         try:
             async with watching_disconnect(receive, self._hang_up):

@@ -201,7 +201,10 @@ async def _serve(request: Request, *, system: bool) -> Response:
         logs: list[PolyLog] = []
         if function.logs_enabled:
             req = query.page_request(function.project_id, function.id, system=system, now=_now())
-            logs = render(await fetch_page(conn, req))
+            # A keyword may scan the whole range (web/expensive.py).
+            expensive = query.keyword is not None
+            with app_state(request).expensive.hold(holder.key_id, expensive=expensive):
+                logs = render(await fetch_page(conn, req))
     body = PolyLogs(logs_enabled=function.logs_enabled, logs=logs)
     return Response(_encoder.encode(body), media_type="application/json")
 

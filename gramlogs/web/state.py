@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from gramlogs.core.config import Config
 from gramlogs.storage.database import Database
+from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.watchers import Watchers
 
 __all__ = ["AppState", "app_state"]
@@ -18,6 +19,7 @@ class AppState:
     config: Config
     db: Database
     watchers: Watchers
+    expensive: ExpensiveReads
 
 
 def app_state(request: Request) -> AppState:
