@@ -49,3 +49,12 @@ async def test_the_viewers_files_keep_their_revalidation(client, path):
     assert r.headers["cache-control"] == "no-cache"
     assert r.headers.get_list("x-content-type-options") == ["nosniff"]
     assert "vary" not in r.headers
+
+
+def test_answers_sent_before_the_application_carry_them_too(serve):
+    with serve(GRAMLOGS_MAX_URL_BYTES="100") as server:
+        raw = server.raw(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = raw.split(b"\r\n\r\n", 1)[0].decode().lower().split("\r\n")
+    assert head[0].startswith("http/1.1 414")
+    got = {name: value for name, _, value in (line.partition(": ") for line in head[1:])}
+    assert {name: got.get(name) for name in API} == {k: v.lower() for k, v in API.items()}
