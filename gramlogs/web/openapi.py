@@ -494,10 +494,7 @@ def _tail() -> Json:
                 _ok(
                     "The stream of events.",
                     {"text/event-stream": {"schema": _SSE_EVENT}},
-                    {
-                        "Cache-Control": {"schema": {"type": "string", "enum": ["no-cache"]}},
-                        "X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}},
-                    },
+                    {"X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}}},
                 ),
                 400,
                 401,
@@ -559,7 +556,6 @@ def _export() -> Json:
                             "required": True,
                             "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
                         },
-                        "Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}},
                     },
                 ),
                 400,
