@@ -73,6 +73,8 @@ def live_server(
         "GRAMLOGS_PORT": str(port),
         "GRAMLOGS_POOL_MIN": "1",
         "GRAMLOGS_POOL_MAX": "4",
+        # Tests and benchmarks send many bad keys from one address on purpose.
+        "GRAMLOGS_AUTH_FAILURES_PER_MINUTE": "0",
         # The checkout, so that a module of testkit/ runs wherever the caller stands.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
         **env,

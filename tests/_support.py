@@ -19,7 +19,9 @@ from gramlogs.web.app import create_app
 @contextlib.asynccontextmanager
 async def app_client(database_url: str, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client on an application of its own, with ``settings`` over the defaults."""
-    settings = {"pool_min": 1, "pool_max": 4, **settings}
+    # The failed-authentication limit off: tests send many bad keys from one address on purpose
+    # (test_ratelimit.py turns it on).
+    settings = {"pool_min": 1, "pool_max": 4, "auth_failures_per_minute": 0, **settings}
     app = create_app(Config(database_url=database_url, **settings))  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

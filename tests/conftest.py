@@ -127,7 +127,9 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 async def app(database_url: str) -> AsyncIterator[object]:
-    application = create_app(Config(database_url=database_url, pool_min=1, pool_max=4))
+    # The failed-authentication limit off: the suite sends many bad keys from one address.
+    config = Config(database_url=database_url, pool_min=1, pool_max=4, auth_failures_per_minute=0)
+    application = create_app(config)
     async with application.router.lifespan_context(application):
         yield application
 

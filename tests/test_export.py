@@ -38,9 +38,12 @@ from test_gram_paging import (
 )
 
 from gramlogs.core import ids
+from gramlogs.core.config import Config
 from gramlogs.core.errors import Unavailable
-from gramlogs.storage import writer
+from gramlogs.core.keys import hash_key
+from gramlogs.storage import tenants, writer
 from gramlogs.web import export
+from gramlogs.web.app import create_app
 
 URL = "/rpc/logs.export"
 LIST_URL = "/rpc/logs.listToolExecutionLogs"
@@ -430,3 +433,37 @@ async def test_a_client_that_hangs_up_stops_the_reading(app, tenant, pool, monke
     sent = await _run(app_noting_the_first_body, tenant, b"", receive=hang_up)
     assert calls <= 2  # the page in flight when the client left, and no more
     assert len(_body_lines(sent)) == 5
+
+
+async def test_a_revoked_key_cuts_its_running_export(database_url, tenant, pool, monkeypatch):
+    stored = await store(pool, tenant.project_id, 50)
+    monkeypatch.setattr(export, "PAGE_ROWS", 5)
+    check_every = 0.01
+    app = create_app(
+        Config(database_url=database_url, pool_min=1, pool_max=2, stream_key_check_s=check_every)
+    )
+
+    async def app_revoking_after_the_first_body(scope, receive, send):
+        revoked = False
+
+        async def revoking(message):
+            nonlocal revoked
+            await send(message)
+            if message["type"] == "http.response.body" and not revoked:
+                revoked = True
+                # Through another connection, as another process would; then the check is due.
+                async with pool.acquire() as conn:
+                    key_id = await conn.fetchval(
+                        "SELECT id FROM api_keys WHERE key_hash = $1", hash_key(tenant.consumer_key)
+                    )
+                    assert await tenants.revoke_key(conn, key_id)
+                await asyncio.sleep(2 * check_every)
+
+        await app(scope, receive, revoking)
+
+    async with app.router.lifespan_context(app):
+        sent = await _run(app_revoking_after_the_first_body, tenant, b"sort=asc")
+    assert sent[0]["status"] == 200
+    assert _body_lines(sent) == stored[:5]
+    # Cut: no final message, so the client sees an incomplete download.
+    assert all(m.get("more_body") for m in sent[1:])

@@ -936,6 +936,20 @@ def test_follow_exits_1_on_an_error_answer_with_its_message(stand_in, status):
     )
 
 
+def test_follow_exits_1_when_the_server_ends_the_tail_for_a_revoked_key(stand_in):
+    server = stand_in(
+        stream(start_event("s"), line_event("t1", 1), end_event("e1", "revoked"), then="end"),
+        stream(start_event("s2"), line_event("t2", 2)),  # never asked for
+    )
+    done = gramlogs_logs("-f", "--output", "raw", env=client_env(server.url, "k", "p"))
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1,
+        "line 1\n",
+        "gramlogs: the API key was revoked; the server ended the tail\n",
+    )
+    assert len(server.requests) == 1
+
+
 def test_follow_reconnects_while_the_server_is_away(stand_in):
     # A port with nothing listening, then a server on it.
     port = free_port()

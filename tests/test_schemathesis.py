@@ -287,7 +287,13 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
     }[credentials]
     # An application of its own: schemathesis runs it, lifespan included, on its own event loop.
     # Tails end after 50 ms (with their end event), so that each 200 case has a whole body.
-    config = Config(database_url=database_url, pool_min=1, pool_max=4, tail_max_s=0.05)
+    config = Config(
+        database_url=database_url,
+        pool_min=1,
+        pool_max=4,
+        tail_max_s=0.05,
+        auth_failures_per_minute=0,
+    )
     app = create_app(config)
 
     outcome = run_schemathesis(app, key, tenant.slug, functions)

@@ -19,7 +19,8 @@ import asyncpg
 import httpx
 import pytest
 
-from gramlogs.storage import journal
+from gramlogs.core.keys import hash_key
+from gramlogs.storage import journal, tenants
 from gramlogs.storage.store import like_pattern
 from gramlogs.web.tail import decode_token, encode_token
 from testkit.tailing import post_retrying
@@ -133,7 +134,7 @@ async def opened(client: httpx.AsyncClient, tenant, **params: Any) -> str:
     async with client.stream("GET", TAIL, params=params, headers=tenant.headers()) as r:
         assert r.status_code == 200, await r.aread()
         assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
-        assert (r.headers["cache-control"], r.headers["x-accel-buffering"]) == ("no-cache", "no")
+        assert (r.headers["cache-control"], r.headers["x-accel-buffering"]) == ("no-store", "no")
         lines = r.aiter_lines()
         assert await anext(lines) == "retry: 1000"
         start = await anext(lines)
@@ -563,3 +564,39 @@ def test_tokens_round_trip_and_are_bound_to_their_project():
         assert token.isascii() and "=" not in token
         with pytest.raises(Exception, match="another project's tail"):
             decode_token(other, token)
+
+
+# -- revocation ---------------------------------------------------------------------------------
+
+
+async def revoke(pool: asyncpg.Pool, key: str) -> None:
+    """Revoke ``key`` in the database, as `gramlogs keys revoke` does from any process."""
+    async with pool.acquire() as conn:
+        key_id = await conn.fetchval("SELECT id FROM api_keys WHERE key_hash = $1", hash_key(key))
+        assert await tenants.revoke_key(conn, key_id)
+
+
+async def test_a_revoked_key_ends_its_open_tail_on_another_process(serve, tenant, fd, pool):
+    f, d = fd
+    with serve(GRAMLOGS_STREAM_KEY_CHECK_S="0.1", GRAMLOGS_TAIL_POLL_MS="20") as s:
+        async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
+            async with c.stream("GET", TAIL, headers=tenant.headers()) as r:
+                assert r.status_code == 200
+                stream = Stream(r.status_code)
+                reader = Reader(stream)
+                revoked = False
+                async with asyncio.timeout(30):
+                    async for line in r.aiter_lines():
+                        event = reader.feed(line)
+                        if stream.last_id and not revoked:
+                            # The stream is open (its start id read): the key goes (through
+                            # the database, not this server), then a line comes.
+                            revoked = True
+                            await revoke(pool, tenant.consumer_key)
+                            await ingest(c, tenant, [entry(f, d, "after the revocation")])
+                        if event is not None and event.event == "end":
+                            break
+            again = await c.get(TAIL, headers=tenant.headers())
+    assert stream.end is not None
+    assert json.loads(stream.end.data) == {"reason": "revoked", "resume": stream.last_id}
+    assert again.status_code == 401

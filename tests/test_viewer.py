@@ -21,8 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Request, expect
+from playwright.async_api import Browser, Dialog, Page, Request, expect
 
+from gramlogs.core.keys import hash_key
+from gramlogs.storage import tenants
 from gramlogs.storage.seed import SeedPlan, seed_logs
 from testkit.browser import chromium_path, launch
 
@@ -184,6 +186,43 @@ async def test_a_link_with_the_key_in_its_fragment_signs_in_and_clears_the_addre
     assert "#" not in page.url and seeded.consumer_key not in page.url
     assert page.url == f"{server}/?range=all"
     assert not [u for u in console.urls if seeded.consumer_key in u]
+
+
+@pytest.mark.parametrize("answer", ["accept", "dismiss"])
+async def test_a_link_with_another_key_asks_before_replacing_the_saved_one(
+    page: Page, server: str, seeded, make_tenant, answer: str
+) -> None:
+    other = await make_tenant("other")
+    await page.goto(signed_in(server, seeded, "?range=all"))
+    await expect(page.locator("tr.row").first).to_be_visible()
+    asked: list[str] = []
+
+    async def answer_dialog(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await (dialog.accept() if answer == "accept" else dialog.dismiss())
+
+    page.once("dialog", answer_dialog)
+    await page.goto(signed_in(server, other, "?range=24h"))
+    await loaded(page)
+    assert page.url == f"{server}/?range=24h"
+    assert asked == [
+        'This link signs in with another key for the project "other".\n'
+        'Replace the key saved for the project "viewer"?'
+    ]
+    kept = other if answer == "accept" else seeded
+    assert await page.evaluate("sessionStorage.getItem('gramlogs.key')") == kept.consumer_key
+    assert await page.evaluate("sessionStorage.getItem('gramlogs.project')") == kept.slug
+
+
+async def test_a_link_with_the_saved_key_asks_nothing(page: Page, server: str, seeded) -> None:
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: asked.append(dialog.message))
+    await page.goto(signed_in(server, seeded, "?range=all"))
+    await expect(page.locator("tr.row").first).to_be_visible()
+    await page.goto(signed_in(server, seeded, "?range=24h"))
+    await loaded(page)
+    assert asked == []
+    assert await page.evaluate("sessionStorage.getItem('gramlogs.key')") == seeded.consumer_key
 
 
 async def test_remember_keeps_the_key_in_local_storage(page: Page, server: str, seeded) -> None:
@@ -518,6 +557,29 @@ async def test_live_shows_a_new_line_within_two_seconds(
     await expect(waiting).to_be_visible(timeout=2000)
     await waiting.click()
     await expect(page.locator("tr.row")).to_have_count(3)
+
+
+async def test_live_stops_and_says_so_when_the_key_is_revoked(
+    page: Page, serve, make_tenant, pool
+) -> None:
+    tenant = await make_tenant("revoked")
+    with serve(GRAMLOGS_STREAM_KEY_CHECK_S="0.1") as s:
+        await page.goto(signed_in(s.url, tenant, "?range=all"))
+        await loaded(page)
+        live = page.get_by_role("button", name="Live", exact=True)
+        await live.click()
+        await expect(page.get_by_role("status")).to_contain_text("Live: new lines appear")
+        await loaded(page)  # the tail is open and the newest page read: the key goes
+        async with pool.acquire() as conn:
+            key_id = await conn.fetchval(
+                "SELECT id FROM api_keys WHERE key_hash = $1", hash_key(tenant.consumer_key)
+            )
+            assert await tenants.revoke_key(conn, key_id)
+        await expect(page.get_by_role("status")).to_have_text(
+            "Live stopped: the key was revoked. Sign in with another key to go on.",
+            timeout=20000,
+        )
+        await expect(live).to_have_attribute("aria-pressed", "false")
 
 
 async def test_times_in_utc_or_local_and_the_choice_is_remembered(

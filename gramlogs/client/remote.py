@@ -205,7 +205,8 @@ class Remote:
         Connection errors, 5xx answers and a silent connection (no byte, not even a heartbeat,
         in ``TAIL_TIMEOUT``) reconnect after a :class:`Backoff` wait; a 429 after its
         Retry-After; an ``end`` event at once, or after the ``retry:`` hint when the server
-        shuts down. Any other error answer raises :class:`Refused`. ``on_retry(wait, why)`` is
+        shuts down. An ``end`` event of reason ``revoked`` (the key was revoked while the tail
+        was open) and any other error answer raise :class:`Refused`. ``on_retry(wait, why)`` is
         told of each wait after a failure.
         """
         last_id = ""
@@ -253,6 +254,9 @@ class Remote:
                             yield batch
                     if end is None:
                         wait, why = backoff.next(), "the server closed the stream"
+                    elif _end_reason(end) == "revoked":
+                        # A resume would be a 401: say what happened instead.
+                        raise Refused(401, "the API key was revoked; the server ended the tail")
                     elif _end_reason(end) == "shutdown":
                         wait = (1000 if retry_ms is None else retry_ms) / 1000
                         why = "the server is shutting down"

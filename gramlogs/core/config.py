@@ -73,6 +73,24 @@ class Config:
     rate_limit_burst: int = _setting(
         0, "requests a key may make at once; 0: twice the rate", minimum=0
     )
+    auth_failures_per_minute: int = _setting(
+        30,
+        "failed authentications (401s to a request with a key) per client address and worker;"
+        " past them, requests with a key get 429 until a minute's share refills; 0 is off",
+        minimum=0,
+    )
+    expensive_reads_per_key: int = _setting(
+        4,
+        "expensive reads (exports, histograms, keyword searches) one API key may run at once,"
+        " per worker; more: 429",
+        minimum=1,
+    )
+    stream_key_check_s: float = _setting(
+        5.0,
+        "seconds between checks that an open live tail's or export's key is still valid;"
+        " a revoked key ends the stream",
+        minimum=0.01,
+    )
     max_url_bytes: int = _setting(
         8192, "longest request target (path and query); else 414", minimum=1
     )

@@ -92,7 +92,7 @@ TAIL_WATCHERS = Gauge(
 )
 TAIL_ENDS = Counter(
     "gramlogs_tail_ends",
-    "Live tails the server ended, by reason (slow, duration, shutdown)",
+    "Live tails the server ended, by reason (slow, duration, shutdown, revoked)",
     ["reason"],
 )
 INGESTED = Counter("gramlogs_ingested_lines", "Log lines stored")
@@ -146,7 +146,7 @@ def tail_closed(last_of_watcher: bool) -> None:
 
 
 def tail_ended(reason: str) -> None:
-    """Count a tail the server ended: ``slow``, ``duration`` or ``shutdown``."""
+    """Count a tail the server ended: ``slow``, ``duration``, ``shutdown`` or ``revoked``."""
     TAIL_ENDS.labels(reason).inc()
 
 

@@ -13,7 +13,7 @@ import asyncpg
 from gramlogs.core.errors import Forbidden, Unauthorized
 from gramlogs.core.keys import KeyHolder, Permission, Principal, Scope, hash_key
 
-__all__ = ["authenticate", "identify"]
+__all__ = ["authenticate", "identify", "in_force"]
 
 _LOOKUP_BY_SLUG = """
 SELECT k.id, k.scope, k.key_hash, k.project_id AS bound_project, p.id AS project_id
@@ -81,4 +81,14 @@ async def identify(conn: asyncpg.Connection, key: str | None) -> KeyHolder:
         scope=Scope(row["scope"]),
         organization_id=row["organization_id"],
         bound_project_id=row["project_id"],
+    )
+
+
+async def in_force(conn: asyncpg.Connection, key_id: uuid.UUID) -> bool:
+    """Whether the key ``key_id`` is still there and not revoked: what an open stream re-checks
+    (on the primary, so that a revocation made through any server process is seen)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM api_keys WHERE id = $1 AND revoked_at IS NULL)", key_id
+        )
     )

@@ -1,8 +1,9 @@
 """The ASGI application: routes, the lifespan that owns the pool, and the error handler.
 
-Middleware, outermost first: :class:`~gramlogs.web.observe.Observe` (request id, access log,
-metrics; renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit`
-when ``rate_limit`` is set, then Starlette's own.
+Middleware, outermost first: :class:`~gramlogs.web.headers.ResponseHeaders` (the headers every
+response carries), :class:`~gramlogs.web.observe.Observe` (request id, access log, metrics;
+renders errors that escape the router), then :class:`~gramlogs.web.ratelimit.RateLimit` when
+``rate_limit`` or ``auth_failures_per_minute`` is set, then Starlette's own.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from gramlogs.web import (
     viewer,
 )
 from gramlogs.web.body import BodyBudget
+from gramlogs.web.expensive import ExpensiveReads
+from gramlogs.web.headers import ResponseHeaders
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -77,6 +80,7 @@ def create_app(config: Config | None = None) -> Starlette:
             db=db,
             watchers=watchers,
             bodies=BodyBudget(config.max_body_bytes_in_flight),
+            expensive=ExpensiveReads(config.expensive_reads_per_key),
         )
         upkeep = asyncio.create_task(maintenance.run_forever(url, config))
         try:
@@ -109,10 +113,20 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/", viewer.index, methods=["GET"]),
         Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
     ]
-    middleware = [Middleware(Observe, access_log=config.access_log)]
-    if config.rate_limit > 0:
+    middleware = [
+        Middleware(ResponseHeaders),
+        Middleware(Observe, access_log=config.access_log),
+    ]
+    if config.rate_limit > 0 or config.auth_failures_per_minute > 0:
         burst = config.rate_limit_burst or max(1, round(2 * config.rate_limit))
-        middleware.append(Middleware(RateLimit, rate=config.rate_limit, burst=burst))
+        middleware.append(
+            Middleware(
+                RateLimit,
+                rate=config.rate_limit,
+                burst=burst,
+                failures_per_minute=config.auth_failures_per_minute,
+            )
+        )
     return Starlette(
         routes=routes,
         middleware=middleware,

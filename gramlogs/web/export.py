@@ -8,22 +8,27 @@ connections stay bounded whatever the limit and however slowly the client reads.
 
 Everything that can fail with a JSON error (parameters, the key, the first page) happens before
 the first byte. A database failure later can no longer change the status: the stream is cut
-(the chunked body never ends), which a client sees as an incomplete download.
+(the chunked body never ends), which a client sees as an incomplete download. So is an export
+whose key is revoked while it runs: the key is checked again before a page when
+``stream_key_check_s`` has passed since the last check.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gramlogs.core.errors import GramlogsError
+from gramlogs.core.errors import GramlogsError, Unauthorized
 from gramlogs.core.keys import Permission
-from gramlogs.storage.access import authenticate
+from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.database import Database
 from gramlogs.storage.store import PageRequest, Row, fetch_page
 from gramlogs.web.gram import entry, parse_list_query
@@ -60,19 +65,25 @@ async def export_logs(request: Request) -> ExportStream:
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
     async with db.connection() as conn:
         principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
-    req = dataclasses.replace(query.page_request(principal.project_id), per_page=PAGE_ROWS)
-    if not req.forward:
-        req = await _before_cursor(db, req, limit)
-    walk = _Walk(db, req, limit)
-    first = await walk.next_page()
+    # Held until the stream ends (web/expensive.py): released by ExportStream, or here when
+    # the export fails before it is returned.
+    state.expensive.acquire(principal.key_id)
+    try:
+        req = dataclasses.replace(query.page_request(principal.project_id), per_page=PAGE_ROWS)
+        if not req.forward:
+            req = await _before_cursor(db, req, limit)
+        walk = _Walk(db, req, limit, principal.key_id, state.config.stream_key_check_s)
+        first = await walk.next_page()
+    except BaseException:
+        state.expensive.release(principal.key_id)
+        raise
     filename = f"gramlogs-{slug}-{started.strftime('%Y%m%dT%H%M%SZ')}.ndjson"
     headers = [
         (b"content-type", MEDIA_TYPE.encode()),
         (b"content-disposition", f'attachment; filename="{filename}"'.encode()),
         (LIMIT_HEADER.lower().encode(), str(limit).encode()),
-        (b"cache-control", b"no-store"),
     ]
-    return ExportStream(walk, first, headers)
+    return ExportStream(walk, first, headers, lambda: state.expensive.release(principal.key_id))
 
 
 def _bounded(req: PageRequest) -> PageRequest:
@@ -123,16 +134,27 @@ async def _before_cursor(db: Database, req: PageRequest, limit: int) -> PageRequ
 class _Walk:
     """``req``'s rows in sort order (``req`` walks forward), a page at a time, ``limit`` at most."""
 
-    def __init__(self, db: Database, req: PageRequest, limit: int) -> None:
+    def __init__(
+        self, db: Database, req: PageRequest, limit: int, key_id: uuid.UUID, check_every: float
+    ) -> None:
         self._db = db
         self._req = req
         self.left = limit
         self._done = False
+        self._key_id = key_id
+        self._check_every = check_every
+        self._next_check = time.monotonic() + check_every
 
     async def next_page(self) -> list[Row]:
-        """The next rows; none once the walk is over."""
+        """The next rows; none once the walk is over. 401 when the key was revoked since."""
         if self._done or self.left <= 0:
             return []
+        if time.monotonic() >= self._next_check:
+            # On the primary: a revocation holds at once, whichever process made it.
+            async with self._db.connection() as conn:
+                if not await in_force(conn, self._key_id):
+                    raise Unauthorized("the key was revoked while the export ran")
+            self._next_check = time.monotonic() + self._check_every
         req = dataclasses.replace(self._req, per_page=min(PAGE_ROWS, self.left))
         # A connection per page: a client reading slowly holds none between pages.
         async with self._db.read_connection() as conn:
@@ -149,13 +171,26 @@ class ExportStream:
     """The ASGI response of an export: headers, the first page (read before them), then a page
     at a time until the walk ends or the client goes (a task listens for the disconnect)."""
 
-    def __init__(self, walk: _Walk, first: list[Row], headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        walk: _Walk,
+        first: list[Row],
+        headers: list[tuple[bytes, bytes]],
+        release: Callable[[], None],
+    ) -> None:
         self._walk = walk
         self._first = first
         self._headers = headers
+        self._release = release
         self._gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            self._release()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent = 0
         try:
             async with watching_disconnect(receive, self._hang_up):

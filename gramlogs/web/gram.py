@@ -267,10 +267,13 @@ def _just_past(query: ListQuery) -> uuid.UUID | msgspec.UnsetType:
 async def list_tool_execution_logs(request: Request) -> Response:
     key, slug = gram_credentials(request)
     query = parse_list_query(first_values(request))
-    db = app_state(request).db
+    state = app_state(request)
+    db = state.db
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
     async with db.connection() as conn:
         principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
-        async with db.read_connection(conn) as reader:
-            page = await fetch_page(reader, query.page_request(principal.project_id))
+        # A keyword may scan the whole range (web/expensive.py).
+        with state.expensive.hold(principal.key_id, expensive=query.keyword is not None):
+            async with db.read_connection(conn) as reader:
+                page = await fetch_page(reader, query.page_request(principal.project_id))
     return Response(_encoder.encode(render(page, query)), media_type="application/json")

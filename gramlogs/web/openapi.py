@@ -10,7 +10,8 @@ difference and why.
 
 Every response the server can give is described, errors included: each error status names the
 Goa error ``name``s it can carry (taken from the class tree in ``errors.py``, so the two cannot
-drift apart) and the headers it always has (``X-Request-Id`` on every response, ``Retry-After`` on
+drift apart) and the headers it always has (``X-Request-Id``, ``Cache-Control: no-store``,
+``Vary`` and ``X-Content-Type-Options`` on every response (web/headers.py), ``Retry-After`` on
 429 and 503, ``Allow`` on 405). Unknown routes (404) and known routes with a method they do not
 have (405) belong to no operation; they are in ``components.responses``, listed under the
 document's ``x-gramlogs-any-route``.
@@ -37,6 +38,7 @@ from gramlogs import __version__
 from gramlogs.core.config import Config
 from gramlogs.core.errors import ErrorBody, GramlogsError
 from gramlogs.web import body, export, gram, histogram, ingest, otlp, params, poly, tail
+from gramlogs.web.headers import API_HEADERS
 
 __all__ = ["DOCUMENT", "ERROR_RESPONSES", "WIRE_STRUCTS", "build", "endpoint", "struct_schemas"]
 
@@ -179,7 +181,12 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
         "the Idempotency-Key was first used with a different request (body, endpoint, content "
         "type or encoding)",
     ),
-    429: ("TooManyRequests", "the key is over its rate limit; retry after Retry-After seconds"),
+    429: (
+        "TooManyRequests",
+        "the key is over its rate limit, its live tails or its concurrent expensive reads "
+        "(exports, histograms, keyword searches), or the client address is over its failed "
+        "authentications; retry after Retry-After seconds",
+    ),
     431: ("HeadersTooLarge", "the request headers are too large; connection closed"),
     500: ("Unexpected", "a bug in gramlogs; the message never shows internals"),
     503: (
@@ -210,8 +217,12 @@ def _ref(kind: str, name: str) -> Json:
     return {"$ref": f"#/components/{kind}/{name}"}
 
 
+# What web/headers.py adds to every API response.
+_EVERY_RESPONSE = ("X-Request-Id", *API_HEADERS)
+
+
 def _error_response(status: int, names: list[str]) -> Json:
-    headers = {"X-Request-Id": _ref("headers", "X-Request-Id")}
+    headers = {name: _ref("headers", name) for name in _EVERY_RESPONSE}
     if status in (429, 503):
         headers["Retry-After"] = _ref("headers", "Retry-After")
     if status == 405:
@@ -237,7 +248,10 @@ def _responses(ok: Json, *errors: int) -> Json:
 def _ok(description: str, content: Json, headers: Json | None = None) -> Json:
     return {
         "description": description,
-        "headers": {"X-Request-Id": _ref("headers", "X-Request-Id"), **(headers or {})},
+        "headers": {
+            **{name: _ref("headers", name) for name in _EVERY_RESPONSE},
+            **(headers or {}),
+        },
         "content": content,
     }
 
@@ -441,7 +455,8 @@ _SSE_EVENT: Json = {
         "data": {
             "type": "string",
             "description": "message: one LogEntry as JSON; end: "
-            '{"reason": "slow" | "duration" | "shutdown", "resume": <token>}',
+            '{"reason": "slow" | "duration" | "shutdown" | "revoked", "resume": <token>}; '
+            "revoked: the key was revoked while the stream was open (do not resume)",
         },
         "id": {"type": "string", "description": "The resume token after this event"},
         "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting"},
@@ -458,7 +473,8 @@ def _tail() -> Json:
             "(docs/tail.md). Each line is an event whose id is a resume token and whose data is "
             "one entry of listToolExecutionLogs' logs; comments every GRAMLOGS_TAIL_HEARTBEAT_S. "
             "The stream ends with an `end` event ({reason, resume}) when the client reads too "
-            "slowly, after GRAMLOGS_TAIL_MAX_S, and at shutdown: resume with its id.",
+            "slowly, after GRAMLOGS_TAIL_MAX_S, and at shutdown: resume with its id; and when "
+            "its key is revoked (reason revoked, within GRAMLOGS_STREAM_KEY_CHECK_S).",
             "operationId": "tailLogs",
             "parameters": [
                 *_filters(),
@@ -482,10 +498,7 @@ def _tail() -> Json:
                 _ok(
                     "The stream of events.",
                     {"text/event-stream": {"schema": _SSE_EVENT}},
-                    {
-                        "Cache-Control": {"schema": {"type": "string", "enum": ["no-cache"]}},
-                        "X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}},
-                    },
+                    {"X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}}},
                 ),
                 400,
                 401,
@@ -547,7 +560,6 @@ def _export() -> Json:
                             "required": True,
                             "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
                         },
-                        "Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}},
                     },
                 ),
                 400,
@@ -1164,6 +1176,24 @@ def build() -> Json:
                     "description": "The methods the route has.",
                     "required": True,
                     "schema": {"type": "string"},
+                },
+                "Cache-Control": {
+                    "description": "no-store: a response depends on the key that asked, so no "
+                    "cache may keep it.",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["no-store"]},
+                },
+                "Vary": {
+                    "description": "The headers a response depends on, for a cache that ignores "
+                    "no-store: one keyed on the URL alone must not serve one tenant's logs to "
+                    "another.",
+                    "required": True,
+                    "schema": {"type": "string", "enum": [API_HEADERS["Vary"]]},
+                },
+                "X-Content-Type-Options": {
+                    "description": "nosniff: a browser takes the Content-Type as sent.",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["nosniff"]},
                 },
             },
             "securitySchemes": _SECURITY_SCHEMES,

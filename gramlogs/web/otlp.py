@@ -427,7 +427,7 @@ def _reply(response: ExportLogsServiceResponse, kind: str) -> Reply:
 
 async def export_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
-    key, slug = gram_credentials(request, allow_authorization=True)
+    key, slug = gram_credentials(request)
     once = idempotency_key(request)
     kind = media_type(request, MEDIA_TYPES)
     state = app_state(request)

@@ -14,6 +14,7 @@ from datetime import datetime
 from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from gramlogs.core import ids
 from gramlogs.core.errors import (
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_TEXT_LENGTH",
     "NO_NUL",
+    "credential_headers",
     "first_values",
     "gram_credentials",
     "header_text",
@@ -44,6 +46,7 @@ __all__ = [
     "parse_text",
     "parse_timestamp",
     "parse_uuid",
+    "presented_key",
 ]
 
 _TEXT = "UTF-8 text without NUL characters"
@@ -153,11 +156,39 @@ def parse_text(name: str, value: str) -> str:
     return value
 
 
-def gram_credentials(request: Request, *, allow_authorization: bool = False) -> tuple[str, str]:
-    """The key and project slug of a write request; 401 when either is missing."""
-    key = bearer(request.headers.get("gram-key"))
-    if key is None and allow_authorization:
-        key = bearer(request.headers.get("authorization"))
+# Which header carries the key, by route: the rate limiter (ratelimit.py) and the handlers both
+# ask :func:`presented_key`, so the key that is limited is the key that is checked.
+_POLY_PREFIX = "/functions/"
+_OTLP_PATH = "/v1/logs"
+
+
+def credential_headers(path: str) -> tuple[str, ...]:
+    """The header(s) the route at ``path`` authenticates with, the one used first when both are
+    sent: Poly's routes take ``Authorization`` (Bearer), OTLP's ``Gram-Key`` or else
+    ``Authorization`` (what OpenTelemetry exporters can set), every other route ``Gram-Key``."""
+    if path.startswith(_POLY_PREFIX):
+        return ("authorization",)
+    if path == _OTLP_PATH:
+        return ("gram-key", "authorization")
+    return ("gram-key",)
+
+
+def presented_key(scope: Scope) -> str | None:
+    """The key a request presents for its route (:func:`credential_headers`); None without one.
+    Any other key header is ignored, by the handler and the rate limiter alike."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name, value)  # the first of a repeated header, as Starlette reads it
+    for name in credential_headers(scope["path"]):
+        value = headers.get(name.encode())
+        if value is not None and (key := bearer(value.decode("latin-1"))):
+            return key
+    return None
+
+
+def gram_credentials(request: Request) -> tuple[str, str]:
+    """The key and project slug of a Gram-dialect request; 401 when either is missing."""
+    key = presented_key(request.scope)
     if key is None:
         raise Unauthorized("missing Gram-Key header")
     slug = header_text("Gram-Project", request.headers.get("gram-project", "").strip())

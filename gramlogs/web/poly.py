@@ -21,12 +21,12 @@ from starlette.responses import Response
 
 from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest, NotFound, Unauthorized
-from gramlogs.core.keys import Permission, bearer
+from gramlogs.core.keys import Permission
 from gramlogs.storage import functions
 from gramlogs.storage.access import identify
 from gramlogs.storage.store import LogFilter, Page, PageRequest, fetch_page
 from gramlogs.web.gram import LEVELS
-from gramlogs.web.params import first_values, parse_int, parse_text, parse_uuid
+from gramlogs.web.params import first_values, parse_int, parse_text, parse_uuid, presented_key
 from gramlogs.web.state import app_state
 
 __all__ = [
@@ -159,7 +159,7 @@ def _function_id(request: Request) -> uuid.UUID:
 
 
 async def _serve(request: Request, *, system: bool) -> Response:
-    key = bearer(request.headers.get("authorization"))
+    key = presented_key(request.scope)
     if key is None:
         raise Unauthorized("missing Authorization header (Bearer <key>)")
     function_id = _function_id(request)
@@ -195,7 +195,10 @@ async def _serve(request: Request, *, system: bool) -> Response:
         logs: list[PolyLog] = []
         if function.logs_enabled:
             req = query.page_request(function.project_id, function.id, system=system, now=_now())
-            logs = render(await fetch_page(conn, req))
+            # A keyword may scan the whole range (web/expensive.py).
+            expensive = query.keyword is not None
+            with app_state(request).expensive.hold(holder.key_id, expensive=expensive):
+                logs = render(await fetch_page(conn, req))
     body = PolyLogs(logs_enabled=function.logs_enabled, logs=logs)
     return Response(_encoder.encode(body), media_type="application/json")
 

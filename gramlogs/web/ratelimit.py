@@ -1,10 +1,16 @@
-"""Per-key rate limiting: a token bucket per API key, in process, off by default.
+"""Rate limits answered before a request touches the database, in process.
 
-Each key may make ``burst`` requests at once and ``rate`` per second after that; a request over
-the limit is a 429 ``too_many_requests`` with ``Retry-After``, answered before the request touches
-the database. The key is read from ``Gram-Key`` or ``Authorization`` (the headers the dialects
-authenticate with), so every route, present and future, is covered without code of its own.
-Requests without a key are not limited here: they are refused with a 401 by their handler.
+- Per key (off by default): each key may make ``burst`` requests at once and ``rate`` per second
+  after that. The key is the one the route authenticates with (:func:`~gramlogs.web.params.
+  presented_key`: ``Gram-Key``, ``Authorization`` on Poly's routes), so a decoy in the other
+  header neither spends another key's tokens nor escapes the limit. Requests without a key are
+  not limited here: they are refused with a 401 by their handler.
+- Failed authentications per client address (on by default): each 401 to a request that
+  presented a key spends a token of the address; with none left, requests that present a key
+  are refused before their key is looked up, so guessing keys costs the database nothing.
+
+Over either limit the answer is a 429 ``too_many_requests`` with ``Retry-After``. Every route,
+present and future, is covered without code of its own.
 
 Buckets live in the worker process: with ``--workers N`` a key gets up to N times the configured
 rate. A shared limit needs a shared store (or a proxy in front), which gramlogs does not have.
@@ -16,14 +22,16 @@ import math
 import time
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gramlogs.core.errors import TooManyRequests
-from gramlogs.core.keys import bearer, hash_key
+from gramlogs.core.keys import hash_key
+from gramlogs.web.params import presented_key
 
 __all__ = ["RateLimit", "TokenBuckets"]
 
-_KEY_HEADERS = (b"gram-key", b"authorization")
+# Client addresses whose failures are remembered at once; past it, idle ones are forgotten.
+MAX_ADDRESSES = 10_000
 
 
 class TokenBuckets:
@@ -66,6 +74,14 @@ class TokenBuckets:
         bucket[0] = tokens
         return (1 - tokens) / self.rate
 
+    def wait(self, key: bytes) -> float:
+        """What :meth:`take` would answer, spending nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket[0] + (self._clock() - bucket[1]) * self.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
     def _prune(self, now: float) -> None:
         full_after = self.burst / self.rate
         self._buckets = {k: b for k, b in self._buckets.items() if now - b[1] < full_after}
@@ -76,33 +92,69 @@ class TokenBuckets:
         return len(self._buckets)
 
 
-def _presented_key(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name in _KEY_HEADERS:
-            key = bearer(value.decode("latin-1"))
-            if key:
-                # A digest, so that the table holds no key material.
-                return hash_key(key)
-    return None
-
-
 class RateLimit:
-    """ASGI middleware: the buckets above, applied before routing."""
+    """ASGI middleware: the buckets above, applied before routing. ``rate`` 0 turns the per-key
+    limit off, ``failures_per_minute`` 0 the failed-authentication one."""
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rate: float = 0.0,
+        burst: int = 1,
+        failures_per_minute: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app = app
-        self.buckets = TokenBuckets(rate, burst)
+        self.buckets = TokenBuckets(rate, burst, clock=clock) if rate > 0 else None
+        self.failures = (
+            TokenBuckets(
+                failures_per_minute / 60,
+                failures_per_minute,
+                max_keys=MAX_ADDRESSES,
+                clock=clock,
+            )
+            if failures_per_minute > 0
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            key = _presented_key(scope)
-            if key is not None:
-                wait = self.buckets.take(key)
-                if wait > 0:
-                    seconds = max(1, math.ceil(wait))
-                    raise TooManyRequests(
-                        f"rate limit of {self.buckets.rate:g} requests per second for this key "
-                        f"exceeded; retry in {seconds} s",
-                        retry_after=seconds,
-                    )
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or (key := presented_key(scope)) is None:
+            await self.app(scope, receive, send)
+            return
+        address = _address(scope)
+        if self.failures is not None:
+            wait = self.failures.wait(address)
+            if wait > 0:
+                seconds = max(1, math.ceil(wait))
+                raise TooManyRequests(
+                    f"too many failed authentications from this address (more than "
+                    f"{self.failures.burst:g} a minute); retry in {seconds} s",
+                    retry_after=seconds,
+                )
+        if self.buckets is not None:
+            # A digest, so that the table holds no key material.
+            wait = self.buckets.take(hash_key(key))
+            if wait > 0:
+                seconds = max(1, math.ceil(wait))
+                raise TooManyRequests(
+                    f"rate limit of {self.buckets.rate:g} requests per second for this key "
+                    f"exceeded; retry in {seconds} s",
+                    retry_after=seconds,
+                )
+        if self.failures is None:
+            await self.app(scope, receive, send)
+            return
+        failures = self.failures
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                failures.take(address)
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+def _address(scope: Scope) -> bytes:
+    client = scope.get("client")
+    return client[0].encode() if client else b""

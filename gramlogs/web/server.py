@@ -45,9 +45,15 @@ from gramlogs.core.errors import (
     encode_error,
     new_error_id,
 )
+from gramlogs.web.headers import API_HEADERS
 from gramlogs.web.watchers import drain_all
 
 __all__ = ["LimitedHttpToolsProtocol", "Limits", "log_config", "uvicorn_options"]
+
+# What web/headers.py puts on every API response, on the answers sent before the application.
+_API_HEADERS = b"".join(
+    b"%s: %s\r\n" % (name.lower().encode(), value.encode()) for name, value in API_HEADERS.items()
+)
 
 logger = logging.getLogger("gramlogs.server")
 
@@ -187,8 +193,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         head = b"HTTP/1.1 %d %s\r\n" % (error.status, _REASONS.get(error.status, b"Error"))
         headers = (
             b"content-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\nx-request-id: %s\r\n\r\n"
-        ) % (len(body), error_id.encode())
+            b"content-length: %d\r\nconnection: close\r\nx-request-id: %s\r\n%s\r\n"
+        ) % (len(body), error_id.encode(), _API_HEADERS)
         self.transport.write(head + headers + body)
         self.transport.close()
         metrics.refused(reason)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from gramlogs.core.config import Config
 from gramlogs.storage.database import Database
 from gramlogs.web.body import BodyBudget
+from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.watchers import Watchers
 
 __all__ = ["AppState", "app_state"]
@@ -21,6 +22,7 @@ class AppState:
     watchers: Watchers
     # The write requests' body bytes in flight (body.py).
     bodies: BodyBudget
+    expensive: ExpensiveReads
 
 
 def app_state(request: Request) -> AppState:

@@ -5,7 +5,8 @@ in the tail journal: storage/journal.py) and whose ``data`` is the line as one e
 ``listToolExecutionLogs``. Lines come in the order their batches committed, each batch's in id
 order. Sending the last token back (``Last-Event-ID``, as browsers' EventSource does on its own,
 or ``last_event_id``) continues right after it. The stream ends with an ``end`` event carrying
-the token when the client reads too slowly, at ``tail_max_s``, and at shutdown.
+the token when the client reads too slowly, at ``tail_max_s``, at shutdown, and when its key is
+revoked (checked every ``stream_key_check_s``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gramlogs.core import metrics
 from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
 from gramlogs.core.keys import Permission
 from gramlogs.storage import journal
-from gramlogs.storage.access import authenticate
+from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.journal import Position
 from gramlogs.storage.store import LogFilter, PageRequest, Row
 from gramlogs.web.gram import entry, parse_filters
@@ -45,9 +46,9 @@ MAX_LINES = 1000
 # What EventSource waits before reconnecting after the stream ends (ms): the end event asks
 # the client to come back, and a resume reads what it missed from the store.
 RETRY_MS = 1000
+# Cache-Control (no-store) is set with the other API headers (headers.py).
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
 
@@ -142,7 +143,7 @@ async def tail_logs(request: Request) -> EventStream:
     watcher = await stack.enter_async_context(
         state.watchers.watch(project_id, principal.key_id, wake)
     )
-    tail = _Tail(state.watchers, watcher, tail_filter, position, wake)
+    tail = _Tail(state.watchers, watcher, tail_filter, position, wake, principal.key_id)
     return EventStream(tail, backlog, stack)
 
 
@@ -167,8 +168,10 @@ class _Tail:
         tail_filter: TailFilter,
         position: Position,
         wake: asyncio.Event,
+        key_id: uuid.UUID,
     ) -> None:
         self.watchers = watchers
+        self.key_id = key_id
         self.watcher = watcher
         self.filter = tail_filter
         self.position = position
@@ -183,6 +186,8 @@ class _Tail:
         config = self.watchers.config
         deadline = time.monotonic() + config.tail_max_s
         heartbeat = config.tail_heartbeat_s
+        check_every = config.stream_key_check_s
+        next_check = time.monotonic() + check_every
         subscription = None
         sent_position = self.position
         last_sent = time.monotonic()
@@ -193,6 +198,10 @@ class _Tail:
                     return await self._end(emit, "shutdown")
                 if now >= deadline:
                     return await self._end(emit, "duration")
+                if now >= next_check:
+                    if not await self._key_in_force():
+                        return await self._end(emit, "revoked")
+                    next_check = time.monotonic() + check_every
                 if subscription is None:
                     subscription = self.watcher.subscribe(self.filter, self.position, self.wake)
                     if subscription is None:
@@ -212,12 +221,13 @@ class _Tail:
                     continue
                 self.position = max(self.position, Position(subscription.seen))
                 self.wake.clear()
-                wait = min(last_sent + heartbeat, deadline) - time.monotonic()
+                wait = min(last_sent + heartbeat, deadline, next_check) - time.monotonic()
                 try:
                     await asyncio.wait_for(self.wake.wait(), max(wait, 0))
                 except TimeoutError:
-                    if time.monotonic() >= deadline:
-                        continue
+                    now = time.monotonic()
+                    if now >= deadline or now < last_sent + heartbeat:
+                        continue  # the end, or the key's check, is due: the loop's top does it
                     beat = b": keep-alive\n"
                     if self.position != sent_position:
                         sent_position = self.position
@@ -233,6 +243,18 @@ class _Tail:
     async def _end(self, emit: Callable[[bytes], Awaitable[None]], reason: str) -> None:
         metrics.tail_ended(reason)
         await emit(_frame_end(self.project_id, self.position, reason))
+
+    async def _key_in_force(self) -> bool:
+        """Whether the tail's key is still valid; while the database is away, it is taken to be
+        (the tail is waiting for the database anyway), and checked again next time."""
+        try:
+            async with self.watchers.db.connection() as conn:
+                return await in_force(conn, self.key_id)
+        except GramlogsError as exc:
+            if not exc.temporary:
+                raise
+            logger.warning("live tail of %s: key check: %s; retrying", self.project_id, exc)
+            return True
 
     async def _catch_up(self) -> list[Frame]:
         """Frames from the store up to the watcher's position, a read at a time; none (after

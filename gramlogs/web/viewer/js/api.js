@@ -45,13 +45,24 @@ export function forgetCredentials() {
 }
 
 // A link made by `gramlogs serve` carries the key in the fragment (#key=...&project=...), which
-// browsers never send: it moves to sessionStorage and leaves the address bar at once.
+// browsers never send: it moves to sessionStorage and leaves the address bar at once. A link
+// must not silently sign out of other saved credentials (anyone can send a link): when they
+// differ, the user is asked, and declining keeps them.
 export function takeFragment() {
   if (!location.hash) return;
   const fragment = new URLSearchParams(location.hash.slice(1));
   const key = fragment.get("key");
-  if (key) saveCredentials(key, fragment.get("project") || "", false);
+  const project = fragment.get("project") || "";
   history.replaceState(history.state, "", location.pathname + location.search);
+  if (!key) return;
+  const saved = credentials();
+  if (saved && (saved.key !== key || saved.project !== project)) {
+    const question =
+      `This link signs in with another key${project ? ` for the project "${project}"` : ""}.\n` +
+      `Replace the key saved for the project "${saved.project}"?`;
+    if (!confirm(question)) return;
+  }
+  saveCredentials(key, project, false);
 }
 
 export function headers(extra = {}) {

@@ -1,6 +1,7 @@
 // The live tail (GET /rpc/logs.tail) read with fetch, so the key stays in a header: server-sent
 // events parsed from the response body. A dropped stream, or one the server ends, resumes from
-// the last id it carried, so no line is missed or shown twice.
+// the last id it carried, so no line is missed or shown twice; except a stream ended because
+// its key was revoked (reason "revoked"), which stops.
 
 import { ApiError, request, sleep } from "./api.js";
 
@@ -26,12 +27,21 @@ export function parseEvents(text) {
   return { events, rest };
 }
 
+function endReason(data) {
+  try {
+    return JSON.parse(data).reason ?? null;
+  } catch {
+    return null;
+  }
+}
+
 export class LiveTail {
   // onStart(): the stream is open (lines stored from now on will come); onLines(entries): new
-  // lines; onGone(): the resume point expired, start again; onError(error): shown to the user.
-  constructor(filters, { onStart, onLines, onGone, onError }) {
+  // lines; onGone(): the resume point expired, start again; onRevoked(): the server ended the
+  // tail because its key was revoked; onError(error): shown to the user.
+  constructor(filters, { onStart, onLines, onGone, onRevoked, onError }) {
     this.filters = filters;
-    this.handlers = { onStart, onLines, onGone, onError };
+    this.handlers = { onStart, onLines, onGone, onRevoked, onError };
     this.lastId = null;
     this.controller = new AbortController();
     this._run();
@@ -48,10 +58,14 @@ export class LiveTail {
       try {
         const extraHeaders = this.lastId ? { "Last-Event-ID": this.lastId } : {};
         const response = await request("/rpc/logs.tail", this.filters, { signal, extraHeaders });
-        await this._read(response, signal, () => {
+        const ended = await this._read(response, signal, () => {
           if (!started) this.handlers.onStart();
           started = true;
         });
+        if (ended === "revoked") {
+          this.handlers.onRevoked();
+          return;
+        }
       } catch (error) {
         if (signal.aborted) return;
         if (error instanceof ApiError && error.status === 410) {
@@ -75,18 +89,22 @@ export class LiveTail {
     let buffer = "";
     for (;;) {
       const { done, value } = await reader.read();
-      if (done) return;
+      if (done) return null;
       buffer += decoder.decode(value, { stream: true });
       const { events, rest } = parseEvents(buffer);
       buffer = rest;
       const lines = [];
+      let reason = null;
       for (const event of events) {
         if (event.id) this.lastId = event.id;
         if (event.type === "message" && event.data) lines.push(JSON.parse(event.data));
+        if (event.type === "end") reason = endReason(event.data);
       }
       if (events.length) opened();
       if (lines.length) this.handlers.onLines(lines);
-      // An `end` event: the server closes the stream; the loop resumes from its id.
+      // An `end` event: the server closes the stream; the loop resumes from its id, unless the
+      // key was revoked (a resume would only be refused).
+      if (reason === "revoked") return reason;
     }
   }
 }

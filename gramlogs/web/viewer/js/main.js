@@ -373,6 +373,10 @@ function startLive() {
       flushLive();
     },
     onGone: () => load(),
+    onRevoked: () => {
+      setLive(false);
+      setStatus("Live stopped: the key was revoked. Sign in with another key to go on.");
+    },
     onError: (error) => {
       failed(error);
       setLive(false);
