@@ -46,6 +46,28 @@ async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int = 1, limit: float
     raise AssertionError(f"no {count} gramlogs request(s) blocked on a lock within {limit} s")
 
 
+def get_scope(path: str, query: bytes, tenant: Any) -> dict[str, Any]:
+    """An ASGI scope of a GET with the tenant's consumer key: for tests that call the app
+    themselves, to see each message it sends."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query,
+        "headers": [
+            (b"gram-key", tenant.consumer_key.encode()),
+            (b"gram-project", tenant.slug.encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("gramlogs.test", 80),
+    }
+
+
 def error(r: httpx.Response) -> dict[str, Any]:
     """The error body with its (random) id checked and removed."""
     body = r.json()

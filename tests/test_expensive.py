@@ -8,7 +8,7 @@ import asyncio
 import uuid
 
 import pytest
-from _support import error
+from _support import error, get_scope
 
 from gramlogs.core.errors import TooManyRequests
 from gramlogs.core.keys import hash_key
@@ -107,23 +107,7 @@ async def test_an_export_holds_its_slot_until_its_stream_ends(app, tenant, pool)
         await done.wait()
         return {"type": "http.disconnect"}
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/rpc/logs.export",
-        "raw_path": b"/rpc/logs.export",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"gram-key", tenant.consumer_key.encode()),
-            (b"gram-project", tenant.slug.encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("gramlogs.test", 80),
-    }
+    scope = get_scope("/rpc/logs.export", b"", tenant)
     await app(scope, receive, send)
     assert seen and set(seen) == {1}  # held while each message was sent
     assert reads.running(key_id) == 0

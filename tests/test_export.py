@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from _support import app_client, bad_request, error
+from _support import app_client, bad_request, error, get_scope
 from hypothesis import given
 from hypothesis import strategies as st
 from test_gram_paging import (
@@ -353,23 +353,7 @@ async def _run(app, tenant, query: bytes, receive=None) -> list[dict]:
         await done.wait()
         return {"type": "http.disconnect"}
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": URL,
-        "raw_path": URL.encode(),
-        "root_path": "",
-        "query_string": query,
-        "headers": [
-            (b"gram-key", tenant.consumer_key.encode()),
-            (b"gram-project", tenant.slug.encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("gramlogs.test", 80),
-    }
+    scope = get_scope(URL, query, tenant)
     await app(scope, receive or wait_forever, send)
     return sent
 

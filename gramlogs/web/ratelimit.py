@@ -124,24 +124,17 @@ class RateLimit:
             return
         address = _address(scope)
         if self.failures is not None:
-            wait = self.failures.wait(address)
-            if wait > 0:
-                seconds = max(1, math.ceil(wait))
-                raise TooManyRequests(
-                    f"too many failed authentications from this address (more than "
-                    f"{self.failures.burst:g} a minute); retry in {seconds} s",
-                    retry_after=seconds,
-                )
+            _refuse_for(
+                self.failures.wait(address),
+                f"too many failed authentications from this address (more than "
+                f"{self.failures.burst:g} a minute)",
+            )
         if self.buckets is not None:
             # A digest, so that the table holds no key material.
-            wait = self.buckets.take(hash_key(key))
-            if wait > 0:
-                seconds = max(1, math.ceil(wait))
-                raise TooManyRequests(
-                    f"rate limit of {self.buckets.rate:g} requests per second for this key "
-                    f"exceeded; retry in {seconds} s",
-                    retry_after=seconds,
-                )
+            _refuse_for(
+                self.buckets.take(hash_key(key)),
+                f"rate limit of {self.buckets.rate:g} requests per second for this key exceeded",
+            )
         if self.failures is None:
             await self.app(scope, receive, send)
             return
@@ -158,3 +151,10 @@ class RateLimit:
 def _address(scope: Scope) -> bytes:
     client = scope.get("client")
     return client[0].encode() if client else b""
+
+
+def _refuse_for(wait: float, reason: str) -> None:
+    """A 429 when a bucket says to wait ``wait`` seconds (Retry-After: whole ones, at least 1)."""
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise TooManyRequests(f"{reason}; retry in {seconds} s", retry_after=seconds)
