@@ -23,8 +23,6 @@ from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
 from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge, shorten
-from gramlogs.core.keys import Permission
-from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
     FUNCTION_COLUMN,
     LEVEL_ALIASES,
@@ -41,9 +39,9 @@ from gramlogs.storage.batch import (
     normalise_level,
 )
 from gramlogs.storage.functions import disabled_among
-from gramlogs.storage.idempotency import Claim, Replay, Reply, request_hash
+from gramlogs.storage.idempotency import Claim, Replay, Reply
 from gramlogs.storage.writer import Row, store_batch
-from gramlogs.web.body import answer, content_encoding, media_type, off_loop, read_body
+from gramlogs.web.body import answer, media_type, read_batch
 from gramlogs.web.counting import more_values_than
 from gramlogs.web.params import NO_NUL, gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
@@ -456,28 +454,19 @@ def refuse_disabled(rows: Sequence[Row], disabled: set[uuid.UUID]) -> Conflict:
 
 async def ingest_logs(request: Request) -> Response:
     """``POST /rpc/logs.ingest``: store a JSON or NDJSON batch whole, or nothing."""
-    key, slug = gram_credentials(request)
+    credentials = gram_credentials(request)
     once = idempotency_key(request)
     kind = media_type(request, JSON_TYPES + NDJSON_TYPES)
     state = app_state(request)
-    encoding = content_encoding(request)  # its 415 before the key's lookup
-    # The key first, so that a request without a good one is answered without reading its body.
-    # A connection for the lookup and another to store: between them the body arrives, and a
-    # slow upload must not hold a pooled connection.
-    async with state.db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
-    with state.bodies.holding() as held:
-        body = await read_body(request, state.config.max_body_bytes, held)
-        rows, digest = await off_loop(
-            len(body),
-            _parse,
-            body,
-            kind,
-            principal.project_id,
-            state.config.max_batch_entries,
-            None if once is None else (request.url.path, encoding),
-        )
-        del body
+    cap = state.config.max_batch_entries
+    principal, rows, digest = await read_batch(
+        request,
+        state,
+        credentials,
+        kind,
+        once is not None,
+        lambda body, principal: decode_batch(body, kind, principal.project_id, cap=cap),
+    )
     try:
         async with state.db.connection() as conn:
             # After the body's checks, which give a resend the same answer, so that a bad body
@@ -500,21 +489,6 @@ async def ingest_logs(request: Request) -> Response:
         return answer(replay.reply, replayed=True)
     metrics.ingested(stored)
     return answer(_result(stored, duplicates))
-
-
-def _parse(
-    body: bytes,
-    kind: str,
-    project_id: uuid.UUID,
-    cap: int,
-    hashed: tuple[str, str] | None,
-) -> tuple[list[Row], bytes | None]:
-    # One piece of work for the body threads: the rows, and the request's hash when an
-    # Idempotency-Key needs it (``hashed``: the path and content coding).
-    rows = decode_batch(body, kind, project_id, cap=cap)
-    if hashed is None:
-        return rows, None
-    return rows, request_hash(hashed[0], kind, hashed[1], body)
 
 
 def _result(stored: int, duplicates: int) -> Reply:

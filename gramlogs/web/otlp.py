@@ -32,8 +32,6 @@ from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
 from gramlogs.core.errors import BadRequest, PayloadTooLarge, shorten
-from gramlogs.core.keys import Permission
-from gramlogs.storage.access import authenticate
 from gramlogs.storage.batch import (
     FUNCTION_COLUMN,
     MAX_LISTED,
@@ -49,9 +47,9 @@ from gramlogs.storage.batch import (
     normalise_level,
 )
 from gramlogs.storage.functions import disabled_among
-from gramlogs.storage.idempotency import Claim, Replay, Reply, request_hash
+from gramlogs.storage.idempotency import Claim, Replay, Reply
 from gramlogs.storage.writer import store_batch
-from gramlogs.web.body import answer, content_encoding, media_type, off_loop, read_body
+from gramlogs.web.body import answer, media_type, read_batch
 from gramlogs.web.counting import more_values_than
 from gramlogs.web.params import gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
@@ -427,29 +425,20 @@ def _reply(response: ExportLogsServiceResponse, kind: str) -> Reply:
 
 async def export_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
-    key, slug = gram_credentials(request)
+    credentials = gram_credentials(request)
     once = idempotency_key(request)
     kind = media_type(request, MEDIA_TYPES)
     state = app_state(request)
-    encoding = content_encoding(request)  # its 415 before the key's lookup
-    # The key first, so that a request without a good one is answered without reading its body;
-    # as on logs.ingest, the connection is not held while the body arrives.
-    async with state.db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
+    cap = state.config.max_batch_entries
+    principal, (mapped, builder), digest = await read_batch(
+        request,
+        state,
+        credentials,
+        kind,
+        once is not None,
+        lambda body, principal: _decode(body, kind, BatchBuilder(principal.project_id), cap),
+    )
     project_id = principal.project_id
-    builder = BatchBuilder(project_id)
-    with state.bodies.holding() as held:
-        body = await read_body(request, state.config.max_body_bytes, held)
-        mapped, digest = await off_loop(
-            len(body),
-            _parse,
-            body,
-            kind,
-            builder,
-            state.config.max_batch_entries,
-            None if once is None else (request.url.path, encoding),
-        )
-        del body
     problems, rejected = list(mapped.problems), mapped.rejected
     if rejected and not builder.rows:
         metrics.rejected("invalid", rejected)
@@ -493,16 +482,10 @@ async def export_logs(request: Request) -> Response:
     return answer(reply)
 
 
-def _parse(
-    body: bytes, kind: str, builder: BatchBuilder, cap: int, hashed: tuple[str, str] | None
-) -> tuple[Mapped, bytes | None]:
-    # One piece of work for the body threads: the records counted, decoded and mapped, and the
-    # request's hash when an Idempotency-Key needs it (``hashed``: the path and content coding).
+def _decode(body: bytes, kind: str, builder: BatchBuilder, cap: int) -> tuple[Mapped, BatchBuilder]:
+    # For the body threads: the records counted, decoded and mapped into ``builder``.
     check_count(body, kind, cap)
-    mapped = map_request(parse_request(body, kind), builder)
-    if hashed is None:
-        return mapped, None
-    return mapped, request_hash(hashed[0], kind, hashed[1], body)
+    return map_request(parse_request(body, kind), builder), builder
 
 
 def _response(rejected: int, problems: list[str]) -> ExportLogsServiceResponse:
