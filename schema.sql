@@ -88,7 +88,7 @@ ALTER TABLE projects ADD COLUMN IF NOT EXISTS retention_days integer
 -- ---- Keyword search and the Poly dialect ---------------------------------------------------
 -- `keyword` is a case-insensitive substring of message or raw_log (ILIKE with %, _ and \
 -- escaped). A trigram GIN index answers it without reading every line of the project; see
--- store.py for how a page chooses between it and the ordered (project_id, id) scans above.
+-- pages.py for how a page chooses between it and the ordered (project_id, id) scans above.
 -- One expression holds both columns, so a trigram they share (a JSON line's message is in its
 -- raw line) is indexed once: 40% smaller than a two-column index, and cheaper to insert into.
 -- A keyword without \x01 matches the expression exactly when it matches message or raw_log.

@@ -4,7 +4,7 @@
 connection with the server's settings reads the journal once while the tables are empty (the
 generic plan of a new install is made then), then ``--lines`` lines arrive in batches of 1 to 40
 (15% dated up to 90 minutes back), and the connection reads the backlog from the start, about
-5,000 lines a statement, as a resumed tail does (web/watchers.py ``catch_up``). Side by side,
+5,000 lines a statement, as a resumed tail does (live/watchers.py ``catch_up``). Side by side,
 each regime with the journal's statement and with the plain join it replaced (reading stops
 after ``--budget-s`` seconds): "new" is the database as it is, "analyzed" the same after ANALYZE
 (which also drops the cached plans).
@@ -41,7 +41,7 @@ from benchmarks import harness as h
 from gramlogs.core import ids
 from gramlogs.core.config import Config
 from gramlogs.storage import journal, maintenance, tenants, writer
-from gramlogs.storage.store import COLUMNS, PLAN_SETTINGS
+from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS
 from testkit import tailing
 from testkit.postgres import own_postgres, temporary_database
 from testkit.serve import live_server

@@ -40,7 +40,7 @@ import asyncpg
 import httpx
 
 from benchmarks import harness as h
-from gramlogs.storage import citus, store
+from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
 from testkit.citus import local_cluster, prepare_database
 from testkit.ports import free_port
@@ -124,13 +124,13 @@ async def _where_time_goes(
     (EXPLAIN ANALYZE on the coordinator shows the worker's own figures)."""
     conns = {}
     for target, url in urls.items():
-        conn = await asyncpg.connect(url, server_settings=store.PLAN_SETTINGS)
+        conn = await asyncpg.connect(url, server_settings=pages.PLAN_SETTINGS)
         await citus.prepare_connection(conn)
         conns[target] = conn
     # One PostgreSQL planning each statement for its values, as the cluster's workers must.
     conns["single, custom plans"] = await asyncpg.connect(
         urls["single"],
-        server_settings=store.PLAN_SETTINGS | {"plan_cache_mode": "force_custom_plan"},
+        server_settings=pages.PLAN_SETTINGS | {"plan_cache_mode": "force_custom_plan"},
     )
     results: dict[str, dict[str, Any]] = {}
     try:
@@ -141,7 +141,7 @@ async def _where_time_goes(
             for i in range(n + 5):
                 for target, conn in conns.items():
                     started = time.perf_counter()
-                    await store.fetch_page(conn, request)
+                    await pages.fetch_page(conn, request)
                     if i >= 5:
                         samples[target].append(time.perf_counter() - started)
             worker = await _worker_times(conns["cluster"], request)
@@ -161,20 +161,20 @@ async def _where_time_goes(
 
 
 async def _worker_times(
-    conn: asyncpg.Connection, request: store.PageRequest, n: int = 15
+    conn: asyncpg.Connection, request: pages.PageRequest, n: int = 15
 ) -> dict[str, float]:
     """Medians of the worker's planning and execution times over ``n`` runs."""
     runs = [await _worker_time(conn, request) for _ in range(n)]
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-async def _worker_time(conn: asyncpg.Connection, request: store.PageRequest) -> dict[str, float]:
-    # A keyword page's statement here is the ordered walk (store.page_query); the page as
+async def _worker_time(conn: asyncpg.Connection, request: pages.PageRequest) -> dict[str, float]:
+    # A keyword page's statement here is the ordered walk (pages.page_query); the page as
     # shipped (probe, then block summaries) is several statements, timed end to end above.
-    sql, args = store.page_query(request)
+    sql, args = pages.page_query(request)
     async with conn.transaction():
         if request.filter.keyword is not None:
-            await conn.execute(store.KEYWORD_SETTINGS)
+            await conn.execute(pages.KEYWORD_SETTINGS)
         plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
     found: dict[str, float] = {}
 
@@ -279,13 +279,13 @@ async def _under_load(
 
 
 async def _producer_key(url: str) -> str:
-    from gramlogs.core.keys import Scope
+    from gramlogs.core.keys import KeyScope
     from gramlogs.storage import tenants
 
     conn = await asyncpg.connect(url)
     try:
         org = await conn.fetchval("SELECT id FROM organizations LIMIT 1")
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER, name="bench producer")
+        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, name="bench producer")
     finally:
         await conn.close()
     key: str = producer.key

@@ -32,9 +32,9 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from gramlogs import __version__
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
-from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
 from testkit.ports import wait_for_port
 from testkit.postgres import with_database
 
@@ -238,7 +238,7 @@ def server_url() -> str:
     configured = os.environ.get("GRAMLOGS_BENCH_DATABASE_URL")
     if configured:
         return configured
-    from gramlogs.storage.embedded import embedded_url
+    from gramlogs.local.embedded import embedded_url
 
     return with_database(embedded_url(CACHE), "postgres")
 
@@ -295,7 +295,7 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
             now=end,
         )
         org = await tenants.create_organization(conn, "bench")
-        key = await tenants.create_key(conn, org, Scope.CONSUMER, name="bench")
+        key = await tenants.create_key(conn, org, KeyScope.CONSUMER, name="bench")
         slugs = []
         progress = ProgressBar(f"rows into {spec.name}")
         done = 0

@@ -34,8 +34,8 @@ import asyncpg
 
 from benchmarks import harness
 from benchmarks.ingest import make_batches
-from gramlogs.storage import blocks, grams
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage import blocks, trigrams
+from gramlogs.storage.pages import COLUMNS
 from gramlogs.web.ingest import decode_batch
 from testkit.postgres import temporary_database
 
@@ -100,11 +100,11 @@ def _rows(lines: int, projects: int, batch: int) -> list[list[Any]]:
 
 
 def _blocks(rows: Sequence[Any], size: int) -> list[tuple[Any, ...]]:
-    saved, grams.BLOCK_ROWS = grams.BLOCK_ROWS, size
+    saved, trigrams.BLOCK_ROWS = trigrams.BLOCK_ROWS, size
     try:
         return blocks.summaries((r[8], r[10], r[0], r[6], r[5]) for r in rows)
     finally:
-        grams.BLOCK_ROWS = saved
+        trigrams.BLOCK_ROWS = saved
 
 
 async def _load(url: str, batches: list[list[Any]], clients: int, block_rows: int) -> list[float]:

@@ -46,9 +46,9 @@ import asyncpg
 
 from benchmarks import harness
 from benchmarks.harness import AsyncHttpClient as _Http
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import schema, tenants
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage.pages import COLUMNS
 from gramlogs.web.ingest import decode_batch
 from testkit.ports import free_port
 from testkit.postgres import with_database
@@ -215,7 +215,7 @@ def _server_url(args: argparse.Namespace) -> str:
 async def _tenant(conn: asyncpg.Connection, label: str) -> tuple[uuid.UUID, dict[str, str]]:
     org = await tenants.create_organization(conn, f"bench-{label}-{secrets.token_hex(3)}")
     project = await tenants.create_project(conn, org, "bench")
-    key = await tenants.create_key(conn, org, Scope.PRODUCER)
+    key = await tenants.create_key(conn, org, KeyScope.PRODUCER)
     headers = {"Gram-Key": key.key, "Gram-Project": "bench", "Content-Type": "application/x-ndjson"}
     return project, headers
 

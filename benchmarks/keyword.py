@@ -5,15 +5,15 @@ the designs they replaced, and what each costs ingestion.
     .venv/bin/python -m benchmarks.keyword --smoke      # 20k rows, a few seconds
     .venv/bin/python -m benchmarks.keyword --database-url postgresql://postgres@127.0.0.1/postgres
 
-The project is seeded by ``gramlogs.storage.seed`` with three planted words, in 0.1%, 1% and 30% of
+The project is seeded by ``gramlogs.local.seed`` with three planted words, in 0.1%, 1% and 30% of
 lines; a fourth word appears nowhere in it but in 30% of the lines of a neighbour project (a
 quarter of its size) in the same table and time range. Each is searched for (the first page,
 newest first, 20 rows) in these set-ups, measured side by side on the same data and connection:
 
-- ``shipped``: ``store.fetch_page``, the server's own keyword page (an ordered probe of the
+- ``shipped``: ``pages.fetch_page``, the server's own keyword page (an ordered probe of the
   newest rows, then the blocks whose summaries hold the word's trigrams);
 - ``ordered_scan``: the page read by the ordered walk with the keyword as a filter, the best
-  first page without any index (``store.read_page``);
+  first page without any index (``pages.read_page``);
 - ``trigram_v2``: schema version 2's per-line trigram index (with project and function),
   built in a transaction that is rolled back, and the page planned by PostgreSQL with it.
 
@@ -44,9 +44,9 @@ from pathlib import Path
 import asyncpg
 
 import gramlogs
+from gramlogs.local.seed import ProgressBar, SeedPlan, generate, seed_logs
 from gramlogs.storage import blocks, schema, tenants
-from gramlogs.storage.seed import ProgressBar, SeedPlan, generate, seed_logs
-from gramlogs.storage.store import (
+from gramlogs.storage.pages import (
     COLUMNS,
     KEYWORD_SETTINGS,
     LogFilter,

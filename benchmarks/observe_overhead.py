@@ -36,9 +36,9 @@ from typing import Any
 import asyncpg
 
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import schema, tenants
-from gramlogs.storage.seed import SeedPlan, seed_logs
 from gramlogs.web.app import create_app
 
 CACHE = Path(__file__).parent / ".cache"
@@ -48,7 +48,7 @@ URL = "/rpc/logs.listToolExecutionLogs"
 def database_url(given: str | None) -> str:
     if given:
         return given
-    from gramlogs.storage.embedded import embedded_url
+    from gramlogs.local.embedded import embedded_url
 
     return embedded_url(CACHE)
 
@@ -66,7 +66,7 @@ async def prepare(url: str, rows: int) -> tuple[str, str]:
             project = await tenants.create_project(conn, org, "bench")
             end = datetime(2025, 6, 1, tzinfo=UTC)
             await seed_logs(conn, SeedPlan(project, rows=rows, end=end, seed=1))
-        key = await tenants.create_key(conn, org, Scope.CONSUMER)
+        key = await tenants.create_key(conn, org, KeyScope.CONSUMER)
     finally:
         await conn.close()
     return key.key, "bench"

@@ -8,9 +8,9 @@ one row per partition. Reading every matching row and sorting them then looks ch
 ordered scan, whose start-up costs add up over the window's partitions, most of them empty in
 an installation's first weeks: PostgreSQL chose it with sorts allowed. Measured side by side on
 the same data (100 projects, the first holding 20% of the lines, over three days), each setup on
-a connection of its own, the page statement of ``store.fetch_page``:
+a connection of its own, the page statement of ``pages.fetch_page``:
 
-- ``shipped``: ``store.PLAN_SETTINGS``, as the server's pools set them (generic plans, no sort);
+- ``shipped``: ``pages.PLAN_SETTINGS``, as the server's pools set them (generic plans, no sort);
 - ``generic_sorts``: generic plans with sorts allowed, the server's settings before;
 - ``custom``: a plan made for each execution with the values known (PostgreSQL's default after
   its first five runs of a statement, when the custom plans cost more than the generic one);
@@ -40,7 +40,7 @@ import msgspec
 
 from benchmarks import harness as h
 from gramlogs.core import ids
-from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page, page_query
+from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page, page_query
 
 SETUPS: dict[str, dict[str, str]] = {
     "shipped": PLAN_SETTINGS,

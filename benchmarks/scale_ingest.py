@@ -66,7 +66,7 @@ from benchmarks import harness as h
 from benchmarks import scale_data as sd
 from benchmarks.ingest import CpuMeter
 from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
 from testkit.ports import free_port
 from testkit.postgres import with_database
@@ -123,10 +123,10 @@ async def make_tenants(url: str, data: sd.Data) -> tuple[dict[str, str], str]:
         for p in data.projects:
             project = await tenants.create_project(conn, org, p.slug, project_id=uuid.UUID(p.id))
             key = await tenants.create_key(
-                conn, org, Scope.PRODUCER, project_id=project, name=f"{p.slug} producer"
+                conn, org, KeyScope.PRODUCER, project_id=project, name=f"{p.slug} producer"
             )
             producers[p.slug] = key.key
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER, name="reader")
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER, name="reader")
     finally:
         await conn.close()
     return producers, consumer.key
@@ -253,7 +253,7 @@ def _postgres(args: argparse.Namespace) -> Iterator[tuple[str, list[tuple[str, i
     if not args.citus:
         yield args.database_url or h.server_url(), []
         return
-    from gramlogs.storage.cluster import citus_installed
+    from gramlogs.local.cluster import citus_installed
     from testkit.citus import local_cluster
 
     if not citus_installed():

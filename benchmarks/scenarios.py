@@ -1,5 +1,5 @@
 """Page scenarios of listToolExecutionLogs, resolved to what each benchmark times: the HTTP
-request, the very SQL statement the server runs for it (``store.page_query``), and the OFFSET
+request, the very SQL statement the server runs for it (``pages.page_query``), and the OFFSET
 query a dashboard would run for the same page; and the side-by-side measurement of the three.
 """
 
@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from benchmarks.harness import HttpClient, bare_server, percentiles, timed_loop
-from gramlogs.storage.store import COLUMNS, PLAN_SETTINGS, page_query
+from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS, page_query
 from gramlogs.web.gram import parse_list_query
 
 PAGE_PATH = "/rpc/logs.listToolExecutionLogs"

@@ -57,7 +57,7 @@ from benchmarks.harness import (
     print_machine,
 )
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import maintenance, schema, tenants
 from testkit.postgres import OwnPostgres, own_postgres
 
@@ -425,8 +425,8 @@ async def prepare(url: str) -> tuple[uuid.UUID, str, str]:
         await maintenance.ensure_partitions(conn, Config())
         org = await tenants.create_organization(conn, "soak")
         project = await tenants.create_project(conn, org, PROJECT)
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER, project_id=project)
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER, project_id=project)
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER, project_id=project)
+        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, project_id=project)
     finally:
         await conn.close()
     return project, consumer.key, producer.key

@@ -86,7 +86,7 @@ import msgspec
 from benchmarks import harness as h
 from benchmarks.ingest import CpuMeter
 from benchmarks.soak import server_rss_mib
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants
 from testkit.ports import free_port
 from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
@@ -693,9 +693,9 @@ async def tenants_of(url: str, consumers: int) -> tuple[dict[str, str], list[str
     try:
         org = await tenants.create_organization(conn, "tailbench")
         project = await tenants.create_project(conn, org, PROJECT)
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER, project_id=project)
+        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, project_id=project)
         keys = [
-            (await tenants.create_key(conn, org, Scope.CONSUMER, name=f"tail{i}")).key
+            (await tenants.create_key(conn, org, KeyScope.CONSUMER, name=f"tail{i}")).key
             for i in range(consumers)
         ]
     finally:

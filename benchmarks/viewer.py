@@ -35,10 +35,10 @@ import asyncpg
 from playwright.async_api import Page
 
 from benchmarks import harness as h
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.demo import DEMO_ROWS
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import tenants
-from gramlogs.storage.demo import DEMO_ROWS
-from gramlogs.storage.seed import SeedPlan, seed_logs
 from testkit.browser import chromium_path, launch
 from testkit.postgres import temporary_database
 from testkit.serve import live_server
@@ -108,7 +108,7 @@ async def seed(url: str, rows: int) -> tuple[str, str, str]:
     try:
         org = await tenants.create_organization(conn, "viewerbench")
         project = await tenants.create_project(conn, org, "demo")
-        key = await tenants.create_key(conn, org, Scope.CONSUMER)
+        key = await tenants.create_key(conn, org, KeyScope.CONSUMER)
         await seed_logs(conn, SeedPlan(project, rows=rows, end=END, days=3, seed=1))
         await conn.execute("VACUUM ANALYZE logs")
         version: str = await conn.fetchval("SHOW server_version")

@@ -37,10 +37,11 @@ from gramlogs.core.config import (
     settings_environment,
     settings_table,
 )
-from gramlogs.core.keys import Scope
-from gramlogs.storage import citus, demo, functions, maintenance, partitions, schema, tenants
-from gramlogs.storage.database import resolve_url
-from gramlogs.storage.seed import ProgressBar, SeedPlan, seed_logs
+from gramlogs.core.keys import KeyScope
+from gramlogs.local import demo
+from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
+from gramlogs.local.servers import resolve_url
+from gramlogs.storage import citus, functions, maintenance, partitions, schema, tenants
 
 __all__ = ["main"]
 
@@ -247,7 +248,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
         org = await tenants.resolve_organization(conn, args.org)
         project = await tenants.resolve_project(conn, org, args.project) if args.project else None
         return await tenants.create_key(
-            conn, org, Scope(args.scope), project_id=project, name=args.name
+            conn, org, KeyScope(args.scope), project_id=project, name=args.name
         )
 
     key = _run(args, work)
@@ -428,7 +429,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
 # -- parser -------------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
+def _zero_or_more(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be zero or more")
@@ -505,8 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help="bind the key to this project slug")
     p.add_argument(
         "--scope",
-        choices=[s.value for s in Scope],
-        default=Scope.CONSUMER.value,
+        choices=[s.value for s in KeyScope],
+        default=KeyScope.CONSUMER.value,
         help="consumer: read; ingest: write only; admin: read, write and delete;"
         " producer: as admin (the scope of writing keys before ingest and admin existed)",
     )
@@ -560,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("seed", parents=[common], help="COPY synthetic logs into a project")
     p.add_argument("--org", required=True, help="organization name or id")
     p.add_argument("--project", required=True, help="project slug")
-    p.add_argument("--rows", type=_positive, default=10_000)
+    p.add_argument("--rows", type=_zero_or_more, default=10_000)
     p.add_argument("--seed", type=int, default=0, help="same seed, same rows")
     p.add_argument("--days", type=float, default=7.0, help="time span of the rows")
     p.add_argument("--end", help="RFC 3339 time of the newest row (default: now)")

@@ -4,9 +4,9 @@
 -- and function): a COPY into logs ran at half its speed without it, slower as the table grew.
 -- Now each stored batch is cut by function, then into blocks of 256 lines in id order, and
 -- log_blocks keeps one row per block: its function, its id range and its trigrams (hashed to
--- 16-bit codes, gramlogs/storage/grams.py) under one GIN index, ~10 entries per line, written
+-- 16-bit codes, gramlogs/storage/trigrams.py) under one GIN index, ~10 entries per line, written
 -- in the same transaction as the lines. A keyword page walks the blocks that hold every trigram
--- of the word, nearest first, and reads only their lines (store.py). Measured in
+-- of the word, nearest first, and reads only their lines (pages.py). Measured in
 -- benchmarks/index_costs.md and benchmarks/keyword.md.
 --
 -- A block whose grams is NULL is not summarised yet: it may hold any word. This migration

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from gramlogs.storage.cluster import HOST, LocalCluster, citus_installed, embedded_bin
+from gramlogs.local.cluster import HOST, LocalCluster, citus_installed, embedded_bin
 from testkit import postgres
 
 __all__ = ["CitusServer", "build", "local_cluster", "prepare_database"]

@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from gramlogs.client.sse import EventParser
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants
 
 __all__ = ["Burst", "Outcome", "keys_of_a_new_tenant", "post_retrying", "run"]
@@ -83,8 +83,8 @@ async def keys_of_a_new_tenant(database_url: str, slug: str) -> tuple[str, str]:
     try:
         org = await tenants.create_organization(conn, slug)
         await tenants.create_project(conn, org, slug)
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER)
+        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER)
     finally:
         await conn.close()
     return consumer.key, producer.key

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants
 from gramlogs.web.app import create_app
 from testkit.citus import CitusServer, local_cluster
@@ -165,8 +165,8 @@ def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
         async with pool.acquire() as conn:
             org = await tenants.create_organization(conn, f"org-{secrets.token_hex(4)}")
             project = await tenants.create_project(conn, org, slug)
-            consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
-            producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+            consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER)
+            producer = await tenants.create_key(conn, org, KeyScope.PRODUCER)
         return Tenant(org, project, slug, consumer.key, producer.key)
 
     return make

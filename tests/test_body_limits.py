@@ -26,6 +26,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from gramlogs.client.sse import EventParser
 from gramlogs.core.config import Config
 from gramlogs.core.errors import PayloadTooLarge, Unavailable
+from gramlogs.live.watchers import TailFilter, catch_up
 from gramlogs.storage.database import Database
 from gramlogs.storage.journal import Position
 from gramlogs.web import body as web_body
@@ -33,7 +34,6 @@ from gramlogs.web import ingest, otlp
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.counting import more_values_than
 from gramlogs.web.tail import frame_line
-from gramlogs.web.watchers import TailFilter, catch_up
 from testkit import tailing
 
 INGEST = "/rpc/logs.ingest"

@@ -23,9 +23,9 @@ import pytest
 from conftest import ON_CITUS
 
 from gramlogs.core import ids
-from gramlogs.core.keys import Scope
-from gramlogs.storage import citus, journal, schema, store, tenants
-from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
+from gramlogs.storage import citus, journal, pages, schema, tenants
 from testkit.citus import CitusServer
 from testkit.postgres import temporary_database
 from testkit.serve import live_server
@@ -41,8 +41,8 @@ DEPLOYMENT = uuid.UUID("0193a5b0-0000-7000-8000-00000000d001")
 async def _tenant(conn: asyncpg.Connection, slug: str) -> tuple[uuid.UUID, str, str]:
     org = await tenants.create_organization(conn, f"org-{slug}")
     project = await tenants.create_project(conn, org, slug)
-    consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
-    producer = await tenants.create_key(conn, org, Scope.PRODUCER)
+    consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER)
+    producer = await tenants.create_key(conn, org, KeyScope.PRODUCER)
     return project, consumer.key, producer.key
 
 
@@ -64,18 +64,18 @@ async def test_every_page_is_a_router_query_to_one_shard(
     try:
         await citus.prepare_connection(conn)
         project, _, _ = await _tenant(conn, f"router-{uuid.uuid4().hex[:8]}")
-        window = store.LogFilter(
+        window = pages.LogFilter(
             project_id=project,
             lo=ids.lowest_id(END - timedelta(days=1)).int,
             hi=ids.highest_id(END).int,
             equals=equals,
             keyword=keyword,
         )
-        request = store.PageRequest(filter=window, per_page=20)
-        sql, args = store.page_query(request)
+        request = pages.PageRequest(filter=window, per_page=20)
+        sql, args = pages.page_query(request)
         async with conn.transaction():
             if keyword is not None:
-                await conn.execute(store.KEYWORD_SETTINGS)
+                await conn.execute(pages.KEYWORD_SETTINGS)
             plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
     finally:
         await conn.close()

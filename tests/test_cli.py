@@ -19,8 +19,8 @@ import psutil
 import pytest
 
 from gramlogs.core.config import SETTINGS
+from gramlogs.local.demo import DEMO_FUNCTION
 from gramlogs.storage import schema
-from gramlogs.storage.demo import DEMO_FUNCTION
 from testkit.ports import free_port
 
 URL = "/rpc/logs.listToolExecutionLogs"

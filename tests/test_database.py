@@ -19,10 +19,10 @@ from _support import app_client, wait_for_lock_waiters
 
 from gramlogs.core.config import Config
 from gramlogs.core.errors import Unavailable
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import schema, tenants
 from gramlogs.storage.database import Database
-from gramlogs.storage.seed import SeedPlan, seed_logs
 from testkit.postgres import OwnPostgres
 from testkit.postgres import own_postgres as own_postgres_server
 
@@ -109,7 +109,7 @@ async def test_outage_is_fast_503s_and_service_resumes_by_itself(own_postgres):
         await schema.migrate(conn)
         org = await tenants.create_organization(conn, "outage")
         project = await tenants.create_project(conn, org, "outage")
-        key = (await tenants.create_key(conn, org, Scope.CONSUMER)).key
+        key = (await tenants.create_key(conn, org, KeyScope.CONSUMER)).key
         plan = SeedPlan(project, rows=200, end=datetime(2025, 6, 1, tzinfo=UTC))
         await seed_logs(conn, plan)
     finally:

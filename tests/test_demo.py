@@ -12,8 +12,9 @@ import pytest
 from _support import app_client
 
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
-from gramlogs.storage import demo, maintenance, schema, tenants
+from gramlogs.core.keys import KeyScope
+from gramlogs.local import demo
+from gramlogs.storage import maintenance, schema, tenants
 
 LIST = "/rpc/logs.listToolExecutionLogs"
 LINE = {
@@ -95,8 +96,8 @@ async def test_a_data_dir_of_an_earlier_version_shows_working_keys_after_a_resta
             await schema.migrate(conn)
         org = await tenants.create_organization(conn, "demo")
         await tenants.create_project(conn, org, "demo", "Demo project")
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER, name="demo consumer")
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER, name="demo producer")
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER, name="demo consumer")
+        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, name="demo producer")
         old = {"consumer": consumer.key, "producer": producer.key}
         (tmp_path / "demo-keys.json").write_text(json.dumps(old))
 
@@ -137,7 +138,7 @@ async def test_an_earlier_data_dir_whose_demo_is_gone_shows_no_keys(
     try:
         org = await tenants.create_organization(conn, "demo")
         await tenants.create_project(conn, org, "demo")
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER)
         assert await tenants.revoke_key(conn, consumer.id)
         (tmp_path / "demo-keys.json").write_text(json.dumps({"consumer": consumer.key}))
         shown = await demo.ensure_demo(conn, tmp_path)

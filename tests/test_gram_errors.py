@@ -207,14 +207,14 @@ async def test_project_of_another_organization_is_403(client: httpx.AsyncClient,
 
 
 async def test_key_bound_to_another_project_is_403(client: httpx.AsyncClient, pool, make_tenant):
-    from gramlogs.core.keys import Scope
+    from gramlogs.core.keys import KeyScope
     from gramlogs.storage import tenants
 
     tenant = await make_tenant("first")
     async with pool.acquire() as conn:
         await tenants.create_project(conn, tenant.organization_id, "second")
         bound = await tenants.create_key(
-            conn, tenant.organization_id, Scope.CONSUMER, project_id=tenant.project_id
+            conn, tenant.organization_id, KeyScope.CONSUMER, project_id=tenant.project_id
         )
     ok = await client.get(URL, headers={"Gram-Key": bound.key, "Gram-Project": "first"})
     assert ok.status_code == 200

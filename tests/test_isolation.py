@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants, writer
-from gramlogs.storage.store import COLUMNS
+from gramlogs.storage.pages import COLUMNS
 
 URL = "/rpc/logs.listToolExecutionLogs"
 SLUGS = ("alpha", "beta", "shared")
@@ -84,10 +84,10 @@ async def build(conn, spec: list[dict[str, list]]) -> World:
             world.rows[project] = {str(r[0]): dict(zip(COLUMNS, r, strict=True)) for r in records}
         first = world.projects[(org_index, next(iter(projects)))]
         for scope, bound, revoked in [
-            (Scope.CONSUMER, None, False),
-            (Scope.PRODUCER, None, False),
-            (Scope.CONSUMER, first, False),
-            (Scope.CONSUMER, None, True),
+            (KeyScope.CONSUMER, None, False),
+            (KeyScope.PRODUCER, None, False),
+            (KeyScope.CONSUMER, first, False),
+            (KeyScope.CONSUMER, None, True),
         ]:
             created = await tenants.create_key(conn, org, scope, project_id=bound)
             if revoked:

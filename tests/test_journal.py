@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
+from gramlogs.live.watchers import TailFilter, catch_up
 from gramlogs.storage import journal, writer
 from gramlogs.storage.journal import Position
 from gramlogs.web.tail import frame_line
-from gramlogs.web.watchers import TailFilter, catch_up
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = datetime(2026, 11, 20, tzinfo=UTC)

@@ -13,7 +13,7 @@ from _support import app_client
 
 from gramlogs.core import ids
 from gramlogs.core.errors import Forbidden
-from gramlogs.core.keys import KeyHolder, Permission, Scope
+from gramlogs.core.keys import KeyHolder, KeyScope, Permission
 from gramlogs.storage import functions, tenants, writer
 
 READ, WRITE, DELETE = Permission.READ, Permission.WRITE, Permission.DELETE
@@ -93,11 +93,11 @@ ROUTES: dict[str, tuple[Permission, Send]] = {
     "poly DELETE": (DELETE, _poly_delete),
 }
 GRANTS = {
-    Scope.CONSUMER: {READ},
-    Scope.INGEST: {WRITE},
-    Scope.ADMIN: {READ, WRITE, DELETE},
+    KeyScope.CONSUMER: {READ},
+    KeyScope.INGEST: {WRITE},
+    KeyScope.ADMIN: {READ, WRITE, DELETE},
     # Keys made before ingest and admin existed keep all they could do.
-    Scope.PRODUCER: {READ, WRITE, DELETE},
+    KeyScope.PRODUCER: {READ, WRITE, DELETE},
 }
 
 
@@ -111,7 +111,7 @@ def forbidden_body(message: str) -> dict[str, object]:
     }
 
 
-async def _project(pool, bound: bool, scope: Scope) -> tuple[Project, str]:
+async def _project(pool, bound: bool, scope: KeyScope) -> tuple[Project, str]:
     """A new organization with a project holding one line of a function, and a key of ``scope``
     (bound to the project, or org-wide)."""
     async with pool.acquire() as conn:
@@ -126,10 +126,10 @@ async def _project(pool, bound: bool, scope: Scope) -> tuple[Project, str]:
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
-@pytest.mark.parametrize("scope", list(Scope))
+@pytest.mark.parametrize("scope", list(KeyScope))
 @pytest.mark.parametrize("bound", [False, True], ids=["org-wide", "bound"])
 async def test_a_key_may_use_exactly_the_routes_its_scope_grants(
-    client, pool, database_url, scope: Scope, route: str, bound: bool
+    client, pool, database_url, scope: KeyScope, route: str, bound: bool
 ):
     needed, send = ROUTES[route]
     project, key = await _project(pool, bound, scope)
@@ -151,7 +151,7 @@ async def test_poly_refuses_a_missing_permission_before_looking_the_function_up(
     client, pool, method: str
 ):
     """The same 403 for a function that exists and one that does not: no existence oracle."""
-    scope, needed = (Scope.INGEST, READ) if method == "GET" else (Scope.CONSUMER, DELETE)
+    scope, needed = (KeyScope.INGEST, READ) if method == "GET" else (KeyScope.CONSUMER, DELETE)
     project, key = await _project(pool, False, scope)
     message = f"this key has scope {scope.value!r}, which lacks the {needed.value!r} permission"
     for function in (project.function_id, uuid.uuid4()):

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
-from gramlogs.storage import blocks, grams
-from gramlogs.storage import store as store_module
-from gramlogs.storage.store import COLUMNS, LogFilter, PageRequest, fetch_page, like_pattern
+from gramlogs.storage import blocks, trigrams
+from gramlogs.storage import pages as pages_module
+from gramlogs.storage.pages import COLUMNS, LogFilter, PageRequest, fetch_page, like_pattern
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -28,12 +28,12 @@ def probe_reads(rows: int | None):
     if rows is None:
         yield
         return
-    saved = store_module.KEYWORD_PROBE_ROWS, store_module.KEYWORD_PROBE_PER_ROW
-    store_module.KEYWORD_PROBE_ROWS, store_module.KEYWORD_PROBE_PER_ROW = rows, 0
+    saved = pages_module.KEYWORD_PROBE_ROWS, pages_module.KEYWORD_PROBE_PER_ROW
+    pages_module.KEYWORD_PROBE_ROWS, pages_module.KEYWORD_PROBE_PER_ROW = rows, 0
     try:
         yield
     finally:
-        store_module.KEYWORD_PROBE_ROWS, store_module.KEYWORD_PROBE_PER_ROW = saved
+        pages_module.KEYWORD_PROBE_ROWS, pages_module.KEYWORD_PROBE_PER_ROW = saved
 
 
 @pytest.fixture(params=[None, 1, 3], ids=["probe-as-shipped", "probe-1", "probe-3"])
@@ -105,12 +105,12 @@ async def store(pool, project_id: uuid.UUID, rows: list[Row]) -> list[uuid.UUID]
 
 @contextlib.contextmanager
 def small_blocks(rows: int):
-    saved = grams.BLOCK_ROWS
-    grams.BLOCK_ROWS = rows
+    saved = trigrams.BLOCK_ROWS
+    trigrams.BLOCK_ROWS = rows
     try:
         yield
     finally:
-        grams.BLOCK_ROWS = saved
+        trigrams.BLOCK_ROWS = saved
 
 
 ROWS = [
@@ -308,7 +308,7 @@ async def test_keyword_with_the_separator_is_matched_column_by_column(client, ma
 )
 async def test_candidate_blocks_are_found_through_the_gin_index(pool):
     """A rare word's blocks can come from log_blocks_grams, not from reading every block."""
-    codes = grams.keyword_codes("quokka")
+    codes = trigrams.keyword_codes("quokka")
     async with pool.acquire() as conn, conn.transaction():
         # Without sequential and plain index scans, the condition alone can be answered only by
         # a bitmap scan of an index that covers it: the plan names one if, and only if, it can.
@@ -340,7 +340,7 @@ async def test_a_keyword_page_reads_only_the_blocks_that_may_hold_the_word(pool,
 async def _candidate_ranges(pool, project_id, word):
     async with pool.acquire() as conn:
         lo, hi = uuid.UUID(int=0), uuid.UUID(int=(1 << 128) - 1)
-        return await blocks.candidates(conn, project_id, lo, hi, grams.keyword_codes(word))
+        return await blocks.candidates(conn, project_id, lo, hi, trigrams.keyword_codes(word))
 
 
 def _lines_in(stored: list[uuid.UUID], lo: int, hi: int) -> int:

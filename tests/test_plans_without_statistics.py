@@ -3,7 +3,7 @@ database whose tables have never been analyzed.
 
 A new install, a new weekly partition and a new project's first burst all meet the planner with
 no statistics, or with statistics of an empty table; and the server's pools keep one generic plan
-per statement per connection (store.PLAN_SETTINGS), made the first time the statement ran, maybe
+per statement per connection (pages.PLAN_SETTINGS), made the first time the statement ran, maybe
 while the tables were empty. A plan that is only right with statistics (a hash join over the
 partition, the primary key filtered for a rare level) then reads the whole partition for every
 call, and the cost grows with every line written.
@@ -31,7 +31,9 @@ import pytest
 
 from gramlogs.core import ids
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Permission, Scope
+from gramlogs.core.keys import KeyScope, Permission
+from gramlogs.live.watchers import TailFilter, catch_up
+from gramlogs.local.seed import SeedPlan, generate, seed_logs
 from gramlogs.storage import (
     access,
     blocks,
@@ -46,9 +48,7 @@ from gramlogs.storage import (
 )
 from gramlogs.storage.idempotency import Claim, Reply
 from gramlogs.storage.journal import Position
-from gramlogs.storage.seed import SeedPlan, generate, seed_logs
-from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page
-from gramlogs.web.watchers import TailFilter, catch_up
+from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page
 
 pytestmark = pytest.mark.single_node(
     "auto_explain reports the coordinator's plan on Citus; the worker's plan of the journal read"
@@ -139,7 +139,7 @@ async def scene(new_database) -> AsyncIterator[Scene]:
             org = await tenants.create_organization(setup, "nostats", org_id=_fixed_id(0))
             project = await tenants.create_project(setup, org, "p", project_id=_fixed_id(1))
             neighbour = await tenants.create_project(setup, org, "n", project_id=_fixed_id(2))
-            key = await tenants.create_key(setup, org, Scope.PRODUCER, project_id=project)
+            key = await tenants.create_key(setup, org, KeyScope.PRODUCER, project_id=project)
             row = next(generate(SeedPlan(project, 1, NOW, days=DAYS, seed=7)))
             plans = Plans()
             await conn.execute(_AUTO_EXPLAIN)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gramlogs import cli
 from gramlogs.core import ids
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
 from gramlogs.storage import functions, tenants, writer
 from gramlogs.web import poly
 from gramlogs.web.poly import DEFAULT_LIMIT, MAX_LIMIT
@@ -313,7 +313,7 @@ async def test_missing_or_bad_key_is_401(client, fn):
 async def test_revoked_key_is_401(client, fn, pool):
     tenant, f = fn
     async with pool.acquire() as conn:
-        key = await tenants.create_key(conn, tenant.organization_id, Scope.PRODUCER)
+        key = await tenants.create_key(conn, tenant.organization_id, KeyScope.PRODUCER)
         assert await tenants.revoke_key(conn, key.id)
     for method in ("GET", "DELETE"):
         r = await client.request(method, url(f), headers=auth(key.key))
@@ -345,10 +345,10 @@ async def test_a_key_bound_to_another_project_sees_404(client, fn, pool):
     async with pool.acquire() as conn:
         other = await tenants.create_project(conn, tenant.organization_id, "other")
         bound_other = await tenants.create_key(
-            conn, tenant.organization_id, Scope.PRODUCER, project_id=other
+            conn, tenant.organization_id, KeyScope.PRODUCER, project_id=other
         )
         bound_here = await tenants.create_key(
-            conn, tenant.organization_id, Scope.CONSUMER, project_id=tenant.project_id
+            conn, tenant.organization_id, KeyScope.CONSUMER, project_id=tenant.project_id
         )
     r = await client.get(url(f), headers=auth(bound_other.key))
     assert r.status_code == 404
@@ -366,10 +366,10 @@ async def test_a_function_in_two_projects_is_the_first_registrations_for_an_org_
     async with pool.acquire() as conn:
         second = await tenants.create_project(conn, tenant.organization_id, "second")
         ingest = await tenants.create_key(
-            conn, tenant.organization_id, Scope.INGEST, project_id=second
+            conn, tenant.organization_id, KeyScope.INGEST, project_id=second
         )
         bound = await tenants.create_key(
-            conn, tenant.organization_id, Scope.CONSUMER, project_id=second
+            conn, tenant.organization_id, KeyScope.CONSUMER, project_id=second
         )
     line = {"raw_log": "x", "message": "in second", "function_id": str(f)}
     line["deployment_id"] = str(uuid.UUID(int=1))
@@ -528,7 +528,7 @@ async def test_delete_leaves_other_functions_and_projects_alone(client, make_ten
 async def test_delete_needs_the_delete_permission(client, fn, pool):
     tenant, f = fn
     async with pool.acquire() as conn:
-        ingest = await tenants.create_key(conn, tenant.organization_id, Scope.INGEST)
+        ingest = await tenants.create_key(conn, tenant.organization_id, KeyScope.INGEST)
     for key, scope in ((tenant.consumer_key, "consumer"), (ingest.key, "ingest")):
         for system in (False, True):
             r = await client.delete(url(f, system), headers=auth(key))

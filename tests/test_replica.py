@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import schema, tenants
-from gramlogs.storage.seed import SeedPlan, seed_logs
 from gramlogs.web.app import create_app
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -132,7 +132,7 @@ async def test_pages_are_read_from_the_replica_and_keys_checked_on_the_primary(p
         assert await replica.fetchval("SELECT pg_is_in_recovery()") is True
         org = await tenants.create_organization(primary, "replicated")
         project = await tenants.create_project(primary, org, "replicated")
-        key = await tenants.create_key(primary, org, Scope.CONSUMER)
+        key = await tenants.create_key(primary, org, KeyScope.CONSUMER)
         end = datetime(2025, 6, 1, tzinfo=UTC)
         await seed_logs(primary, SeedPlan(project, rows=30, end=end, seed=1))
         await _caught_up(primary, replica)
@@ -164,7 +164,7 @@ async def test_pages_are_read_from_the_replica_and_keys_checked_on_the_primary(p
 
                 # Keys are checked on the primary: a new key works and a revoked one stops at
                 # once, though the replica has seen neither change.
-                fresh = await tenants.create_key(primary, org, Scope.CONSUMER)
+                fresh = await tenants.create_key(primary, org, KeyScope.CONSUMER)
                 assert (await listed(fresh.key)).status_code == 200
                 await tenants.revoke_key(primary, key.id)
                 r = await listed(key.key)

@@ -17,10 +17,10 @@ import pytest
 
 from gramlogs.core import ids
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import maintenance, partitions, tenants
 from gramlogs.storage.retention import apply_retention
-from gramlogs.storage.seed import SeedPlan, seed_logs
 from gramlogs.web.app import create_app
 
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
@@ -114,7 +114,7 @@ async def test_longest_project_retention_keeps_partitions_for_it(conn):
 async def test_paging_carries_on_across_a_retention_cut(conn, fresh_database):
     project = await _project(conn, "paging", days=10)
     org = await conn.fetchval("SELECT organization_id FROM projects WHERE id = $1", project)
-    key = await tenants.create_key(conn, org, Scope.CONSUMER)
+    key = await tenants.create_key(conn, org, KeyScope.CONSUMER)
     await _seed(conn, project, days=20, rows=400)
     headers = {"Gram-Key": key.key, "Gram-Project": "paging"}
     app = create_app(Config(database_url=fresh_database, pool_min=1, pool_max=2))

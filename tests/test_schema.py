@@ -10,9 +10,9 @@ import pytest
 
 from gramlogs.core import ids
 from gramlogs.core.errors import Forbidden
-from gramlogs.core.keys import Permission, Scope
-from gramlogs.storage import access, blocks, idempotency, schema, store, tenants, writer
-from gramlogs.storage.store import COLUMNS, LogFilter, PageRequest
+from gramlogs.core.keys import KeyScope, Permission
+from gramlogs.storage import access, blocks, idempotency, pages, schema, tenants, writer
+from gramlogs.storage.pages import COLUMNS, LogFilter, PageRequest
 
 
 async def _indexes(conn: asyncpg.Connection) -> set[str]:
@@ -99,7 +99,7 @@ async def test_version_3_keeps_lines_stored_before_it_searchable(empty_database,
         assert {tuple(r) for r in pending} == expected_pending
         req = PageRequest(LogFilter(project_id=other, keyword="QUOKKA"), per_page=10)
         expected = [rows[700][0], rows[4][0]]
-        found = await store.fetch_page(conn, req)
+        found = await pages.fetch_page(conn, req)
         assert [r["id"] for r in found.rows] == expected
 
         monkeypatch.setattr(blocks, "SUMMARISE_ROWS", 250)
@@ -107,7 +107,7 @@ async def test_version_3_keeps_lines_stored_before_it_searchable(empty_database,
         assert await conn.fetchval("SELECT count(*) FROM log_blocks WHERE grams IS NULL") == 0
         # 300 lines a function, summarised 250 at a time: blocks of 250 and 50 lines.
         assert await conn.fetchval("SELECT count(*) FROM log_blocks") == 4 * 2
-        found = await store.fetch_page(conn, req)
+        found = await pages.fetch_page(conn, req)
         assert [r["id"] for r in found.rows] == expected
         assert await blocks.summarise_pending(conn) == 0
     finally:
@@ -164,23 +164,23 @@ async def test_keys_made_before_key_permissions_keep_their_power_after_the_upgra
         await _at_version(conn, monkeypatch, step.version - 1)
         org = await tenants.create_organization(conn, "o")
         await tenants.create_project(conn, org, "p")
-        producer = await tenants.create_key(conn, org, Scope.PRODUCER)
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER)
+        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER)
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER)
         # The previous schema knows no ingest key.
         with pytest.raises(asyncpg.CheckViolationError):
-            await tenants.create_key(conn, org, Scope.INGEST)
+            await tenants.create_key(conn, org, KeyScope.INGEST)
 
         applied = await schema.migrate(conn)
 
         assert applied[0] == step
         for permission in Permission:
             principal = await access.authenticate(conn, producer.key, permission, project_slug="p")
-            assert principal.scope is Scope.PRODUCER
+            assert principal.scope is KeyScope.PRODUCER
             (await access.identify(conn, producer.key)).require(permission)
         await access.authenticate(conn, consumer.key, Permission.READ, project_slug="p")
         with pytest.raises(Forbidden):
             await access.authenticate(conn, consumer.key, Permission.WRITE, project_slug="p")
-        for scope in (Scope.INGEST, Scope.ADMIN):
+        for scope in (KeyScope.INGEST, KeyScope.ADMIN):
             made = await tenants.create_key(conn, org, scope)
             assert (await access.identify(conn, made.key)).scope is scope
         with pytest.raises(asyncpg.CheckViolationError):

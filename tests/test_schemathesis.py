@@ -42,8 +42,8 @@ from schemathesis.engine import Status, events, from_schema
 from schemathesis.python.asgi import shutdown_lifespans
 
 from gramlogs.core.config import Config
-from gramlogs.core.keys import Scope
-from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage.tenants import create_key
 from gramlogs.web.app import create_app
 from gramlogs.web.ingest import NDJSON_TYPES
@@ -255,7 +255,7 @@ async def tenants(make_tenant, pool):
             "SELECT id FROM functions WHERE project_id = $1 ORDER BY id", tenant.project_id
         )
         ingest = await create_key(
-            conn, tenant.organization_id, Scope.INGEST, project_id=tenant.project_id
+            conn, tenant.organization_id, KeyScope.INGEST, project_id=tenant.project_id
         )
     functions = Functions(read=str(seeded[0]["id"]), delete=str(seeded[1]["id"]))
     return tenant, functions, await make_tenant("elsewhere"), ingest.key

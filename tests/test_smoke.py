@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from gramlogs.storage.seed import SeedPlan, seed_logs
+from gramlogs.local.seed import SeedPlan, seed_logs
 
 URL = "/rpc/logs.listToolExecutionLogs"
 

@@ -21,7 +21,7 @@ import pytest
 
 from gramlogs.core.keys import hash_key
 from gramlogs.storage import journal, tenants
-from gramlogs.storage.store import like_pattern
+from gramlogs.storage.pages import like_pattern
 from gramlogs.web.tail import decode_token, encode_token
 from testkit.tailing import post_retrying
 from tests._support import error

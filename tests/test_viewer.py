@@ -24,8 +24,8 @@ import pytest
 from playwright.async_api import Browser, Dialog, Page, Request, expect
 
 from gramlogs.core.keys import hash_key
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import tenants
-from gramlogs.storage.seed import SeedPlan, seed_logs
 from testkit.browser import chromium_path, launch
 
 LIST = "/rpc/logs.listToolExecutionLogs"

@@ -230,7 +230,7 @@ class Unexpected(GramlogsError):
     fault = True
 
 
-def new_error_id() -> str:
+def new_request_id() -> str:
     """A short unique id that ties a response to the server's log line (72 random bits)."""
     return secrets.token_urlsafe(9)
 

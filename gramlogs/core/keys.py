@@ -18,9 +18,9 @@ from gramlogs.core.errors import Forbidden
 __all__ = [
     "KEY_PREFIX",
     "KeyHolder",
+    "KeyScope",
     "Permission",
     "Principal",
-    "Scope",
     "bearer",
     "hash_key",
     "new_key",
@@ -37,7 +37,7 @@ class Permission(enum.StrEnum):
     DELETE = "delete"  # Poly DELETE
 
 
-class Scope(enum.StrEnum):
+class KeyScope(enum.StrEnum):
     """A key's scope: a named set of permissions (docs/operations.md, "Security model")."""
 
     CONSUMER = "consumer"
@@ -65,18 +65,18 @@ class Scope(enum.StrEnum):
 
 
 _ALL = frozenset(Permission)
-_PERMISSIONS: dict[Scope, frozenset[Permission]] = {
-    Scope.CONSUMER: frozenset({Permission.READ}),
-    Scope.INGEST: frozenset({Permission.WRITE}),
-    Scope.ADMIN: _ALL,
-    Scope.PRODUCER: _ALL,
+_PERMISSIONS: dict[KeyScope, frozenset[Permission]] = {
+    KeyScope.CONSUMER: frozenset({Permission.READ}),
+    KeyScope.INGEST: frozenset({Permission.WRITE}),
+    KeyScope.ADMIN: _ALL,
+    KeyScope.PRODUCER: _ALL,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     key_id: uuid.UUID
-    scope: Scope
+    scope: KeyScope
     project_id: uuid.UUID
 
 
@@ -103,7 +103,7 @@ class KeyHolder:
     """Who a key speaks for, before any project is named (the Poly dialect names a function)."""
 
     key_id: uuid.UUID
-    scope: Scope
+    scope: KeyScope
     organization_id: uuid.UUID
     bound_project_id: uuid.UUID | None  # the one project the key may use; None: any in the org
 

@@ -11,7 +11,7 @@ import uuid
 import asyncpg
 
 from gramlogs.core.errors import Forbidden, Unauthorized
-from gramlogs.core.keys import KeyHolder, Permission, Principal, Scope, hash_key
+from gramlogs.core.keys import KeyHolder, KeyScope, Permission, Principal, hash_key
 
 __all__ = ["authenticate", "identify", "in_force"]
 
@@ -59,7 +59,7 @@ async def authenticate(
     found = row["project_id"]
     if found is None or (row["bound_project"] is not None and row["bound_project"] != found):
         raise Forbidden(f"this key may not access project {target!r}")
-    scope = Scope(row["scope"])
+    scope = KeyScope(row["scope"])
     scope.require(needed)
     return Principal(key_id=row["id"], scope=scope, project_id=found)
 
@@ -78,7 +78,7 @@ async def identify(conn: asyncpg.Connection, key: str | None) -> KeyHolder:
         raise Unauthorized("invalid or revoked API key")
     return KeyHolder(
         key_id=row["id"],
-        scope=Scope(row["scope"]),
+        scope=KeyScope(row["scope"]),
         organization_id=row["organization_id"],
         bound_project_id=row["project_id"],
     )

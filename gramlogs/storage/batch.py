@@ -1,7 +1,7 @@
 """Batches of log rows: the rules both write doors share (``logs.ingest`` and OTLP).
 
 Each entry is checked field by field (an :class:`EntryError` names the field) and becomes a row
-in ``store.COLUMNS`` order, ready for ``writer.store_batch``.
+in ``pages.COLUMNS`` order, ready for ``writer.store_batch``.
 
 Ids: an entry may carry its own id (a UUIDv7 whose first 64 bits the server would derive from
 the entry's timestamp). Otherwise its id is derived, not drawn: the timestamp gives the first 64
@@ -25,7 +25,7 @@ import msgspec
 
 from gramlogs.core import ids
 from gramlogs.core.errors import shorten
-from gramlogs.storage.writer import FUNCTION_COLUMN, Row
+from gramlogs.storage.writer import FUNCTION_COLUMN, NewRow
 
 __all__ = [
     "FUNCTION_COLUMN",
@@ -129,7 +129,7 @@ class BatchBuilder:
 
     def __init__(self, project_id: uuid.UUID) -> None:
         self.project_id = project_id
-        self.rows: list[Row] = []
+        self.rows: list[NewRow] = []
         self._ranks: dict[int, int] = {}
         # asyncpg encodes a uuid given as text in C, but calls UUID.bytes (Python) for a UUID.
         self._project = str(project_id)
@@ -218,6 +218,6 @@ class BatchBuilder:
         )
 
 
-def function_ids(rows: Sequence[Row]) -> set[uuid.UUID]:
+def function_ids(rows: Sequence[NewRow]) -> set[uuid.UUID]:
     """The distinct functions of a batch."""
     return {uuid.UUID(f) for f in {row[FUNCTION_COLUMN] for row in rows}}

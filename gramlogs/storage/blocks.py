@@ -1,15 +1,15 @@
 """``log_blocks``: a row per block of one function's lines, with the trigram codes its text holds.
 
 Written in the same transaction as the lines (:func:`write_blocks`), so a line readable is a
-line summarised; read by keyword pages (store.py) to skip the id ranges that cannot hold a word.
+line summarised; read by keyword pages (pages.py) to skip the id ranges that cannot hold a word.
 A block holds the lines of one function (a batch is cut by function, then into runs of
-``grams.BLOCK_ROWS`` in id order): a search within a function (PolyAPI's always is) asks only
+``trigrams.BLOCK_ROWS`` in id order): a search within a function (PolyAPI's always is) asks only
 that function's blocks, and reading a block reads its function's lines in its range, not every
 line of the project that falls there.
 
 Lines stored before schema version 3 sit in a block per function whose codes are unknown
 (NULL), which every keyword may match; :func:`summarise_pending` replaces such a block by real
-ones, newest first. See grams.py for what a code is and why a block never hides a match.
+ones, newest first. See trigrams.py for what a code is and why a block never hides a match.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from operator import itemgetter
 
 import asyncpg
 
-from gramlogs.storage import grams
+from gramlogs.storage import trigrams
 
 __all__ = [
     "COLUMNS",
@@ -35,7 +35,7 @@ __all__ = [
 COLUMNS = ("project_id", "function_id", "lo", "hi", "grams")
 # A line as a block needs it: project, function, id, message, raw line.
 Line = tuple[object, object, object, object, object]
-# Where a row in store.COLUMNS order holds them.
+# Where a row in pages.COLUMNS order holds them.
 _LINE_OF_ROW = itemgetter(8, 10, 0, 6, 5)
 
 Block = tuple[object, object, object, object, list[int] | None]
@@ -53,10 +53,10 @@ def summaries(lines: Iterable[Line], *, in_id_order: bool = False) -> list[Block
     for (project, function), of_function in groups.items():
         if not in_id_order:
             of_function.sort(key=lambda line: _key(line[2]))
-        for start in range(0, len(of_function), grams.BLOCK_ROWS):
-            part = of_function[start : start + grams.BLOCK_ROWS]
-            texts = [grams.text_of(_text(m), str(raw)) for _, _, _, m, raw in part]
-            out.append((project, function, part[0][2], part[-1][2], grams.block_codes(texts)))
+        for start in range(0, len(of_function), trigrams.BLOCK_ROWS):
+            part = of_function[start : start + trigrams.BLOCK_ROWS]
+            texts = [trigrams.text_of(_text(m), str(raw)) for _, _, _, m, raw in part]
+            out.append((project, function, part[0][2], part[-1][2], trigrams.block_codes(texts)))
     return out
 
 
@@ -72,7 +72,7 @@ def _text(value: object) -> str | None:
 async def write_blocks(
     conn: asyncpg.Connection, rows: Sequence[Sequence[object]], *, in_id_order: bool = False
 ) -> None:
-    """Summarise ``rows`` (in store.COLUMNS order) into ``log_blocks``; call it in the
+    """Summarise ``rows`` (in pages.COLUMNS order) into ``log_blocks``; call it in the
     transaction that stores them."""
     if rows:
         blocks = summaries(map(_LINE_OF_ROW, rows), in_id_order=in_id_order)

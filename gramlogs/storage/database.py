@@ -6,7 +6,6 @@ asyncpg errors are translated here, once, by class; nothing above this module se
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -18,10 +17,9 @@ from asyncpg.pool import PoolConnectionProxy
 from gramlogs.core import metrics
 from gramlogs.core.config import Config
 from gramlogs.core.errors import BadRequest, Unavailable
-from gramlogs.storage import citus, cluster, store
-from gramlogs.storage.embedded import embedded_url
+from gramlogs.storage import citus, pages
 
-__all__ = ["Database", "resolve_url", "translate_errors"]
+__all__ = ["Database", "translate_errors"]
 
 logger = logging.getLogger("gramlogs.database")
 
@@ -166,8 +164,8 @@ async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
         server_settings={
             "application_name": "gramlogs",
             "statement_timeout": str(config.statement_timeout_ms),
-            # How page statements are planned: generic plans without sorts (store.py says why).
-            **store.PLAN_SETTINGS,
+            # How page statements are planned: generic plans without sorts (pages.py says why).
+            **pages.PLAN_SETTINGS,
         },
         # The client-side limit backs up the server's statement_timeout when the network,
         # not the query, is what hangs.
@@ -188,17 +186,3 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     benchmarks/RESULTS.md). Our statements leave no session state behind: no session SET,
     LISTEN, held cursor or session advisory lock; asyncpg still rolls back an open transaction.
     """
-
-
-def resolve_url(config: Config) -> str:
-    """The configured database, or the embedded one (or local Citus cluster) when none is.
-
-    Nodes of the local cluster that this process starts are stopped when it exits.
-    """
-    if config.database_url:
-        return config.database_url
-    if config.local_citus_workers:
-        local = cluster.LocalCluster(config.data_dir / "citus", config.local_citus_workers)
-        atexit.register(local.stop_started)
-        return local.start()
-    return embedded_url(config.data_dir)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from gramlogs.storage.store import LogFilter, filter_conditions
+from gramlogs.storage.pages import LogFilter, filter_conditions
 
 __all__ = ["count_ranges", "histogram_query"]
 
@@ -46,7 +46,7 @@ def histogram_query(f: LogFilter, edges: Sequence[int]) -> tuple[str, list[objec
     where, values = filter_conditions(f, first_param=3)
     # The rows are counted in id order (a subquery keeps its ORDER BY), although the order
     # changes no count: only (project_id, id) and the filter's (project_id, <column>, id) give
-    # it without a sort (store.PLAN_SETTINGS turns sorts off), so the count is a range scan of
+    # it without a sort (pages.PLAN_SETTINGS turns sorts off), so the count is a range scan of
     # one of them whatever the statistics say. Without it, a generic plan made while a
     # partition was empty may count through another index, whose id is not its second column,
     # reading every line the project has in the partition for each bucket.

@@ -24,7 +24,7 @@ from typing import Final
 import asyncpg
 
 from gramlogs.core.errors import Gone
-from gramlogs.storage.store import COLUMN_LIST, COLUMNS, PageRequest, fetch_page
+from gramlogs.storage.pages import COLUMN_LIST, COLUMNS, PageRequest, fetch_page
 
 __all__ = [
     "DONE",
@@ -182,7 +182,7 @@ async def read_lines(
     patterns: Sequence[str] = (),
 ) -> list[asyncpg.Record]:
     """The lines of batches ``first`` to ``last`` still stored, by batch then id; each row is
-    store.COLUMNS, then the batch number, then the indexes (from 1) of ``patterns`` it matches.
+    pages.COLUMNS, then the batch number, then the indexes (from 1) of ``patterns`` it matches.
 
     A line deleted since (retention, a Poly DELETE) is left out.
     """

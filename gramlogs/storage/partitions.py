@@ -1,4 +1,5 @@
-"""Time partitions of the logs table: id ranges, one per day, between two catch-alls.
+"""Time partitions of the logs table: id ranges of ``partition_days`` days each
+(weekly by default, starting on Mondays), between two catch-alls.
 
 Ids are positions in time (``ids.py``), so the logs table is partitioned by id range::
 
@@ -9,15 +10,16 @@ Ids are positions in time (``ids.py``), so the logs table is partitioned by id r
     logs_future      [lowest_id(Dn + w), MAXVALUE)          lines dated beyond the window
 
 Every id has a partition, so an insert never fails for want of one, whatever its timestamp.
-:func:`ensure` keeps the daily partitions covering [now - longest retention, now + ahead days];
+:func:`ensure` keeps the partitions covering [now - longest retention, now + ahead days];
 when time (or a longer retention) reaches into a catch-all, the catch-all is split: detached,
 new partitions created, the rows that now belong elsewhere moved, and the catch-all attached
 again with its narrower range. The catch-alls hold only out-of-window lines, so splits are
 cheap. There is no DEFAULT partition: once it holds a row, no partition overlapping that row
 can be created any more.
 
-The count of partitions stays small (30 days of retention: about 40), which matters for every
-query that cannot be pruned to a few: planning, locking and executor start-up grow with it.
+The count of partitions stays small (30 days of retention, weekly: about 7; daily: about 40),
+which matters for every query that cannot be pruned to a few: planning, locking and executor
+start-up grow with it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 import uuid6
 
-from gramlogs.core.keys import KEY_PREFIX, Scope, hash_key, new_key
+from gramlogs.core.keys import KEY_PREFIX, KeyScope, hash_key, new_key
 
 __all__ = [
     "CreatedKey",
@@ -35,7 +35,7 @@ class TenantError(ValueError):
 class CreatedKey:
     id: uuid.UUID
     key: str
-    scope: Scope
+    scope: KeyScope
     organization_id: uuid.UUID
     project_id: uuid.UUID | None
 
@@ -123,7 +123,7 @@ async def resolve_project(
 async def create_key(
     conn: asyncpg.Connection,
     organization_id: uuid.UUID,
-    scope: Scope,
+    scope: KeyScope,
     *,
     project_id: uuid.UUID | None = None,
     name: str = "",

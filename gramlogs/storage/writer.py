@@ -25,13 +25,13 @@ import asyncpg
 
 from gramlogs.storage import blocks, citus, journal
 from gramlogs.storage.functions import register_functions
-from gramlogs.storage.store import COLUMN_LIST, COLUMNS
+from gramlogs.storage.pages import COLUMN_LIST, COLUMNS
 
-__all__ = ["FUNCTION_COLUMN", "Companion", "Row", "copy_lines", "store_batch"]
+__all__ = ["FUNCTION_COLUMN", "Companion", "NewRow", "copy_lines", "store_batch"]
 
-# One row in store.COLUMNS order. The uuid columns hold canonical (lower-case) uuid text, as
+# One row in pages.COLUMNS order. The uuid columns hold canonical (lower-case) uuid text, as
 # batch.BatchBuilder makes them: asyncpg encodes text for a uuid column faster than a UUID.
-Row = tuple[
+NewRow = tuple[
     str,  # id, as 32 hex digits (sorting them sorts the uuids)
     datetime,  # timestamp
     str,  # instance
@@ -46,7 +46,7 @@ Row = tuple[
     str | None,  # execution_id
 ]
 
-# Where a Row holds its function id; a literal, so that row[FUNCTION_COLUMN] is known to be str.
+# Where a NewRow holds its function id; a literal, so that row[FUNCTION_COLUMN] is known to be str.
 FUNCTION_COLUMN: Final = 10
 assert COLUMNS[FUNCTION_COLUMN] == "function_id"
 PROJECT_COLUMN: Final = 8
@@ -73,7 +73,7 @@ class Companion(Protocol):
 async def store_batch(
     conn: asyncpg.Connection,
     project_id: uuid.UUID,
-    rows: Sequence[Row],
+    rows: Sequence[NewRow],
     *,
     companion: Companion | None = None,
 ) -> tuple[int, int]:
@@ -125,7 +125,7 @@ async def store_batch(
 
 
 async def copy_lines(conn: asyncpg.Connection, rows: Sequence[Sequence[object]]) -> None:
-    """COPY ``rows`` (in store.COLUMNS order, any projects) with their block summaries, in one
+    """COPY ``rows`` (in pages.COLUMNS order, any projects) with their block summaries, in one
     transaction: no duplicate check, no function registered. For seeding and tests, which make
     their own ids; a client's batch goes through :func:`store_batch`."""
     by_project: dict[object, list[object]] = {}

@@ -22,8 +22,10 @@ from starlette.routing import Route
 
 from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, encode_error
+from gramlogs.live.watchers import Watchers
+from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
-from gramlogs.storage.database import Database, resolve_url
+from gramlogs.storage.database import Database
 from gramlogs.web import (
     export,
     gram,
@@ -42,7 +44,6 @@ from gramlogs.web.headers import ResponseHeaders
 from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
-from gramlogs.web.watchers import Watchers
 
 __all__ = ["create_app"]
 
@@ -106,7 +107,7 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
         Route("/rpc/logs.ingest", ingest.ingest_logs, methods=["POST"]),
-        Route("/v1/logs", otlp.export_logs, methods=["POST"]),
+        Route("/v1/logs", otlp.receive_logs, methods=["POST"]),
         Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
         Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
         Route("/openapi.json", openapi.endpoint, methods=["GET"]),

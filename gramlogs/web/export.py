@@ -30,7 +30,7 @@ from gramlogs.core.errors import GramlogsError, Unauthorized
 from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.database import Database
-from gramlogs.storage.store import PageRequest, Row, fetch_page
+from gramlogs.storage.pages import PageRequest, StoredRow, fetch_page
 from gramlogs.web.gram import entry, parse_list_query
 from gramlogs.web.observe import SCOPE_ERROR, request_id
 from gramlogs.web.params import first_values, gram_credentials, parse_int
@@ -145,7 +145,7 @@ class _Walk:
         self._check_every = check_every
         self._next_check = time.monotonic() + check_every
 
-    async def next_page(self) -> list[Row]:
+    async def next_page(self) -> list[StoredRow]:
         """The next rows; none once the walk is over. 401 when the key was revoked since."""
         if self._done or self.left <= 0:
             return []
@@ -159,7 +159,7 @@ class _Walk:
         # A connection per page: a client reading slowly holds none between pages.
         async with self._db.read_connection() as conn:
             page = await fetch_page(conn, req)
-        rows: list[Row] = list(page.rows)
+        rows: list[StoredRow] = list(page.rows)
         self.left -= len(rows)
         self._done = not page.has_more
         if rows:
@@ -174,7 +174,7 @@ class ExportStream:
     def __init__(
         self,
         walk: _Walk,
-        first: list[Row],
+        first: list[StoredRow],
         headers: list[tuple[bytes, bytes]],
         release: Callable[[], None],
     ) -> None:
@@ -226,5 +226,5 @@ class ExportStream:
         self._gone = True
 
 
-def _lines(rows: list[Row]) -> bytes:
+def _lines(rows: list[StoredRow]) -> bytes:
     return _encoder.encode_lines([entry(row) for row in rows])

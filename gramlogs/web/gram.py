@@ -20,7 +20,7 @@ from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest
 from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
-from gramlogs.storage.store import LogFilter, Page, PageRequest, Row, fetch_page
+from gramlogs.storage.pages import LogFilter, Page, PageRequest, StoredRow, fetch_page
 from gramlogs.web.params import (
     first_values,
     gram_credentials,
@@ -224,8 +224,8 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     )
 
 
-def entry(row: Row) -> LogEntry:
-    """The entry of a row in store.COLUMNS order."""
+def entry(row: StoredRow) -> LogEntry:
+    """The entry of a row in pages.COLUMNS order."""
     return LogEntry(
         id=row[0],
         timestamp=row[1],

@@ -28,7 +28,7 @@ from gramlogs.core.errors import BadRequest, InvalidRange
 from gramlogs.core.keys import Permission
 from gramlogs.storage import histogram
 from gramlogs.storage.access import authenticate
-from gramlogs.storage.store import LogFilter
+from gramlogs.storage.pages import LogFilter
 from gramlogs.web.gram import id_bounds, parse_filters
 from gramlogs.web.params import first_values, gram_credentials, parse_int, parse_timestamp
 from gramlogs.web.state import app_state

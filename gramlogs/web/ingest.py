@@ -40,7 +40,7 @@ from gramlogs.storage.batch import (
 )
 from gramlogs.storage.functions import disabled_among
 from gramlogs.storage.idempotency import Claim, Replay, Reply
-from gramlogs.storage.writer import Row, store_batch
+from gramlogs.storage.writer import NewRow, store_batch
 from gramlogs.web.body import answer, media_type, read_batch
 from gramlogs.web.counting import more_values_than
 from gramlogs.web.params import NO_NUL, gram_credentials, idempotency_key
@@ -406,7 +406,7 @@ def decode_batch(
     project_id: uuid.UUID,
     now: datetime | None = None,
     cap: int = MAX_ENTRIES,
-) -> list[Row]:
+) -> list[NewRow]:
     """Rows for a JSON or NDJSON batch: all of them, or the 400 that names the bad entries
     (the 413 past ``cap`` entries)."""
     return build_rows(decode_entries(body, kind, cap), project_id, now or datetime.now(UTC))
@@ -414,7 +414,7 @@ def decode_batch(
 
 def build_rows(
     entries: Iterable[WireEntry | EntryError], project_id: uuid.UUID, now: datetime
-) -> list[Row]:
+) -> list[NewRow]:
     """Every entry as a row, or the 400 naming the first MAX_LISTED bad entries."""
     builder = BatchBuilder(project_id)
     problems: list[str] = []
@@ -439,7 +439,7 @@ def build_rows(
     return builder.rows
 
 
-def refuse_disabled(rows: Sequence[Row], disabled: set[uuid.UUID]) -> Conflict:
+def refuse_disabled(rows: Sequence[NewRow], disabled: set[uuid.UUID]) -> Conflict:
     """The 409 for a batch with entries of functions whose logs are turned off."""
     off = {str(f) for f in disabled}
     indexes = [i for i, row in enumerate(rows) if str(row[FUNCTION_COLUMN]) in off]

@@ -37,7 +37,7 @@ from gramlogs.core.errors import (
     NotFound,
     Unexpected,
     encode_error,
-    new_error_id,
+    new_request_id,
 )
 
 __all__ = [
@@ -79,7 +79,7 @@ _encoder = msgspec.json.Encoder()
 
 def request_id(scope: Scope) -> str:
     """The id of the request ``scope`` belongs to (a fresh one outside :class:`Observe`)."""
-    return scope.get(SCOPE_REQUEST_ID) or new_error_id()
+    return scope.get(SCOPE_REQUEST_ID) or new_request_id()
 
 
 def http_error(exc: BaseException) -> GramlogsError:
@@ -115,7 +115,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        rid = new_error_id()
+        rid = new_request_id()
         scope[SCOPE_REQUEST_ID] = rid
         id_header = (b"x-request-id", rid.encode())
         status = 0

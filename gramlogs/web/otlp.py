@@ -54,7 +54,7 @@ from gramlogs.web.counting import more_values_than
 from gramlogs.web.params import gram_credentials, idempotency_key
 from gramlogs.web.state import app_state
 
-__all__ = ["check_count", "export_logs", "map_request", "parse_request"]
+__all__ = ["check_count", "map_request", "parse_request", "receive_logs"]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -423,7 +423,7 @@ def _reply(response: ExportLogsServiceResponse, kind: str) -> Reply:
     return Reply(200, PROTOBUF, response.SerializeToString())
 
 
-async def export_logs(request: Request) -> Response:
+async def receive_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
     credentials = gram_credentials(request)
     once = idempotency_key(request)

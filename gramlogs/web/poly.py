@@ -24,7 +24,7 @@ from gramlogs.core.errors import BadRequest, NotFound, Unauthorized
 from gramlogs.core.keys import Permission
 from gramlogs.storage import functions
 from gramlogs.storage.access import identify
-from gramlogs.storage.store import LogFilter, Page, PageRequest, fetch_page
+from gramlogs.storage.pages import LogFilter, Page, PageRequest, fetch_page
 from gramlogs.web.gram import LEVELS
 from gramlogs.web.params import first_values, parse_int, parse_text, parse_uuid, presented_key
 from gramlogs.web.state import app_state

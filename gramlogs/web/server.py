@@ -43,10 +43,10 @@ from gramlogs.core.errors import (
     RequestTimeout,
     UriTooLong,
     encode_error,
-    new_error_id,
+    new_request_id,
 )
+from gramlogs.live.watchers import drain_all
 from gramlogs.web.headers import API_HEADERS
-from gramlogs.web.watchers import drain_all
 
 __all__ = ["LimitedHttpToolsProtocol", "Limits", "log_config", "uvicorn_options"]
 
@@ -188,7 +188,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, error: GramlogsError, reason: str) -> None:
         self._disarm()
-        error_id = new_error_id()
+        error_id = new_request_id()
         body = encode_error(error, error_id)
         head = b"HTTP/1.1 %d %s\r\n" % (error.status, _REASONS.get(error.status, b"Error"))
         headers = (

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from gramlogs.core.config import Config
+from gramlogs.live.watchers import Watchers
 from gramlogs.storage.database import Database
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
-from gramlogs.web.watchers import Watchers
 
 __all__ = ["AppState", "app_state"]
 

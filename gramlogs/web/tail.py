@@ -28,15 +28,15 @@ from starlette.types import Receive, Scope, Send
 from gramlogs.core import metrics
 from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
 from gramlogs.core.keys import Permission
+from gramlogs.live.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
 from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.journal import Position
-from gramlogs.storage.store import LogFilter, PageRequest, Row
+from gramlogs.storage.pages import LogFilter, PageRequest, StoredRow
 from gramlogs.web.gram import entry, parse_filters
 from gramlogs.web.params import first_values, gram_credentials, parse_int
 from gramlogs.web.state import app_state
 from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
-from gramlogs.web.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
 
 __all__ = ["decode_token", "encode_token", "frame_line", "tail_logs"]
 
@@ -88,7 +88,7 @@ def decode_token(project_id: uuid.UUID, token: str, source: str = _TOKEN_PARAM) 
 _encoder = msgspec.json.Encoder()
 
 
-def frame_line(row: Row, position: Position) -> bytes:
+def frame_line(row: StoredRow, position: Position) -> bytes:
     """A line's event: its token (the line's project is row[8]) and its entry."""
     token = encode_token(row[8], position).encode()
     return b"id: " + token + b"\ndata: " + _encoder.encode(entry(row)) + b"\n\n"

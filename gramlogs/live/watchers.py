@@ -31,7 +31,7 @@ from gramlogs.core.errors import GramlogsError, TooManyRequests
 from gramlogs.storage import journal
 from gramlogs.storage.database import Database
 from gramlogs.storage.journal import Position
-from gramlogs.storage.store import COLUMNS, Row, like_pattern
+from gramlogs.storage.pages import COLUMNS, StoredRow, like_pattern
 
 __all__ = ["Frame", "Subscription", "TailFilter", "Watcher", "Watchers", "catch_up", "drain_all"]
 
@@ -60,8 +60,8 @@ class TailFilter:
     def pattern(self) -> str | None:
         return None if self.keyword is None else like_pattern(self.keyword)
 
-    def matches(self, row: Row, keyword_index: int | None, matched: Sequence[int]) -> bool:
-        """Whether ``row`` (store.COLUMNS first) passes; ``matched`` holds the indexes of the
+    def matches(self, row: StoredRow, keyword_index: int | None, matched: Sequence[int]) -> bool:
+        """Whether ``row`` (pages.COLUMNS first) passes; ``matched`` holds the indexes of the
         patterns the row matched (PostgreSQL's ILIKE decided), ``keyword_index`` this tail's."""
         for column, value in self.equals.items():
             if row[_COLUMN_INDEX[column]] != value:
@@ -78,7 +78,7 @@ class Frame:
 
 
 # Frames a row's event; given by the HTTP layer (tail.py), which owns the wire format.
-Framer = Callable[[Row, Position], bytes]
+Framer = Callable[[StoredRow, Position], bytes]
 
 
 class Subscription:

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from gramlogs.storage.embedded import EMBEDDED_DATABASE
+from gramlogs.local.embedded import EMBEDDED_DATABASE
 
 __all__ = ["CitusMissing", "LocalCluster", "Node", "citus_installed", "embedded_bin"]
 

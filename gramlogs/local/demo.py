@@ -24,10 +24,10 @@ from typing import Any
 import asyncpg
 
 from gramlogs.core.errors import Unauthorized
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import tenants
 from gramlogs.storage.access import identify
-from gramlogs.storage.seed import SeedPlan, seed_logs
 
 __all__ = ["Demo", "banner", "ensure_demo"]
 
@@ -62,7 +62,7 @@ async def ensure_demo(conn: asyncpg.Connection, data_dir: Path) -> Demo:
     async with conn.transaction():
         org = await tenants.create_organization(conn, "demo")
         project = await tenants.create_project(conn, org, DEMO_SLUG, "Demo project")
-        consumer = await tenants.create_key(conn, org, Scope.CONSUMER, name="demo consumer")
+        consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER, name="demo consumer")
         keys = await _bound_keys(conn, org, project)
         await seed_logs(
             conn,
@@ -76,9 +76,11 @@ async def _bound_keys(
     conn: asyncpg.Connection, org: uuid.UUID, project: uuid.UUID
 ) -> dict[str, str]:
     ingest = await tenants.create_key(
-        conn, org, Scope.INGEST, project_id=project, name="demo ingest"
+        conn, org, KeyScope.INGEST, project_id=project, name="demo ingest"
     )
-    admin = await tenants.create_key(conn, org, Scope.ADMIN, project_id=project, name="demo admin")
+    admin = await tenants.create_key(
+        conn, org, KeyScope.ADMIN, project_id=project, name="demo admin"
+    )
     return {"ingest": ingest.key, "admin": admin.key}
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from gramlogs.storage import blocks, grams
+from gramlogs.storage import blocks, trigrams
 
 __all__ = [
     "COLUMNS",
@@ -28,7 +28,7 @@ __all__ = [
     "LogFilter",
     "Page",
     "PageRequest",
-    "Row",
+    "StoredRow",
     "fetch_page",
     "filter_conditions",
     "like_pattern",
@@ -56,7 +56,7 @@ COLUMNS = (
 COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
 
 
-class Row(Protocol):
+class StoredRow(Protocol):
     """A row in COLUMNS order, as asyncpg reads it (a Record) or as a tuple."""
 
     def __getitem__(self, index: int, /) -> Any: ...
@@ -76,9 +76,9 @@ _MAX_ID = (1 << 128) - 1
 
 # Session settings the page statements are planned under (the server's pools set them).
 #
-# Generic plans: logs is partitioned (~40 partitions), and a custom plan considers every index
-# of every partition, ~3-5 ms to make; a generic plan is made once per connection and prunes
-# at executor start-up ("Subplans Removed"), ~0.1 ms.
+# Generic plans: logs is partitioned (~7 weekly partitions for 30 days, ~40 daily ones), and a
+# custom plan considers every index of every partition, ~3-5 ms to make (daily); a generic plan
+# is made once per connection and prunes at executor start-up ("Subplans Removed"), ~0.1 ms.
 #
 # No sorts: a generic plan estimates ``function_id = $n`` from the column's number of distinct
 # values across all projects, times the default selectivity of an id range with unknown
@@ -98,7 +98,7 @@ _MAX_ID = (1 << 128) - 1
 PLAN_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_sort": "off", "jit": "off"}
 
 # A keyword without the \x01 separator is a substring of this exactly when it is a substring of
-# message or of raw_log (grams.text_of makes the same text); a keyword with one is matched
+# message or of raw_log (trigrams.text_of makes the same text); a keyword with one is matched
 # column by column.
 KEYWORD_SEPARATOR = "\x01"
 _KEYWORD_TEXT = "(coalesce(message, '') || E'\\x01' || raw_log)"
@@ -360,7 +360,7 @@ async def _keyword_rows(
     # The probe read up to its last row: the rest of the range lies beyond it.
     edge = head[-1]["id"].int
     lo, hi = (edge + 1, hi) if ascending else (lo, edge - 1)
-    codes = grams.keyword_codes(f.keyword or "")
+    codes = trigrams.keyword_codes(f.keyword or "")
     if lo > hi:
         return found
     if not codes:

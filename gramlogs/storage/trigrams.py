@@ -7,7 +7,7 @@ and ``log_blocks`` keeps one row per block (blocks.py): its function, its id ran
 of the trigrams its text holds, as hashed integer codes, under a GIN index. A block of a few
 hundred log lines repeats most of its trigrams, so this is ~10 index entries a line. A search
 asks which blocks hold every trigram of the keyword and reads only their lines, nearest first
-(store._keyword_rows): the block summary is a filter, the ILIKE on the rows decides.
+(pages._keyword_rows): the block summary is a filter, the ILIKE on the rows decides.
 
 The filter never loses a match: a line that matches holds each of the keyword's trigrams, so
 its block does. Codes are made of bytes, not characters, so that PostgreSQL's and Python's
@@ -36,7 +36,7 @@ _FOLD = np.arange(256, dtype=np.int32)
 _FOLD[ord("A") : ord("Z") + 1] += 32
 _FOLD[128:] = 0
 # Non-ASCII characters whose lower case (in any of PostgreSQL's locale providers) is ASCII.
-# tests/test_grams.py checks this against every code point.
+# tests/test_trigrams.py checks this against every code point.
 TO_ASCII = {0x130: "i", 0x212A: "k"}
 # The line separator inside a block: 0, so that no trigram spans two lines.
 _SEPARATOR = "\x80"

@@ -1,10 +1,10 @@
 """Every single filter is an index range scan in id order that stops after per_page + 1 rows.
 
-Read from EXPLAIN ANALYZE of the exact statement ``store.fetch_page`` runs, both as a custom
+Read from EXPLAIN ANALYZE of the exact statement ``pages.fetch_page`` runs, both as a custom
 plan (parameters known) and as the generic plan the server's pools use, under the pools'
-settings (``store.PLAN_SETTINGS``). ``logs`` is partitioned by time: the page scan is an ordered
+settings (``pages.PLAN_SETTINGS``). ``logs`` is partitioned by time: the page scan is an ordered
 Append of per-partition index scans whose rows, all partitions together, stop at per_page + 1
-(pruning itself: test_store_pruning.py). Every case runs in each scenario of ``NOWS``: the same
+(pruning itself: test_pages_pruning.py). Every case runs in each scenario of ``NOWS``: the same
 seeded rows and ids, ending at a fixed simulated "now".
 """
 
@@ -21,9 +21,9 @@ import pytest
 
 from gramlogs.core import ids
 from gramlogs.core.config import Config
+from gramlogs.local.seed import SeedPlan, generate, seed_logs
 from gramlogs.storage import maintenance, tenants
-from gramlogs.storage.seed import SeedPlan, generate, seed_logs
-from gramlogs.storage.store import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
+from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
 
 pytestmark = pytest.mark.single_node(
     "the plans of one PostgreSQL; on Citus the coordinator plans a router query to one shard"
@@ -218,7 +218,7 @@ def _matrix() -> list[tuple]:
 
 async def _explain(conn: asyncpg.Connection, sql: str, args: list[object]) -> list[dict]:
     """The plan of ``sql`` as a custom plan and as the generic plan of a prepared statement
-    (the server's: store.PLAN_SETTINGS), both without sorts as the server plans them."""
+    (the server's: pages.PLAN_SETTINGS), both without sorts as the server plans them."""
     await conn.execute("SET plan_cache_mode = force_custom_plan")
     try:
         custom = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)

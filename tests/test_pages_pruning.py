@@ -17,10 +17,10 @@ import asyncpg
 import pytest
 
 from gramlogs.core import ids
-from gramlogs.core.keys import Scope
+from gramlogs.core.keys import KeyScope
+from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import partitions, tenants
-from gramlogs.storage.seed import SeedPlan, seed_logs
-from gramlogs.storage.store import LogFilter, PageRequest, page_query
+from gramlogs.storage.pages import LogFilter, PageRequest, page_query
 
 pytestmark = pytest.mark.single_node(
     "partition pruning as one PostgreSQL plans it; on Citus each worker prunes its shard's"
@@ -38,7 +38,7 @@ async def seeded(fresh_database: str) -> AsyncIterator[tuple[asyncpg.Connection,
     org = await tenants.create_organization(conn, "explain")
     project = await tenants.create_project(conn, org, "explain")
     other = await tenants.create_project(conn, org, "other")
-    await tenants.create_key(conn, org, Scope.CONSUMER)
+    await tenants.create_key(conn, org, KeyScope.CONSUMER)
     for p, seed in ((project, 1), (other, 2)):
         await seed_logs(conn, SeedPlan(p, rows=ROWS, end=NOW, days=30, seed=seed))
     await conn.execute("VACUUM ANALYZE logs")

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gramlogs.storage import grams
-from gramlogs.storage.store import like_pattern
+from gramlogs.storage import trigrams
+from gramlogs.storage.pages import like_pattern
 
 # Letters in either case, digits, punctuation, the two non-ASCII letters whose lower case is
 # ASCII, other non-ASCII letters, and the message/raw line separator.
@@ -27,23 +27,23 @@ def test_the_characters_folded_to_ascii_are_all_there_are():
         for c in range(128, sys.maxunicode + 1)
         if any(ch.isascii() for ch in chr(c).lower())
     }
-    assert computed == grams.TO_ASCII
+    assert computed == trigrams.TO_ASCII
 
 
 def test_codes_of_a_word_are_its_ascii_trigrams():
-    assert grams.keyword_codes("ab") == []
-    assert grams.keyword_codes("\u00e9t\u00e9") == []
-    assert len(grams.keyword_codes("Timeout")) == 5
-    assert grams.keyword_codes("TIMEOUT") == grams.keyword_codes("timeout")
+    assert trigrams.keyword_codes("ab") == []
+    assert trigrams.keyword_codes("\u00e9t\u00e9") == []
+    assert len(trigrams.keyword_codes("Timeout")) == 5
+    assert trigrams.keyword_codes("TIMEOUT") == trigrams.keyword_codes("timeout")
     # A trigram across the separator is not looked up: columns are matched one by one.
-    assert grams.keyword_codes("ab\x01cd") == []
+    assert trigrams.keyword_codes("ab\x01cd") == []
 
 
 @pytest.mark.parametrize("word", ["timeout", "TimeOut", "meou", "\u212aey", "key"])
 def test_a_block_holds_the_codes_of_its_words(word):
     lines = ["request failed: timeout after 5s", "the \u212aey was found", "x"]
-    held = set(grams.block_codes(lines))
-    assert set(grams.keyword_codes(word)) <= held
+    held = set(trigrams.block_codes(lines))
+    assert set(trigrams.keyword_codes(word)) <= held
 
 
 @settings(
@@ -60,5 +60,5 @@ async def test_whatever_postgresql_matches_the_block_holds(
     async with pool.acquire() as conn:
         matches = await conn.fetchval("SELECT $1::text ILIKE $2", line, like_pattern(keyword))
     if matches:
-        held = set(grams.block_codes([*others, line]))
-        assert set(grams.keyword_codes(keyword)) <= held
+        held = set(trigrams.block_codes([*others, line]))
+        assert set(trigrams.keyword_codes(keyword)) <= held

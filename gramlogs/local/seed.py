@@ -82,7 +82,7 @@ def _uuid(rng: random.Random) -> uuid.UUID:
 
 
 def generate(plan: SeedPlan) -> Iterator[tuple[object, ...]]:
-    """Rows in time order, as tuples in ``store.COLUMNS`` order plus nothing else."""
+    """Rows in time order, as tuples in ``pages.COLUMNS`` order plus nothing else."""
     rng = random.Random(plan.seed)
     functions = [_uuid(rng) for _ in range(plan.functions)]
     tool_names = {f: _TOOLS[i % len(_TOOLS)] for i, f in enumerate(functions)}
