@@ -200,6 +200,29 @@ def test_command_errors_are_one_line_and_exit_1(env, args, message) -> None:
     assert done.stderr.startswith("gramlogs: ") and message in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("migrate",),
+        ("orgs", "create", "acme"),
+        ("keys", "list"),
+        ("seed", "--org", "a", "--project", "b"),
+        ("serve", "--port", "0"),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_a_command_against_a_database_that_is_down_says_so_in_one_line(args) -> None:
+    """Nothing listens on port 1: one line naming the database (without its password), exit 1."""
+    down = "postgresql://gramlogs:s3cret@127.0.0.1:1/logs?password=s3cret"
+    done = gramlogs(*args, env={**os.environ, "GRAMLOGS_DATABASE_URL": down})
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        "gramlogs: cannot connect to the database postgresql://gramlogs@127.0.0.1:1/logs: "
+    )
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "s3cret" not in done.stderr and done.stdout == ""
+
+
 def test_every_command_has_help(env: dict[str, str]) -> None:
     for args in (
         ("serve",),
