@@ -14,7 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(STAMP)
+# The viewer's JavaScript is checked by Biome (formatter and linter in one binary), pinned in
+# package.json and package-lock.json and installed from the npm registry; needs Node >= 20.
+JS_STAMP := node_modules/.installed
+BIOME := node_modules/.bin/biome
+
+$(JS_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make lint needs Node >= 20 and npm (apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(STAMP) $(JS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/gramlogs serve
@@ -36,15 +46,17 @@ run-citus: citus
 test-citus: citus
 	GRAMLOGS_TEST_CITUS=1 $(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIOME) ci --error-on-warnings
 
-fix: $(STAMP)
+fix: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	$(BIOME) check --write
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -62,4 +74,4 @@ bench: $(BENCH_STAMP)
 		--plot benchmarks/latency.png $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis

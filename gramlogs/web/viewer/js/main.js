@@ -2,7 +2,7 @@
 // keyboard together. Every request goes through api.js (key in a header, 401 and 503 handled).
 
 import * as api from "./api.js";
-import { exportLines, EXPORT_LIMIT } from "./export.js";
+import { EXPORT_LIMIT, exportLines } from "./export.js";
 import { Histogram } from "./histogram.js";
 import { LiveTail } from "./live.js";
 import { LIST, Pager } from "./paging.js";
@@ -65,7 +65,11 @@ function setStatus(message) {
 function failed(error) {
   if (error?.name === "AbortError" || view.signal.aborted) return;
   console.warn(error);
-  showAlert(error instanceof api.ApiError ? `${error.message} (${error.status} ${error.name})` : String(error));
+  showAlert(
+    error instanceof api.ApiError
+      ? `${error.message} (${error.status} ${error.name})`
+      : String(error),
+  );
 }
 
 api.hooks.retrying = (message) => {
@@ -105,7 +109,8 @@ $("sign-in-form").addEventListener("submit", (event) => {
   // Header values must be printable ASCII: anything else cannot be a key or a project slug.
   const printable = /^[\x21-\x7e]+$/;
   if (!printable.test(key) || !printable.test(project)) {
-    $("sign-in-message").textContent = "Enter the key and the project's slug (printable characters, no spaces).";
+    $("sign-in-message").textContent =
+      "Enter the key and the project's slug (printable characters, no spaces).";
     return;
   }
   api.saveCredentials(key, project, $("sign-in-remember").checked);
@@ -215,7 +220,11 @@ async function drawHistogram(signal) {
   let start = window_.start;
   if (!start) {
     // "All": from the oldest matching line.
-    const oldest = await api.getJson(LIST, { ...listParams(state, window_), per_page: 1, sort: "asc" }, { signal });
+    const oldest = await api.getJson(
+      LIST,
+      { ...listParams(state, window_), per_page: 1, sort: "asc" },
+      { signal },
+    );
     if (!oldest.logs?.length) {
       histogram.clear("No lines.");
       return;
@@ -255,7 +264,8 @@ function startLive() {
   busy(true);
   liveBuffer = [];
   const since = window_.start;
-  const keep = (entries) => (since ? entries.filter((e) => new Date(e.timestamp) >= since) : entries);
+  const keep = (entries) =>
+    since ? entries.filter((e) => new Date(e.timestamp) >= since) : entries;
   live = new LiveTail(state.filters, {
     // Lines stored from now on come by the tail: the newest page, read after the tail has
     // started, joins them without a gap.
@@ -311,7 +321,8 @@ function flushLive() {
       table.hasNewer = true;
       $("new-lines").textContent = "Many new lines: show the newest";
     } else {
-      $("new-lines").textContent = `${liveBuffer.length} new line${liveBuffer.length === 1 ? "" : "s"}`;
+      $("new-lines").textContent =
+        `${liveBuffer.length} new line${liveBuffer.length === 1 ? "" : "s"}`;
     }
     $("new-lines").hidden = false;
     setStatus("Live is paused while you scroll or read a line.");
@@ -339,7 +350,9 @@ function setLive(on) {
   startLive();
 }
 
-$("live").addEventListener("click", () => setLive($("live").getAttribute("aria-pressed") !== "true"));
+$("live").addEventListener("click", () =>
+  setLive($("live").getAttribute("aria-pressed") !== "true"),
+);
 
 $("new-lines").addEventListener("click", () => {
   table.collapse();
@@ -358,7 +371,10 @@ function formState() {
     if (value) filters[name] = value;
   }
   for (const name of ["function_id", "deployment_id"]) {
-    if (filters[name] && !UUID.test(filters[name])) throw new Error(`${name === "function_id" ? "Function" : "Deployment"} must be an id (a UUID).`);
+    if (filters[name] && !UUID.test(filters[name]))
+      throw new Error(
+        `${name === "function_id" ? "Function" : "Deployment"} must be an id (a UUID).`,
+      );
   }
   const from = form.elements.from.value.trim();
   const to = form.elements.to.value.trim();
@@ -369,7 +385,11 @@ function formState() {
     if (from && !fromDate) throw new Error(`From is not a time: ${from} (try 2026-12-02 14:00)`);
     if (to && !toDate) throw new Error(`To is not a time: ${to} (try 2026-12-02 15:00)`);
     if (fromDate && toDate && fromDate > toDate) throw new Error("From must not be after To.");
-    Object.assign(next, { range: null, from: fromDate?.toISOString() ?? null, to: toDate?.toISOString() ?? null });
+    Object.assign(next, {
+      range: null,
+      from: fromDate?.toISOString() ?? null,
+      to: toDate?.toISOString() ?? null,
+    });
   }
   return next;
 }
@@ -386,19 +406,28 @@ $("filters").addEventListener("submit", (event) => {
   event.preventDefault();
   applyForm();
 });
-for (const name of ["level", "source"]) $("filters").elements[name].addEventListener("change", applyForm);
+for (const name of ["level", "source"])
+  $("filters").elements[name].addEventListener("change", applyForm);
 
-$("clear").addEventListener("click", () => navigate({ filters: {}, range: null, from: null, to: null, line: null }));
+$("clear").addEventListener("click", () =>
+  navigate({ filters: {}, range: null, from: null, to: null, line: null }),
+);
 
 for (const button of document.querySelectorAll("[data-range]")) {
-  button.addEventListener("click", () => navigate({ ...state, line: null, range: button.dataset.range, from: null, to: null }));
+  button.addEventListener("click", () =>
+    navigate({ ...state, line: null, range: button.dataset.range, from: null, to: null }),
+  );
 }
 
 // Click to filter, copy, expand: one listener for the whole table.
 $("rows").addEventListener("click", async (event) => {
   const filter = event.target.closest("button[data-filter]");
   if (filter) {
-    navigate({ ...state, line: null, filters: { ...state.filters, [filter.dataset.filter]: filter.dataset.value } });
+    navigate({
+      ...state,
+      line: null,
+      filters: { ...state.filters, [filter.dataset.filter]: filter.dataset.value },
+    });
     return;
   }
   const copy = event.target.closest("button[data-copy]");

@@ -74,7 +74,9 @@ export class Pager {
       hasOlder: older.pagination.has_next_page,
     });
     if (!table.rows.has(id)) {
-      hooks.alert("That line is not in this project, or does not match these filters: showing the lines around where it would be.");
+      hooks.alert(
+        "That line is not in this project, or does not match these filters: showing the lines around where it would be.",
+      );
       return;
     }
     table.select(id, { scroll: false });
