@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -37,7 +38,7 @@ def gramlogs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def ok_json(*args: str, env: dict[str, str]) -> object:
+def ok_json(*args: str, env: dict[str, str]) -> Any:
     done = gramlogs(*args, "--json", env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -340,6 +341,7 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
             finally:
                 proc.send_signal(signal.SIGINT)
                 assert proc.wait(timeout=60) == 0
+                assert proc.stdout is not None
                 proc.stdout.close()
             # Ctrl-C stops the embedded PostgreSQL too.
             assert not _postgres_running(data_dir)

@@ -10,20 +10,21 @@ import json
 import signal
 import socket
 import time
+from typing import Any
 
 import httpx
 import pytest
-from _support import wait_for_lock_waiters
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.serve import live_server
+from tests._support import wait_for_lock_waiters
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    settings = {
+    settings: dict[str, Any] = {
         "GRAMLOGS_HEADER_TIMEOUT_S": "0.5",
         "GRAMLOGS_BODY_TIMEOUT_S": "0.5",
         "GRAMLOGS_MAX_URL_BYTES": "4096",
@@ -191,7 +192,10 @@ async def test_sigterm_drains_in_flight_requests_then_closes_the_pool(
     database_url, make_tenant, pool, tmp_path
 ):
     tenant = await make_tenant()
-    settings = {"GRAMLOGS_STATEMENT_TIMEOUT_MS": "60000", "GRAMLOGS_SHUTDOWN_TIMEOUT_S": "60"}
+    settings: dict[str, Any] = {
+        "GRAMLOGS_STATEMENT_TIMEOUT_MS": "60000",
+        "GRAMLOGS_SHUTDOWN_TIMEOUT_S": "60",
+    }
     with live_server(database_url, tmp_path, **settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             async with pool.acquire() as conn:
