@@ -38,16 +38,8 @@ from gramlogs.storage.batch import (
 )
 from gramlogs.storage.idempotency import Reply
 from gramlogs.storage.writer import NewRow
+from gramlogs.web import intake
 from gramlogs.web.counting import more_values_than
-from gramlogs.web.intake import (
-    Decoded,
-    Door,
-    Problems,
-    accept_batch,
-    entries_of,
-    first_shown,
-    listed,
-)
 from gramlogs.web.params import NO_NUL
 
 __all__ = [
@@ -413,7 +405,7 @@ def build_rows(
 ) -> list[NewRow]:
     """Every entry as a row, or the 400 naming the first MAX_LISTED bad entries."""
     builder = BatchBuilder(project_id)
-    problems = Problems()
+    problems = intake.Problems()
     for index, entry in enumerate(entries):
         if isinstance(entry, EntryError):
             problem = entry
@@ -436,28 +428,29 @@ def build_rows(
     return builder.rows
 
 
-def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> Decoded:
-    return Decoded(decode_batch(body, kind, project_id, cap=cap))
+def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> intake.Decoded:
+    return intake.Decoded(decode_batch(body, kind, project_id, cap=cap))
 
 
-def _refuse(decoded: Decoded, disabled: set[uuid.UUID]) -> NoReturn:
+def _refuse(decoded: intake.Decoded, disabled: set[uuid.UUID]) -> NoReturn:
     # A batch is stored whole or not at all, so an entry of a disabled function refuses it.
     metrics.rejected("disabled", len(decoded.rows))
-    off = entries_of(decoded.rows, disabled)
+    off = intake.entries_of(decoded.rows, disabled)
+    functions = intake.listed(sorted(disabled))
     raise Conflict(
-        f"nothing was stored: logs are disabled for function {listed(sorted(disabled))} in this"
-        f" project; entries {listed(off)}{first_shown(len(off))} belong to it"
+        f"nothing was stored: logs are disabled for function {functions} in this project;"
+        f" entries {intake.listed(off)}{intake.first_shown(len(off))} belong to it"
     )
 
 
-def _result(kind: str, decoded: Decoded, stored: int, duplicates: int) -> Reply:
+def _result(kind: str, decoded: intake.Decoded, stored: int, duplicates: int) -> Reply:
     body = _encoder.encode(IngestResult(stored=stored, duplicates=duplicates))
     return Reply(200, "application/json", body)
 
 
-_DOOR = Door(JSON_TYPES + NDJSON_TYPES, _decode, _refuse, _result)
+_DOOR = intake.Door(JSON_TYPES + NDJSON_TYPES, _decode, _refuse, _result)
 
 
 async def ingest_logs(request: Request) -> Response:
     """``POST /rpc/logs.ingest``: store a JSON or NDJSON batch whole, or nothing."""
-    return await accept_batch(request, _DOOR)
+    return await intake.accept_batch(request, _DOOR)

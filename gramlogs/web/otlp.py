@@ -45,16 +45,8 @@ from gramlogs.storage.batch import (
     normalise_level,
 )
 from gramlogs.storage.idempotency import Reply
+from gramlogs.web import intake
 from gramlogs.web.counting import more_values_than
-from gramlogs.web.intake import (
-    Decoded,
-    Door,
-    Problems,
-    accept_batch,
-    entries_of,
-    first_shown,
-    listed,
-)
 
 __all__ = ["check_count", "map_request", "parse_request", "receive_logs"]
 
@@ -184,11 +176,11 @@ def _records(
 
 def map_request(
     request: ExportLogsServiceRequest, project_id: uuid.UUID, now: datetime | None = None
-) -> Decoded:
+) -> intake.Decoded:
     """Every storable record as a row; the others counted and described."""
     now = now or datetime.now(UTC)
     builder = BatchBuilder(project_id)
-    problems = Problems()
+    problems = intake.Problems()
     for where, record, resource in _records(request):
         try:
             _add_record(builder, record, resource, now)
@@ -198,7 +190,7 @@ def map_request(
         except RecursionError:
             problem = f"{where}: is nested too deeply"
         problems.add(problem)
-    return Decoded(builder.rows, problems.count, problems.listed)
+    return intake.Decoded(builder.rows, problems.count, problems.listed)
 
 
 def _prepare(value: Any, descriptor: Any, path: str) -> None:
@@ -409,7 +401,7 @@ def _varint(data: memoryview, i: int) -> tuple[int, int]:
             raise IndexError
 
 
-def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> Decoded:
+def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> intake.Decoded:
     # For the body threads: the records counted, decoded and mapped; a request none of whose
     # records can be stored is a 400, so that a misconfigured exporter logs an error.
     check_count(body, kind, cap)
@@ -418,25 +410,25 @@ def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> Decoded:
         metrics.rejected("invalid", decoded.rejected)
         raise BadRequest(
             f"no log record could be stored: {decoded.rejected} invalid"
-            f"{first_shown(decoded.rejected)}: " + "; ".join(decoded.problems)
+            f"{intake.first_shown(decoded.rejected)}: " + "; ".join(decoded.problems)
         )
     return decoded
 
 
-def _leave_out(decoded: Decoded, disabled: set[uuid.UUID]) -> Decoded:
+def _leave_out(decoded: intake.Decoded, disabled: set[uuid.UUID]) -> intake.Decoded:
     # As for an invalid record: the others are stored, and the reply's partial_success counts
     # and names what was not.
-    off = set(entries_of(decoded.rows, disabled))
+    off = set(intake.entries_of(decoded.rows, disabled))
     kept = [row for i, row in enumerate(decoded.rows) if i not in off]
     metrics.rejected("disabled", len(off))
     problem = (
-        f"logs are disabled for function {listed(sorted(disabled))} in this project"
+        f"logs are disabled for function {intake.listed(sorted(disabled))} in this project"
         f" ({len(off)} records)"
     )
-    return Decoded(kept, decoded.rejected + len(off), [*decoded.problems, problem])
+    return intake.Decoded(kept, decoded.rejected + len(off), [*decoded.problems, problem])
 
 
-def _reply(kind: str, decoded: Decoded, stored: int, duplicates: int) -> Reply:
+def _reply(kind: str, decoded: intake.Decoded, stored: int, duplicates: int) -> Reply:
     # What was new does not matter: records stored before are accepted again.
     response = ExportLogsServiceResponse()
     if decoded.rejected:
@@ -449,9 +441,9 @@ def _reply(kind: str, decoded: Decoded, stored: int, duplicates: int) -> Reply:
     return Reply(200, PROTOBUF, response.SerializeToString())
 
 
-_DOOR = Door(MEDIA_TYPES, _decode, _leave_out, _reply)
+_DOOR = intake.Door(MEDIA_TYPES, _decode, _leave_out, _reply)
 
 
 async def receive_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
-    return await accept_batch(request, _DOOR)
+    return await intake.accept_batch(request, _DOOR)
