@@ -57,41 +57,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-class Problems:
-    """The entries of a batch that cannot be stored: how many, and the first MAX_LISTED, each
-    named (a reply of every problem of a large batch would be larger than the batch)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.listed: list[str] = []
-
-    def add(self, problem: str) -> None:
-        self.count += 1
-        if len(self.listed) < MAX_LISTED:
-            self.listed.append(problem)
-
-    @property
-    def shown(self) -> str:
-        return first_shown(self.count)
-
-
-def first_shown(total: int) -> str:
-    """What a message adds when it lists the first MAX_LISTED of ``total``."""
-    return f" (first {MAX_LISTED} shown)" if total > MAX_LISTED else ""
-
-
-def listed(items: Iterable[object]) -> str:
-    """The first MAX_LISTED of ``items``, for a message."""
-    return ", ".join(str(item) for item in itertools.islice(items, MAX_LISTED))
-
-
-def entries_of(rows: Sequence[NewRow], functions: set[uuid.UUID]) -> list[int]:
-    """The indexes of the ``rows`` of ``functions``."""
-    # Rows hold ids as canonical text (BatchBuilder.uuid), the database gives uuid.UUIDs.
-    wanted = {str(f) for f in functions}
-    return [i for i, row in enumerate(rows) if str(row[FUNCTION_COLUMN]) in wanted]
-
-
 @dataclass(slots=True)
 class Decoded:
     """What a door made of a body: the rows to store, and the entries it left out (counted in
@@ -194,3 +159,41 @@ def _decode_and_hash(
     # One piece of work for the body threads (``hashed``: the path and content coding).
     decoded = decode(body, principal)
     return decoded, None if hashed is None else request_hash(hashed[0], kind, hashed[1], body)
+
+
+# -- The doors' messages --------------------------------------------------------------------------
+
+
+class Problems:
+    """The entries of a batch that cannot be stored: how many, and the first MAX_LISTED, each
+    named (a reply of every problem of a large batch would be larger than the batch)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.listed: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.count += 1
+        if len(self.listed) < MAX_LISTED:
+            self.listed.append(problem)
+
+    @property
+    def shown(self) -> str:
+        return first_shown(self.count)
+
+
+def first_shown(total: int) -> str:
+    """What a message adds when it lists the first MAX_LISTED of ``total``."""
+    return f" (first {MAX_LISTED} shown)" if total > MAX_LISTED else ""
+
+
+def listed(items: Iterable[object]) -> str:
+    """The first MAX_LISTED of ``items``, for a message."""
+    return ", ".join(str(item) for item in itertools.islice(items, MAX_LISTED))
+
+
+def entries_of(rows: Sequence[NewRow], functions: set[uuid.UUID]) -> list[int]:
+    """The indexes of the ``rows`` of ``functions``."""
+    # Rows hold ids as canonical text (BatchBuilder.uuid), the database gives uuid.UUIDs.
+    wanted = {str(f) for f in functions}
+    return [i for i, row in enumerate(rows) if str(row[FUNCTION_COLUMN]) in wanted]
