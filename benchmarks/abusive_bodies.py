@@ -329,7 +329,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="these scenarios only")
     p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
     p.add_argument("--smoke", action="store_true", help="seconds: small bodies")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
     args = p.parse_args(argv)
     if args.compare:
         args.compare = Path(args.compare).resolve()

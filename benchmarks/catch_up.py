@@ -223,7 +223,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--burst-s", type=float, default=20.0, help="the burst's seconds (20; 0: none)")
     p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
     p.add_argument("--smoke", action="store_true", help="seconds: a small backlog, a short burst")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
     args = p.parse_args(argv)
     if args.smoke:
         args.lines, args.budget_s, args.burst_s = 2_000, 5.0, 2.0

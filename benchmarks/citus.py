@@ -43,7 +43,6 @@ from benchmarks import harness as h
 from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
 from testkit.citus import local_cluster, prepare_database
-from testkit.ports import free_port
 from testkit.postgres import own_postgres, with_database
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -326,12 +325,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         producer_cluster = await _producer_key(cluster_url)
 
         with (
-            h.gramlogs_server(single_url, port=free_port()) as s1,
-            h.gramlogs_server(cluster_url, port=free_port()) as s2,
+            h.gramlogs_server(single_url) as s1,
+            h.gramlogs_server(cluster_url) as s2,
         ):
             targets = {
-                "single": f"http://{h.HOST}:{s1.port}",
-                "cluster": f"http://{h.HOST}:{s2.port}",
+                "single": s1.url,
+                "cluster": s2.url,
             }
             print("pages (hot project, 20 rows, p50 over alternating requests):")
             out["pages"] = await _page_p50s(

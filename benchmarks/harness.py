@@ -1,5 +1,5 @@
 """What every gramlogs benchmark shares: a seeded, cached dataset; timing and percentiles; the
-machine and versions; a real server in a subprocess; a bare Starlette app as the baseline; wrk.
+machine and versions; the server and a bare Starlette app as the baseline (testkit's runner); wrk.
 
 Datasets live in their own databases (``bench_<rows>_<projects>_...``) on the embedded PostgreSQL
 under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and are reused by
@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -35,14 +33,12 @@ from gramlogs import __version__
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
-from testkit.ports import wait_for_port
+from testkit.ports import HOST
 from testkit.postgres import with_database
+from testkit.serve import LiveServer, live_server
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
-HOST = "127.0.0.1"
-SERVER_PORT = int(os.environ.get("GRAMLOGS_BENCH_PORT", "8103"))
-BARE_PORT = SERVER_PORT + 1
 
 
 # -- numbers ------------------------------------------------------------------------------------
@@ -319,226 +315,31 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
     return Dataset(spec=spec, url=url, end=end, slugs=slugs, key=key.key)
 
 
-# -- HTTP ---------------------------------------------------------------------------------------
-
-
-class HttpClient:
-    """A minimal keep-alive HTTP/1.1 client on a blocking socket: its own cost is a few µs, so
-    the latency measured is the server's (a full client library adds ~0.3 ms per request)."""
-
-    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
-        self.port = port
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self._head = f" HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode()
-        self._connect()
-
-    def _connect(self) -> None:
-        self.sock = socket.create_connection((HOST, self.port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buf = b""
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            return self._get(path)
-        except (ConnectionError, BrokenPipeError):
-            # uvicorn closes a connection idle for 5 s (between scenarios): open a new one.
-            self.sock.close()
-            self._connect()
-            return self._get(path)
-
-    def _get(self, path: str) -> tuple[int, bytes]:
-        self.sock.sendall(b"GET " + path.encode() + self._head)
-        while b"\r\n\r\n" not in self._buf:
-            self._recv()
-        head, _, rest = self._buf.partition(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += self._more()
-        self._buf = rest[length:]
-        return status, rest[:length]
-
-    def _recv(self) -> None:
-        self._buf += self._more()
-
-    def _more(self) -> bytes:
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        return chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class AsyncHttpClient:
-    """A bare HTTP/1.1 keep-alive client on asyncio streams, for writers: clients share the
-    machine with the server and PostgreSQL, so they should cost as little as possible (httpx
-    costs ~7 µs per line of an NDJSON batch here)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or HOST, parts.port or 80
-
-    async def __aenter__(self) -> AsyncHttpClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
-
-    async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    def request(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        """The bytes of a POST, built once and sent as often as needed."""
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        return head.encode() + b"\r\n" + body
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("server closed the connection")
-        status = int(status_line.split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-
-    def peak_rss_mib(self) -> dict[str, float]:
-        """Peak resident memory (VmHWM) of the server and each worker process, in MiB."""
-        import psutil
-
-        out: dict[str, float] = {}
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return out
-        for p in procs:
-            with contextlib.suppress(OSError, psutil.Error):
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        out[f"pid{p.pid}"] = int(line.split()[1]) / 1024
-        return out
-
-    def worker_pids(self) -> list[int]:
-        import psutil
-
-        root = psutil.Process(self.proc.pid)
-        children = root.children(recursive=True)
-        return [c.pid for c in children] or [root.pid]
+# -- servers ------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def gramlogs_server(
-    database_url: str,
-    *,
-    workers: int = 1,
-    port: int = SERVER_PORT,
-    settings: dict[str, str] | None = None,
-) -> Iterator[ServerProcess]:
-    """``gramlogs serve`` in a subprocess, as a user runs it; ``settings`` are more
-    ``GRAMLOGS_*`` variables (docs/settings.md)."""
-    env = os.environ | {
-        "GRAMLOGS_DATABASE_URL": database_url,
-        "GRAMLOGS_PORT": str(port),
-        "GRAMLOGS_HOST": HOST,
-        "GRAMLOGS_WORKERS": str(workers),
-        "GRAMLOGS_LOG_LEVEL": "warning",
-        **(settings or {}),
-    }
-    with _process([sys.executable, "-m", "gramlogs", "serve"], env, port) as server:
+    database_url: str, *, workers: int = 1, settings: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """``gramlogs serve`` as a user runs it (the default pool), quiet but for warnings;
+    ``settings`` are more ``GRAMLOGS_*`` variables (docs/settings.md)."""
+    env = {"GRAMLOGS_WORKERS": str(workers), "GRAMLOGS_LOG_LEVEL": "warning", **(settings or {})}
+    with live_server(database_url, small_pool=False, **env) as server:
         yield server
 
 
-BARE_APP = """
-import os
-from starlette.applications import Starlette
-from starlette.responses import Response
-from starlette.routing import Route
-
-BODY = open(os.environ["BENCH_BARE_BODY"], "rb").read()
-
-async def page(request):
-    return Response(BODY, media_type="application/json")
-
-app = Starlette(routes=[Route("/rpc/logs.listToolExecutionLogs", page)])
-"""
-
-
 @contextlib.contextmanager
-def bare_server(body: bytes, port: int = BARE_PORT) -> Iterator[ServerProcess]:
-    """The floor of any Starlette endpoint: the same uvicorn options and the same response
-    bytes, with no parsing, no database and no encoding."""
+def bare_server(body: bytes) -> Iterator[LiveServer]:
+    """The floor of any Starlette endpoint (testkit/bare.py) answering ``body``."""
     with tempfile.TemporaryDirectory(prefix="gramlogs-bare-") as tmp:
-        (Path(tmp) / "bench_bare_app.py").write_text(BARE_APP)
         (Path(tmp) / "body.json").write_bytes(body)
-        env = os.environ | {"BENCH_BARE_BODY": str(Path(tmp) / "body.json"), "PYTHONPATH": tmp}
-        command = [
-            sys.executable, "-m", "uvicorn", "bench_bare_app:app", "--host", HOST,
-            "--port", str(port), "--log-level", "warning", "--no-access-log",
-            "--no-server-header", "--loop", "uvloop", "--http", "httptools",
-        ]  # fmt: skip
-        with _process(command, env, port) as server:
+        path = str(Path(tmp) / "body.json")
+        with live_server("", Path(tmp), module="testkit.bare", BENCH_BARE_BODY=path) as server:
             yield server
 
 
-@contextlib.contextmanager
-def _process(command: list[str], env: dict[str, str], port: int) -> Iterator[ServerProcess]:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
-        raise RuntimeError(f"port {port} is already taken; stop what listens there")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_port(port)
-        yield ServerProcess(proc, port)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-
-
 # -- wrk ----------------------------------------------------------------------------------------
-
-
-def ensure_wrk(install: bool = True) -> str | None:
-    """The path of wrk, installing Debian's package when it is missing and we may (root)."""
-    found = shutil.which("wrk")
-    if found or not install:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(
-            "wrk is missing and cannot be installed here (need root and apt-get)", file=sys.stderr
-        )
-        return None
-    print("installing wrk (apt-get install -y wrk)...", file=sys.stderr, flush=True)
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode:
-        subprocess.run(["apt-get", "update"], check=False, **quiet)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)
-    return shutil.which("wrk")
 
 
 def _wrk_version() -> str:

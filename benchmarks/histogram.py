@@ -32,6 +32,7 @@ from benchmarks import harness as h
 from benchmarks import scenarios as sc
 from gramlogs.storage import histogram as storage
 from gramlogs.web import histogram as web
+from testkit.http import HttpClient
 
 RESULTS = Path(__file__).parent / "histogram.md"
 TARGET_P50_MS = 100.0
@@ -76,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
     }
     results: dict[str, Any] = {}
     with h.gramlogs_server(ds.url) as server:
-        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
+        client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
         for scenario in SCENARIOS:
             params = {**window, **scenario.params}
             query = web.parse_histogram_query(params)
@@ -196,7 +197,6 @@ def cli() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--keyword-iterations", type=int, default=10)
     parser.add_argument("--write", action="store_true", help="append the report to histogram.md")
-    parser.add_argument("--no-install", action="store_true", help="installs nothing (accepted)")
     args = parser.parse_args()
     h.run(lambda: main(args))
 

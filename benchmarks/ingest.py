@@ -45,12 +45,11 @@ from pathlib import Path
 import asyncpg
 
 from benchmarks import harness
-from benchmarks.harness import AsyncHttpClient as _Http
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import schema, tenants
 from gramlogs.storage.pages import COLUMNS
 from gramlogs.web.ingest import decode_batch
-from testkit.ports import free_port
+from testkit.http import AsyncHttpClient as _Http
 from testkit.postgres import with_database
 
 CACHE = Path(__file__).parent / ".cache"
@@ -300,10 +299,8 @@ async def main(args: argparse.Namespace) -> dict:
         pg_version = await conn.fetchval("SHOW server_version")
         bodies = make_batches(args.lines, args.batch, args.seed)
         line_bytes = sum(map(len, bodies)) / args.lines
-        running = servers.enter_context(
-            harness.gramlogs_server(db_url, workers=args.workers, port=free_port())
-        )
-        server, url = running.proc, f"http://{harness.HOST}:{running.port}"
+        running = servers.enter_context(harness.gramlogs_server(db_url, workers=args.workers))
+        server, url = running.process, running.url
 
         # Warm-up: a few batches each way, into a project of their own.
         _, warm_headers = await _tenant(conn, "warm")

@@ -17,11 +17,13 @@ table with only the primary key (``logs_floor``, made once beside the dataset), 
 from __future__ import annotations
 
 import argparse
+import shutil
 
 import asyncpg
 
 from benchmarks import harness as h
 from benchmarks import scenarios as sc
+from testkit.http import HttpClient
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -32,7 +34,7 @@ async def main(args: argparse.Namespace) -> None:
         partition_days=args.partition_days,
     )
     iterations, warmup = (30, 5) if args.smoke else (args.iterations, 50)
-    wrk = h.ensure_wrk(install=not args.no_install)
+    wrk = shutil.which("wrk")
     ds = await h.dataset(spec)
     admin = await asyncpg.connect(ds.url)
     info = h.machine(await admin.fetchval("SHOW server_version"))
@@ -56,7 +58,7 @@ async def main(args: argparse.Namespace) -> None:
     prepared = [await sc.prepare(conn, project, s) for s in scenarios]
     results = {}
     with h.gramlogs_server(ds.url) as server:
-        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
+        client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
         status, body = client.get(prepared[-2].path)  # a 100-row page: the bare app's body
         assert status == 200, body
         for p in prepared:
@@ -138,7 +140,6 @@ def cli() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--partition-days", type=int, default=7, help="width of the partitions")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     args = parser.parse_args()
     h.run(lambda: main(args))
 

@@ -164,7 +164,6 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
     parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
     args = parser.parse_args()
     h.run(lambda: main(args))
 

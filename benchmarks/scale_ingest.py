@@ -68,7 +68,7 @@ from benchmarks.ingest import CpuMeter
 from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
-from testkit.ports import free_port
+from testkit.http import AsyncHttpClient, HttpClient
 from testkit.postgres import with_database
 
 PAGE = "/rpc/logs.listToolExecutionLogs"
@@ -142,7 +142,7 @@ async def load_gramlogs(
     latencies: list[float] = []
 
     async def client() -> None:
-        http = h.AsyncHttpClient(base)
+        http = AsyncHttpClient(base)
         await http.connect()
         try:
             for batch, body in bodies:
@@ -212,7 +212,7 @@ async def read_pages(
         "function_id (its busiest)": {"function_id": hot.functions[0]},
         "level=error": {"level": "error"},
     }
-    client = h.HttpClient(port, {"Gram-Key": key, "Gram-Project": hot.slug})
+    client = HttpClient(port, {"Gram-Key": key, "Gram-Project": hot.slug})
     paths = {
         name: f"{PAGE}?{urlencode({'per_page': 20, **params})}" for name, params in pages.items()
     }
@@ -285,15 +285,13 @@ async def run_gramlogs(
         await _execute(admin_url, f"CREATE DATABASE {name}")
     try:
         # The server migrates an empty database and makes its partitions as it starts.
-        with h.gramlogs_server(url, port=free_port()) as server:
+        with h.gramlogs_server(url) as server:
             producers, consumer = await make_tenants(url, data)
             admin = await asyncpg.connect(admin_url)
-            meter = CpuMeter(admin, name, server.proc.pid)
+            meter = CpuMeter(admin, name, server.process.pid)
             await meter.start()
             slices = h.Slices("gramlogs", data.spec.lines, args.slice)
-            out = await load_gramlogs(
-                f"http://{h.HOST}:{server.port}", data, producers, args.clients, slices
-            )
+            out = await load_gramlogs(server.url, data, producers, args.clients, slices)
             out["cpu_s"] = await meter.stop()
             await admin.close()
             node_urls = [url] + [f"postgresql://postgres@{a}:{p}/{name}" for a, p in workers]
@@ -556,7 +554,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the databases")
     p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
     p.add_argument("--smoke", action="store_true", help="20,000 lines, 5 projects: seconds")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
     args = p.parse_args(argv)
     if args.smoke:
         args.lines, args.projects, args.batch, args.reads, args.warmup = 20_000, 5, 1000, 10, 2

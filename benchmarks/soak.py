@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
@@ -47,8 +46,6 @@ import asyncpg
 import httpx
 
 from benchmarks.harness import (
-    HOST,
-    SERVER_PORT,
     fmt_ms,
     gramlogs_server,
     json_line,
@@ -60,6 +57,7 @@ from gramlogs.core.config import Config
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import maintenance, schema, tenants
 from testkit.postgres import OwnPostgres, own_postgres
+from testkit.serve import LiveServer
 
 PROJECT = "soak"
 FUNCTIONS = [uuid.UUID(int=i + 1, version=4) for i in range(8)]
@@ -98,7 +96,6 @@ class Options:
         )
         p.add_argument("--bucket", type=float, default=10.0, help="seconds per report row")
         p.add_argument("--workers", type=int, default=1)
-        p.add_argument("--no-install", action="store_true", help=argparse.SUPPRESS)  # suite's
         a = p.parse_args(argv)
         seconds = a.minutes * 60
         down, bucket, lines = a.down, a.bucket, a.lines
@@ -390,27 +387,11 @@ async def restart(run: Run, opts: Options, pg: OwnPostgres) -> None:
     w.started = run.now()
 
 
-def server_rss_mib(pid: int) -> float:
-    """Resident memory of the server and all its worker processes, in MiB."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return float("nan")
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total / 2**20
-
-
-async def sample_rss(run: Run, opts: Options, pid: int) -> None:
+async def sample_rss(run: Run, opts: Options, server: LiveServer) -> None:
     while run.now() < opts.seconds:
-        run.rss.append((run.now(), server_rss_mib(pid)))
+        run.rss.append((run.now(), server.rss_mib()))
         await asyncio.sleep(1.0)
-    run.rss.append((run.now(), server_rss_mib(pid)))
+    run.rss.append((run.now(), server.rss_mib()))
 
 
 # -- set-up and checks --------------------------------------------------------------------------
@@ -559,10 +540,8 @@ async def soak(opts: Options, pg: OwnPostgres) -> int:
     }
     clients = opts.read_clients + opts.ingest_clients
     limits = httpx.Limits(max_connections=clients * 4, max_keepalive_connections=clients * 4)
-    with gramlogs_server(pg.url, workers=opts.workers, port=SERVER_PORT) as server:
-        async with httpx.AsyncClient(
-            base_url=f"http://{HOST}:{server.port}", limits=limits, timeout=30.0
-        ) as http:
+    with gramlogs_server(pg.url, workers=opts.workers) as server:
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30.0) as http:
             # One batch first, so that PolyAPI's reads find the functions.
             body, markers = batch_body(-1, len(FUNCTIONS))
             r = await http.post("/rpc/logs.ingest", content=body, headers=ingest_h)
@@ -575,7 +554,7 @@ async def soak(opts: Options, pg: OwnPostgres) -> int:
                 load(run, opts, http, read_h, ingest_h),
                 readiness(run, opts, http),
                 restart(run, opts, pg),
-                sample_rss(run, opts, server.proc.pid),
+                sample_rss(run, opts, server),
             )
             elapsed = run.now()
             metrics = (await http.get("/metrics")).text

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ import asyncpg
 
 from benchmarks import harness as h
 from benchmarks import scenarios as sc
+from testkit.http import HttpClient
+from testkit.serve import LiveServer
 
 SIZES = {"smoke": 20_000, "1m": 1_000_000, "10m": 10_000_000}
 DEPTHS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95)
@@ -68,7 +71,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
     out: dict[str, Any] = {"rows": rows, "dataset": spec.name, "hot_rows": spec.rows_of(0)}
     results: dict[str, Any] = {}
     with h.gramlogs_server(ds.url, workers=1) as server:
-        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
+        client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
         _, body = client.get(prepared[0].path)
         for p in prepared:
             r = await sc.measure(p, client, conn, iterations=iterations, warmup=warmup)
@@ -100,7 +103,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
 
 
 def _wrk_series(
-    wrk: str, server: h.ServerProcess, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     series = {}
     for connections in (1, 16, 64):
@@ -118,7 +121,7 @@ def _wrk_series(
 
 
 def _profile(
-    wrk: str, server: h.ServerProcess, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     """py-spy samples the worker under 16 connections; returns the share of samples in the
     frames that matter (inclusive) and the top functions by own time."""
@@ -377,7 +380,7 @@ def plot(path: Path, sizes: dict[str, Any]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    wrk = None if args.no_wrk else h.ensure_wrk(install=not args.no_install)
+    wrk = None if args.no_wrk else shutil.which("wrk")
     labels = ["smoke"] if args.smoke else args.sizes.split(",")
     conn = await asyncpg.connect(h.server_url())
     info = h.machine(await conn.fetchval("SHOW server_version"))
@@ -405,7 +408,6 @@ def cli() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--wrk-seconds", type=float, default=10)
     parser.add_argument("--no-wrk", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
     parser.add_argument("--profile", action="store_true", help="py-spy the server under load")
     parser.add_argument("--out", help="write the Markdown report here")
     parser.add_argument("--plot", help="write the PNG plot here")

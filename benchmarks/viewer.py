@@ -227,7 +227,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=5, help="browser contexts (5)")
     p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
     p.add_argument("--smoke", action="store_true", help="seconds: 600 lines, 1 run")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
     args = p.parse_args(argv)
     if args.smoke:
         args.rows, args.runs = 600, 1
