@@ -20,8 +20,8 @@ extrapolated over the run by least squares, within 5 MiB or 5%).
 
 Prints the machine, a table per ``--bucket`` seconds (requests by status, p50/p99 of reads and
 ingests, the server's RSS, all its processes), a summary, and one ``RESULT soak {...}`` line.
-Exits 1 when a target that is not a timing is missed (a lost or doubled line, an error outside
-the window).
+It reports lost or doubled lines and errors outside the window; failing on them is a test's
+(tests/test_ingest_across_restart.py), not this benchmark's.
 
     .venv/bin/python -m benchmarks.soak                 # 10 minutes
     .venv/bin/python -m benchmarks.soak --smoke         # seconds, with a restart (make test)
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -508,12 +507,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 # -- main ---------------------------------------------------------------------------------------
 
 
-async def main(opts: Options) -> int:
+async def main(opts: Options) -> None:
     with own_postgres("gramlogs-soak-") as pg:
-        return await soak(opts, pg)
+        await soak(opts, pg)
 
 
-async def soak(opts: Options, pg: OwnPostgres) -> int:
+async def soak(opts: Options, pg: OwnPostgres) -> None:
     project, consumer, producer = await prepare(pg.url)
     conn = await asyncpg.connect(pg.url)
     try:
@@ -569,7 +568,7 @@ def report(
     elapsed: float,
     stored: Counter[str],
     metrics: str,
-) -> int:
+) -> None:
     rows = buckets(run, opts)
     print_table(rows)
     endpoints = by_endpoint(run)
@@ -669,22 +668,10 @@ def report(
         + ", ".join(f"{k}={'pass' if v else 'FAIL'}" for k, v in summary["pass"].items())
     )
     json_line("soak", summary)
-    invariants = ("no_error_outside_window", "no_line_lost", "no_line_doubled")
-    missed = [k for k in invariants if not summary["pass"][k]]
-    if missed:
-        print(
-            f"soak: missed {missed}; failures {summary['failures']}; lost {lost[:10]}; "
-            f"doubled {doubled[:10]}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
 
 
 def cli() -> None:
-    opts = Options.parse()
-    code = asyncio.run(main(opts))
-    sys.exit(code)
+    asyncio.run(main(Options.parse()))
 
 
 if __name__ == "__main__":
