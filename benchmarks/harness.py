@@ -8,28 +8,22 @@ later runs: a ``bench_meta`` row records that seeding finished, with the keys an
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import math
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from gramlogs import __version__
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
@@ -42,24 +36,6 @@ CACHE = HERE / ".cache"
 
 
 # -- numbers ------------------------------------------------------------------------------------
-
-
-def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
-    """p50/p95/p99 in milliseconds (nearest rank), and the sample count."""
-    ordered = sorted(samples_s)
-    if not ordered:
-        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
-
-    return {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
-
-
-def fmt_ms(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
 async def timed_loop(
@@ -142,45 +118,6 @@ def slice_size(lines: int, wanted: int, batch: int, clients: int) -> int:
     less than a batch per client (slices end where a batch does, and clients finish batches
     side by side)."""
     return max(batch * clients, wanted if lines >= 2 * wanted else lines // 10)
-
-
-# -- machine ------------------------------------------------------------------------------------
-
-
-def machine(pg_version: str) -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    packages = ("asyncpg", "starlette", "uvicorn", "uvloop", "httptools", "msgspec")
-    versions = {p: _version(p) for p in packages}
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_gib, 1),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "postgresql": pg_version,
-        "gramlogs": __version__,
-        "wrk": _wrk_version(),
-        **versions,
-    }
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -342,14 +279,6 @@ def bare_server(body: bytes) -> Iterator[LiveServer]:
 # -- wrk ----------------------------------------------------------------------------------------
 
 
-def _wrk_version() -> str:
-    path = shutil.which("wrk")
-    if not path:
-        return "absent"
-    out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
-    return (out.stdout + out.stderr).split("\n")[0].split(" [")[0].strip() or "unknown"
-
-
 WRK_SCRIPT = """
 local paths = {%(paths)s}
 local i = 0
@@ -406,29 +335,7 @@ def run_wrk(
     return result
 
 
-def json_line(name: str, data: dict[str, Any]) -> None:
-    """The one machine-readable line every benchmark prints."""
-    print(f"RESULT {name} " + json.dumps(data, default=str, separators=(",", ":")), flush=True)
-
-
-def run(main: Callable[[], Awaitable[None]]) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
-
-
 def window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:
     start = end - timedelta(hours=hours_before)
     stop = start + timedelta(hours=hours)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def append_results(path: Path, intro: str, report: str) -> None:
-    """Append ``report`` to a benchmark's results file (``benchmarks/<name>.md``), newest last;
-    a new file starts with its title and ``intro`` (what the runs measure)."""
-    head = f"# benchmarks/{path.stem}.py: results\n\n{intro}\n"
-    text = path.read_text() if path.exists() else head
-    path.write_text(text.rstrip("\n") + "\n\n" + report)

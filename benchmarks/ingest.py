@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -39,12 +38,12 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 
 import asyncpg
 
-from benchmarks import harness
+from benchmarks import harness, runner
+from benchmarks.results import json_line, machine, print_machine
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import schema, tenants
 from gramlogs.storage.pages import COLUMNS
@@ -374,19 +373,10 @@ async def main(args: argparse.Namespace) -> dict:
         "ingest": ing,
         "ratio": ing["lines_per_s_median"] / raw["lines_per_s_median"],
         "rows_in_table_at_end": total_rows,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "loadavg_at_end": [round(x, 2) for x in load],
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "postgresql": pg_version,
-            **{p: version(p) for p in ("asyncpg", "msgspec", "uvicorn", "starlette", "httpx")},
-        },
+        "machine": machine(pg_version) | {"load_avg_at_end": [round(x, 2) for x in load]},
     }
     _print_table(result, profile)
-    print(json.dumps(result, separators=(",", ":")))
+    json_line("ingest", result)
     return result
 
 
@@ -397,12 +387,7 @@ def _print_table(r: dict, profile) -> None:
         f" NDJSON batches of {r['batch']}, {r['clients']} concurrent clients,"
         f" {r['repeats']} alternating repeats, server workers={r['workers']}"
     )
-    m, v = r["machine"], r["versions"]
-    print(f"machine: {m['cpus']} CPUs, {m['platform']}, load average at end {m['loadavg_at_end']}")
-    print(
-        f"versions: Python {v['python']}, PostgreSQL {v['postgresql']}, asyncpg {v['asyncpg']},"
-        f" msgspec {v['msgspec']}, uvicorn {v['uvicorn']}, starlette {v['starlette']}"
-    )
+    print_machine(r["machine"])
     print()
     print(
         f"{'':10} {'lines/s (median)':>17} {'runs':>26} {'batch ms p50/p95/p99':>22}"
@@ -426,8 +411,7 @@ def _print_table(r: dict, profile) -> None:
     print()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=200_000, help="lines per run (200,000)")
     p.add_argument("--batch", type=int, default=1000, help="lines per request (1,000)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
@@ -437,12 +421,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
     p.add_argument("--profile", action="store_true", help="py-spy the server in one extra run")
     p.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    p.add_argument("--smoke", action="store_true", help="a few seconds: 20,000 lines, 1 repeat")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.lines, args.repeats = 20_000, 1
-    return args
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.lines, args.repeats = 20_000, 1
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    runner.run(
+        "ingest",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20,000 lines, 1 repeat",
+        loop="asyncio",
+    )

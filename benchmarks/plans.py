@@ -39,6 +39,8 @@ import asyncpg
 import msgspec
 
 from benchmarks import harness as h
+from benchmarks import runner
+from benchmarks.results import fmt_ms, json_line, machine, percentiles, print_machine
 from gramlogs.core import ids
 from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page, page_query
 
@@ -120,8 +122,8 @@ async def main(args: argparse.Namespace) -> None:
         for name, settings in SETUPS.items()
     }
     shipped = conns["shipped"]
-    info = h.machine(await shipped.fetchval("SHOW server_version"))
-    h.print_machine(info)
+    info = machine(await shipped.fetchval("SHOW server_version"))
+    print_machine(info)
     project = await shipped.fetchval("SELECT id FROM projects WHERE slug = $1", ds.slugs[0])
     print(f"dataset {spec.name}: {spec.rows:,} rows, project {ds.slugs[0]}: {spec.rows_of(0):,}")
     deep = ids.highest_id(ds.end - timedelta(days=spec.days * 0.95))
@@ -139,14 +141,14 @@ async def main(args: argparse.Namespace) -> None:
             row: dict[str, Any] = {}
             for name, conn in conns.items():
                 row[name] = {
-                    **h.percentiles(samples[name]),
+                    **percentiles(samples[name]),
                     "sorted_rows": await _sorted_rows(conn, req),
                 }
             results[f"{fname} {where}"] = row
     for conn in conns.values():
         await conn.close()
     _print(results)
-    h.json_line("plans", {"machine": info, "dataset": spec.name, "scenarios": results})
+    json_line("plans", {"machine": info, "dataset": spec.name, "scenarios": results})
 
 
 def _print(results: dict[str, Any]) -> None:
@@ -155,18 +157,20 @@ def _print(results: dict[str, Any]) -> None:
     print(head + " | generic_sorts / shipped | custom / shipped |")
     print("|---" * (len(names) + 3) + "|")
     for scenario, row in results.items():
-        cells = [f"{h.fmt_ms(row[n]['p50'])} ({row[n]['sorted_rows']:,})" for n in names]
+        cells = [f"{fmt_ms(row[n]['p50'])} ({row[n]['sorted_rows']:,})" for n in names]
         ratios = [row[n]["p50"] / row["shipped"]["p50"] for n in ("generic_sorts", "custom")]
         print(f"| {scenario} | " + " | ".join(cells) + f" | {ratios[0]:.1f}x | {ratios[1]:.1f}x |")
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
-    parser.add_argument("--iterations", type=int, default=200)
-    args = parser.parse_args()
-    h.run(lambda: main(args))
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=int, default=200)
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "plans",
+        __doc__,
+        main,
+        options=_options,
+        smoke_help="tiny data",
+    )

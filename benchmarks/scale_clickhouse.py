@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks import harness as h
 from benchmarks import scale_data as sd
+from benchmarks.results import percentiles
 
 __all__ = ["clickhouse_missing", "load_clickhouse"]
 
@@ -134,7 +135,7 @@ def _ch_pages(ch: Any, data: sd.Data, iterations: int, warmup: int) -> dict[str,
             started = time.perf_counter()
             ch.query(sql, "JSONEachRow")
             samples.append(time.perf_counter() - started)
-        out[name] = {"rows": rows, **h.percentiles(samples)}
+        out[name] = {"rows": rows, **percentiles(samples)}
     return out
 
 

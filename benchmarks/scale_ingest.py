@@ -56,15 +56,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import runner
 from benchmarks import scale_data as sd
 from benchmarks.ingest import CpuMeter
+from benchmarks.results import (
+    fmt_ms,
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
 from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
@@ -74,7 +81,6 @@ from testkit.postgres import with_database
 PAGE = "/rpc/logs.listToolExecutionLogs"
 INGEST = "/rpc/logs.ingest"
 FLOOR = "copy_floor"
-RESULTS = Path(__file__).parent / "scale_ingest.md"
 # The targets: sustained lines/s at 10M, the share of COPY's rate, keyword page p50.
 TARGET_LINES_PER_S = 50_000
 TARGET_COPY_SHARE = 0.5
@@ -179,7 +185,7 @@ async def load_gramlogs(
     await asyncio.gather(*(client() for _ in range(clients)))
     if counts["stored"] + counts["duplicates"] != data.spec.lines:
         raise RuntimeError(f"gramlogs acknowledged {counts} for {data.spec.lines:,} lines")
-    return slices.summary() | counts | {"batch_ms": h.percentiles(latencies)}
+    return slices.summary() | counts | {"batch_ms": percentiles(latencies)}
 
 
 async def database_bytes(urls: list[str], *, citus: bool = False) -> int:
@@ -233,7 +239,7 @@ async def read_pages(
         {name: step(path) for name, path in paths.items()}, iterations=iterations, warmup=warmup
     )
     client.close()
-    return {name: {"rows": rows[name], **h.percentiles(s)} for name, s in samples.items()}
+    return {name: {"rows": rows[name], **percentiles(s)} for name, s in samples.items()}
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -342,8 +348,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         pg = await _execute(admin_url, "SHOW server_version")
         missing = clickhouse_missing()
         chdb = "absent" if missing else _version("chdb")
-        info = h.machine(pg) | {"chdb": chdb, "citus": bool(args.citus)}
-        h.print_machine(info)
+        info = machine(pg) | {"chdb": chdb, "citus": bool(args.citus)}
+        print_machine(info)
         print(f"COPY floor: {args.lines:,} lines ...", file=sys.stderr, flush=True)
         floor = await run_copy(args, data, admin_url)
         print(f"gramlogs: {args.lines:,} lines over HTTP ...", file=sys.stderr, flush=True)
@@ -358,7 +364,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {
         "benchmark": "scale_ingest",
-        "command": " ".join(["python -m benchmarks.scale_ingest", *sys.argv[1:]]),
+        "command": args.command,
         "machine": info,
         "data": _describe(data),
         "clients": args.clients,
@@ -369,12 +375,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
     }
     result["targets"] = targets(result)
-    report = render(result)
-    print(report)
-    if args.write:
-        _append(RESULTS, report)
-        print(f"appended to {RESULTS}")
-    h.json_line("scale_ingest", result)
+    publish("scale_ingest", result, render(result), write_to=args.write_to)
     return result
 
 
@@ -430,7 +431,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "target": f"keyword {label} first page p50 <= {TARGET_KEYWORD_MS:.0f} ms {at}",
                 "met": page["p50"] <= TARGET_KEYWORD_MS,
-                "measured": f"{h.fmt_ms(page['p50'])} ms",
+                "measured": f"{fmt_ms(page['p50'])} ms",
             }
         )
     return checks
@@ -496,8 +497,8 @@ def render(r: dict[str, Any]) -> str:
             if "skipped" not in house
             else f" ClickHouse: skipped, {house['skipped']}."
         ),
-        f"gramlogs batches: p50 {h.fmt_ms(gram['batch_ms']['p50'])} ms,"
-        f" p99 {h.fmt_ms(gram['batch_ms']['p99'])} ms; {gram['stored']:,} stored,"
+        f"gramlogs batches: p50 {fmt_ms(gram['batch_ms']['p50'])} ms,"
+        f" p99 {fmt_ms(gram['batch_ms']['p99'])} ms; {gram['stored']:,} stored,"
         f" {gram['duplicates']:,} duplicates, {gram['resent']:,} resent.",
         "",
         "Lines/s per slice:",
@@ -518,10 +519,9 @@ def render(r: dict[str, Any]) -> str:
     ]
     for name, page in gram["pages"].items():
         other = house.get("pages", {}).get(name)
-        ch = h.fmt_ms(other["p50"]) if other else "—"
+        ch = fmt_ms(other["p50"]) if other else "—"
         lines.append(
-            f"| {name} | {page['rows']} | {h.fmt_ms(page['p50'])} | {h.fmt_ms(page['p95'])}"
-            f" | {ch} |"
+            f"| {name} | {page['rows']} | {fmt_ms(page['p50'])} | {fmt_ms(page['p95'])} | {ch} |"
         )
     lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
     for t in r["targets"]:
@@ -529,18 +529,7 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _append(path: Path, report: str) -> None:
-    h.append_results(
-        path,
-        "Ingestion at scale over HTTP beside a COPY of the same lines and ClickHouse, and keyword\n"
-        "pages on the full table, each run appended by `--write`, newest last. What it measures:\n"
-        "the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).",
-        report,
-    )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scale_ingest", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=10_000_000, help="lines to load (10,000,000)")
     p.add_argument("--projects", type=int, default=100, help="projects (100)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients of each load (4)")
@@ -552,22 +541,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
     p.add_argument("--citus", action="store_true", help="gramlogs on a local Citus cluster")
     p.add_argument("--keep", action="store_true", help="keep the databases")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="20,000 lines, 5 projects: seconds")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.lines, args.projects, args.batch, args.reads, args.warmup = 20_000, 5, 1000, 10, 2
-    return args
 
 
-def cli() -> None:
-    args = parse_args()
-
-    async def run() -> None:
-        await main(args)
-
-    h.run(run)
+def _smoke(args: argparse.Namespace) -> None:
+    args.lines, args.projects, args.batch, args.reads, args.warmup = 20_000, 5, 1000, 10, 2
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "scale_ingest",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20,000 lines, 5 projects",
+        results=runner.results_file("scale_ingest"),
+    )

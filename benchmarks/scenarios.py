@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from benchmarks.harness import bare_server, percentiles, timed_loop
+from benchmarks.harness import bare_server, timed_loop
+from benchmarks.results import percentiles
 from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS, page_query
 from gramlogs.web.gram import parse_list_query
 from testkit.http import HttpClient

@@ -44,14 +44,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from benchmarks.harness import (
-    fmt_ms,
-    gramlogs_server,
-    json_line,
-    machine,
-    percentiles,
-    print_machine,
-)
+from benchmarks import runner
+from benchmarks.harness import gramlogs_server
+from benchmarks.results import fmt_ms, json_line, machine, percentiles, print_machine
 from gramlogs.core.config import Config
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import maintenance, schema, tenants
@@ -80,22 +75,7 @@ class Options:
     workers: int
 
     @classmethod
-    def parse(cls, argv: list[str] | None = None) -> Options:
-        p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-        p.add_argument("--minutes", type=float, default=10.0)
-        p.add_argument("--smoke", action="store_true", help="12 seconds, 2 s down, 2 s buckets")
-        p.add_argument("--reads", type=float, default=50.0, help="reads per second")
-        p.add_argument("--batches", type=float, default=5.0, help="ingest batches per second")
-        p.add_argument("--lines", type=int, default=300, help="lines per batch")
-        p.add_argument("--read-clients", type=int, default=8)
-        p.add_argument("--ingest-clients", type=int, default=4)
-        p.add_argument("--down", type=float, default=8.0, help="seconds the database stays down")
-        p.add_argument(
-            "--grace", type=float, default=5.0, help="seconds after the restart still in the window"
-        )
-        p.add_argument("--bucket", type=float, default=10.0, help="seconds per report row")
-        p.add_argument("--workers", type=int, default=1)
-        a = p.parse_args(argv)
+    def of(cls, a: argparse.Namespace) -> Options:
         seconds = a.minutes * 60
         down, bucket, lines = a.down, a.bucket, a.lines
         if a.smoke:
@@ -670,9 +650,27 @@ def report(
     json_line("soak", summary)
 
 
-def cli() -> None:
-    asyncio.run(main(Options.parse()))
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--reads", type=float, default=50.0, help="reads per second")
+    p.add_argument("--batches", type=float, default=5.0, help="ingest batches per second")
+    p.add_argument("--lines", type=int, default=300, help="lines per batch")
+    p.add_argument("--read-clients", type=int, default=8)
+    p.add_argument("--ingest-clients", type=int, default=4)
+    p.add_argument("--down", type=float, default=8.0, help="seconds the database stays down")
+    p.add_argument(
+        "--grace", type=float, default=5.0, help="seconds after the restart still in the window"
+    )
+    p.add_argument("--bucket", type=float, default=10.0, help="seconds per report row")
+    p.add_argument("--workers", type=int, default=1)
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "soak",
+        __doc__,
+        lambda args: main(Options.of(args)),
+        options=_options,
+        smoke_help="12 seconds, 2 s down, 2 s buckets",
+        loop="asyncio",
+    )

@@ -25,7 +25,9 @@ from typing import Any
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import runner
 from benchmarks import scenarios as sc
+from benchmarks.results import fmt_ms, json_line, machine, print_machine
 from testkit.http import HttpClient
 from testkit.serve import LiveServer
 
@@ -78,8 +80,8 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
             r["offset_rows"] = p.offset
             results[p.scenario.name] = r
             print(
-                f"  {p.scenario.name:<28} HTTP {h.fmt_ms(r['http']['p50']):>6}"
-                f"  SQL {h.fmt_ms(r['sql']['p50']):>6}  OFFSET {h.fmt_ms(r['offset']['p50']):>7} ms"
+                f"  {p.scenario.name:<28} HTTP {fmt_ms(r['http']['p50']):>6}"
+                f"  SQL {fmt_ms(r['sql']['p50']):>6}  OFFSET {fmt_ms(r['offset']['p50']):>7} ms"
                 f"  (n={r['http']['n']}/{r['offset']['n']})",
                 flush=True,
             )
@@ -276,8 +278,8 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
             f"## {size['rows']:,} rows ({size['dataset']}; hot project {size['hot_rows']:,} rows)",
             "",
             f"Bare Starlette serving the same {size['bare_body_bytes']:,}-byte body: p50"
-            f" {h.fmt_ms(size['bare']['p50'])}, p95 {h.fmt_ms(size['bare']['p95'])}, p99"
-            f" {h.fmt_ms(size['bare']['p99'])}.",
+            f" {fmt_ms(size['bare']['p50'])}, p95 {fmt_ms(size['bare']['p95'])}, p99"
+            f" {fmt_ms(size['bare']['p99'])}.",
             "",
             "| scenario | HTTP p50 | p95 | p99 | SQL p50 | p95 | p99 | OFFSET p50 | p95 | p99 (n)"
             " | HTTP / (SQL + bare) |",
@@ -285,9 +287,9 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
         ]
         for name, r in size["scenarios"].items():
             ratio = r["http"]["p50"] / (r["sql"]["p50"] + size["bare"]["p50"])
-            cells = [h.fmt_ms(r[k][q]) for k in ("http", "sql") for q in ("p50", "p95", "p99")]
+            cells = [fmt_ms(r[k][q]) for k in ("http", "sql") for q in ("p50", "p95", "p99")]
             o = r["offset"]
-            cells += [h.fmt_ms(o["p50"]), h.fmt_ms(o["p95"]), f"{h.fmt_ms(o['p99'])} ({o['n']})"]
+            cells += [fmt_ms(o["p50"]), fmt_ms(o["p95"]), f"{fmt_ms(o['p99'])} ({o['n']})"]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} |")
         if size["throughput"]:
             lines += ["", "Throughput (wrk cycling through every scenario's request):", ""]
@@ -383,9 +385,9 @@ async def main(args: argparse.Namespace) -> None:
     wrk = None if args.no_wrk else shutil.which("wrk")
     labels = ["smoke"] if args.smoke else args.sizes.split(",")
     conn = await asyncpg.connect(h.server_url())
-    info = h.machine(await conn.fetchval("SHOW server_version"))
+    info = machine(await conn.fetchval("SHOW server_version"))
     await conn.close()
-    h.print_machine(info)
+    print_machine(info)
     sizes = {label: await run_size(label, args, wrk) for label in labels}
     info["load_avg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     for name, ok, detail in targets(sizes):
@@ -398,22 +400,24 @@ async def main(args: argparse.Namespace) -> None:
         with contextlib.suppress(ImportError):
             plot(Path(args.plot), sizes)
             print(f"wrote {args.plot}")
-    h.json_line("suite", {"machine": info, "sizes": sizes})
+    json_line("suite", {"machine": info, "sizes": sizes})
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
-    parser.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m")
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--wrk-seconds", type=float, default=10)
-    parser.add_argument("--no-wrk", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--profile", action="store_true", help="py-spy the server under load")
-    parser.add_argument("--out", help="write the Markdown report here")
-    parser.add_argument("--plot", help="write the PNG plot here")
-    args = parser.parse_args()
-    h.run(lambda: main(args))
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--wrk-seconds", type=float, default=10)
+    p.add_argument("--no-wrk", action="store_true", help="skip the throughput runs")
+    p.add_argument("--profile", action="store_true", help="py-spy the server under load")
+    p.add_argument("--out", help="write the Markdown report here")
+    p.add_argument("--plot", help="write the PNG plot here")
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "suite",
+        __doc__,
+        main,
+        options=_options,
+        smoke_help="tiny data",
+    )

@@ -71,18 +71,24 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import runner
 from benchmarks.ingest import CpuMeter
+from benchmarks.results import (
+    fmt_ms,
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
 from testkit import fanout
 from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
 from testkit.serve import LiveServer
 
-RESULTS = Path(__file__).parent / "tail.md"
 TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
 TARGET_P50_MS = 250.0
 TARGET_P99_MS = 1000.0
@@ -211,7 +217,7 @@ async def sample_rss(server: LiveServer, samples: list[float], stop: asyncio.Eve
 
 def stats_ms(values: list[float]) -> dict[str, float]:
     """n, p50/p95/p99 (nearest rank), min and max, in ms."""
-    out = h.percentiles(values)
+    out = percentiles(values)
     out["min"] = min(values) * 1000 if values else math.nan
     out["max"] = max(values) * 1000 if values else math.nan
     return out
@@ -396,8 +402,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with database(args) as (url, name, statements):
         admin = await asyncpg.connect(url)
         pg_version = await admin.fetchval("SHOW server_version")
-        info = h.machine(pg_version)
-        h.print_machine(info)
+        info = machine(pg_version)
+        print_machine(info)
         print(
             f"tail: {args.rate:g} lines/s in batches of {args.batch}, {args.warmup:g} s warm-up"
             f" + {args.seconds:g} s per configuration; "
@@ -427,7 +433,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         rss[f"{most}_tails_streaming_max"] = at_most["rss_mib"]["max"]
     result = {
         "benchmark": "tail",
-        "command": " ".join(["python -m benchmarks.tail", *sys.argv[1:]]),
+        "command": args.command,
         "machine": info,
         "options": {
             "rate": args.rate,
@@ -445,12 +451,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.monotonic() - began, 1),
     }
     result["targets"] = targets(result)
-    report = render(result)
-    print(report)
-    if args.write:
-        append(RESULTS, report)
-        print(f"appended to {RESULTS}")
-    h.json_line("tail", result)
+    publish("tail", result, render(result), write_to=args.write_to)
     return result
 
 
@@ -462,12 +463,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "target": f"delay p50 <= {TARGET_P50_MS:.0f} ms at {most['tails']} tails",
             "met": most["delay_ms"]["p50"] <= TARGET_P50_MS,
-            "measured": f"{h.fmt_ms(most['delay_ms']['p50'])} ms",
+            "measured": f"{fmt_ms(most['delay_ms']['p50'])} ms",
         },
         {
             "target": f"delay p99 <= {TARGET_P99_MS:.0f} ms at {most['tails']} tails",
             "met": most["delay_ms"]["p99"] <= TARGET_P99_MS,
-            "measured": f"{h.fmt_ms(most['delay_ms']['p99'])} ms",
+            "measured": f"{fmt_ms(most['delay_ms']['p99'])} ms",
         },
     ]
     if one is not None and one is not most:
@@ -489,7 +490,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ms(s: dict[str, float], *keys: str) -> str:
-    return " / ".join(h.fmt_ms(s[k]) for k in keys)
+    return " / ".join(fmt_ms(s[k]) for k in keys)
 
 
 def render(r: dict[str, Any]) -> str:
@@ -520,7 +521,7 @@ def render(r: dict[str, Any]) -> str:
             f" | {d['duplicates']} | {_ms(c['delay_ms'], 'p50', 'p99', 'max')}"
             f" | {_ms(c['first_tail_ms'], 'p50', 'p99')} | {_ms(c['spread_ms'], 'p50', 'p99')}"
             f" | {_ms(c['ingest_ms'], 'p50', 'p99')}"
-            f" | {h.fmt_ms(c['loop_lag_ms']['p99'])}, {h.fmt_ms(c['parse_lag_ms']['p99'])} |"
+            f" | {fmt_ms(c['loop_lag_ms']['p99'])}, {fmt_ms(c['parse_lag_ms']['p99'])} |"
         )
     lines += [
         "",
@@ -573,18 +574,7 @@ def statement_table(configs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def append(path: Path, report: str) -> None:
-    h.append_results(
-        path,
-        "Live tails (`GET /rpc/logs.tail`) under a steady ingest: delivery delay, exactly once,\n"
-        "database work and memory, each run appended by `--write`, newest last. What it\n"
-        "measures: the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).",
-        report,
-    )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tail", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=200.0, help="lines per second (200)")
     p.add_argument("--batch", type=int, default=20, help="lines per POST (20)")
     p.add_argument(
@@ -599,23 +589,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=12.0, help="seconds before measuring (12)")
     p.add_argument("--poll-ms", type=int, help="GRAMLOGS_TAIL_POLL_MS (the server's: 100)")
     p.add_argument("--database-url", help="a PostgreSQL server (default: an embedded one)")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="seconds: 1 and 3 tails, 20 lines/s")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.rate, args.batch, args.tails, args.mixed = 20.0, 2, [1, 3], 4
-        args.seconds, args.warmup = 3.0, 1.0
-    return args
 
 
-def cli() -> None:
-    args = parse_args()
-
-    async def run() -> None:
-        await main(args)
-
-    h.run(run)
+def _smoke(args: argparse.Namespace) -> None:
+    args.rate, args.batch, args.tails, args.mixed = 20.0, 2, [1, 3], 4
+    args.seconds, args.warmup = 3.0, 1.0
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "tail",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="1 and 3 tails, 20 lines/s",
+        results=runner.results_file("tail"),
+    )
