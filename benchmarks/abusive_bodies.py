@@ -233,8 +233,7 @@ async def scenario(
             # machine (a 503): the scenario is about the tail, so let it commit.
             env["GRAMLOGS_STATEMENT_TIMEOUT_MS"] = "120000"
         # Another checkout's code (before), in this environment, or this one's.
-        checkout = {} if root is None else {"root": root}
-        with live_server(url, logs, **checkout, **env) as server:
+        with live_server(url, logs, root=root, settings=env) as server:
             target = Target(server.url, consumer, producer)
             pid = server.process.pid
             await asyncio.sleep(0.5)

@@ -67,7 +67,7 @@ ORDER BY b.seq, l.id
 READ_LINES = 5000
 
 
-def _row(project: uuid.UUID, at: datetime, n: int) -> writer.Row:
+def _row(project: uuid.UUID, at: datetime, n: int) -> writer.NewRow:
     return (
         ids.new_id(at, rand_b=n).hex, at, "i-1", "info", "function", f"line {n}", None, "{}",
         str(project), str(uuid.UUID(int=2)), str(uuid.UUID(int=1)), None,
@@ -88,7 +88,9 @@ async def _backlog(conn: asyncpg.Connection, project: uuid.UUID, lines: int) -> 
         await writer.store_batch(conn, project, batch)
 
 
-async def _read_all(conn: asyncpg.Connection, project: uuid.UUID, sql: str, budget: float) -> dict:
+async def _read_all(
+    conn: asyncpg.Connection, project: uuid.UUID, sql: str, budget: float
+) -> dict[str, Any]:
     """Read the backlog from the start as a resumed tail does; lines, seconds, lines/s."""
     start = time.perf_counter()
     read, seq = 0, 1

@@ -45,6 +45,7 @@ from benchmarks.results import json_line, machine, percentiles, print_machine
 from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
 from testkit.citus import local_cluster, prepare_database
+from testkit.ports import HOST
 from testkit.postgres import own_postgres, with_database
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -365,7 +366,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 rows = await conn.fetchval("SELECT count(*) FROM logs")
 
                 async def grow() -> int:
-                    await citus.add_worker(conn, h.HOST, node.port)
+                    await citus.add_worker(conn, HOST, node.port)
                     return await citus.rebalance(conn, poll_s=0.2)
 
                 moves, during = await _under_load(

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +39,7 @@ CACHE = HERE / ".cache"
 
 
 async def timed_loop(
-    steps: dict[str, Callable[[], Awaitable[Any]]],
+    steps: Mapping[str, Callable[[], Awaitable[Any]]],
     *,
     iterations: int,
     warmup: int,
@@ -210,6 +210,11 @@ async def _finished(url: str) -> Dataset | None:
     )
 
 
+def _offset(progress: ProgressBar, before: int, total: int) -> Callable[[int, int], None]:
+    """A project's seeding progress as a share of the whole dataset's."""
+    return lambda done, _of: progress(before + done, total)
+
+
 async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False) -> Dataset:
     """Seed ``spec`` into the empty database ``url``; with ``distribute``, a Citus
     coordinator's, its tables distributed first (the rows then go straight to the shards)."""
@@ -237,9 +242,7 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
             project = await tenants.create_project(conn, org, slug)
             rows = spec.rows_of(i)
             plan = SeedPlan(project, rows=rows, end=end, days=spec.days, seed=spec.seed * 1000 + i)
-            await seed_logs(
-                conn, plan, progress=lambda d, _t, base=done: progress(base + d, spec.rows)
-            )
+            await seed_logs(conn, plan, progress=_offset(progress, done, spec.rows))
             done += rows
             slugs.append(slug)
         print(f"{spec.name}: VACUUM ANALYZE", file=sys.stderr, flush=True)
@@ -262,7 +265,7 @@ def gramlogs_server(
     """``gramlogs serve`` as a user runs it (the default pool), quiet but for warnings;
     ``settings`` are more ``GRAMLOGS_*`` variables (docs/settings.md)."""
     env = {"GRAMLOGS_WORKERS": str(workers), "GRAMLOGS_LOG_LEVEL": "warning", **(settings or {})}
-    with live_server(database_url, small_pool=False, **env) as server:
+    with live_server(database_url, small_pool=False, settings=env) as server:
         yield server
 
 
@@ -330,7 +333,7 @@ def run_wrk(
         print(f"wrk failed (exit {done.returncode}): {detail}", file=sys.stderr, flush=True)
         return {"requests": 0, "seconds": 0, "errors": -1, "non2xx": 0, "p50_ms": float("nan"),
                 "p99_ms": float("nan"), "rps": 0.0, "failed": detail}  # fmt: skip
-    result = json.loads(line[5:])
+    result: dict[str, Any] = json.loads(line[5:])
     result["rps"] = result["requests"] / result["seconds"]
     return result
 

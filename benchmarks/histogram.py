@@ -103,7 +103,7 @@ async def main(args: argparse.Namespace) -> None:
             samples = await h.timed_loop(
                 {"http": http, "sql": direct}, iterations=iterations, warmup=1 if heavy else 5
             )
-            r = {name: percentiles(s) for name, s in samples.items()}
+            r: dict[str, Any] = {name: percentiles(s) for name, s in samples.items()}
             r["ratio_p50"] = r["http"]["p50"] / r["sql"]["p50"]
             # Both count the same lines (tests/test_histogram.py checks the endpoint's counts).
             r["lines"], r["lines_http"] = totals["sql"], totals["http"]

@@ -36,9 +36,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -187,7 +189,9 @@ async def run_ingest(url: str, headers: dict[str, str], bodies: list[bytes], cli
     return Run("ingest", lines, time.perf_counter() - t0, latencies)
 
 
-async def run_copy(conns: list[asyncpg.Connection], batches: list[list[tuple]]) -> Run:
+async def run_copy(
+    conns: list[asyncpg.Connection], batches: Sequence[Sequence[tuple[object, ...]]]
+) -> Run:
     queue = list(reversed(batches))
     latencies: list[float] = []
 
@@ -236,7 +240,9 @@ _BUCKETS = (
 )
 
 
-def summarise_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]], list]:
+def summarise_profile(
+    path: Path, top: int = 12
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Shares of samples per bucket (first match from the leaf up) and the top leaf frames."""
     buckets: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
@@ -260,7 +266,12 @@ def summarise_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]
 
 
 async def profile_run(
-    server: subprocess.Popen, url: str, headers: dict[str, str], bodies, clients, out: Path
+    server: subprocess.Popen[bytes],
+    url: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    clients: int,
+    out: Path,
 ) -> tuple[Run, Path]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [py_spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "400"]
@@ -284,7 +295,7 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-async def main(args: argparse.Namespace) -> dict:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     server_url = _server_url(args)
     name = f"gramlogs_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
@@ -342,7 +353,7 @@ async def main(args: argparse.Namespace) -> dict:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
 
-    def summary(kind: str) -> dict:
+    def summary(kind: str) -> dict[str, Any]:
         mine = [r for r in runs if r.kind == kind]
         rates = [r.rate for r in mine]
         lat = [x for r in mine for x in r.latencies]
@@ -380,7 +391,10 @@ async def main(args: argparse.Namespace) -> dict:
     return result
 
 
-def _print_table(r: dict, profile) -> None:
+def _print_table(
+    r: dict[str, Any],
+    profile: tuple[list[tuple[str, float]], list[tuple[str, float]]] | None,
+) -> None:
     print()
     print(
         f"gramlogs ingest benchmark: {r['lines']:,} lines of ~{r['bytes_per_line']:.0f} B in"

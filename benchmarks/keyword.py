@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import secrets
 import statistics
@@ -128,14 +129,16 @@ async def _queries(
     # Side by side: each set-up measures every word before the next set-up starts.
     for setup, run in (("shipped", fetch_page), ("ordered_scan", _walk_page)):
         for label, word in WORDS.items():
-            times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
+            times = await _timed(functools.partial(run, conn, page(word)), repeats, budget_s)
             results[label][setup] = _summary(times)
 
     async with _rolled_back(conn):
         await conn.execute(V2_INDEX)
         await conn.execute("ANALYZE logs")
         for label, word in WORDS.items():
-            times = await _timed(lambda w=word: _planner_page(conn, page(w)), repeats, budget_s)
+            times = await _timed(
+                functools.partial(_planner_page, conn, page(word)), repeats, budget_s
+            )
             results[label]["trigram_v2"] = _summary(times)
     return results
 
@@ -221,6 +224,7 @@ async def main(args: argparse.Namespace) -> None:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
 
+    assert sizes is not None
     info = machine(version) | {"load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}
     print()
     print_machine(info)

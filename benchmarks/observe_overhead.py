@@ -20,6 +20,7 @@ ratios to ``bare``, and one JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -110,11 +111,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = args.database_url or server_url()
     key, slug = await prepare(url, args.rows)
 
-    base = {"database_url": url, "pool_min": 2, "pool_max": 2}
+    base = Config(database_url=url, pool_min=2, pool_max=2)
     apps = {
-        "bare": create_app(Config(**base)),
-        "metrics": create_app(Config(**base, access_log=False)),
-        "full": create_app(Config(**base)),
+        "bare": create_app(base),
+        "metrics": create_app(dataclasses.replace(base, access_log=False)),
+        "full": create_app(base),
     }
     apps["bare"].user_middleware.clear()  # built on first call: no Observe in this one
     headers = [(b"gram-key", key.encode()), (b"gram-project", slug.encode())]

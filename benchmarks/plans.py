@@ -30,6 +30,7 @@ Figures, with the machine they were measured on: benchmarks/plans.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -58,6 +59,7 @@ async def _filters(conn: asyncpg.Connection, project: uuid.UUID) -> dict[str, di
         " ORDER BY id DESC LIMIT 1",
         project,
     )
+    assert newest is not None, "the dataset has rows"
     return {
         "none": {},
         "function_id": {"function_id": newest["function_id"]},
@@ -100,7 +102,7 @@ async def _sorted_rows(conn: asyncpg.Connection, req: PageRequest) -> int:
         await conn.execute("DEALLOCATE bench_page")
     plan = msgspec.json.decode(explained)[0]["Plan"]
     # PostgreSQL 18 reports rows as averages per loop, with decimals.
-    return round(
+    sorted_rows: int = round(
         sum(
             child["Actual Rows"] * child["Actual Loops"]
             for node in _nodes(plan)
@@ -108,6 +110,7 @@ async def _sorted_rows(conn: asyncpg.Connection, req: PageRequest) -> int:
             for child in node.get("Plans", [])
         )
     )
+    return sorted_rows
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -132,7 +135,7 @@ async def main(args: argparse.Namespace) -> None:
         for where, cursor in (("first", None), ("95% deep", deep)):
             req = _request(project, equals, cursor)
             steps: dict[str, Callable[[], Awaitable[Any]]] = {
-                name: (lambda c=conn, r=req: fetch_page(c, r)) for name, conn in conns.items()
+                name: functools.partial(fetch_page, conn, req) for name, conn in conns.items()
             }
             # A generic plan is made at a statement's sixth run; warm-up runs past it.
             samples = await h.timed_loop(

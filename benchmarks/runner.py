@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ def results_file(name: str) -> Path:
 def run(
     name: str,
     doc: str | None,
-    main: Callable[[argparse.Namespace], Awaitable[Any]],
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, Any]],
     *,
     options: Callable[[argparse.ArgumentParser], None],
     smoke_help: str,

@@ -72,7 +72,7 @@ _CH_PAGE = (
 def clickhouse_missing() -> str | None:
     """Why the ClickHouse part cannot run here, or None."""
     try:
-        import chdb  # noqa: F401
+        import chdb  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         return "chdb is not installed (pip install -e '.[bench]')"
     return None

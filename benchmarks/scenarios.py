@@ -108,7 +108,7 @@ async def measure(
     offset: bool = True,
     offset_budget_s: float = 5.0,
     floor: str | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """p50/p95/p99 of the endpoint, of its SQL run directly and of its OFFSET twin, side by side;
     with ``floor``, also of the same SQL over that table instead of ``logs``."""
 

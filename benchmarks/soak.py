@@ -272,9 +272,13 @@ async def send(
 
 
 async def load(
-    run: Run, opts: Options, http: httpx.AsyncClient, read_h: dict, ingest_h: dict
+    run: Run,
+    opts: Options,
+    http: httpx.AsyncClient,
+    read_h: dict[str, dict[str, str]],
+    ingest_h: dict[str, str],
 ) -> None:
-    retries: set[asyncio.Task] = set()
+    retries: set[asyncio.Task[None]] = set()
     deadline = opts.seconds + 30  # a batch still failing then is reported unacknowledged
 
     async def read(k: int, due: float, _: None) -> None:
@@ -420,10 +424,10 @@ def rss_slope(points: list[tuple[float, float]]) -> float:
 # -- report -------------------------------------------------------------------------------------
 
 
-def classify(run: Run) -> tuple[Counter, Counter]:
+def classify(run: Run) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, ...]]]:
     """(all answers by kind and status, the ones that miss the target by kind/status/where)."""
-    statuses: Counter = Counter()
-    failures: Counter = Counter()
+    statuses: Counter[tuple[str, str]] = Counter()
+    failures: Counter[tuple[str, ...]] = Counter()
     w = run.window
     for s in run.samples:
         statuses[(s.kind, s.status)] += 1
@@ -570,7 +574,7 @@ def report(
     }
     ready = [s for s in run.samples if s.kind == "readyz"]
     not_ready = [s for s in ready if s.status != "200"]
-    summary = {
+    summary: dict[str, Any] = {
         "seconds": round(elapsed, 1),
         "options": vars(opts),
         "window": {
@@ -612,6 +616,8 @@ def report(
         "machine": info,
     }
     print()
+    assert w.stop_called is not None and w.stopped is not None and w.end is not None
+    assert w.start_called is not None and w.started is not None
     took = f"stop took {w.stopped - w.stop_called:.2f} s, start {w.started - w.start_called:.2f} s"
     print(f"ran {elapsed:.1f} s; restart window {w.stop_called:.1f}-{w.end:.1f} s ({took})")
     if not_ready:

@@ -68,6 +68,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
         "SELECT instance, function_id, deployment_id FROM logs WHERE project_id = $1 LIMIT 1",
         project,
     )
+    assert sample is not None, "the hot project has rows"
     prepared = [await sc.prepare(conn, project, s) for s in scenarios(sample, ds)]
     print(f"\n== {label}: {spec.name}, hot project {spec.rows_of(0):,} rows", flush=True)
     out: dict[str, Any] = {"rows": rows, "dataset": spec.name, "hot_rows": spec.rows_of(0)}
@@ -313,10 +314,10 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
 
 
 def plot(path: Path, sizes: dict[str, Any]) -> None:
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     depth_names = {0.0: "first page", 0.5: "50% deep", 0.95: "95% deep"}

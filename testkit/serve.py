@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +38,14 @@ class LiveServer:
 
     def worker_pids(self) -> list[int]:
         """The processes that serve: the workers, or the server itself when it has none."""
-        import psutil
+        import psutil  # type: ignore[import-untyped,unused-ignore]
 
         children = psutil.Process(self.process.pid).children(recursive=True)
         return [c.pid for c in children] or [self.process.pid]
 
     def rss_mib(self) -> float:
         """Resident memory of the server and all its worker processes, in MiB (NaN once gone)."""
-        import psutil
+        import psutil  # type: ignore[import-untyped,unused-ignore]
 
         try:
             root = psutil.Process(self.process.pid)
@@ -60,7 +60,7 @@ class LiveServer:
 
     def peak_rss_mib(self) -> dict[str, float]:
         """Peak resident memory (VmHWM) of the server and each worker process, in MiB."""
-        import psutil
+        import psutil  # type: ignore[import-untyped,unused-ignore]
 
         out: dict[str, float] = {}
         try:
@@ -95,13 +95,15 @@ def live_server(
     *,
     module: str = "gramlogs",
     port: int | None = None,
-    root: Path = _ROOT,
+    root: Path | None = None,
     small_pool: bool = True,
+    settings: Mapping[str, str] | None = None,
     **env: str,
 ) -> Iterator[LiveServer]:
     """``gramlogs serve`` on ``database_url``, ready (``/healthz`` answers) when this yields;
     its output in ``workdir`` (by default a temporary folder, removed after); stopped with
-    SIGTERM (then SIGKILL) on the way out. ``env`` holds more ``GRAMLOGS_*`` settings.
+    SIGTERM (then SIGKILL) on the way out. ``settings`` and ``env`` hold more ``GRAMLOGS_*``
+    settings.
     ``module`` is what ``python -m`` runs with the argument ``serve``: another entry point of
     the same command line, such as ``testkit.crash``, or ``testkit.bare``. ``port``: a port of
     the caller's (another server on the same port after this one, as a restart is seen by its
@@ -113,7 +115,15 @@ def live_server(
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gramlogs-")))
         yield stack.enter_context(
-            _serve(database_url, workdir, module, port, root, small_pool, env)
+            _serve(
+                database_url,
+                workdir,
+                module,
+                port,
+                root or _ROOT,
+                small_pool,
+                {**(settings or {}), **env},
+            )
         )
 
 
