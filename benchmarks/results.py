@@ -49,7 +49,9 @@ def fmt_ms(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
-def machine(pg_version: str) -> dict[str, Any]:
+def machine(pg_version: str, *more_packages: str) -> dict[str, Any]:
+    """The machine, its load, and the versions of what ran: PostgreSQL's, the server's
+    packages', and ``more_packages``' ("absent" when not installed)."""
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -57,7 +59,7 @@ def machine(pg_version: str) -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    packages = ("asyncpg", "starlette", "uvicorn", "uvloop", "httptools", "msgspec")
+    packages = ("asyncpg", "starlette", "uvicorn", "uvloop", "httptools", "msgspec", *more_packages)
     versions = {p: _version(p) for p in packages}
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

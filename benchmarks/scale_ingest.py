@@ -55,7 +55,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from importlib import metadata
 from typing import Any
 from urllib.parse import urlencode
 
@@ -64,7 +63,7 @@ import asyncpg
 from benchmarks import harness as h
 from benchmarks import runner
 from benchmarks import scale_data as sd
-from benchmarks.ingest import CpuMeter
+from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
     fmt_ms,
     machine,
@@ -347,8 +346,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with _postgres(args) as (admin_url, workers):
         pg = await _execute(admin_url, "SHOW server_version")
         missing = clickhouse_missing()
-        chdb = "absent" if missing else _version("chdb")
-        info = machine(pg) | {"chdb": chdb, "citus": bool(args.citus)}
+        info = machine(pg, "chdb") | {"citus": bool(args.citus)}
         print_machine(info)
         print(f"COPY floor: {args.lines:,} lines ...", file=sys.stderr, flush=True)
         floor = await run_copy(args, data, admin_url)
@@ -377,13 +375,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     result["targets"] = targets(result)
     publish("scale_ingest", result, render(result), write_to=args.write_to)
     return result
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 def _describe(data: sd.Data) -> dict[str, Any]:

@@ -66,18 +66,16 @@ import asyncio
 import contextlib
 import math
 import os
-import secrets
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from benchmarks import harness as h
-from benchmarks import runner
-from benchmarks.ingest import CpuMeter
+from benchmarks import pgstats, runner
+from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
     fmt_ms,
     machine,
@@ -86,7 +84,6 @@ from benchmarks.results import (
     publish,
 )
 from testkit import fanout
-from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
 from testkit.serve import LiveServer
 
 TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
@@ -108,82 +105,6 @@ class Setup:
 
     def filter_of(self, i: int) -> fanout.Filter:
         return fanout.MIXED[i % len(fanout.MIXED)] if self.mixed else fanout.UNFILTERED
-
-
-# -- the database's counters --------------------------------------------------------------------
-
-_TABLES = """
-SELECT relname, seq_scan, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables
-WHERE relname IN ('tail_journal', 'tail_heads')
-"""
-# This connection's own statements all name pg_stat: left out.
-_STATEMENTS = """
-SELECT queryid, query, calls FROM pg_stat_statements
-WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND query NOT ILIKE '%pg_stat%'
-"""
-
-
-@dataclass
-class Counters:
-    at: float
-    xact_commit: int
-    scans: dict[str, int]
-    statements: dict[int, tuple[str, int]] | None
-
-
-async def counters(admin: asyncpg.Connection, statements: bool) -> Counters:
-    xact = await admin.fetchval(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-    )
-    scans = {}
-    for row in await admin.fetch(_TABLES):
-        scans[f"{row['relname']}.seq_scan"] = row["seq_scan"]
-        scans[f"{row['relname']}.idx_scan"] = row["idx_scan"]
-    found = None
-    if statements:
-        found = {r["queryid"]: (r["query"], r["calls"]) for r in await admin.fetch(_STATEMENTS)}
-    return Counters(time.monotonic(), xact, scans, found)
-
-
-def is_tail_read(query: str) -> bool:
-    q = query.lstrip().upper()
-    return q.startswith("SELECT") and ("TAIL_JOURNAL" in q or "TAIL_HEADS" in q)
-
-
-def rates(a: Counters, b: Counters) -> dict[str, Any]:
-    seconds = b.at - a.at
-    out: dict[str, Any] = {
-        "seconds": round(seconds, 2),
-        "xact_per_s": (b.xact_commit - a.xact_commit) / seconds,
-        "journal_idx_scans_per_s": (
-            b.scans.get("tail_journal.idx_scan", 0) - a.scans.get("tail_journal.idx_scan", 0)
-        )
-        / seconds,
-        "journal_seq_scans_per_s": (
-            b.scans.get("tail_journal.seq_scan", 0) - a.scans.get("tail_journal.seq_scan", 0)
-        )
-        / seconds,
-        "heads_idx_scans_per_s": (
-            b.scans.get("tail_heads.idx_scan", 0) - a.scans.get("tail_heads.idx_scan", 0)
-        )
-        / seconds,
-    }
-    if a.statements is not None and b.statements is not None:
-        calls = []
-        for queryid, (query, n) in b.statements.items():
-            delta = n - a.statements.get(queryid, ("", 0))[1]
-            if delta:
-                calls.append((delta, " ".join(query.split())))
-        # The tail's reads first, then the most called.
-        calls.sort(key=lambda c: (not is_tail_read(c[1]), -c[0], c[1]))
-        out["statements_per_s"] = sum(n for n, _ in calls) / seconds
-        out["tail_reads_per_s"] = sum(n for n, q in calls if is_tail_read(q)) / seconds
-        out["statements"] = [
-            {"per_s": round(n / seconds, 2), "tail_read": is_tail_read(q), "query": q[:120]}
-            for n, q in calls[:20]
-        ]
-    return out
 
 
 # -- one configuration --------------------------------------------------------------------------
@@ -250,15 +171,17 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
     t0 = time.monotonic() + 0.05
     start, end = t0 + args.warmup, t0 + args.warmup + args.seconds
 
-    async def window() -> tuple[Counters, Counters, dict[str, float], list[float], list[float]]:
+    async def window() -> tuple[
+        pgstats.Counters, pgstats.Counters, dict[str, float], list[float], list[float]
+    ]:
         await asyncio.sleep(max(0.0, start - time.monotonic()))
         meter = CpuMeter(ctx.admin, ctx.database, ctx.server.process.pid)
-        a = await counters(ctx.admin, ctx.statements)
+        a = await pgstats.counters(ctx.admin, ctx.statements)
         await meter.start()
         lag_from, parse_from = len(lag), len(parser.lag)
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         cpu = await meter.stop()
-        b = await counters(ctx.admin, ctx.statements)
+        b = await pgstats.counters(ctx.admin, ctx.statements)
         return a, b, cpu, lag[lag_from:], parser.lag[parse_from:]
 
     measuring = asyncio.create_task(window())
@@ -290,7 +213,7 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
         "writer_late_ms_max": max(writer.late) * 1000,
         "loop_lag_ms": stats_ms(window_lag),
         "parse_lag_ms": stats_ms(parse_lag),
-        "queries": rates(a, b),
+        "queries": pgstats.rates(a, b),
         "cpu_share": {part: round(s / (b.at - a.at), 3) for part, s in cpu.items()},
         "rss_mib": {
             "connected": round(rss_connected, 1),
@@ -344,45 +267,6 @@ def delivery(
     }
 
 
-# -- the database and the server ----------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def database(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, bool]]:
-    """A fresh database: (its URL, its name, whether pg_stat_statements counts in it)."""
-    with contextlib.ExitStack() as stack:
-        if args.database_url:
-            server = args.database_url
-        else:
-            pg = stack.enter_context(own_postgres("gramlogs-tailbench-"))
-            await asyncio.to_thread(preload_statements, pg)
-            server = pg.url
-        name = f"tailbench_{secrets.token_hex(4)}"
-        await execute_on(server, f"CREATE DATABASE {name}")
-        try:
-            url = with_database(server, name)
-            conn = await asyncpg.connect(url)
-            try:
-                loaded = await conn.fetchval(
-                    "SELECT setting LIKE '%pg_stat_statements%' FROM pg_settings"
-                    " WHERE name = 'shared_preload_libraries'"
-                )
-                if loaded:
-                    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            finally:
-                await conn.close()
-            yield url, name, bool(loaded)
-        finally:
-            await execute_on(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def preload_statements(pg: OwnPostgres) -> None:
-    """Restart the benchmark's own PostgreSQL with pg_stat_statements loaded."""
-    pg.server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';")
-    pg.stop()
-    pg.start()
-
-
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -399,7 +283,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     plan = setups(args)
     most = max(s.tails for s in plan)
     settings = {"GRAMLOGS_TAIL_POLL_MS": str(args.poll_ms)} if args.poll_ms else {}
-    async with database(args) as (url, name, statements):
+    async with pgstats.database(args.database_url) as (url, name, statements):
         admin = await asyncpg.connect(url)
         pg_version = await admin.fetchval("SHOW server_version")
         info = machine(pg_version)
@@ -546,32 +430,11 @@ def render(r: dict[str, Any]) -> str:
     lines += ["", "Server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in rss.items()) + "."]
     if all("statements" in c["queries"] for c in r["configs"]):
         lines += ["", "Statements per second by configuration (pg_stat_statements):", ""]
-        lines += statement_table(r["configs"])
+        lines += pgstats.statement_table(r["configs"])
     lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
     return "\n".join(lines) + "\n"
-
-
-def statement_table(configs: list[dict[str, Any]]) -> list[str]:
-    """A row per statement (the tail's reads first), a column per configuration."""
-    rows: dict[str, dict[str, float]] = {}
-    reads: set[str] = set()
-    for c in configs:
-        for st in c["queries"]["statements"]:
-            rows.setdefault(st["query"], {})[c["label"]] = st["per_s"]
-            if st["tail_read"]:
-                reads.add(st["query"])
-    order = sorted(rows, key=lambda q: (q not in reads, -max(rows[q].values()), q))
-    out = [
-        "| statement | tail read | " + " | ".join(c["label"] for c in configs) + " |",
-        "|---|---|" + "---|" * len(configs),
-    ]
-    for q in order:
-        cells = [f"{rows[q].get(c['label'], 0.0):.1f}" for c in configs]
-        text = q[:90].replace("|", "\\|") + ("…" if len(q) > 90 else "")
-        out.append(f"| `{text}` | {'yes' if q in reads else ''} | " + " | ".join(cells) + " |")
-    return out
 
 
 def _options(p: argparse.ArgumentParser) -> None:
