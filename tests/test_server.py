@@ -10,7 +10,6 @@ import json
 import signal
 import socket
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -24,13 +23,13 @@ URL = "/rpc/logs.listToolExecutionLogs"
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    settings: dict[str, Any] = {
+    settings = {
         "GRAMLOGS_HEADER_TIMEOUT_S": "0.5",
         "GRAMLOGS_BODY_TIMEOUT_S": "0.5",
         "GRAMLOGS_MAX_URL_BYTES": "4096",
         "GRAMLOGS_MAX_HEADER_BYTES": "8192",
     }
-    with live_server(database_url, tmp_path_factory.mktemp("server"), **settings) as s:
+    with live_server(database_url, tmp_path_factory.mktemp("server"), settings=settings) as s:
         yield s
 
 
@@ -192,11 +191,8 @@ async def test_sigterm_drains_in_flight_requests_then_closes_the_pool(
     database_url, make_tenant, pool, tmp_path
 ):
     tenant = await make_tenant()
-    settings: dict[str, Any] = {
-        "GRAMLOGS_STATEMENT_TIMEOUT_MS": "60000",
-        "GRAMLOGS_SHUTDOWN_TIMEOUT_S": "60",
-    }
-    with live_server(database_url, tmp_path, **settings) as server:
+    settings = {"GRAMLOGS_STATEMENT_TIMEOUT_MS": "60000", "GRAMLOGS_SHUTDOWN_TIMEOUT_S": "60"}
+    with live_server(database_url, tmp_path, settings=settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             async with pool.acquire() as conn:
                 tx = conn.transaction()
