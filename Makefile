@@ -30,7 +30,8 @@ run: $(STAMP)
 	$(BIN)/gramlogs serve
 
 # The suite, then the coverage of gramlogs/ (files at 100% left out), failing under the floor in
-# pyproject.toml. On Python >= 3.12 coverage uses sys.monitoring, which costs the least.
+# pyproject.toml. It costs about a quarter of the suite's time on Python 3.11 (C tracer: 485 s
+# -> 616 s); on Python >= 3.12 coverage uses sys.monitoring, which costs less.
 test: $(STAMP) lint
 	COVERAGE_CORE=$(COVERAGE_CORE) $(BIN)/pytest --cov --cov-report=term:skip-covered
 
