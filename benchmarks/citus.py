@@ -1,27 +1,6 @@
 """gramlogs on a Citus cluster beside one PostgreSQL, with the same rows, in one run.
 
-Both are made from the embedded PostgreSQL 18's binaries on this machine: one node, and a local
-cluster of a coordinator and two workers (``testkit.citus.local_cluster``; Citus built into the
-embedded PostgreSQL: ``make citus``). The same dataset (100 projects, the first holding 20% of
-the lines, over three days) is seeded into each, then ``gramlogs serve`` runs on each and:
-
-1. **Pages**: the scale suite's page scenarios of the hot project (first page with no filter
-   and with each filter, a page 95% deep, keyword pages), requests alternating between the two
-   servers: p50 each and the ratio cluster / one node.
-2. **Ingestion**: NDJSON batches of 1,000 lines from 4 concurrent clients into each: lines/s.
-3. **Growing the cluster online**: a third worker is added and the shards rebalanced while one
-   client ingests and one pages: how long it took for how many rows, and p50/p99 of each
-   during it, beside the same load before it.
-
-4. **Where the time goes**: each page statement run directly, as the pools run it, on one node
-   (a cached generic plan), on one node planned for its values each time (as Citus must), and on
-   the cluster, with the worker's own planning and execution times.
-
-    .venv/bin/python -m benchmarks.citus                      # 1M lines, daily partitions
-    .venv/bin/python -m benchmarks.citus --partition-days 7   # weekly partitions
-    .venv/bin/python -m benchmarks.citus --rows 50000         # a quick look
-
-Figures, with the machine they were measured on: benchmarks/citus.md.
+How it measures, and how to run it: docs/benchmarks.md, "citus".
 """
 
 from __future__ import annotations

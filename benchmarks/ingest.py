@@ -1,21 +1,6 @@
 """Ingestion throughput: NDJSON batches through POST /rpc/logs.ingest next to a raw COPY.
 
-Both sides write the same rows into the same ``logs`` table (all its indexes) of a fresh
-database, with the same number of concurrent clients and the same 1,000-row batches, one
-transaction each; runs alternate (raw, ingest, raw, ingest, ...) so that a busy neighbour on a
-shared machine hurts both alike. Each run writes into a project of its own.
-
-- ``ingest``: a real ``gramlogs serve`` process; each client POSTs pre-built NDJSON bodies.
-- ``raw COPY``: each client runs ``copy_records_to_table`` with rows decoded beforehand, so it
-  measures PostgreSQL plus asyncpg's binary encoding and nothing of ours.
-
-CPU seconds are read from /proc for the server process, this process (the clients), and the
-PostgreSQL backends connected to the benchmark's database (not the WAL writer or checkpointer).
-``--profile`` samples the server with py-spy during one extra ingest run and prints where its
-time goes.
-
-    .venv/bin/python -m benchmarks.ingest --smoke
-    .venv/bin/python -m benchmarks.ingest --lines 200000 --clients 4 --repeats 3 --profile
+How it measures, and how to run it: docs/benchmarks.md, "ingest".
 """
 
 from __future__ import annotations

@@ -1,17 +1,7 @@
 """Keyset paging end to end: is a deep page as fast as the first, and how much does
 the HTTP layer add to the query?
 
-Seeds 1M rows across 20 projects (cached), then for per_page 20 and 100, the first page and a
-page 95% deep (newest first), reports p50/p95 of the HTTP endpoint and of the same SQL run
-directly over asyncpg, side by side, plus requests/s with 16 concurrent clients (wrk).
-
-Targets: endpoint p50 <= 2 x (direct SQL p50 + bare Starlette p50); deep p50 ~ first p50; the
-page SQL within 2 x of its floor: the same statement over the same rows in one unpartitioned
-table with only the primary key (``logs_floor``, made once beside the dataset), side by side.
-``--partition-days 7`` seeds (and caches) the same rows in weekly partitions.
-
-    .venv/bin/python -m benchmarks.paging            # 1M rows
-    .venv/bin/python -m benchmarks.paging --smoke    # seconds: tiny data, few iterations
+How it measures, and how to run it: docs/benchmarks.md, "paging".
 """
 
 from __future__ import annotations

@@ -1,27 +1,6 @@
 """The lines of benchmarks/scale_ingest.py: generated once from a seed, kept on disk, streamed.
 
-Every line is an NDJSON entry of ``POST /rpc/logs.ingest`` of 100-300 bytes, in batches of one
-project each: the hot project (the first) sends every fifth batch (20% of the lines), the others
-take turns with the rest. Each project has 10 functions (a few send most lines), 3 deployments
-(rolled out at a third and two thirds of the run) and 4 instances. Timestamps rise through the
-run, a few hours of it, with a second of jitter either way, as lines from many producers do.
-
-Three words are planted, in exact counts per project: ``RARE`` in 0.1% of its lines,
-``FREQUENT`` in 30%; ``ABSENT`` stands in none (the vocabulary around them holds none of the
-three, which ``load`` checks on the hot project's lines when it makes the cache).
-
-The cache (``benchmarks/.cache/scale_<lines>_...``) holds three files:
-
-- ``bodies.ndjson``: the request bodies, one after another;
-- ``rows.pgcopy``: the same lines as rows of PostgreSQL's binary COPY format, one complete COPY
-  payload per batch, for the COPY floor (made here once, so that COPY's clients only send bytes);
-- ``meta.json``, written last: the projects, their functions, the planted counts, and per batch
-  its project, line count and where its bytes lie in the two files.
-
-Only the timestamps' origin comes from the clock: ``base``, the hour the cache was made, so that
-the lines fall inside the server's daily partitions (which reach back as far as its retention,
-30 days). Everything else, the offset of every timestamp from ``base`` included, comes from the
-seed. A cache whose ``base`` is more than ``MAX_AGE`` old is made again.
+How it measures, and how to run it: docs/benchmarks.md, "scale_data".
 """
 
 from __future__ import annotations

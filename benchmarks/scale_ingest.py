@@ -1,46 +1,7 @@
 """Ingestion at scale: millions of lines through gramlogs over HTTP, beside a COPY of the same
 lines into a bare table and beside ClickHouse (chdb), then keyword pages on the full table.
 
-    .venv/bin/python -m benchmarks.scale_ingest --smoke            # 20k lines, under a minute
-    .venv/bin/python -m benchmarks.scale_ingest --lines 1000000    # 1M lines
-    .venv/bin/python -m benchmarks.scale_ingest --write            # 10M: benchmarks/scale_ingest.md
-    .venv/bin/python -m benchmarks.scale_ingest --citus --lines 200000
-
-The lines (benchmarks/scale_data.py) are made once from a seed and kept in benchmarks/.cache:
-NDJSON bodies of ``--batch`` lines of one project each, 100 projects, the first (hot) sending
-20% of the lines, three planted words. They are loaded three times, one after the other, the
-first two by ``--clients`` concurrent clients, each taking the next batch as soon as its last one
-is stored:
-
-1. **COPY floor**: each batch's rows, made beforehand in PostgreSQL's binary COPY format, COPYed
-   into a table with the columns of gramlogs' logs and only its primary key (project_id, id),
-   unpartitioned, in a database of its own on the same PostgreSQL: what PostgreSQL takes to
-   store the lines with the least a log table needs, with nothing of ours in the way.
-2. **gramlogs**: a real ``gramlogs serve`` on a fresh database (the embedded PostgreSQL unless
-   ``--database-url``; a local Citus cluster with ``--citus``), POST /rpc/logs.ingest with each
-   project's producer key. gramlogs is a black box here: past making the projects and keys
-   (``gramlogs.storage.tenants``, as the CLI does), the benchmark speaks HTTP to it and reads
-   nothing but the sizes of the tables in its database, so it measures whatever storage the
-   server has.
-3. **ClickHouse** (chdb, in this process): a MergeTree table of the same columns, typed and
-   compressed as Gram's own ``tool_logs`` is (ZSTD(1), LowCardinality level and source, JSON
-   attributes, day partitions, its bloom-filter and set skip indexes), ordered by (project_id,
-   function_id, timestamp) as the issue asks, each body inserted by ``INSERT ... SELECT ... FROM
-   format(JSONEachRow, ...)`` with the body inline: ClickHouse parses the NDJSON itself, and the
-   project comes from the batch, as gramlogs takes it from the Gram-Project header. One client:
-   chdb runs one query at a time.
-
-Each load is timed per slice of ``--slice`` lines (1M; a tenth of the lines for runs under two
-slices): lines/s of each slice, overall, and **sustained**, the last slice. CPU seconds are read
-from /proc: the server's processes, the database's backends (on Citus, the coordinator's only),
-this process (the clients; for ClickHouse, ClickHouse itself). Bytes on disk: every table of the
-database's public schema, indexes and TOAST included (all nodes on Citus); the floor table; the
-active parts of the MergeTree table.
-
-Then, the server still up and the table at its full size: the hot project's first page of 20,
-newest first, with the rare (0.1%), absent and frequent (30%) keyword, and without one, for a
-function, for level=error: p50 and p95 over ``--reads`` requests each, interleaved; and the
-keyword pages on ClickHouse in process. The issue's targets are printed beside the figures.
+How it measures, and how to run it: docs/benchmarks.md, "scale_ingest".
 """
 
 from __future__ import annotations

@@ -1,62 +1,6 @@
 """Live tails under a steady ingest: delivery delay, database queries, memory.
 
-A real ``gramlogs serve`` (one worker, default settings unless ``--poll-ms``) on a fresh
-database (by default on an embedded PostgreSQL of the benchmark's own in a temporary folder,
-started with pg_stat_statements; ``--database-url`` for another server); one writer POSTs
-NDJSON batches to ``/rpc/logs.ingest`` of one project at a fixed rate (``--rate`` lines/s in
-batches of ``--batch``: by default 200 lines/s as 20 lines every 100 ms), open-loop: batch k
-is sent at k * batch / rate seconds, or at once when the previous answer came later. The
-configurations run in turn on the same server, each with tails of its own, opened (and each
-seen to start) before the writer's first batch:
-
-- 0 tails: the writer alone, the baseline of the database's work;
-- 1, 10 and 100 tails (``--tails``) of the project, unfiltered;
-- 100 tails (``--mixed``) in four groups: unfiltered, ``level=error``, one ``function_id``,
-  ``keyword=timeout``.
-
-Tails get one consumer key per 10 (``GRAMLOGS_TAIL_MAX_PER_KEY`` keeps its default of 10 per
-key). Each configuration writes for ``--warmup`` + ``--seconds`` seconds; the figures count
-the batches sent after the warm-up, what each tail got counts every batch. The warm-up is
-long (12 s) for the table statistics: a backend that goes idle flushes them up to 10 s later
-(PostgreSQL's PGSTAT_IDLE_INTERVAL), and asyncpg's pool reuses its most recent connections
-first, so the connections that served 100 tails' opening sit idle and would have counted their
-work in the window (40 transactions/s more at 100 tails with a 3 s warm-up).
-
-**Delivery delay**: every line's raw_log starts with a marker (run and line number). The
-writer notes when each batch's 2xx answer arrived; each tail notes when the bytes holding a
-line's event arrived (as the event loop handed them over, before parsing). The delay of a line at a
-tail is the second minus the first, on one clock (``time.monotonic``) in one process: the
-writer and every tail are tasks of this process's event loop (uvloop), each tail a bare
-asyncio protocol that times bytes as they come and parses them after, in arrival order
-(testkit/fanout.py), so that the client costs as little as possible beside the server and
-PostgreSQL on a shared machine (about a tenth of a core at 100 tails, measured: one process
-is enough). The client process's CPU share, its event loop's lag (a 10 ms timer's lateness)
-and the parser's lag behind arrivals are reported, so a saturated client shows. A delay can
-be negative: the watcher may read a committed batch before the writer has read its answer.
-Besides the delay of every (line, tail), per line: the first tail's delay (the journal poll,
-the read, one send) and the spread from the first to the last tail that got it (fan-out and
-the client's own scheduling).
-
-**What the tails got** against what they should have (missing, duplicates, lines not matching
-the filter, streams that ended) is reported; that it is every line exactly once is a test's
-(tests/test_tail_fan_out.py), not this benchmark's.
-
-**Database work** in each window: with ``pg_stat_statements`` (the benchmark's own embedded
-PostgreSQL preloads it), statement executions per second, all of them and the reads of the
-tail journal (``SELECT``s naming ``tail_journal`` or ``tail_heads``; the writer's are
-``INSERT``s); with any server, ``pg_stat_database.xact_commit`` and the index and sequential
-scans of ``tail_journal`` from ``pg_stat_user_tables`` per second (a busy backend's table
-statistics reach those views up to a second late: a few percent of a 30 s window; an idle
-one's, see the warm-up). Target: independent of the number of tails.
-
-**Memory**: the server's RSS (every process of it, psutil) at start, idle before the first
-tail, with 100 tails connected, the most seen while they stream, and at the end, every tail
-closed.
-
-    .venv/bin/python -m benchmarks.tail --smoke         # seconds; make test runs it
-    .venv/bin/python -m benchmarks.tail                  # about 4 minutes
-    .venv/bin/python -m benchmarks.tail --write          # and append the report to tail.md
-    .venv/bin/python -m benchmarks.tail --tails 100 --no-mixed --poll-ms 20
+How it measures, and how to run it: docs/benchmarks.md, "tail".
 """
 
 from __future__ import annotations
