@@ -12,22 +12,24 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 
 from benchmarks import harness as h
-from benchmarks import runner
+from benchmarks import producer, runner
 from benchmarks.results import json_line, machine, percentiles, print_machine
 from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
 from testkit.citus import local_cluster, prepare_database
 from testkit.ports import HOST
 from testkit.postgres import own_postgres, with_database
+from testkit.serve import gramlogs_server
 
 URL = "/rpc/logs.listToolExecutionLogs"
+INGEST = producer.INGEST
 DATABASE = "bench"
 
 
@@ -176,40 +178,18 @@ async def _worker_time(conn: asyncpg.Connection, request: pages.PageRequest) -> 
     return found or {"worker_planning": float("nan"), "worker_execution": float("nan")}
 
 
-def _ndjson(batch: int, worker: int, size: int) -> bytes:
-    lines = []
-    for i in range(size):
-        entry = {
-            "raw_log": f"bench ingest {worker}-{batch}-{i} lorem ipsum dolor sit amet",
-            "level": "info",
-            "function_id": "0193a5b0-0000-7000-8000-00000000f001",
-            "deployment_id": "0193a5b0-0000-7000-8000-00000000d001",
-            "attributes": {"worker": worker, "batch": batch},
-        }
-        lines.append(json.dumps(entry))
-    return ("\n".join(lines) + "\n").encode()
+def _bodies(lines: int, batch: int, seed: int) -> list[bytes]:
+    return producer.make_batches(lines, batch, seed, datetime.now(UTC) - timedelta(hours=1))
 
 
 async def _ingest_rate(base: str, key: str, lines: int, clients: int = 4) -> float:
-    headers = {"Gram-Key": key, "Gram-Project": "p001", "Content-Type": "application/x-ndjson"}
-    size = 1000
-    batches = max(1, lines // size // clients)
-    async with httpx.AsyncClient(timeout=120) as client:
-
-        async def one(worker: int) -> None:
-            for b in range(batches):
-                r = await client.post(
-                    base + "/rpc/logs.ingest", content=_ndjson(b, worker, size), headers=headers
-                )
-                assert r.status_code == 200, r.text
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(w) for w in range(clients)))
-        return batches * clients * size / (time.perf_counter() - started)
+    head = producer.headers(key, "p001")
+    batches = ((head, b, b.count(b"\n")) for b in _bodies(lines, 1000, 3))
+    return (await producer.send(base, batches, clients)).rate
 
 
 async def _under_load(
-    base: str, consumer: str, producer: str, during: Callable[[], Awaitable[Any]]
+    base: str, consumer: str, producer_key: str, during: Callable[[], Awaitable[Any]]
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``during`` while one client ingests batches of 100 and one reads first pages."""
     reads: list[float] = []
@@ -230,19 +210,12 @@ async def _under_load(
                 await timed(reads, client.get(base + URL, params={"per_page": 20}, headers=headers))
 
         async def writer() -> None:
-            headers = {
-                "Gram-Key": producer,
-                "Gram-Project": "p002",
-                "Content-Type": "application/x-ndjson",
-            }
+            headers = producer.headers(producer_key, "p002")
+            bodies = _bodies(100 * 200, 100, 9)
             batch = 0
             while not stop.is_set():
-                await timed(
-                    writes,
-                    client.post(
-                        base + "/rpc/logs.ingest", content=_ndjson(batch, 9, 100), headers=headers
-                    ),
-                )
+                body = bodies[batch % len(bodies)]
+                await timed(writes, client.post(base + INGEST, content=body, headers=headers))
                 batch += 1
 
         load = [asyncio.create_task(reader()), asyncio.create_task(writer())]
@@ -307,8 +280,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         producer_cluster = await _producer_key(cluster_url)
 
         with (
-            h.gramlogs_server(single_url) as s1,
-            h.gramlogs_server(cluster_url) as s2,
+            gramlogs_server(single_url) as s1,
+            gramlogs_server(cluster_url) as s2,
         ):
             targets = {
                 "single": s1.url,

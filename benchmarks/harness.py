@@ -1,5 +1,5 @@
-"""What every gramlogs benchmark shares: a seeded, cached dataset; timing and percentiles; the
-machine and versions; the server and a bare Starlette app as the baseline (testkit's runner); wrk.
+"""What the benchmarks share: seeded, cached datasets, and timing loops. (The servers, the bare
+Starlette app and wrk are testkit's: ``testkit.serve``, ``testkit.bare``, ``testkit.wrk``.)
 
 Datasets live in their own databases (``bench_<rows>_<projects>_...``) on the embedded PostgreSQL
 under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and are reused by
@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
+import secrets
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,9 +26,7 @@ import asyncpg
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
-from testkit.ports import HOST
 from testkit.postgres import with_database
-from testkit.serve import LiveServer, live_server
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
@@ -176,6 +173,22 @@ def server_url() -> str:
     return with_database(embedded_url(CACHE), "postgres")
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(
+    server: str, prefix: str, *, keep: bool = False
+) -> AsyncIterator[tuple[str, str]]:
+    """The URL and name of a new database on ``server``, dropped on the way out unless ``keep``."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield with_database(server, name), name
+    finally:
+        if not keep:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
 async def dataset(spec: DatasetSpec, *, fresh: bool = False) -> Dataset:
     """The seeded database of ``spec``, seeding it first unless a finished one is cached."""
     admin = await asyncpg.connect(server_url())
@@ -253,89 +266,6 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
     finally:
         await conn.close()
     return Dataset(spec=spec, url=url, end=end, slugs=slugs, key=key.key)
-
-
-# -- servers ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def gramlogs_server(
-    database_url: str, *, workers: int = 1, settings: dict[str, str] | None = None
-) -> Iterator[LiveServer]:
-    """``gramlogs serve`` as a user runs it (the default pool), quiet but for warnings;
-    ``settings`` are more ``GRAMLOGS_*`` variables (docs/settings.md)."""
-    env = {"GRAMLOGS_WORKERS": str(workers), "GRAMLOGS_LOG_LEVEL": "warning", **(settings or {})}
-    with live_server(database_url, small_pool=False, settings=env) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def bare_server(body: bytes) -> Iterator[LiveServer]:
-    """The floor of any Starlette endpoint (testkit/bare.py) answering ``body``."""
-    with tempfile.TemporaryDirectory(prefix="gramlogs-bare-") as tmp:
-        (Path(tmp) / "body.json").write_bytes(body)
-        path = str(Path(tmp) / "body.json")
-        with live_server("", Path(tmp), module="testkit.bare", BENCH_BARE_BODY=path) as server:
-            yield server
-
-
-# -- wrk ----------------------------------------------------------------------------------------
-
-
-WRK_SCRIPT = """
-local paths = {%(paths)s}
-local i = 0
-wrk.headers["Gram-Key"] = "%(key)s"
-wrk.headers["Gram-Project"] = "%(project)s"
-request = function()
-  i = i %% #paths + 1
-  return wrk.format("GET", paths[i])
-end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"requests\\": %%d, \\"seconds\\": %%.3f, \\"errors\\": %%d,"
-    .. " \\"non2xx\\": %%d, \\"p50_ms\\": %%.3f, \\"p99_ms\\": %%.3f}\\n",
-    summary.requests, summary.duration / 1e6,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-"""
-
-
-def run_wrk(
-    wrk: str,
-    port: int,
-    paths: list[str],
-    key: str,
-    project: str,
-    *,
-    connections: int,
-    seconds: float,
-) -> dict[str, Any]:
-    """Requests/s and latency from wrk, cycling through ``paths``; errors and non-2xx counted."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(
-            WRK_SCRIPT
-            % {"paths": ", ".join(json.dumps(p) for p in paths), "key": key, "project": project}
-        )
-    try:
-        threads = max(1, min(2, connections))
-        done = subprocess.run(
-            [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", f.name,
-             f"http://{HOST}:{port}"],
-            capture_output=True, text=True, check=False, timeout=seconds + 60,
-        )  # fmt: skip
-    finally:
-        os.unlink(f.name)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("JSON ")), None)
-    if done.returncode or line is None:
-        # Reported, not fatal: one failed load run must not lose the rest of a long suite.
-        detail = (done.stderr or done.stdout).strip()[-300:]
-        print(f"wrk failed (exit {done.returncode}): {detail}", file=sys.stderr, flush=True)
-        return {"requests": 0, "seconds": 0, "errors": -1, "non2xx": 0, "p50_ms": float("nan"),
-                "p99_ms": float("nan"), "rps": 0.0, "failed": detail}  # fmt: skip
-    result: dict[str, Any] = json.loads(line[5:])
-    result["rps"] = result["requests"] / result["seconds"]
-    return result
 
 
 def window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:

@@ -16,6 +16,8 @@ from benchmarks import runner
 from benchmarks import scenarios as sc
 from benchmarks.results import fmt_ms, json_line, machine, print_machine
 from testkit.http import HttpClient
+from testkit.serve import gramlogs_server
+from testkit.wrk import run_wrk
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -49,7 +51,7 @@ async def main(args: argparse.Namespace) -> None:
     ]
     prepared = [await sc.prepare(conn, project, s) for s in scenarios]
     results = {}
-    with h.gramlogs_server(ds.url) as server:
+    with gramlogs_server(ds.url) as server:
         client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
         status, body = client.get(prepared[-2].path)  # a 100-row page: the bare app's body
         assert status == 200, body
@@ -60,7 +62,7 @@ async def main(args: argparse.Namespace) -> None:
         client.close()
         throughput = None
         if wrk:
-            throughput = h.run_wrk(
+            throughput = run_wrk(
                 wrk, server.port, [p.path for p in prepared], ds.key, slug,
                 connections=16, seconds=1 if args.smoke else 10,
             )  # fmt: skip

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import asyncpg
 
 from benchmarks import harness as h
-from benchmarks import runner
+from benchmarks import producer, runner
 from benchmarks import scale_data as sd
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
@@ -35,11 +35,11 @@ from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
 from benchmarks.scale_ingest_report import render, targets
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
-from testkit.http import AsyncHttpClient, HttpClient
+from testkit.http import HttpClient
 from testkit.postgres import with_database
+from testkit.serve import gramlogs_server
 
 PAGE = "/rpc/logs.listToolExecutionLogs"
-INGEST = "/rpc/logs.ingest"
 FLOOR = "copy_floor"
 
 
@@ -97,51 +97,18 @@ async def make_tenants(url: str, data: sd.Data) -> tuple[dict[str, str], str]:
 async def load_gramlogs(
     base: str, data: sd.Data, producers: dict[str, str], clients: int, slices: h.Slices
 ) -> dict[str, Any]:
-    """POST every body; a 503 (or a dropped connection) is sent again after a second, as a
-    producer would: ids derived from the lines' content make a resend store nothing twice."""
-    bodies = data.bodies()
-    counts = {"stored": 0, "duplicates": 0, "resent": 0}
-    latencies: list[float] = []
-
-    async def client() -> None:
-        http = AsyncHttpClient(base)
-        await http.connect()
-        try:
-            for batch, body in bodies:
-                slug = data.projects[batch.project].slug
-                headers = {
-                    "Gram-Key": producers[slug],
-                    "Gram-Project": slug,
-                    "Content-Type": "application/x-ndjson",
-                }
-                request = http.request(INGEST, headers, body)
-                while True:
-                    started = time.perf_counter()
-                    try:
-                        status, reply = await http.send(request)
-                    except (ConnectionError, asyncio.IncompleteReadError):
-                        status, reply = 0, b""
-                        http.writer.close()
-                        await http.connect()
-                    if status == 200:
-                        break
-                    if status not in (0, 429, 503):
-                        raise RuntimeError(f"ingest answered {status}: {reply[:300]!r}")
-                    counts["resent"] += 1
-                    await asyncio.sleep(1.0)
-                latencies.append(time.perf_counter() - started)
-                answer = json.loads(reply)
-                counts["stored"] += answer["stored"]
-                counts["duplicates"] += answer["duplicates"]
-                slices.add(batch.lines)
-        finally:
-            http.writer.close()
-
+    """POST every body with its project's producer key (resending what is refused for now)."""
+    batches = (
+        (producer.headers(producers[slug], slug), body, batch.lines)
+        for batch, body in data.bodies()
+        for slug in [data.projects[batch.project].slug]
+    )
     slices.start()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    if counts["stored"] + counts["duplicates"] != data.spec.lines:
+    sent = await producer.send(base, batches, clients, on_batch=slices.add)
+    counts = {"stored": sent.stored, "duplicates": sent.duplicates, "resent": sent.resent}
+    if sent.stored + sent.duplicates != data.spec.lines:
         raise RuntimeError(f"gramlogs acknowledged {counts} for {data.spec.lines:,} lines")
-    return slices.summary() | counts | {"batch_ms": percentiles(latencies)}
+    return slices.summary() | counts | {"batch_ms": percentiles(sent.latencies)}
 
 
 async def database_bytes(urls: list[str], *, citus: bool = False) -> int:
@@ -247,7 +214,7 @@ async def run_gramlogs(
         await _execute(admin_url, f"CREATE DATABASE {name}")
     try:
         # The server migrates an empty database and makes its partitions as it starts.
-        with h.gramlogs_server(url) as server:
+        with gramlogs_server(url) as server:
             producers, consumer = await make_tenants(url, data)
             admin = await asyncpg.connect(admin_url)
             meter = CpuMeter(admin, name, server.process.pid)
@@ -273,26 +240,19 @@ async def run_gramlogs(
 
 async def run_copy(args: argparse.Namespace, data: sd.Data, admin_url: str) -> dict[str, Any]:
     """Load the lines into the floor table of a fresh database; its size."""
-    name = f"scale_{secrets.token_hex(4)}_copy"
-    url = with_database(admin_url, name)
-    await _execute(admin_url, f"CREATE DATABASE {name}")
-    try:
+    async with h.fresh_database(admin_url, "scale_copy", keep=args.keep) as (url, name):
         await _execute(url, sd.FLOOR_TABLE.format(name=FLOOR))
         admin = await asyncpg.connect(admin_url)
         conns = [await asyncpg.connect(url) for _ in range(args.clients)]
         meter = CpuMeter(admin, name, None)  # the clients' backends are connected by now
         await meter.start()
-        slices = h.Slices("COPY", data.spec.lines, args.slice)
-        out = await load_copy(conns, data, slices)
+        out = await load_copy(conns, data, h.Slices("COPY", data.spec.lines, args.slice))
         out["cpu_s"] = await meter.stop()
         for conn in conns:
             await conn.close()
         await admin.close()
         out["bytes"] = await _execute(url, f"SELECT pg_total_relation_size('{FLOOR}')")
         return out
-    finally:
-        if not args.keep:
-            await _execute(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

@@ -15,21 +15,19 @@ import argparse
 import contextlib
 import json
 import shutil
-import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from benchmarks import harness as h
-from benchmarks import runner
+from benchmarks import pyspy, runner
 from benchmarks import scenarios as sc
 from benchmarks.results import fmt_ms, json_line, machine, print_machine
 from testkit.http import HttpClient
-from testkit.serve import LiveServer
+from testkit.serve import LiveServer, gramlogs_server
+from testkit.wrk import run_wrk
 
 SIZES = {"smoke": 20_000, "1m": 1_000_000, "10m": 10_000_000}
 DEPTHS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95)
@@ -73,7 +71,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
     print(f"\n== {label}: {spec.name}, hot project {spec.rows_of(0):,} rows", flush=True)
     out: dict[str, Any] = {"rows": rows, "dataset": spec.name, "hot_rows": spec.rows_of(0)}
     results: dict[str, Any] = {}
-    with h.gramlogs_server(ds.url, workers=1) as server:
+    with gramlogs_server(ds.url, workers=1) as server:
         client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
         _, body = client.get(prepared[0].path)
         for p in prepared:
@@ -95,7 +93,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
                 out["profile"] = _profile(wrk, server, paths, ds, args)
             out["rss_mib_1_worker"] = server.peak_rss_mib()
     if wrk:
-        with h.gramlogs_server(ds.url, workers=2) as server:
+        with gramlogs_server(ds.url, workers=2) as server:
             out["throughput"]["2"] = _wrk_series(wrk, server, paths, ds, args)
             out["rss_mib_2_workers"] = server.peak_rss_mib()
     out["bare"] = sc.bare_p50(body, iterations, warmup)
@@ -110,7 +108,7 @@ def _wrk_series(
 ) -> dict[str, Any]:
     series = {}
     for connections in (1, 16, 64):
-        r = h.run_wrk(
+        r = run_wrk(
             wrk, server.port, paths, ds.key, ds.hot_slug,
             connections=connections, seconds=1 if args.smoke else args.wrk_seconds,
         )  # fmt: skip
@@ -126,27 +124,18 @@ def _wrk_series(
 def _profile(
     wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """py-spy samples the worker under 16 connections; returns the share of samples in the
-    frames that matter (inclusive) and the top functions by own time."""
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        return {"skipped": "py-spy is not installed (pip install -e '.[bench]')"}
+    """py-spy samples the worker under 16 connections: the share of samples in the frames
+    that matter (inclusive) and the top functions by own time."""
+    if why := pyspy.missing():
+        return {"skipped": why}
     raw = h.CACHE / "profile.txt"
-    seconds = 3 if args.smoke else 10
-    pid = server.worker_pids()[0]
-    spy_proc = subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
-         "--format", "raw", "--output", str(raw), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)
-    h.run_wrk(wrk, server.port, paths, ds.key, ds.hot_slug, connections=16, seconds=seconds)
-    spy_proc.wait(timeout=seconds + 30)
-    return summarize_profile(raw)
+    with pyspy.recording(server.worker_pids()[0], raw):
+        run_wrk(wrk, server.port, paths, ds.key, ds.hot_slug, connections=16,
+                seconds=3 if args.smoke else 10)  # fmt: skip
+    return pyspy.summarise(raw, _MARKERS)
 
 
-# Frames whose inclusive share says where a worker's time goes. Native code (asyncpg's
-# protocol, msgspec, uvloop) is counted in the Python frame that called it.
+# Frames whose inclusive share says where a worker's time goes.
 _MARKERS = {
     "page query (asyncpg: send, wait, decode 101 rows)": "fetch_page",
     "authenticate (asyncpg fetchrow)": "authenticate",
@@ -155,37 +144,8 @@ _MARKERS = {
     "pool acquire/release": "_acquire",
     "uvicorn: write response": "RequestResponseCycle.send",
     "uvicorn: read and parse request": "data_received",
-    "event loop itself (idle or in C)": "Runner.run",
+    "event loop itself (idle or in C)": "leaf:Runner.run",
 }
-
-
-def summarize_profile(raw: Path) -> dict[str, Any]:
-    if not raw.exists():
-        return {"skipped": "py-spy wrote no samples"}
-    total = 0
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = stack.split(";")
-        for label, marker in _MARKERS.items():
-            hit = (
-                marker in frames[-1] if marker == "Runner.run" else any(marker in f for f in frames)
-            )
-            if hit:
-                inclusive[label] += count
-        own[frames[-1]] += count
-    if not total:
-        return {"skipped": "no samples"}
-    return {
-        "samples": total,
-        "inclusive_pct": {k: round(100 * v / total, 1) for k, v in inclusive.most_common()},
-        "top_own_pct": {k: round(100 * v / total, 1) for k, v in own.most_common(12)},
-    }
 
 
 # -- report -------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks import harness as h
 from benchmarks import pgstats, runner
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
@@ -28,7 +27,7 @@ from benchmarks.results import (
     publish,
 )
 from testkit import fanout
-from testkit.serve import LiveServer
+from testkit.serve import LiveServer, gramlogs_server
 
 TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
 TARGET_P50_MS = 250.0
@@ -240,7 +239,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         try:
-            with h.gramlogs_server(url, settings=settings) as server:
+            with gramlogs_server(url, settings=settings) as server:
                 producer, consumers = await fanout.tenants_of(url, math.ceil(most / TAILS_PER_KEY))
                 ctx = Context(args, server, admin, name, statements, producer, consumers)
                 rss: dict[str, float] = {"start": round(server.rss_mib(), 1)}
