@@ -18,11 +18,11 @@ from typing import Any
 import asyncpg
 import httpx
 
-from benchmarks import harness as h
 from benchmarks import producer, runner
 from benchmarks.results import json_line, machine, percentiles, print_machine
 from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
+from testkit import datasets
 from testkit.citus import local_cluster, prepare_database
 from testkit.ports import HOST
 from testkit.postgres import own_postgres, with_database
@@ -247,7 +247,7 @@ async def _producer_key(url: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    spec = h.DatasetSpec(
+    spec = datasets.DatasetSpec(
         rows=args.rows,
         projects=100,
         hot_share=0.2,
@@ -270,7 +270,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         seeded: dict[str, Any] = {}
         for target, url in (("single", single_url), ("cluster", cluster_url)):
             started = time.perf_counter()
-            seeded[target] = await h.seed_dataset(spec, url, distribute=target == "cluster")
+            seeded[target] = await datasets.seed_dataset(spec, url, distribute=target == "cluster")
             rate = args.rows / (time.perf_counter() - started)
             out.setdefault("seed_rows_per_s", {})[target] = round(rate)
             print(f"seeded {target}: {rate:,.0f} rows/s (COPY, indexes, VACUUM ANALYZE)")

@@ -18,12 +18,13 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks import harness, producer, pyspy, runner
+from benchmarks import producer, pyspy, runner
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import json_line, machine, percentiles, print_machine
 from gramlogs.storage import schema
 from gramlogs.storage.pages import COLUMNS
 from gramlogs.web.ingest import decode_batch
+from testkit import datasets
 from testkit.serve import gramlogs_server
 
 # Buckets of server time, by the first marker found in a sample's stack (most specific first).
@@ -73,12 +74,12 @@ async def _post(url: str, head: dict[str, str], bodies: list[bytes], clients: in
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    server = args.database_url or os.environ.get("GRAMLOGS_DATABASE_URL") or harness.server_url()
+    server = args.database_url or os.environ.get("GRAMLOGS_DATABASE_URL") or datasets.server_url()
     bodies = producer.make_batches(args.lines, args.batch, args.seed)
     runs: list[Run] = []
     profile = None
     admin = await asyncpg.connect(server)
-    async with harness.fresh_database(server, "gramlogs_bench", keep=args.keep) as (db_url, name):
+    async with datasets.fresh_database(server, "gramlogs_bench", keep=args.keep) as (db_url, name):
         conn = await asyncpg.connect(db_url)
         await schema.migrate(conn)
         pg_version = await conn.fetchval("SHOW server_version")

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 import asyncpg
 
 from benchmarks import runner
-from benchmarks.harness import server_url
 from benchmarks.results import json_line, machine, print_machine
 from gramlogs.local.seed import ProgressBar, SeedPlan, generate, seed_logs
 from gramlogs.storage import blocks, schema, tenants
@@ -33,6 +32,7 @@ from gramlogs.storage.pages import (
     fetch_page,
     read_page,
 )
+from testkit.datasets import server_url
 from testkit.postgres import with_database
 
 RARE, MEDIUM, COMMON, ABSENT = "quokka", "narwhal", "latency", "wombat"

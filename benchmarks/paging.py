@@ -11,17 +11,17 @@ import shutil
 
 import asyncpg
 
-from benchmarks import harness as h
 from benchmarks import runner
 from benchmarks import scenarios as sc
 from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from testkit import datasets
 from testkit.http import HttpClient
 from testkit.serve import gramlogs_server
 from testkit.wrk import run_wrk
 
 
 async def main(args: argparse.Namespace) -> None:
-    spec = h.DatasetSpec(
+    spec = datasets.DatasetSpec(
         rows=20_000 if args.smoke else 1_000_000,
         projects=20,
         seed=2,
@@ -29,7 +29,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     iterations, warmup = (30, 5) if args.smoke else (args.iterations, 50)
     wrk = shutil.which("wrk")
-    ds = await h.dataset(spec)
+    ds = await datasets.dataset(spec)
     admin = await asyncpg.connect(ds.url)
     info = machine(await admin.fetchval("SHOW server_version"))
     await admin.close()

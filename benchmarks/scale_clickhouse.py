@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness as h
 from benchmarks import scale_data as sd
+from benchmarks import timing
 from benchmarks.cpu import self_cpu
 from benchmarks.results import percentiles
 
@@ -73,7 +73,7 @@ def clickhouse_missing() -> str | None:
 
 
 def load_clickhouse(
-    data: sd.Data, slices: h.Slices, iterations: int, warmup: int
+    data: sd.Data, slices: timing.Slices, iterations: int, warmup: int
 ) -> dict[str, Any]:
     """Insert every body into a MergeTree table; its size on disk; pages of the hot project.
 

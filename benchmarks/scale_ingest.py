@@ -21,8 +21,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from benchmarks import harness as h
-from benchmarks import producer, runner
+from benchmarks import producer, runner, timing
 from benchmarks import scale_data as sd
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
@@ -35,12 +34,31 @@ from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
 from benchmarks.scale_ingest_report import render, targets
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
+from testkit import datasets
 from testkit.http import HttpClient
 from testkit.postgres import with_database
 from testkit.serve import gramlogs_server
 
 PAGE = "/rpc/logs.listToolExecutionLogs"
 FLOOR = "copy_floor"
+# The floor: the columns of gramlogs' logs with only its primary key, unpartitioned.
+FLOOR_TABLE = """
+CREATE TABLE {name} (
+    project_id     uuid NOT NULL,
+    id             uuid NOT NULL,
+    "timestamp"    timestamptz NOT NULL,
+    instance       text NOT NULL,
+    level          text NOT NULL,
+    source         text NOT NULL,
+    raw_log        text NOT NULL,
+    message        text,
+    attributes     jsonb NOT NULL,
+    deployment_id  uuid NOT NULL,
+    function_id    uuid NOT NULL,
+    execution_id   text,
+    PRIMARY KEY (project_id, id)
+)
+"""
 
 
 # -- 1. COPY floor ------------------------------------------------------------------------------
@@ -51,7 +69,7 @@ async def _one(payload: bytes) -> AsyncIterator[bytes]:
 
 
 async def load_copy(
-    conns: list[asyncpg.Connection], data: sd.Data, slices: h.Slices
+    conns: list[asyncpg.Connection], data: sd.Data, slices: timing.Slices
 ) -> dict[str, Any]:
     """COPY every batch's binary rows into the floor table, one client per connection."""
     rows = data.rows()
@@ -95,7 +113,7 @@ async def make_tenants(url: str, data: sd.Data) -> tuple[dict[str, str], str]:
 
 
 async def load_gramlogs(
-    base: str, data: sd.Data, producers: dict[str, str], clients: int, slices: h.Slices
+    base: str, data: sd.Data, producers: dict[str, str], clients: int, slices: timing.Slices
 ) -> dict[str, Any]:
     """POST every body with its project's producer key (resending what is refused for now)."""
     batches = (
@@ -158,7 +176,7 @@ async def read_pages(
 
         return get
 
-    samples = await h.timed_loop(
+    samples = await timing.timed_loop(
         {name: step(path) for name, path in paths.items()}, iterations=iterations, warmup=warmup
     )
     client.close()
@@ -180,7 +198,7 @@ async def _execute(url: str, sql: str) -> Any:
 def _postgres(args: argparse.Namespace) -> Iterator[tuple[str, list[tuple[str, int]]]]:
     """The PostgreSQL to run on (its admin URL) and, on Citus, the workers."""
     if not args.citus:
-        yield args.database_url or h.server_url(), []
+        yield args.database_url or datasets.server_url(), []
         return
     from gramlogs.local.cluster import citus_installed
     from testkit.citus import local_cluster
@@ -219,7 +237,7 @@ async def run_gramlogs(
             admin = await asyncpg.connect(admin_url)
             meter = CpuMeter(admin, name, server.process.pid)
             await meter.start()
-            slices = h.Slices("gramlogs", data.spec.lines, args.slice)
+            slices = timing.Slices("gramlogs", data.spec.lines, args.slice)
             out = await load_gramlogs(server.url, data, producers, args.clients, slices)
             out["cpu_s"] = await meter.stop()
             await admin.close()
@@ -240,13 +258,13 @@ async def run_gramlogs(
 
 async def run_copy(args: argparse.Namespace, data: sd.Data, admin_url: str) -> dict[str, Any]:
     """Load the lines into the floor table of a fresh database; its size."""
-    async with h.fresh_database(admin_url, "scale_copy", keep=args.keep) as (url, name):
-        await _execute(url, sd.FLOOR_TABLE.format(name=FLOOR))
+    async with datasets.fresh_database(admin_url, "scale_copy", keep=args.keep) as (url, name):
+        await _execute(url, FLOOR_TABLE.format(name=FLOOR))
         admin = await asyncpg.connect(admin_url)
         conns = [await asyncpg.connect(url) for _ in range(args.clients)]
         meter = CpuMeter(admin, name, None)  # the clients' backends are connected by now
         await meter.start()
-        out = await load_copy(conns, data, h.Slices("COPY", data.spec.lines, args.slice))
+        out = await load_copy(conns, data, timing.Slices("COPY", data.spec.lines, args.slice))
         out["cpu_s"] = await meter.stop()
         for conn in conns:
             await conn.close()
@@ -259,7 +277,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     spec = sd.Spec(args.lines, args.projects, args.batch, args.seed)
     data = await asyncio.to_thread(sd.load, spec)
-    args.slice = h.slice_size(args.lines, args.slice, args.batch, args.clients)
+    args.slice = timing.slice_size(args.lines, args.slice, args.batch, args.clients)
     with _postgres(args) as (admin_url, workers):
         pg = await _execute(admin_url, "SHOW server_version")
         missing = clickhouse_missing()
@@ -274,7 +292,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         house: dict[str, Any] = {"skipped": missing}
     else:
         print(f"ClickHouse: {args.lines:,} lines ...", file=sys.stderr, flush=True)
-        slices = h.Slices("ClickHouse", args.lines, args.slice)
+        slices = timing.Slices("ClickHouse", args.lines, args.slice)
         house = await asyncio.to_thread(load_clickhouse, data, slices, args.reads, args.warmup)
     info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from benchmarks.harness import timed_loop
 from benchmarks.results import percentiles
+from benchmarks.timing import timed_loop
 from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS, page_query
 from gramlogs.web.gram import parse_list_query
 from testkit.bare import bare_server

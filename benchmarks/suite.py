@@ -16,15 +16,16 @@ import contextlib
 import json
 import shutil
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from benchmarks import harness as h
 from benchmarks import pyspy, runner
 from benchmarks import scenarios as sc
 from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from testkit import datasets
 from testkit.http import HttpClient
 from testkit.serve import LiveServer, gramlogs_server
 from testkit.wrk import run_wrk
@@ -34,8 +35,8 @@ DEPTHS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95)
 TARGET_P50_MS = 3.0
 
 
-def scenarios(sample: asyncpg.Record, ds: h.Dataset) -> list[sc.Scenario]:
-    start, end = h.window_ids(ds.end, 15 * 24, 1)
+def scenarios(sample: asyncpg.Record, ds: datasets.Dataset) -> list[sc.Scenario]:
+    start, end = _window_ids(ds.end, 15 * 24, 1)
     pp = {"per_page": "100"}
     return [
         sc.Scenario("first page", pp),
@@ -55,10 +56,16 @@ def scenarios(sample: asyncpg.Record, ds: h.Dataset) -> list[sc.Scenario]:
     ] + [sc.Scenario(f"depth {d:.0%}", pp, d) for d in DEPTHS if d not in (0.0, 0.5, 0.95)]
 
 
+def _window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:
+    start = end - timedelta(hours=hours_before)
+    stop = start + timedelta(hours=hours)
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dict[str, Any]:
     rows = SIZES[label]
-    spec = h.DatasetSpec(rows=rows, projects=100 if rows >= 100_000 else 10, hot_share=0.2)
-    ds = await h.dataset(spec)
+    spec = datasets.DatasetSpec(rows=rows, projects=100 if rows >= 100_000 else 10, hot_share=0.2)
+    ds = await datasets.dataset(spec)
     iterations, warmup = (20, 3) if args.smoke else (args.iterations, 30)
     conn = await sc.sql_connection(ds.url)
     project = await sc.project_id(conn, ds.hot_slug)
@@ -104,7 +111,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
 
 
 def _wrk_series(
-    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: datasets.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     series = {}
     for connections in (1, 16, 64):
@@ -122,13 +129,13 @@ def _wrk_series(
 
 
 def _profile(
-    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: datasets.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     """py-spy samples the worker under 16 connections: the share of samples in the frames
     that matter (inclusive) and the top functions by own time."""
     if why := pyspy.missing():
         return {"skipped": why}
-    raw = h.CACHE / "profile.txt"
+    raw = datasets.CACHE / "profile.txt"
     with pyspy.recording(server.worker_pids()[0], raw):
         run_wrk(wrk, server.port, paths, ds.key, ds.hot_slug, connections=16,
                 seconds=3 if args.smoke else 10)  # fmt: skip
@@ -345,7 +352,7 @@ def plot(path: Path, sizes: dict[str, Any]) -> None:
 async def main(args: argparse.Namespace) -> None:
     wrk = None if args.no_wrk else shutil.which("wrk")
     labels = ["smoke"] if args.smoke else args.sizes.split(",")
-    conn = await asyncpg.connect(h.server_url())
+    conn = await asyncpg.connect(datasets.server_url())
     info = machine(await conn.fetchval("SHOW server_version"))
     await conn.close()
     print_machine(info)

@@ -1,9 +1,9 @@
-"""What the benchmarks share: seeded, cached datasets, and timing loops. (The servers, the bare
-Starlette app and wrk are testkit's: ``testkit.serve``, ``testkit.bare``, ``testkit.wrk``.)
+"""Seeded, cached datasets of log lines for the benchmarks, and databases made for one run.
 
-Datasets live in their own databases (``bench_<rows>_<projects>_...``) on the embedded PostgreSQL
-under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and are reused by
-later runs: a ``bench_meta`` row records that seeding finished, with the keys and the time span.
+A dataset lives in a database of its own (``bench_<rows>_<projects>_...``) on the embedded
+PostgreSQL under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and is
+reused by later runs: a ``bench_meta`` row records that seeding finished, with the keys and the
+time span.
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ import json
 import os
 import secrets
 import sys
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -28,96 +25,17 @@ from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
 from testkit.postgres import with_database
 
-HERE = Path(__file__).parent
-CACHE = HERE / ".cache"
+__all__ = [
+    "CACHE",
+    "Dataset",
+    "DatasetSpec",
+    "dataset",
+    "fresh_database",
+    "seed_dataset",
+    "server_url",
+]
 
-
-# -- numbers ------------------------------------------------------------------------------------
-
-
-async def timed_loop(
-    steps: Mapping[str, Callable[[], Awaitable[Any]]],
-    *,
-    iterations: int,
-    warmup: int,
-    budget_s: dict[str, float] | None = None,
-) -> dict[str, list[float]]:
-    """Run each step in turn, ``iterations`` times, interleaved so that a noisy neighbour hurts
-    every series alike; a step whose time budget is spent stops early (deep OFFSET queries)."""
-    for _ in range(warmup):
-        for step in steps.values():
-            await step()
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    spent = dict.fromkeys(steps, 0.0)
-    budget_s = budget_s or {}
-    for _ in range(iterations):
-        for name, step in steps.items():
-            if spent[name] > budget_s.get(name, float("inf")):
-                continue
-            t0 = time.perf_counter()
-            await step()
-            elapsed = time.perf_counter() - t0
-            samples[name].append(elapsed)
-            spent[name] += elapsed
-    return samples
-
-
-class Slices:
-    """Lines stored so far, and when each slice of them was complete (thread-safe)."""
-
-    def __init__(self, label: str, total: int, size: int) -> None:
-        self.label, self.total, self.size = label, total, size
-        self.done = 0
-        self.marks: list[float] = []  # when done reached each slice's end
-        self.lock = threading.Lock()
-        self.start()
-
-    def start(self) -> None:
-        """Start the clock: the load's first request goes now."""
-        self.started = time.perf_counter()
-
-    def add(self, lines: int) -> None:
-        with self.lock:
-            self.done += lines
-            now = time.perf_counter()
-            while self._due() > len(self.marks):
-                last = self.marks[-1] if self.marks else self.started
-                self.marks.append(now)
-                rate = self.size / max(now - last, 1e-9)
-                print(f"  {self.label}: {self.done:,} lines, {rate:,.0f}/s", file=sys.stderr)
-
-    def _due(self) -> int:
-        """Slices complete: each full one, and the last when the run ends within it."""
-        return self.done // self.size + (self.done >= self.total and self.total % self.size > 0)
-
-    def summary(self) -> dict[str, Any]:
-        edges = [self.started, *self.marks]
-        rows = []
-        for i in range(1, len(edges)):
-            lo, hi = self.size * (i - 1), min(self.size * i, self.total)
-            seconds = edges[i] - edges[i - 1]
-            rows.append(
-                {"from": lo, "to": hi, "seconds": seconds, "lines_per_s": (hi - lo) / seconds}
-            )
-        seconds = edges[-1] - edges[0]
-        return {
-            "lines": self.total,
-            "seconds": seconds,
-            "lines_per_s": self.total / seconds,
-            "sustained_lines_per_s": rows[-1]["lines_per_s"],
-            "sustained_lines": rows[-1]["to"] - rows[-1]["from"],
-            "slices": rows,
-        }
-
-
-def slice_size(lines: int, wanted: int, batch: int, clients: int) -> int:
-    """``wanted`` lines, or a tenth of the run when it holds fewer than two such slices; never
-    less than a batch per client (slices end where a batch does, and clients finish batches
-    side by side)."""
-    return max(batch * clients, wanted if lines >= 2 * wanted else lines // 10)
-
-
-# -- datasets -----------------------------------------------------------------------------------
+CACHE = Path(__file__).resolve().parent.parent / "benchmarks" / ".cache"
 
 
 @dataclass(frozen=True)
@@ -266,9 +184,3 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
     finally:
         await conn.close()
     return Dataset(spec=spec, url=url, end=end, slugs=slugs, key=key.key)
-
-
-def window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:
-    start = end - timedelta(hours=hours_before)
-    stop = start + timedelta(hours=hours)
-    return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")
