@@ -24,7 +24,7 @@ import asyncpg
 
 from benchmarks import pyspy, runner
 from benchmarks import scenarios as sc
-from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from benchmarks.results import check, fmt_ms, json_line, machine, print_machine, targets_table
 from testkit import datasets
 from testkit.http import HttpClient
 from testkit.serve import LiveServer, gramlogs_server
@@ -158,61 +158,38 @@ _MARKERS = {
 # -- report -------------------------------------------------------------------------------------
 
 
-def targets(sizes: dict[str, Any]) -> list[tuple[str, bool, str]]:
-    checks = []
+def targets(sizes: dict[str, Any]) -> list[dict[str, Any]]:
     big = sizes.get("10m") or sizes[max(sizes, key=lambda k: sizes[k]["rows"])]
-    label = f"{big['rows']:,} rows"
-    worst = max(big["scenarios"].items(), key=lambda kv: kv[1]["http"]["p50"])
-    checks.append(
-        (
-            f"every scenario's p50 <= {TARGET_P50_MS} ms end to end at {label}",
-            worst[1]["http"]["p50"] <= TARGET_P50_MS,
-            f"worst: {worst[0]} {worst[1]['http']['p50']:.2f} ms",
-        )
-    )
+    name, worst = max(big["scenarios"].items(), key=lambda kv: kv[1]["http"]["p50"])
+    p50 = worst["http"]["p50"]
+    checks = [
+        check(f"every scenario's p50 <= {TARGET_P50_MS} ms end to end at {big['rows']:,} rows",
+              p50 <= TARGET_P50_MS, f"worst: {name} {p50:.2f} ms")
+    ]  # fmt: skip
     for size in sizes.values():
-        s = size["scenarios"]
+        s, rows, bare = size["scenarios"], f"({size['rows']:,} rows)", size["bare"]["p50"]
         ratio = s["95% deep"]["http"]["p50"] / s["first page"]["http"]["p50"]
         checks.append(
-            (
-                f"p50 95% deep <= 1.2 x first page ({size['rows']:,} rows)",
-                ratio <= 1.2,
-                f"{ratio:.2f}",
-            )
+            check(f"p50 95% deep <= 1.2 x first page {rows}", ratio <= 1.2, f"{ratio:.2f}")
         )
-        bare = size["bare"]["p50"]
         ratios = {n: r["http"]["p50"] / (r["sql"]["p50"] + bare) for n, r in s.items()}
-        name, worst_ratio = max(ratios.items(), key=lambda kv: kv[1])
+        name, most = max(ratios.items(), key=lambda kv: kv[1])
         checks.append(
-            (
-                f"endpoint p50 <= 1.5 x (SQL p50 + bare Starlette p50) ({size['rows']:,} rows)",
-                worst_ratio <= 1.5,
-                f"worst: {name} {worst_ratio:.2f}",
-            )
-        )
+            check(f"endpoint p50 <= 1.5 x (SQL p50 + bare Starlette p50) {rows}", most <= 1.5,
+                  f"worst: {name} {most:.2f}")
+        )  # fmt: skip
         for workers in ("1_worker", "2_workers"):
-            rss = size.get(f"rss_mib_{workers}")
-            if rss:
-                peak = max(rss.values())
-                checks.append(
-                    (
-                        f"server RSS <= 150 MB under load, {workers.replace('_', ' ')}"
-                        f" ({size['rows']:,} rows)",
-                        peak * 1.048576 <= 150,
-                        f"peak {peak * 1.048576:.0f} MB",
-                    )
-                )
+            if rss := size.get(f"rss_mib_{workers}"):
+                mb = max(rss.values()) * 1.048576
+                where = f"{workers.replace('_', ' ')} {rows}"
+                checks.append(check(f"server RSS <= 150 MB under load, {where}", mb <= 150,
+                                    f"peak {mb:.0f} MB"))  # fmt: skip
     if "1m" in sizes and "10m" in sizes:
         small, large = sizes["1m"]["scenarios"], sizes["10m"]["scenarios"]
         ratios = {n: large[n]["http"]["p50"] / small[n]["http"]["p50"] for n in large}
-        name, worst_ratio = max(ratios.items(), key=lambda kv: kv[1])
-        checks.append(
-            (
-                "p50 at 10M <= 1.2 x p50 at 1M, every scenario",
-                worst_ratio <= 1.2,
-                f"worst: {name} {worst_ratio:.2f}",
-            )
-        )
+        name, most = max(ratios.items(), key=lambda kv: kv[1])
+        checks.append(check("p50 at 10M <= 1.2 x p50 at 1M, every scenario", most <= 1.2,
+                            f"worst: {name} {most:.2f}"))  # fmt: skip
     return checks
 
 
@@ -232,13 +209,7 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
         *[f"- {k}: {v}" for k, v in info.items()],
         "",
         "## Targets",
-        "",
-        "| target | met | measured |",
-        "|---|---|---|",
-        *[
-            f"| {name} | {'yes' if ok else '**no**'} | {detail} |"
-            for name, ok, detail in targets(sizes)
-        ],
+        *targets_table(targets(sizes), "target"),
     ]
     for size in sizes.values():
         lines += [
@@ -288,63 +259,30 @@ def plot(path: Path, sizes: dict[str, Any]) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     depth_names = {0.0: "first page", 0.5: "50% deep", 0.95: "95% deep"}
+    names = [depth_names.get(d, f"depth {d:.0%}") for d in DEPTHS]
     styles = {"1m": "--", "10m": "-", "smoke": ":"}
+    series = (("http", "tab:blue", "keyset, HTTP"), ("sql", "tab:green", "keyset, SQL"),
+              ("offset", "tab:red", "OFFSET, SQL"))  # fmt: skip
     for label, size in sizes.items():
-        s = size["scenarios"]
-        xs = list(DEPTHS)
-        names = [depth_names.get(d, f"depth {d:.0%}") for d in xs]
-        for key, color, what in (
-            ("http", "tab:blue", "keyset, HTTP"),
-            ("sql", "tab:green", "keyset, SQL"),
-            ("offset", "tab:red", "OFFSET, SQL"),
-        ):
-            left.plot(
-                [x * 100 for x in xs],
-                [s[n][key]["p50"] for n in names],
-                styles.get(label, "-"),
-                color=color,
-                marker="o",
-                label=f"{what} ({label})",
-            )
-    left.set(
-        xlabel="page depth (% of the hot project's rows before the page)",
-        ylabel="p50 latency (ms)",
-        yscale="log",
-        title="p50 against page depth (per_page 100)",
-    )
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
+        for key, color, what in series:
+            p50s = [size["scenarios"][n][key]["p50"] for n in names]
+            left.plot([d * 100 for d in DEPTHS], p50s, styles.get(label, "-"), color=color,
+                      marker="o", label=f"{what} ({label})")  # fmt: skip
+    left.set(xlabel="page depth (% of the hot project's rows before the page)", yscale="log",
+             ylabel="p50 latency (ms)", title="p50 against page depth (per_page 100)")  # fmt: skip
     ordered = sorted(sizes.values(), key=lambda x: x["rows"])
     rows = [x["rows"] for x in ordered]
-    for name in (
-        "first page",
-        "95% deep",
-        "level=error",
-        "1-hour window of 30 days",
-        "sort=asc, 95% deep",
-    ):
-        right.plot(
-            rows,
-            [x["scenarios"][name]["http"]["p50"] for x in ordered],
-            marker="o",
-            label=f"keyset HTTP: {name}",
-        )
-    right.plot(
-        rows,
-        [x["scenarios"]["95% deep"]["offset"]["p50"] for x in ordered],
-        marker="s",
-        color="tab:red",
-        label="OFFSET SQL: 95% deep",
-    )
-    right.set(
-        xlabel="rows in the table",
-        ylabel="p50 latency (ms)",
-        xscale="log",
-        yscale="log",
-        title="p50 against table size",
-    )
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=7)
+    for name in ("first page", "95% deep", "level=error", "1-hour window of 30 days",
+                 "sort=asc, 95% deep"):  # fmt: skip
+        p50s = [x["scenarios"][name]["http"]["p50"] for x in ordered]
+        right.plot(rows, p50s, marker="o", label=f"keyset HTTP: {name}")
+    p50s = [x["scenarios"]["95% deep"]["offset"]["p50"] for x in ordered]
+    right.plot(rows, p50s, marker="s", color="tab:red", label="OFFSET SQL: 95% deep")
+    right.set(xlabel="rows in the table", ylabel="p50 latency (ms)", xscale="log", yscale="log",
+              title="p50 against table size")  # fmt: skip
+    for side in (left, right):
+        side.grid(True, which="both", alpha=0.3)
+        side.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -358,8 +296,8 @@ async def main(args: argparse.Namespace) -> None:
     print_machine(info)
     sizes = {label: await run_size(label, args, wrk) for label in labels}
     info["load_avg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
-    for name, ok, detail in targets(sizes):
-        print(f"target {'met' if ok else 'NOT met'}: {name} ({detail})")
+    for t in targets(sizes):
+        print(f"target {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['measured']})")
     if args.out:
         command = " ".join(["python -m benchmarks.suite", *sys.argv[1:]])
         write_report(Path(args.out), info, sizes, command)

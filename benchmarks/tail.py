@@ -20,11 +20,13 @@ import asyncpg
 from benchmarks import pgstats, runner
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
+    check,
     fmt_ms,
     machine,
     percentiles,
     print_machine,
     publish,
+    targets_table,
 )
 from testkit import fanout
 from testkit.serve import LiveServer, gramlogs_server
@@ -77,14 +79,6 @@ async def sample_rss(server: LiveServer, samples: list[float], stop: asyncio.Eve
         samples.append(server.rss_mib())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-
-
-def stats_ms(values: list[float]) -> dict[str, float]:
-    """n, p50/p95/p99 (nearest rank), min and max, in ms."""
-    out = percentiles(values)
-    out["min"] = min(values) * 1000 if values else math.nan
-    out["max"] = max(values) * 1000 if values else math.nan
-    return out
 
 
 async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
@@ -152,10 +146,10 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
         "batches": len(writer.acks),
         "lines_sent": total,
         "lines_counted": total - first_counted * args.batch,
-        "ingest_ms": stats_ms(writer.posts[first_counted:]),
+        "ingest_ms": percentiles(writer.posts[first_counted:], extremes=True),
         "writer_late_ms_max": max(writer.late) * 1000,
-        "loop_lag_ms": stats_ms(window_lag),
-        "parse_lag_ms": stats_ms(parse_lag),
+        "loop_lag_ms": percentiles(window_lag, extremes=True),
+        "parse_lag_ms": percentiles(parse_lag, extremes=True),
         "queries": pgstats.rates(a, b),
         "cpu_share": {part: round(s / (b.at - a.at), 3) for part, s in cpu.items()},
         "rss_mib": {
@@ -204,9 +198,9 @@ def delivery(
             "ended_early": sum(1 for g in tallies if g.ended),
             "problems": problems[:20],
         },
-        "delay_ms": stats_ms(delays),
-        "first_tail_ms": stats_ms([first[n] for n in counted]),
-        "spread_ms": stats_ms([last[n] - first[n] for n in counted]),
+        "delay_ms": percentiles(delays, extremes=True),
+        "first_tail_ms": percentiles([first[n] for n in counted], extremes=True),
+        "spread_ms": percentiles([last[n] - first[n] for n in counted], extremes=True),
     }
 
 
@@ -263,10 +257,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "command": args.command,
         "machine": info,
         "options": {
-            "rate": args.rate,
-            "batch": args.batch,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
+            **{k: getattr(args, k) for k in ("rate", "batch", "seconds", "warmup")},
             "poll_ms": args.poll_ms or 100,
             "workers": 1,
             "tails_per_key": TAILS_PER_KEY,
@@ -286,18 +277,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     configs = [c for c in r["configs"] if not c["mixed"]]
     most = max(configs, key=lambda c: c["tails"])
     one = next((c for c in configs if c["tails"] == 1), None)
+    delay = most["delay_ms"]
+    at = f"at {most['tails']} tails"
     checks = [
-        {
-            "target": f"delay p50 <= {TARGET_P50_MS:.0f} ms at {most['tails']} tails",
-            "met": most["delay_ms"]["p50"] <= TARGET_P50_MS,
-            "measured": f"{fmt_ms(most['delay_ms']['p50'])} ms",
-        },
-        {
-            "target": f"delay p99 <= {TARGET_P99_MS:.0f} ms at {most['tails']} tails",
-            "met": most["delay_ms"]["p99"] <= TARGET_P99_MS,
-            "measured": f"{fmt_ms(most['delay_ms']['p99'])} ms",
-        },
-    ]
+        check(f"delay p50 <= {TARGET_P50_MS:.0f} ms {at}", delay["p50"] <= TARGET_P50_MS,
+              f"{fmt_ms(delay['p50'])} ms"),
+        check(f"delay p99 <= {TARGET_P99_MS:.0f} ms {at}", delay["p99"] <= TARGET_P99_MS,
+              f"{fmt_ms(delay['p99'])} ms"),
+    ]  # fmt: skip
     if one is not None and one is not most:
         field_, what = (
             ("tail_reads_per_s", "tail-journal reads/s (pg_stat_statements)")
@@ -306,12 +293,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
         q1, qn = one["queries"][field_], most["queries"][field_]
         checks.append(
-            {
-                "target": f"{what} independent of the number of tails"
+            check(
+                f"{what} independent of the number of tails"
                 f" ({most['tails']} within {TARGET_FLAT:.0%} or 1/s of 1)",
-                "met": abs(qn - q1) <= max(TARGET_FLAT * q1, 1.0),
-                "measured": f"{q1:.1f}/s at 1, {qn:.1f}/s at {most['tails']}",
-            }
+                abs(qn - q1) <= max(TARGET_FLAT * q1, 1.0),
+                f"{q1:.1f}/s at 1, {qn:.1f}/s at {most['tails']}",
+            )
         )
     return checks
 
@@ -374,9 +361,7 @@ def render(r: dict[str, Any]) -> str:
     if all("statements" in c["queries"] for c in r["configs"]):
         lines += ["", "Statements per second by configuration (pg_stat_statements):", ""]
         lines += pgstats.statement_table(r["configs"])
-    lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
-    for t in r["targets"]:
-        lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
+    lines += targets_table(r["targets"])
     return "\n".join(lines) + "\n"
 
 
