@@ -29,6 +29,7 @@ from benchmarks.results import (
     targets_table,
 )
 from testkit import fanout
+from testkit.datasets import counting_database
 from testkit.serve import LiveServer, gramlogs_server
 
 TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
@@ -220,7 +221,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     plan = setups(args)
     most = max(s.tails for s in plan)
     settings = {"GRAMLOGS_TAIL_POLL_MS": str(args.poll_ms)} if args.poll_ms else {}
-    async with pgstats.database(args.database_url) as (url, name, statements):
+    async with counting_database(args.database_url) as (url, name, statements):
         admin = await asyncpg.connect(url)
         pg_version = await admin.fetchval("SHOW server_version")
         info = machine(pg_version)

@@ -1,4 +1,5 @@
-"""Seeded, cached datasets of log lines for the benchmarks, and databases made for one run.
+"""Seeded, cached datasets of log lines for the benchmarks, and databases made for one run (one
+of them on a PostgreSQL of its own that counts its statements).
 
 A dataset lives in a database of its own (``bench_<rows>_<projects>_...``) on the embedded
 PostgreSQL under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and is
@@ -8,6 +9,7 @@ time span.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,12 +25,13 @@ import asyncpg
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
-from testkit.postgres import with_database
+from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
 
 __all__ = [
     "CACHE",
     "Dataset",
     "DatasetSpec",
+    "counting_database",
     "dataset",
     "fresh_database",
     "seed_dataset",
@@ -184,3 +187,41 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
     finally:
         await conn.close()
     return Dataset(spec=spec, url=url, end=end, slugs=slugs, key=key.key)
+
+
+@contextlib.asynccontextmanager
+async def counting_database(server_url: str | None) -> AsyncIterator[tuple[str, str, bool]]:
+    """A fresh database on ``server_url``, by default on an embedded PostgreSQL of its own
+    started with pg_stat_statements: (its URL, its name, whether pg_stat_statements counts in
+    it)."""
+    with contextlib.ExitStack() as stack:
+        if server_url:
+            server = server_url
+        else:
+            pg = stack.enter_context(own_postgres("gramlogs-tailbench-"))
+            await asyncio.to_thread(_preload_statements, pg)
+            server = pg.url
+        name = f"tailbench_{secrets.token_hex(4)}"
+        await execute_on(server, f"CREATE DATABASE {name}")
+        try:
+            url = with_database(server, name)
+            conn = await asyncpg.connect(url)
+            try:
+                loaded = await conn.fetchval(
+                    "SELECT setting LIKE '%pg_stat_statements%' FROM pg_settings"
+                    " WHERE name = 'shared_preload_libraries'"
+                )
+                if loaded:
+                    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            finally:
+                await conn.close()
+            yield url, name, bool(loaded)
+        finally:
+            await execute_on(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _preload_statements(pg: OwnPostgres) -> None:
+    """Restart the benchmark's own PostgreSQL with pg_stat_statements loaded."""
+    pg.server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';")
+    pg.stop()
+    pg.start()
