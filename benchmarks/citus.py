@@ -239,22 +239,15 @@ async def _producer_key(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
         org = await conn.fetchval("SELECT id FROM organizations LIMIT 1")
-        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, name="bench producer")
+        made = await tenants.create_key(conn, org, KeyScope.PRODUCER, name="bench producer")
     finally:
         await conn.close()
-    key: str = producer.key
+    key: str = made.key
     return key
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    spec = datasets.DatasetSpec(
-        rows=args.rows,
-        projects=100,
-        hot_share=0.2,
-        days=3,
-        seed=1,
-        partition_days=args.partition_days,
-    )
+    spec = datasets.DatasetSpec(args.rows, 100, 0.2, 3, 1, partition_days=args.partition_days)
     os.environ["GRAMLOGS_PARTITION_DAYS"] = str(args.partition_days)  # for the servers too
     out: dict[str, Any] = {"rows": args.rows, "partition_days": args.partition_days}
     with own_postgres("gramlogs-bench-single-") as single, local_cluster(2) as cluster:
@@ -279,14 +272,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         producer_single = await _producer_key(single_url)
         producer_cluster = await _producer_key(cluster_url)
 
-        with (
-            gramlogs_server(single_url) as s1,
-            gramlogs_server(cluster_url) as s2,
-        ):
-            targets = {
-                "single": s1.url,
-                "cluster": s2.url,
-            }
+        with gramlogs_server(single_url) as s1, gramlogs_server(cluster_url) as s2:
+            targets = {"single": s1.url, "cluster": s2.url}
             print("pages (hot project, 20 rows, p50 over alternating requests):")
             out["pages"] = await _page_p50s(
                 targets, {t: d.key for t, d in seeded.items()}, scenarios, args.n
@@ -296,8 +283,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 {"single": single_url, "cluster": cluster_url}, scenarios, args.n
             )
             rates = {}
-            for target, producer in (("single", producer_single), ("cluster", producer_cluster)):
-                rates[target] = round(await _ingest_rate(targets[target], producer, args.ingest))
+            for target, key in (("single", producer_single), ("cluster", producer_cluster)):
+                rates[target] = round(await _ingest_rate(targets[target], key, args.ingest))
             out["ingest_lines_per_s"] = rates
             out["ingest_ratio"] = round(rates["cluster"] / rates["single"], 2)
             print(
