@@ -26,18 +26,8 @@ from gramlogs.live.watchers import Watchers
 from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database
-from gramlogs.web import (
-    export,
-    gram,
-    histogram,
-    ingest,
-    openapi,
-    ops,
-    otlp,
-    poly,
-    tail,
-    viewer,
-)
+from gramlogs.web import tail, viewer
+from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.headers import ResponseHeaders
@@ -95,22 +85,8 @@ def create_app(config: Config | None = None) -> Starlette:
             logger.info("database pool closed")
 
     routes = [
-        Route(
-            "/rpc/logs.listToolExecutionLogs",
-            gram.list_tool_execution_logs,
-            methods=["GET"],
-        ),
-        Route("/rpc/logs.tail", tail.tail_logs, methods=["GET"]),
-        Route("/rpc/logs.export", export.export_logs, methods=["GET"]),
-        Route("/rpc/logs.histogram", histogram.histogram_logs, methods=["GET"]),
-        Route("/healthz", ops.healthz, methods=["GET"]),
-        Route("/readyz", ops.readyz, methods=["GET"]),
-        Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
-        Route("/rpc/logs.ingest", ingest.ingest_logs, methods=["POST"]),
-        Route("/v1/logs", otlp.receive_logs, methods=["POST"]),
-        Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
-        Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
-        Route("/openapi.json", openapi.endpoint, methods=["GET"]),
+        *(endpoint.route() for endpoint in ENDPOINTS),
+        # The viewer: files for a browser, not API operations (not in /openapi.json).
         Route("/", viewer.index, methods=["GET"]),
         Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
     ]

@@ -22,7 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge, shorten
+from gramlogs.core.errors import (  # the declaration
+    BadRequest,
+    Conflict,
+    PayloadTooLarge,
+    UnprocessableContent,
+    UnsupportedMediaType,
+    shorten,
+)
 from gramlogs.storage.batch import (
     FUNCTION_COLUMN,
     LEVEL_ALIASES,
@@ -43,10 +50,27 @@ from gramlogs.storage.idempotency import Claim, Replay, Reply
 from gramlogs.storage.writer import NewRow, store_batch
 from gramlogs.web.body import answer, media_type, read_batch
 from gramlogs.web.counting import more_values_than
-from gramlogs.web.params import NO_NUL, gram_credentials, idempotency_key
+from gramlogs.web.endpoint import (  # the declaration, at the end
+    CONTENT_ENCODING,
+    GRAM_SECURITY,
+    REPLAYED_HEADER,
+    Body,
+    Endpoint,
+    Ok,
+    Operation,
+)
+from gramlogs.web.params import (
+    GRAM_KEY,
+    GRAM_PROJECT,
+    IDEMPOTENCY_KEY_HEADER,
+    NO_NUL,
+    gram_credentials,
+    idempotency_key,
+)
 from gramlogs.web.state import app_state
 
 __all__ = [
+    "ENDPOINT",
     "JSON_TYPES",
     "LEVEL_ALIASES",
     "MAX_ENTRIES",
@@ -494,3 +518,63 @@ async def ingest_logs(request: Request) -> Response:
 def _result(stored: int, duplicates: int) -> Reply:
     body = _encoder.encode(IngestResult(stored=stored, duplicates=duplicates))
     return Reply(200, "application/json", body)
+
+
+# -- The declaration (web/endpoint.py) ----------------------------------------------------------
+
+_ENTRIES = {
+    "type": "array",
+    "maxItems": MAX_ENTRIES,
+    "description": f"At most GRAMLOGS_MAX_BATCH_ENTRIES (default {MAX_ENTRIES}) entries,"
+    " counted before any is decoded (413 payload_too_large beyond)",
+    "items": WireEntry,
+}
+_NDJSON = {
+    **_ENTRIES,
+    "description": "NDJSON: one entry (a JSON object) per line; blank lines are skipped and "
+    f"\\r\\n is fine. At most GRAMLOGS_MAX_BATCH_ENTRIES (default {MAX_ENTRIES}) entries, "
+    "counted before any is decoded (413 beyond)",
+}
+ENDPOINT = Endpoint(
+    "/rpc/logs.ingest",
+    ingest_logs,
+    (
+        Operation(
+            "POST",
+            "ingestLogs",
+            "ingest",
+            "ingest logs",
+            "Store a batch of log entries whole, or nothing: one bad entry rejects the batch "
+            "(the 400 names the first 20 by index and field). A key that may write (scope "
+            "ingest, admin or producer). Order of checks: headers (401), Idempotency-Key "
+            "(400), content type and encoding (415), key (401/403), body size (413), bodies in "
+            "flight (503), entries (413), body (400), a recorded Idempotency-Key (its reply "
+            "again, or 422), functions whose logs are disabled (409)." + CONTENT_ENCODING,
+            Ok(
+                "The batch is committed (durable).",
+                {"application/json": IngestResult},
+                REPLAYED_HEADER,
+            ),
+            (GRAM_KEY, GRAM_PROJECT, IDEMPOTENCY_KEY_HEADER),
+            raises=(Conflict, PayloadTooLarge, UnsupportedMediaType, UnprocessableContent),
+            security=GRAM_SECURITY,
+            body=Body(
+                {
+                    "application/json": {
+                        "oneOf": [
+                            _ENTRIES,
+                            {
+                                "type": "object",
+                                "properties": {"logs": _ENTRIES},
+                                "required": ["logs"],
+                            },
+                        ]
+                    },
+                    **{kind: _NDJSON for kind in NDJSON_TYPES},
+                },
+                'A JSON array of entries or an object {"logs": [...]}, or NDJSON. UTF-8 only '
+                "(another charset is a 415).",
+            ),
+        ),
+    ),
+)
