@@ -1,37 +1,26 @@
-"""The OpenAPI 3 document of gramlogs, served at ``GET /openapi.json``: generated from what
+"""The OpenAPI 3 document of gramlogs, served at ``GET /openapi.json``, generated from what
 the endpoints declare.
 
-Each endpoint declares, beside its handler, its path, its operations, their parameters (the
-same :class:`~gramlogs.web.params.Param` its handler parses with), their 200 response, body,
-security and the errors they raise (web/endpoint.py); web/api.py lists them all, app.py routes
-that list and :func:`build` documents it, so a route cannot go undocumented
-(tests/test_openapi.py checks both ways). To add an endpoint: write its ``Endpoint`` beside its
-handler and add it to ``api.ENDPOINTS``; a body that is a msgspec Struct goes into
-:data:`WIRE_STRUCTS` too. docs/contributing.md, "Adding an endpoint", says more.
+To add an endpoint: declare its ``Endpoint`` (web/endpoint.py) beside its handler, its
+parameters being the :class:`~gramlogs.web.params.Param` declarations its handler parses
+with, and add it to ``api.ENDPOINTS``, the one list that app.py routes and :func:`build`
+documents (tests/test_openapi.py fails on a route missing from the document, or the
+reverse). A body that is a msgspec Struct goes into :data:`WIRE_STRUCTS` (its schema is
+generated from it). An operation's error statuses are those of the errors it raises, of a
+key when it has security, and of any request. docs/contributing.md, "Adding an endpoint", says more.
 
-For ``listToolExecutionLogs`` it follows Gram's published operation (the Goa design of Gram's
-``logs`` service and the OpenAPI 3.0.3 Goa generates from it): the same operationId, parameter
-names, types, formats, enums, defaults and bounds, the same schema names
-(``ListToolExecutionLogsResult``, ``ToolExecutionLog``, ``PaginationResponse``, ``Error``) with
-the same required fields, and the same security scheme names. What gramlogs adds is marked
+``listToolExecutionLogs`` follows Gram's published operation (the OpenAPI 3.0.3 Goa generates
+from the Goa design of Gram's ``logs`` service): the same operationId, parameters, schema names
+and required fields, and security scheme names. What gramlogs adds is marked
 ``x-gramlogs-extension: true``; docs/openapi.md ("How it compares with Gram's") lists every
 difference and why.
 
-Every response the server can give is described, errors included: each error status names the
-Goa error ``name``s it can carry (taken from the class tree in ``errors.py``, so the two cannot
-drift apart) and the headers it always has (``X-Request-Id``, ``Cache-Control: no-store``,
-``Vary`` and ``X-Content-Type-Options`` on every response (web/headers.py), ``Retry-After`` on
-429 and 503, ``Allow`` on 405). An operation's error statuses are those of the errors it
-declares, of a key when it has security, and of any request. Unknown routes (404) and known
-routes with a method they do not have (405) belong to no operation; they are in
-``components.responses``, listed under the document's ``x-gramlogs-any-route``.
-
-The schemas of the bodies that msgspec encodes and decodes are generated from the Structs
-themselves (:data:`WIRE_STRUCTS`, :func:`struct_schemas`), so a field added to one is in the
-document at once; descriptions, formats and examples are ``msgspec.Meta`` on the Structs' fields.
-A declaration names a Struct class where a schema goes; the document has its ``$ref``.
-
-The dict is built once at import and encoded once (:data:`BODY`, which ops.py serves).
+Every response is described: each error status with the Goa error names it can carry
+(from the class tree in ``errors.py``) and the headers it always has (``X-Request-Id`` and
+web/headers.py's on every response, ``Retry-After`` on 429 and 503, ``Allow`` on 405). Unknown
+routes (404) and known routes with a method they lack (405) belong to no operation; they are
+under the document's ``x-gramlogs-any-route``. Built once at import and encoded once
+(:data:`BODY`, which ops.py serves).
 """
 
 from __future__ import annotations

@@ -304,8 +304,15 @@ def enum(
     schema: Json = {"type": "string", "enum": list(listed or values)}
     if default is not None:
         schema["default"] = default
-    parse: Callable[[str, str], str] = lambda n, v: parse_enum(n, v, values)  # noqa: E731
-    return Param(name, "query", description, schema, parse, default=default, **options)
+    return Param(
+        name,
+        "query",
+        description,
+        schema,
+        lambda n, v: parse_enum(n, v, values),
+        default=default,
+        **options,
+    )
 
 
 def integer(
@@ -326,8 +333,15 @@ def integer(
         schema["maximum"] = maximum
     if default is not None:
         schema["default"] = default
-    parse: Callable[[str, str], int] = lambda n, v: parse_int(n, v, minimum, maximum)  # noqa: E731
-    return Param(name, "query", description, schema, parse, default=default, **options)
+    return Param(
+        name,
+        "query",
+        description,
+        schema,
+        lambda n, v: parse_int(n, v, minimum, maximum),
+        default=default,
+        **options,
+    )
 
 
 def timestamp(
