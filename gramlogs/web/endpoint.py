@@ -25,8 +25,10 @@ __all__ = [
     "BEARER",
     "BEARER_SECURITY",
     "CONTENT_ENCODING",
+    "GRAM_KEY_SCHEME",
     "GRAM_SECURITY",
     "KEYED",
+    "PROJECT_SCHEME",
     "REPLAYED_HEADER",
     "SECURITY_SCHEMES",
     "Body",
@@ -47,20 +49,19 @@ Handler = Callable[[Request], Awaitable[ASGIApp]]
 KEYED: tuple[type[GramlogsError], ...] = (Unauthorized, Forbidden, Unavailable)
 
 # Security requirements, by the names of components.securitySchemes (Gram's names for Gram's).
-GRAM_SECURITY: tuple[Json, ...] = (
-    {"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []},
-)
+GRAM_KEY_SCHEME = "apikey_header_Gram-Key"
+PROJECT_SCHEME = "project_slug_header_Gram-Project"
 BEARER = "bearer_Authorization"
+GRAM_SECURITY: tuple[Json, ...] = ({GRAM_KEY_SCHEME: [], PROJECT_SCHEME: []},)
 BEARER_SECURITY: tuple[Json, ...] = ({BEARER: []},)
-# components.securitySchemes
 SECURITY_SCHEMES: Json = {
-    "apikey_header_Gram-Key": {
+    GRAM_KEY_SCHEME: {
         "type": "apiKey",
         "description": "key based auth.",
         "name": "Gram-Key",
         "in": "header",
     },
-    "project_slug_header_Gram-Project": {
+    PROJECT_SCHEME: {
         "type": "apiKey",
         "description": "project slug header auth.",
         "name": "Gram-Project",

@@ -304,7 +304,7 @@ def _proto3_nulls(schema: Any) -> Any:
     return out
 
 
-_OTLPSCHEMAS: Json = {
+_OTLP_SCHEMAS: Json = {
     # What protobuf's JSON parser reads (null for any field, the OtlpAnyValue included).
     **_proto3_nulls(
         {
@@ -416,7 +416,7 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
         ],
         "paths": {e.path: _path_item(e) for e in endpoints},
         "components": {
-            "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLPSCHEMAS},
+            "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLP_SCHEMAS},
             "responses": {
                 component: _error_response(status, names[status])
                 for status, (component, _) in sorted(ERROR_RESPONSES.items())

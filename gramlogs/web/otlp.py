@@ -61,6 +61,7 @@ from gramlogs.web.endpoint import (
     BEARER,
     CONTENT_ENCODING,
     GRAM_SECURITY,
+    PROJECT_SCHEME,
     REPLAYED_HEADER,
     Body,
     Endpoint,
@@ -561,7 +562,7 @@ ENDPOINT = Endpoint(
             raises=(PayloadTooLarge, UnsupportedMediaType, UnprocessableContent),
             security=(
                 *GRAM_SECURITY,
-                {BEARER: [], "project_slug_header_Gram-Project": []},
+                {BEARER: [], PROJECT_SCHEME: []},
             ),
             body=Body(
                 {

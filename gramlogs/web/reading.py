@@ -42,6 +42,7 @@ __all__ = [
     "Selection",
     "entry",
     "id_bounds",
+    "iso",
     "parse_selection",
     "window_end",
 ]
@@ -157,6 +158,7 @@ def window_end(name: str, description: str, *, missing: str) -> Param[datetime]:
 
 
 def iso(ts: datetime) -> str:
+    """``ts`` (UTC) as RFC 3339 with a Z."""
     return ts.isoformat().replace("+00:00", "Z")
 
 
