@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, encode_error
@@ -84,12 +83,7 @@ def create_app(config: Config | None = None) -> Starlette:
             await db.close()
             logger.info("database pool closed")
 
-    routes = [
-        *(endpoint.route() for endpoint in ENDPOINTS),
-        # The viewer: files for a browser, not API operations (not in /openapi.json).
-        Route("/", viewer.index, methods=["GET"]),
-        Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
-    ]
+    routes = [*(endpoint.route() for endpoint in ENDPOINTS), *viewer.ROUTES]
     middleware = [
         Middleware(ResponseHeaders),
         Middleware(Observe, access_log=config.access_log),

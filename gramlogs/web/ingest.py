@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import (  # the declaration
+from gramlogs.core.errors import (
     BadRequest,
     Conflict,
     PayloadTooLarge,
@@ -50,7 +50,7 @@ from gramlogs.storage.idempotency import Claim, Replay, Reply
 from gramlogs.storage.writer import NewRow, store_batch
 from gramlogs.web.body import answer, media_type, read_batch
 from gramlogs.web.counting import more_values_than
-from gramlogs.web.endpoint import (  # the declaration, at the end
+from gramlogs.web.endpoint import (  # for the declaration, at the end
     CONTENT_ENCODING,
     GRAM_SECURITY,
     REPLAYED_HEADER,

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import (  # the declaration
+from gramlogs.core.errors import (
     BadRequest,
     PayloadTooLarge,
     UnprocessableContent,
