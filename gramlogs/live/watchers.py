@@ -7,6 +7,11 @@ once for all of them, in the tail's :class:`Subscription`, up to ``tail_buffer_l
 that falls further behind is cut off (``overflowed``) and ends its stream with its resume token,
 so no buffer grows without bound and no line is dropped unsaid.
 
+A watcher whose read fails (the database away, a statement's error) keeps its tails open and
+reads again, after the poll interval doubling up to RETRY_MAX_S, and as soon as a read succeeds
+at the poll interval again. It logs the first failure with its traceback, then one line per
+RETRY_LOG_S while the failures go on, and one when a read succeeds again.
+
 A tail that starts behind the watcher (a resume token, a slow start) first reads from the store
 (:func:`catch_up`), then subscribes once it has reached the watcher's position.
 :class:`Watchers` is the worker's registry: watchers by project, tails per key (the cap), and
@@ -18,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import uuid
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +40,16 @@ from gramlogs.storage.database import Database
 from gramlogs.storage.journal import Position
 from gramlogs.storage.pages import COLUMNS, StoredRow, like_pattern
 
-__all__ = ["Frame", "Subscription", "TailFilter", "Watcher", "Watchers", "catch_up", "drain_all"]
+__all__ = [
+    "Backoff",
+    "Frame",
+    "Subscription",
+    "TailFilter",
+    "Watcher",
+    "Watchers",
+    "catch_up",
+    "drain_all",
+]
 
 logger = logging.getLogger("gramlogs.tail")
 
@@ -45,6 +61,15 @@ PIECE_LINES = 2000
 # How long the watcher waits for its tails to make room for a batch's next piece; a tail that
 # has not made room by then is slow (its buffer overflows).
 ROOM_WAIT_S = 5.0
+# A failing watcher's longest wait between reads: a database away for a minute costs about 15
+# reads instead of 600 (at the 100 ms default poll), and one back is noticed within 5 s.
+RETRY_MAX_S = 5.0
+# After the first failure, logged whole because it carries the cause, one line per this many
+# seconds while failures go on: an outage of an hour writes about 60 lines, each with the count
+# of failed reads since the last, where every failure logged would be 720 tracebacks (at
+# RETRY_MAX_S) or 36,000 (without backing off). By time, not per doubling: the doublings end
+# within seconds, and an outage that goes on is what must not fill the log.
+RETRY_LOG_S = 60.0
 _BEFORE_ALL = uuid.UUID(int=0)
 _COLUMN_INDEX = {name: i for i, name in enumerate(COLUMNS)}
 
@@ -112,6 +137,37 @@ class Subscription:
         return frames
 
 
+class Backoff:
+    """When a failing watcher reads again, and which of its failures it logs (RETRY_MAX_S,
+    RETRY_LOG_S). ``clock`` is seconds, as ``time.monotonic``."""
+
+    def __init__(self, first_s: float, clock: Callable[[], float]) -> None:
+        self._first = first_s
+        self._clock = clock
+        self.failures = 0  # in a row
+        self._unlogged = 0  # since the last line
+        self._log_after = -math.inf
+
+    def failed(self) -> tuple[float, int | None]:
+        """One more failure: the wait before the next read, and if this one is to be logged,
+        how many went unlogged since the last line (else None)."""
+        self.failures += 1
+        wait = min(self._first * 2 ** min(self.failures - 1, 64), max(RETRY_MAX_S, self._first))
+        now = self._clock()
+        if self.failures > 1 and now < self._log_after:
+            self._unlogged += 1
+            return wait, None
+        self._log_after = now + RETRY_LOG_S
+        unlogged, self._unlogged = self._unlogged, 0
+        return wait, unlogged
+
+    def succeeded(self) -> int:
+        """A read succeeded: the failures in a row before it, and the waits start over."""
+        failures, self.failures, self._unlogged = self.failures, 0, 0
+        self._log_after = -math.inf
+        return failures
+
+
 class Watcher:
     """Reads one project's journal for the tails of this worker (module docstring)."""
 
@@ -151,6 +207,8 @@ class Watcher:
     async def _run(self) -> None:
         poll = self._watchers.config.tail_poll_ms / 1000
         db = self._watchers.db
+        sleep = self._watchers.sleep
+        backoff = Backoff(poll, self._watchers.clock)
         while True:
             try:
                 if not self.ready.done():
@@ -164,13 +222,44 @@ class Watcher:
                 if not self.ready.done():
                     self.ready.set_exception(exc)
                     return
-                if isinstance(exc, GramlogsError):
-                    logger.warning("tail watcher of %s: %s; retrying", self.project_id, exc)
-                else:
-                    logger.exception("tail watcher of %s failed; retrying", self.project_id)
-                more = False
+                await sleep(self._failed(backoff, exc))
+                continue
+            if failures := backoff.succeeded():
+                logger.info(
+                    "tail watcher of %s: reading again after %d failed reads",
+                    self.project_id,
+                    failures,
+                )
             if not more:
-                await asyncio.sleep(poll)
+                await sleep(poll)
+
+    def _failed(self, backoff: Backoff, exc: Exception) -> float:
+        """Log a failed read as ``backoff`` says; the wait before the next."""
+        wait, unlogged = backoff.failed()
+        if unlogged is None:
+            return wait
+        if backoff.failures == 1:
+            # In full: the cause. A GramlogsError is expected (the database away): a warning.
+            level = logging.WARNING if isinstance(exc, GramlogsError) else logging.ERROR
+            logger.log(
+                level,
+                "tail watcher of %s failed: %s; retrying in %.1f s",
+                self.project_id,
+                exc,
+                wait,
+                exc_info=exc,
+            )
+        else:
+            logger.warning(
+                "tail watcher of %s: %d reads failed in a row (%d not logged), the last: %s;"
+                " retrying in %.1f s",
+                self.project_id,
+                backoff.failures,
+                unlogged,
+                exc,
+                wait,
+            )
+        return wait
 
     async def _read(self, db: Database) -> bool:
         """Offer the batches after ``head``, up to READ_LINES lines; whether more are waiting."""
@@ -332,10 +421,21 @@ def drain_all() -> None:
 class Watchers:
     """The worker's watchers, one per project being tailed, and its tails per key."""
 
-    def __init__(self, db: Database, config: Config, framer: Framer) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: Config,
+        framer: Framer,
+        *,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.config = config
         self.framer = framer
+        # A watcher's waits between reads, and its clock for logging failures (tests give both).
+        self.sleep = sleep
+        self.clock = clock
         self.draining = asyncio.Event()
         self._by_project: dict[uuid.UUID, Watcher] = {}
         self._per_key: Counter[uuid.UUID] = Counter()

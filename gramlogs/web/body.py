@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,12 +33,7 @@ from gramlogs.core.errors import (
     UnsupportedMediaType,
     shorten,
 )
-from gramlogs.core.keys import Permission, Principal
-from gramlogs.storage.access import authenticate
-from gramlogs.storage.idempotency import Reply, request_hash
-
-if TYPE_CHECKING:  # state.py imports BodyBudget from here
-    from gramlogs.web.state import AppState
+from gramlogs.storage.idempotency import Reply
 
 __all__ = [
     "HEAVY_THREADS",
@@ -50,7 +45,6 @@ __all__ = [
     "content_encoding",
     "media_type",
     "off_loop",
-    "read_batch",
     "read_body",
 ]
 
@@ -233,41 +227,3 @@ def answer(reply: Reply, *, replayed: bool = False) -> Response:
     return Response(
         reply.body, status_code=reply.status, media_type=reply.media_type, headers=headers
     )
-
-
-async def read_batch(
-    request: Request,
-    state: AppState,
-    credentials: tuple[str | None, str],
-    kind: str,
-    hash_it: bool,
-    decode: Callable[[bytes, Principal], _T],
-) -> tuple[Principal, _T, bytes | None]:
-    """A write door's first steps, in their order: the key may write to the project (on a
-    connection of its own, so that none is held while the body arrives); then the body, read
-    under the process's budget and ``decode``d, with its request hash when ``hash_it`` (an
-    Idempotency-Key), in the body threads when it is large. The key, what ``decode`` made, and
-    the hash."""
-    key, slug = credentials
-    encoding = content_encoding(request)  # its 415 before the key's lookup
-    async with state.db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
-    hashed = (request.url.path, encoding) if hash_it else None
-    with state.bodies.holding() as held:
-        body = await read_body(request, state.config.max_body_bytes, held)
-        decoded, digest = await off_loop(
-            len(body), _decode_and_hash, decode, body, principal, kind, hashed
-        )
-    return principal, decoded, digest
-
-
-def _decode_and_hash(
-    decode: Callable[[bytes, Principal], _T],
-    body: bytes,
-    principal: Principal,
-    kind: str,
-    hashed: tuple[str, str] | None,
-) -> tuple[_T, bytes | None]:
-    # One piece of work for the body threads (``hashed``: the path and content coding).
-    decoded = decode(body, principal)
-    return decoded, None if hashed is None else request_hash(hashed[0], kind, hashed[1], body)

@@ -4,7 +4,8 @@ A batch is decoded with msgspec into typed structs in one pass, checked entry by
 (``batch.BatchBuilder``), and COPYed by ``writer.store_batch`` in one transaction. A bad entry
 rejects the batch: the 400 names the first bad entries (at most 20) by index and field. With an
 ``Idempotency-Key``, a resend is answered from the record and stores nothing
-(``storage/idempotency.py``).
+(``storage/idempotency.py``). This module holds the format; the steps around it, the same for
+``POST /v1/logs``, are ``intake.accept_batch``'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import msgspec
 from msgspec import Meta
@@ -31,9 +32,7 @@ from gramlogs.core.errors import (
     shorten,
 )
 from gramlogs.storage.batch import (
-    FUNCTION_COLUMN,
     LEVEL_ALIASES,
-    MAX_LISTED,
     MAX_MESSAGE_BYTES,
     MAX_NAME_BYTES,
     MAX_RAW_LOG_BYTES,
@@ -42,13 +41,11 @@ from gramlogs.storage.batch import (
     EntryError,
     check_text,
     encode_attributes,
-    function_ids,
     normalise_level,
 )
-from gramlogs.storage.functions import disabled_among
-from gramlogs.storage.idempotency import Claim, Replay, Reply
-from gramlogs.storage.writer import NewRow, store_batch
-from gramlogs.web.body import answer, media_type, read_batch
+from gramlogs.storage.idempotency import Reply
+from gramlogs.storage.writer import NewRow
+from gramlogs.web import intake
 from gramlogs.web.counting import more_values_than
 from gramlogs.web.endpoint import (  # for the declaration, at the end
     CONTENT_ENCODING,
@@ -59,15 +56,7 @@ from gramlogs.web.endpoint import (  # for the declaration, at the end
     Ok,
     Operation,
 )
-from gramlogs.web.params import (
-    GRAM_KEY,
-    GRAM_PROJECT,
-    IDEMPOTENCY_KEY_HEADER,
-    NO_NUL,
-    gram_credentials,
-    idempotency_key,
-)
-from gramlogs.web.state import app_state
+from gramlogs.web.params import GRAM_KEY, GRAM_PROJECT, IDEMPOTENCY_KEY_HEADER, NO_NUL
 
 __all__ = [
     "ENDPOINT",
@@ -309,14 +298,6 @@ def _decode_problem(exc: msgspec.DecodeError) -> EntryError:
     return EntryError(path or None, reason)
 
 
-def _reject(problems: list[str], total: int) -> BadRequest:
-    more = f" (first {MAX_LISTED} shown)" if total > MAX_LISTED else ""
-    return BadRequest(
-        f"nothing was stored: {total} invalid {'entry' if total == 1 else 'entries'}{more}: "
-        + "; ".join(problems)
-    )
-
-
 class _Skipped(msgspec.Struct, gc=False):
     """An entry counted, not read: msgspec skips an object's fields without making them."""
 
@@ -441,8 +422,7 @@ def build_rows(
 ) -> list[NewRow]:
     """Every entry as a row, or the 400 naming the first MAX_LISTED bad entries."""
     builder = BatchBuilder(project_id)
-    problems: list[str] = []
-    bad = 0
+    problems = intake.Problems()
     for index, entry in enumerate(entries):
         if isinstance(entry, EntryError):
             problem = entry
@@ -454,70 +434,43 @@ def build_rows(
                 problem = exc
             except RecursionError:
                 problem = _too_deep()
-        bad += 1
-        if len(problems) < MAX_LISTED:
-            problems.append(_entry_error(index, problem.field, problem.reason))
-    if bad:
-        metrics.rejected("invalid", bad)
-        raise _reject(problems, bad)
+        problems.add(_entry_error(index, problem.field, problem.reason))
+    if problems.count:
+        metrics.rejected("invalid", problems.count)
+        total = problems.count
+        raise BadRequest(
+            f"nothing was stored: {total} invalid {'entry' if total == 1 else 'entries'}"
+            f"{problems.shown}: " + "; ".join(problems.listed)
+        )
     return builder.rows
 
 
-def refuse_disabled(rows: Sequence[NewRow], disabled: set[uuid.UUID]) -> Conflict:
-    """The 409 for a batch with entries of functions whose logs are turned off."""
-    off = {str(f) for f in disabled}
-    indexes = [i for i, row in enumerate(rows) if str(row[FUNCTION_COLUMN]) in off]
-    shown = ", ".join(str(i) for i in indexes[:MAX_LISTED])
-    more = f" (first {MAX_LISTED} shown)" if len(indexes) > MAX_LISTED else ""
-    functions = ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])
-    return Conflict(
+def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> intake.Decoded:
+    return intake.Decoded(decode_batch(body, kind, project_id, cap=cap))
+
+
+def _refuse(decoded: intake.Decoded, disabled: set[uuid.UUID]) -> NoReturn:
+    # A batch is stored whole or not at all, so an entry of a disabled function refuses it.
+    metrics.rejected("disabled", len(decoded.rows))
+    off = intake.entries_of(decoded.rows, disabled)
+    functions = intake.listed(sorted(disabled))
+    raise Conflict(
         f"nothing was stored: logs are disabled for function {functions} in this project;"
-        f" entries {shown}{more} belong to it"
+        f" entries {intake.listed(off)}{intake.first_shown(len(off))} belong to it"
     )
+
+
+def _result(kind: str, decoded: intake.Decoded, stored: int, duplicates: int) -> Reply:
+    body = _encoder.encode(IngestResult(stored=stored, duplicates=duplicates))
+    return Reply(200, "application/json", body)
+
+
+_DOOR = intake.Door(JSON_TYPES + NDJSON_TYPES, _decode, _refuse, _result)
 
 
 async def ingest_logs(request: Request) -> Response:
     """``POST /rpc/logs.ingest``: store a JSON or NDJSON batch whole, or nothing."""
-    credentials = gram_credentials(request)
-    once = idempotency_key(request)
-    kind = media_type(request, JSON_TYPES + NDJSON_TYPES)
-    state = app_state(request)
-    cap = state.config.max_batch_entries
-    principal, rows, digest = await read_batch(
-        request,
-        state,
-        credentials,
-        kind,
-        once is not None,
-        lambda body, principal: decode_batch(body, kind, principal.project_id, cap=cap),
-    )
-    try:
-        async with state.db.connection() as conn:
-            # After the body's checks, which give a resend the same answer, so that a bad body
-            # is told what is wrong with it; before the project's state, which may have changed.
-            claim = None
-            if once is not None and digest is not None:
-                claim = Claim(principal.project_id, once, digest, state.config.idempotency_hours)
-                await claim.replay_if_recorded(conn)
-            disabled = await disabled_among(conn, principal.project_id, function_ids(rows))
-            if disabled:
-                metrics.rejected("disabled", len(rows))
-                raise refuse_disabled(rows, disabled)
-            stored, duplicates = await store_batch(
-                conn,
-                principal.project_id,
-                rows,
-                companion=None if claim is None else claim.recorder(_result),
-            )
-    except Replay as replay:
-        return answer(replay.reply, replayed=True)
-    metrics.ingested(stored)
-    return answer(_result(stored, duplicates))
-
-
-def _result(stored: int, duplicates: int) -> Reply:
-    body = _encoder.encode(IngestResult(stored=stored, duplicates=duplicates))
-    return Reply(200, "application/json", body)
+    return await intake.accept_batch(request, _DOOR)
 
 
 # -- The declaration (web/endpoint.py) ----------------------------------------------------------

@@ -7,14 +7,15 @@ rows as ``POST /rpc/logs.ingest`` (docs/ingestion.md, "POST /v1/logs"). Records 
 stored are counted in the reply's ``partial_success`` and the others are stored, as the OTLP
 specification asks; a request none of whose records is valid is a 400, so that a misconfigured
 exporter logs an error instead of silently losing everything. ``Idempotency-Key`` works as on
-``logs.ingest`` (``storage/idempotency.py``).
+``logs.ingest`` (``storage/idempotency.py``). This module holds the format; the steps around
+it, the same for ``logs.ingest``, are ``intake.accept_batch``'s.
 """
 
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,8 +40,6 @@ from gramlogs.core.errors import (
     shorten,
 )
 from gramlogs.storage.batch import (
-    FUNCTION_COLUMN,
-    MAX_LISTED,
     MAX_MESSAGE_BYTES,
     MAX_NAME_BYTES,
     MAX_RAW_LOG_BYTES,
@@ -49,15 +48,12 @@ from gramlogs.storage.batch import (
     EntryError,
     check_text,
     encode_attributes,
-    function_ids,
     normalise_level,
 )
-from gramlogs.storage.functions import disabled_among
-from gramlogs.storage.idempotency import Claim, Replay, Reply
-from gramlogs.storage.writer import store_batch
-from gramlogs.web.body import answer, media_type, read_batch
+from gramlogs.storage.idempotency import Reply
+from gramlogs.web import intake
 from gramlogs.web.counting import more_values_than
-from gramlogs.web.endpoint import (
+from gramlogs.web.endpoint import (  # for the declaration, at the end
     BEARER,
     CONTENT_ENCODING,
     GRAM_SECURITY,
@@ -70,15 +66,7 @@ from gramlogs.web.endpoint import (
     component,
 )
 from gramlogs.web.ingest import MAX_ENTRIES
-from gramlogs.web.params import (
-    GRAM_KEY,
-    GRAM_PROJECT,
-    IDEMPOTENCY_KEY_HEADER,
-    gram_credentials,
-    idempotency_key,
-    string,
-)
-from gramlogs.web.state import app_state
+from gramlogs.web.params import GRAM_KEY, GRAM_PROJECT, IDEMPOTENCY_KEY_HEADER, string
 
 __all__ = ["ENDPOINT", "check_count", "map_request", "parse_request", "receive_logs"]
 
@@ -157,14 +145,6 @@ def _string_attribute(attrs: dict[str, AnyValue], key: str) -> str | None:
     return value.string_value
 
 
-@dataclass(frozen=True, slots=True)
-class Mapped:
-    """What became of a request's records."""
-
-    rejected: int  # records that could not be stored
-    problems: list[str]  # the first MAX_LISTED reasons, naming each record
-
-
 def _add_record(
     builder: BatchBuilder,
     record: LogRecord,
@@ -215,12 +195,12 @@ def _records(
 
 
 def map_request(
-    request: ExportLogsServiceRequest, builder: BatchBuilder, now: datetime | None = None
-) -> Mapped:
-    """Add every storable record to ``builder``; count and describe the others."""
+    request: ExportLogsServiceRequest, project_id: uuid.UUID, now: datetime | None = None
+) -> intake.Decoded:
+    """Every storable record as a row; the others counted and described."""
     now = now or datetime.now(UTC)
-    problems: list[str] = []
-    rejected = 0
+    builder = BatchBuilder(project_id)
+    problems = intake.Problems()
     for where, record, resource in _records(request):
         try:
             _add_record(builder, record, resource, now)
@@ -229,10 +209,8 @@ def map_request(
             problem = f"{where}: {exc.field}: {exc.reason}"
         except RecursionError:
             problem = f"{where}: is nested too deeply"
-        rejected += 1
-        if len(problems) < MAX_LISTED:
-            problems.append(problem)
-    return Mapped(rejected=rejected, problems=problems)
+        problems.add(problem)
+    return intake.Decoded(builder.rows, problems.count, problems.listed)
 
 
 def _prepare(value: Any, descriptor: Any, path: str) -> None:
@@ -443,85 +421,52 @@ def _varint(data: memoryview, i: int) -> tuple[int, int]:
             raise IndexError
 
 
-def _reply(response: ExportLogsServiceResponse, kind: str) -> Reply:
+def _decode(body: bytes, kind: str, project_id: uuid.UUID, cap: int) -> intake.Decoded:
+    # For the body threads: the records counted, decoded and mapped; a request none of whose
+    # records can be stored is a 400, so that a misconfigured exporter logs an error.
+    check_count(body, kind, cap)
+    decoded = map_request(parse_request(body, kind), project_id)
+    if decoded.rejected and not decoded.rows:
+        metrics.rejected("invalid", decoded.rejected)
+        raise BadRequest(
+            f"no log record could be stored: {decoded.rejected} invalid"
+            f"{intake.first_shown(decoded.rejected)}: " + "; ".join(decoded.problems)
+        )
+    return decoded
+
+
+def _leave_out(decoded: intake.Decoded, disabled: set[uuid.UUID]) -> intake.Decoded:
+    # As for an invalid record: the others are stored, and the reply's partial_success counts
+    # and names what was not.
+    off = set(intake.entries_of(decoded.rows, disabled))
+    kept = [row for i, row in enumerate(decoded.rows) if i not in off]
+    metrics.rejected("disabled", len(off))
+    problem = (
+        f"logs are disabled for function {intake.listed(sorted(disabled))} in this project"
+        f" ({len(off)} records)"
+    )
+    return intake.Decoded(kept, decoded.rejected + len(off), [*decoded.problems, problem])
+
+
+def _reply(kind: str, decoded: intake.Decoded, stored: int, duplicates: int) -> Reply:
+    # What was new does not matter: records stored before are accepted again.
+    response = ExportLogsServiceResponse()
+    if decoded.rejected:
+        response.partial_success.rejected_log_records = decoded.rejected
+        response.partial_success.error_message = (
+            f"{decoded.rejected} log records rejected: " + "; ".join(decoded.problems)
+        )
     if kind == JSON:
         return Reply(200, JSON, json_format.MessageToJson(response, indent=None).encode())
     return Reply(200, PROTOBUF, response.SerializeToString())
 
 
+_DOOR = intake.Door(MEDIA_TYPES, _decode, _leave_out, _reply)
+
+
 async def receive_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
-    credentials = gram_credentials(request)
-    once = idempotency_key(request)
-    kind = media_type(request, MEDIA_TYPES)
-    state = app_state(request)
-    cap = state.config.max_batch_entries
-    principal, (mapped, builder), digest = await read_batch(
-        request,
-        state,
-        credentials,
-        kind,
-        once is not None,
-        lambda body, principal: _decode(body, kind, BatchBuilder(principal.project_id), cap),
-    )
-    project_id = principal.project_id
-    problems, rejected = list(mapped.problems), mapped.rejected
-    if rejected and not builder.rows:
-        metrics.rejected("invalid", rejected)
-        more = f" (first {MAX_LISTED} shown)" if rejected > MAX_LISTED else ""
-        raise BadRequest(
-            f"no log record could be stored: {rejected} invalid{more}: " + "; ".join(problems)
-        )
-    try:
-        async with state.db.connection() as conn:
-            # As on logs.ingest: after the body's checks, before the project's state.
-            claim = None
-            if once is not None and digest is not None:
-                claim = Claim(project_id, once, digest, state.config.idempotency_hours)
-                await claim.replay_if_recorded(conn)
-            if rejected:
-                metrics.rejected("invalid", rejected)
-            rows = builder.rows
-            disabled = await disabled_among(conn, project_id, function_ids(rows))
-            if disabled:
-                off = {str(f) for f in disabled}
-                kept = [row for row in rows if str(row[FUNCTION_COLUMN]) not in off]
-                rejected += len(rows) - len(kept)
-                metrics.rejected("disabled", len(rows) - len(kept))
-                problems.append(
-                    "logs are disabled for function "
-                    + ", ".join(str(f) for f in sorted(disabled)[:MAX_LISTED])
-                    + f" in this project ({len(rows) - len(kept)} records)"
-                )
-                rows = kept
-            # The reply does not depend on what was new: it is known before the batch is stored.
-            reply = _reply(_response(rejected, problems), kind)
-            stored, _ = await store_batch(
-                conn,
-                project_id,
-                rows,
-                companion=None if claim is None else claim.recorder(lambda _s, _d: reply),
-            )
-    except Replay as replay:
-        return answer(replay.reply, replayed=True)
-    metrics.ingested(stored)
-    return answer(reply)
-
-
-def _decode(body: bytes, kind: str, builder: BatchBuilder, cap: int) -> tuple[Mapped, BatchBuilder]:
-    # For the body threads: the records counted, decoded and mapped into ``builder``.
-    check_count(body, kind, cap)
-    return map_request(parse_request(body, kind), builder), builder
-
-
-def _response(rejected: int, problems: list[str]) -> ExportLogsServiceResponse:
-    response = ExportLogsServiceResponse()
-    if rejected:
-        response.partial_success.rejected_log_records = rejected
-        response.partial_success.error_message = f"{rejected} log records rejected: " + "; ".join(
-            problems
-        )
-    return response
+    return await intake.accept_batch(request, _DOOR)
 
 
 # -- The declaration (web/endpoint.py); the OTLP schemas are in web/openapi.py ---------------
