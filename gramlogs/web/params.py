@@ -304,15 +304,11 @@ def enum(
     schema: Json = {"type": "string", "enum": list(listed or values)}
     if default is not None:
         schema["default"] = default
-    return Param(
-        name,
-        "query",
-        description,
-        schema,
-        lambda n, v: parse_enum(n, v, values),
-        default=default,
-        **options,
-    )
+
+    def parse(param: str, value: str) -> str:
+        return parse_enum(param, value, values)
+
+    return Param(name, "query", description, schema, parse, default=default, **options)
 
 
 def integer(
@@ -333,15 +329,11 @@ def integer(
         schema["maximum"] = maximum
     if default is not None:
         schema["default"] = default
-    return Param(
-        name,
-        "query",
-        description,
-        schema,
-        lambda n, v: parse_int(n, v, minimum, maximum),
-        default=default,
-        **options,
-    )
+
+    def parse(param: str, value: str) -> int:
+        return parse_int(param, value, minimum, maximum)
+
+    return Param(name, "query", description, schema, parse, default=default, **options)
 
 
 def timestamp(
