@@ -58,6 +58,9 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # keyset paging benchmark. The other benchmarks and their figures: docs/benchmarks.md.
 BENCH_ARGS ?=
 bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "wrk is missing and cannot be installed here: no throughput runs" >&2
 	$(BIN)/python -m benchmarks.suite --profile --out benchmarks/RESULTS.md \
 		--plot benchmarks/latency.png $(BENCH_ARGS)
 

@@ -30,7 +30,6 @@ import contextlib
 import gzip
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -46,14 +45,19 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from benchmarks import harness as h
+from benchmarks import runner
+from benchmarks.results import (
+    fmt_ms,
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
 from gramlogs.client.sse import EventParser
 from testkit import tailing
 from testkit.postgres import own_postgres, temporary_database
 from testkit.serve import LiveServer, live_server
 
-RESULTS = Path(__file__).parent / "abusive_bodies.md"
-INTRO = "Abusive write bodies: `/healthz` latency and the server's memory while they are sent."
 SLUG = "abuse"
 PROBE_EVERY_S = 0.02
 
@@ -229,8 +233,7 @@ async def scenario(
             # machine (a 503): the scenario is about the tail, so let it commit.
             env["GRAMLOGS_STATEMENT_TIMEOUT_MS"] = "120000"
         # Another checkout's code (before), in this environment, or this one's.
-        checkout = {} if root is None else {"root": root}
-        with live_server(url, logs, **checkout, **env) as server:
+        with live_server(url, logs, root=root, settings=env) as server:
             target = Target(server.url, consumer, producer)
             pid = server.process.pid
             await asyncio.sleep(0.5)
@@ -252,7 +255,7 @@ async def scenario(
     statuses: dict[str, int] = {}
     for s in outcome.pop("statuses"):
         statuses[s] = statuses.get(s, 0) + 1
-    p = h.percentiles(latencies)
+    p = percentiles(latencies)
     return {
         "seconds": round(seconds, 2),
         "statuses": statuses,
@@ -287,8 +290,8 @@ def render(r: dict[str, Any]) -> str:
             ms = s["healthz_ms"]
             rss = s["rss_mib"]
             lines.append(
-                f"| {name} | {label} | {answers} | {s['seconds']} | {h.fmt_ms(ms['p50'])} "
-                f"| {h.fmt_ms(ms['p99'])} | {h.fmt_ms(ms['max'])} | {rss['before']} "
+                f"| {name} | {label} | {answers} | {s['seconds']} | {fmt_ms(ms['p50'])} "
+                f"| {fmt_ms(ms['p99'])} | {fmt_ms(ms['max'])} | {rss['before']} "
                 f"| {rss['peak']} | {rss['added']} | {tail} |"
             )
     return "\n".join(lines) + "\n"
@@ -307,8 +310,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(database)
         version = await conn.fetchval("SHOW server_version")
         await conn.close()
-        result: dict[str, Any] = {"machine": h.machine(version), "command": args.command}
-        h.print_machine(result["machine"])
+        result: dict[str, Any] = {"machine": machine(version), "command": args.command}
+        print_machine(result["machine"])
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         result["runs"] = {label: {} for label in roots}
         for name in args.only or list(SCENARIOS):
@@ -316,32 +319,27 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 outcome = await scenario(name, database, root, sizes, logs)
                 result["runs"][label][name] = outcome
                 print(f"  {name:<16} {label:<14} {outcome}", flush=True)
-    h.json_line("abusive_bodies", result)
-    print(render(result))
-    if args.write:
-        h.append_results(RESULTS, INTRO, render(result))
+    publish("abusive_bodies", result, render(result), write_to=args.write_to)
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.abusive_bodies", description=__doc__)
-    p.add_argument("--compare", metavar="PATH", help="also run the checkout at PATH (before)")
+def _resolved(path: str) -> Path:
+    return Path(path).resolve()
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compare", metavar="PATH", type=_resolved, help="also run the checkout at PATH"
+    )
     p.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="these scenarios only")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="seconds: small bodies")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
-    args = p.parse_args(argv)
-    if args.compare:
-        args.compare = Path(args.compare).resolve()
-    shown = sys.argv[1:] if argv is None else argv
-    args.command = " ".join(["python -m benchmarks.abusive_bodies", *shown])
-    return args
-
-
-def cli() -> None:
-    args = parse_args()
-    h.run(lambda: main(args))
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "abusive_bodies",
+        __doc__,
+        main,
+        options=_options,
+        smoke_help="small bodies",
+        results=runner.results_file("abusive_bodies"),
+    )

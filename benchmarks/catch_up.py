@@ -37,7 +37,14 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks import harness as h
+from benchmarks import runner
+from benchmarks.results import (
+    fmt_ms,
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
 from gramlogs.core import ids
 from gramlogs.core.config import Config
 from gramlogs.storage import journal, maintenance, tenants, writer
@@ -45,9 +52,6 @@ from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS
 from testkit import tailing
 from testkit.postgres import own_postgres, temporary_database
 from testkit.serve import live_server
-
-RESULTS = Path(__file__).parent / "tail.md"
-INTRO = "Live tails: delivery, exactly once, the database's work, catching up."
 
 # The statement the journal read replaced: a join that leaves the planner free to hash the ids
 # and read the project's partition whole for each batch.
@@ -63,7 +67,7 @@ ORDER BY b.seq, l.id
 READ_LINES = 5000
 
 
-def _row(project: uuid.UUID, at: datetime, n: int) -> writer.Row:
+def _row(project: uuid.UUID, at: datetime, n: int) -> writer.NewRow:
     return (
         ids.new_id(at, rand_b=n).hex, at, "i-1", "info", "function", f"line {n}", None, "{}",
         str(project), str(uuid.UUID(int=2)), str(uuid.UUID(int=1)), None,
@@ -84,7 +88,9 @@ async def _backlog(conn: asyncpg.Connection, project: uuid.UUID, lines: int) -> 
         await writer.store_batch(conn, project, batch)
 
 
-async def _read_all(conn: asyncpg.Connection, project: uuid.UUID, sql: str, budget: float) -> dict:
+async def _read_all(
+    conn: asyncpg.Connection, project: uuid.UUID, sql: str, budget: float
+) -> dict[str, Any]:
     """Read the backlog from the start as a resumed tail does; lines, seconds, lines/s."""
     start = time.perf_counter()
     read, seq = 0, 1
@@ -165,7 +171,7 @@ async def burst(server: str, seconds: float) -> dict[str, Any]:
             "duplicates": sum(received.values()) - len(received),
             "missing": len(set(outcome.sent) - set(received)),
             "connections": len(outcome.connections),
-            "connection_ms": h.percentiles(outcome.connections),
+            "connection_ms": percentiles(outcome.connections),
             "lag_s": lag,
         },
         "connected_tail": {"error_lines": len(errors), "received": len(outcome.connected)},
@@ -188,7 +194,7 @@ def render(r: dict[str, Any]) -> str:
             f"A first burst on a new database: {b['lines_sent']:,} lines ({b['lines_per_s']:,}/s)"
             f" from 4 writers; the tail resuming every 150 lines got {t['distinct']:,} distinct,"
             f" {t['duplicates']} twice, {t['missing']} missing, over {t['connections']}"
-            f" connections (p50 {h.fmt_ms(ms['p50'])} ms, p99 {h.fmt_ms(ms['p99'])} ms);"
+            f" connections (p50 {fmt_ms(ms['p50'])} ms, p99 {fmt_ms(ms['p99'])} ms);"
             f" lag after the writers' last answer: {t['lag_s']} s. The level=error tail got"
             f" {b['connected_tail']['received']:,} of {b['connected_tail']['error_lines']:,}.",
         ]
@@ -204,36 +210,32 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(server)
         version = await conn.fetchval("SHOW server_version")
         await conn.close()
-        result: dict[str, Any] = {"machine": h.machine(version)}
-        h.print_machine(result["machine"])
+        result: dict[str, Any] = {"machine": machine(version)}
+        print_machine(result["machine"])
         result["catch_up"] = await catch_up(server, args.lines, args.budget_s)
         if args.burst_s:
             result["burst"] = await burst(server, args.burst_s)
-    h.json_line("catch_up", result)
-    print(render(result))
-    if args.write:
-        h.append_results(RESULTS, INTRO, render(result))
+    publish("catch_up", result, render(result), write_to=args.write_to)
     return result
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.catch_up", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=40_000, help="backlog lines (40,000)")
     p.add_argument("--budget-s", type=float, default=20.0, help="seconds a read may take (20)")
     p.add_argument("--burst-s", type=float, default=20.0, help="the burst's seconds (20; 0: none)")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="seconds: a small backlog, a short burst")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.lines, args.budget_s, args.burst_s = 2_000, 5.0, 2.0
-    return args
 
 
-def cli() -> None:
-    args = parse_args()
-    h.run(lambda: main(args))
+def _smoke(args: argparse.Namespace) -> None:
+    args.lines, args.budget_s, args.burst_s = 2_000, 5.0, 2.0
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "catch_up",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="a small backlog, a short burst",
+        results=runner.results_file("tail"),
+    )

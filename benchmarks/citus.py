@@ -40,10 +40,12 @@ import asyncpg
 import httpx
 
 from benchmarks import harness as h
+from benchmarks import runner
+from benchmarks.results import json_line, machine, percentiles, print_machine
 from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
 from testkit.citus import local_cluster, prepare_database
-from testkit.ports import free_port
+from testkit.ports import HOST
 from testkit.postgres import own_postgres, with_database
 
 URL = "/rpc/logs.listToolExecutionLogs"
@@ -101,7 +103,7 @@ async def _page_p50s(
                     assert r.status_code == 200, r.text
                     if i >= 5:
                         samples[target].append(elapsed)
-            stats = {t: h.percentiles(s) for t, s in samples.items()}
+            stats = {t: percentiles(s) for t, s in samples.items()}
             ratio = stats["cluster"]["p50"] / stats["single"]["p50"]
             results[name] = {
                 "single": stats["single"],
@@ -145,7 +147,7 @@ async def _where_time_goes(
                     if i >= 5:
                         samples[target].append(time.perf_counter() - started)
             worker = await _worker_times(conns["cluster"], request)
-            results[name] = {t: h.percentiles(s)["p50"] for t, s in samples.items()} | worker
+            results[name] = {t: percentiles(s)["p50"] for t, s in samples.items()} | worker
             r = results[name]
             print(
                 f"  {name:<22} SQL single {r['single']:6.2f} ms"
@@ -272,8 +274,8 @@ async def _under_load(
         await asyncio.gather(*load)
     return result, {
         "seconds": round(seconds, 1),
-        "reads": h.percentiles(reads),
-        "writes_100_lines": h.percentiles(writes),
+        "reads": percentiles(reads),
+        "writes_100_lines": percentiles(writes),
         "statuses": statuses,
     }
 
@@ -306,9 +308,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with own_postgres("gramlogs-bench-single-") as single, local_cluster(2) as cluster:
         admin = await asyncpg.connect(single.url)
         await admin.execute(f"CREATE DATABASE {DATABASE}")
-        out["machine"] = h.machine(await admin.fetchval("SHOW server_version"))
+        out["machine"] = machine(await admin.fetchval("SHOW server_version"))
         await admin.close()
-        h.print_machine(out["machine"])
+        print_machine(out["machine"])
         single_url = with_database(single.url, DATABASE)
         cluster_url = with_database(cluster.url, DATABASE)
         await prepare_database(cluster.url, cluster.workers, DATABASE, create=True)
@@ -326,12 +328,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         producer_cluster = await _producer_key(cluster_url)
 
         with (
-            h.gramlogs_server(single_url, port=free_port()) as s1,
-            h.gramlogs_server(cluster_url, port=free_port()) as s2,
+            h.gramlogs_server(single_url) as s1,
+            h.gramlogs_server(cluster_url) as s2,
         ):
             targets = {
-                "single": f"http://{h.HOST}:{s1.port}",
-                "cluster": f"http://{h.HOST}:{s2.port}",
+                "single": s1.url,
+                "cluster": s2.url,
             }
             print("pages (hot project, 20 rows, p50 over alternating requests):")
             out["pages"] = await _page_p50s(
@@ -364,7 +366,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 rows = await conn.fetchval("SELECT count(*) FROM logs")
 
                 async def grow() -> int:
-                    await citus.add_worker(conn, h.HOST, node.port)
+                    await citus.add_worker(conn, HOST, node.port)
                     return await citus.rebalance(conn, poll_s=0.2)
 
                 moves, during = await _under_load(
@@ -389,23 +391,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             f" ms (before {before['writes_100_lines']['p50']:.1f}/"
             f"{before['writes_100_lines']['p99']:.1f}); statuses {during['statuses']}"
         )
+    json_line("citus", out)
     return out
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--n", type=int, default=100, help="requests per scenario and target")
-    parser.add_argument("--ingest", type=int, default=40_000, help="lines ingested per target")
-    parser.add_argument("--baseline-s", type=float, default=10.0)
-    parser.add_argument("--partition-days", type=int, default=7, help="width of the partitions")
-    parser.add_argument("--json", help="write the results to this file")
-    args = parser.parse_args()
-    results = asyncio.run(main(args))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--n", type=int, default=100, help="requests per scenario and target")
+    p.add_argument("--ingest", type=int, default=40_000, help="lines ingested per target")
+    p.add_argument("--baseline-s", type=float, default=10.0)
+    p.add_argument("--partition-days", type=int, default=7, help="width of the partitions")
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.rows, args.n, args.ingest, args.baseline_s = 20_000, 10, 2_000, 2.0
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "citus",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20,000 lines, 10 requests",
+        loop="asyncio",
+    )

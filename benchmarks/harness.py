@@ -1,5 +1,5 @@
 """What every gramlogs benchmark shares: a seeded, cached dataset; timing and percentiles; the
-machine and versions; a real server in a subprocess; a bare Starlette app as the baseline; wrk.
+machine and versions; the server and a bare Starlette app as the baseline (testkit's runner); wrk.
 
 Datasets live in their own databases (``bench_<rows>_<projects>_...``) on the embedded PostgreSQL
 under ``benchmarks/.cache`` (or the server in ``GRAMLOGS_BENCH_DATABASE_URL``) and are reused by
@@ -8,66 +8,38 @@ later runs: a ``bench_meta`` row records that seeding finished, with the keys an
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import math
 import os
-import platform
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from gramlogs import __version__
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import ProgressBar, SeedPlan, seed_logs
 from gramlogs.storage import citus, partitions, schema, tenants
-from testkit.ports import wait_for_port
+from testkit.ports import HOST
 from testkit.postgres import with_database
+from testkit.serve import LiveServer, live_server
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"
-HOST = "127.0.0.1"
-SERVER_PORT = int(os.environ.get("GRAMLOGS_BENCH_PORT", "8103"))
-BARE_PORT = SERVER_PORT + 1
 
 
 # -- numbers ------------------------------------------------------------------------------------
 
 
-def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
-    """p50/p95/p99 in milliseconds (nearest rank), and the sample count."""
-    ordered = sorted(samples_s)
-    if not ordered:
-        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
-
-    return {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
-
-
-def fmt_ms(value: float) -> str:
-    if math.isnan(value):
-        return "—"
-    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
-
-
 async def timed_loop(
-    steps: dict[str, Callable[[], Awaitable[Any]]],
+    steps: Mapping[str, Callable[[], Awaitable[Any]]],
     *,
     iterations: int,
     warmup: int,
@@ -146,45 +118,6 @@ def slice_size(lines: int, wanted: int, batch: int, clients: int) -> int:
     less than a batch per client (slices end where a batch does, and clients finish batches
     side by side)."""
     return max(batch * clients, wanted if lines >= 2 * wanted else lines // 10)
-
-
-# -- machine ------------------------------------------------------------------------------------
-
-
-def machine(pg_version: str) -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    packages = ("asyncpg", "starlette", "uvicorn", "uvloop", "httptools", "msgspec")
-    versions = {p: _version(p) for p in packages}
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_gib, 1),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "postgresql": pg_version,
-        "gramlogs": __version__,
-        "wrk": _wrk_version(),
-        **versions,
-    }
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
-def print_machine(info: dict[str, Any]) -> None:
-    print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -277,6 +210,11 @@ async def _finished(url: str) -> Dataset | None:
     )
 
 
+def _offset(progress: ProgressBar, before: int, total: int) -> Callable[[int, int], None]:
+    """A project's seeding progress as a share of the whole dataset's."""
+    return lambda done, _of: progress(before + done, total)
+
+
 async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False) -> Dataset:
     """Seed ``spec`` into the empty database ``url``; with ``distribute``, a Citus
     coordinator's, its tables distributed first (the rows then go straight to the shards)."""
@@ -304,9 +242,7 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
             project = await tenants.create_project(conn, org, slug)
             rows = spec.rows_of(i)
             plan = SeedPlan(project, rows=rows, end=end, days=spec.days, seed=spec.seed * 1000 + i)
-            await seed_logs(
-                conn, plan, progress=lambda d, _t, base=done: progress(base + d, spec.rows)
-            )
+            await seed_logs(conn, plan, progress=_offset(progress, done, spec.rows))
             done += rows
             slugs.append(slug)
         print(f"{spec.name}: VACUUM ANALYZE", file=sys.stderr, flush=True)
@@ -319,234 +255,31 @@ async def seed_dataset(spec: DatasetSpec, url: str, *, distribute: bool = False)
     return Dataset(spec=spec, url=url, end=end, slugs=slugs, key=key.key)
 
 
-# -- HTTP ---------------------------------------------------------------------------------------
-
-
-class HttpClient:
-    """A minimal keep-alive HTTP/1.1 client on a blocking socket: its own cost is a few µs, so
-    the latency measured is the server's (a full client library adds ~0.3 ms per request)."""
-
-    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
-        self.port = port
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self._head = f" HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode()
-        self._connect()
-
-    def _connect(self) -> None:
-        self.sock = socket.create_connection((HOST, self.port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buf = b""
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            return self._get(path)
-        except (ConnectionError, BrokenPipeError):
-            # uvicorn closes a connection idle for 5 s (between scenarios): open a new one.
-            self.sock.close()
-            self._connect()
-            return self._get(path)
-
-    def _get(self, path: str) -> tuple[int, bytes]:
-        self.sock.sendall(b"GET " + path.encode() + self._head)
-        while b"\r\n\r\n" not in self._buf:
-            self._recv()
-        head, _, rest = self._buf.partition(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += self._more()
-        self._buf = rest[length:]
-        return status, rest[:length]
-
-    def _recv(self) -> None:
-        self._buf += self._more()
-
-    def _more(self) -> bytes:
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        return chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class AsyncHttpClient:
-    """A bare HTTP/1.1 keep-alive client on asyncio streams, for writers: clients share the
-    machine with the server and PostgreSQL, so they should cost as little as possible (httpx
-    costs ~7 µs per line of an NDJSON batch here)."""
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.host, self.port = parts.hostname or HOST, parts.port or 80
-
-    async def __aenter__(self) -> AsyncHttpClient:
-        await self.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
-
-    async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-
-    def request(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        """The bytes of a POST, built once and sent as often as needed."""
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        return head.encode() + b"\r\n" + body
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        await self.writer.drain()
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionError("server closed the connection")
-        status = int(status_line.split()[1])
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return status, await self.reader.readexactly(length)
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-
-    def peak_rss_mib(self) -> dict[str, float]:
-        """Peak resident memory (VmHWM) of the server and each worker process, in MiB."""
-        import psutil
-
-        out: dict[str, float] = {}
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return out
-        for p in procs:
-            with contextlib.suppress(OSError, psutil.Error):
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        out[f"pid{p.pid}"] = int(line.split()[1]) / 1024
-        return out
-
-    def worker_pids(self) -> list[int]:
-        import psutil
-
-        root = psutil.Process(self.proc.pid)
-        children = root.children(recursive=True)
-        return [c.pid for c in children] or [root.pid]
+# -- servers ------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def gramlogs_server(
-    database_url: str,
-    *,
-    workers: int = 1,
-    port: int = SERVER_PORT,
-    settings: dict[str, str] | None = None,
-) -> Iterator[ServerProcess]:
-    """``gramlogs serve`` in a subprocess, as a user runs it; ``settings`` are more
-    ``GRAMLOGS_*`` variables (docs/settings.md)."""
-    env = os.environ | {
-        "GRAMLOGS_DATABASE_URL": database_url,
-        "GRAMLOGS_PORT": str(port),
-        "GRAMLOGS_HOST": HOST,
-        "GRAMLOGS_WORKERS": str(workers),
-        "GRAMLOGS_LOG_LEVEL": "warning",
-        **(settings or {}),
-    }
-    with _process([sys.executable, "-m", "gramlogs", "serve"], env, port) as server:
+    database_url: str, *, workers: int = 1, settings: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """``gramlogs serve`` as a user runs it (the default pool), quiet but for warnings;
+    ``settings`` are more ``GRAMLOGS_*`` variables (docs/settings.md)."""
+    env = {"GRAMLOGS_WORKERS": str(workers), "GRAMLOGS_LOG_LEVEL": "warning", **(settings or {})}
+    with live_server(database_url, small_pool=False, settings=env) as server:
         yield server
 
 
-BARE_APP = """
-import os
-from starlette.applications import Starlette
-from starlette.responses import Response
-from starlette.routing import Route
-
-BODY = open(os.environ["BENCH_BARE_BODY"], "rb").read()
-
-async def page(request):
-    return Response(BODY, media_type="application/json")
-
-app = Starlette(routes=[Route("/rpc/logs.listToolExecutionLogs", page)])
-"""
-
-
 @contextlib.contextmanager
-def bare_server(body: bytes, port: int = BARE_PORT) -> Iterator[ServerProcess]:
-    """The floor of any Starlette endpoint: the same uvicorn options and the same response
-    bytes, with no parsing, no database and no encoding."""
+def bare_server(body: bytes) -> Iterator[LiveServer]:
+    """The floor of any Starlette endpoint (testkit/bare.py) answering ``body``."""
     with tempfile.TemporaryDirectory(prefix="gramlogs-bare-") as tmp:
-        (Path(tmp) / "bench_bare_app.py").write_text(BARE_APP)
         (Path(tmp) / "body.json").write_bytes(body)
-        env = os.environ | {"BENCH_BARE_BODY": str(Path(tmp) / "body.json"), "PYTHONPATH": tmp}
-        command = [
-            sys.executable, "-m", "uvicorn", "bench_bare_app:app", "--host", HOST,
-            "--port", str(port), "--log-level", "warning", "--no-access-log",
-            "--no-server-header", "--loop", "uvloop", "--http", "httptools",
-        ]  # fmt: skip
-        with _process(command, env, port) as server:
+        path = str(Path(tmp) / "body.json")
+        with live_server("", Path(tmp), module="testkit.bare", BENCH_BARE_BODY=path) as server:
             yield server
 
 
-@contextlib.contextmanager
-def _process(command: list[str], env: dict[str, str], port: int) -> Iterator[ServerProcess]:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
-        raise RuntimeError(f"port {port} is already taken; stop what listens there")
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_port(port)
-        yield ServerProcess(proc, port)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-
-
 # -- wrk ----------------------------------------------------------------------------------------
-
-
-def ensure_wrk(install: bool = True) -> str | None:
-    """The path of wrk, installing Debian's package when it is missing and we may (root)."""
-    found = shutil.which("wrk")
-    if found or not install:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(
-            "wrk is missing and cannot be installed here (need root and apt-get)", file=sys.stderr
-        )
-        return None
-    print("installing wrk (apt-get install -y wrk)...", file=sys.stderr, flush=True)
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet).returncode:
-        subprocess.run(["apt-get", "update"], check=False, **quiet)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, **quiet)
-    return shutil.which("wrk")
-
-
-def _wrk_version() -> str:
-    path = shutil.which("wrk")
-    if not path:
-        return "absent"
-    out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
-    return (out.stdout + out.stderr).split("\n")[0].split(" [")[0].strip() or "unknown"
 
 
 WRK_SCRIPT = """
@@ -600,34 +333,12 @@ def run_wrk(
         print(f"wrk failed (exit {done.returncode}): {detail}", file=sys.stderr, flush=True)
         return {"requests": 0, "seconds": 0, "errors": -1, "non2xx": 0, "p50_ms": float("nan"),
                 "p99_ms": float("nan"), "rps": 0.0, "failed": detail}  # fmt: skip
-    result = json.loads(line[5:])
+    result: dict[str, Any] = json.loads(line[5:])
     result["rps"] = result["requests"] / result["seconds"]
     return result
-
-
-def json_line(name: str, data: dict[str, Any]) -> None:
-    """The one machine-readable line every benchmark prints."""
-    print(f"RESULT {name} " + json.dumps(data, default=str, separators=(",", ":")), flush=True)
-
-
-def run(main: Callable[[], Awaitable[None]]) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
 
 
 def window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:
     start = end - timedelta(hours=hours_before)
     stop = start + timedelta(hours=hours)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def append_results(path: Path, intro: str, report: str) -> None:
-    """Append ``report`` to a benchmark's results file (``benchmarks/<name>.md``), newest last;
-    a new file starts with its title and ``intro`` (what the runs measure)."""
-    head = f"# benchmarks/{path.stem}.py: results\n\n{intro}\n"
-    text = path.read_text() if path.exists() else head
-    path.write_text(text.rstrip("\n") + "\n\n" + report)

@@ -32,8 +32,9 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks import harness
+from benchmarks import harness, runner
 from benchmarks.ingest import make_batches
+from benchmarks.results import json_line, machine, print_machine
 from gramlogs.storage import blocks, trigrams
 from gramlogs.storage.pages import COLUMNS
 from gramlogs.web.ingest import decode_batch
@@ -164,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
     conn = await asyncpg.connect(url)
     pg_version = await conn.fetchval("SHOW server_version")
     await conn.close()
-    harness.print_machine(harness.machine(pg_version))
+    print_machine(machine(pg_version))
     batches = _rows(args.lines, args.projects, args.batch)
     print("| indexes | lines/s | last fifth, lines/s | bytes per million lines |")
     print("|---|---:|---:|---:|")
@@ -177,23 +178,28 @@ async def main(args: argparse.Namespace) -> None:
             flush=True,
         )
         results.append(result)
-    harness.json_line("index_costs", {"lines": args.lines, "results": results})
+    json_line("index_costs", {"lines": args.lines, "results": results})
 
 
-def cli() -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.index_costs", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=1_000_000)
     p.add_argument("--projects", type=int, default=10)
     p.add_argument("--batch", type=int, default=5000)
     p.add_argument("--clients", type=int, default=2)
     p.add_argument("--variants", nargs="*", choices=sorted(VARIANTS))
     p.add_argument("--database-url", help="a PostgreSQL server (default: an embedded one)")
-    p.add_argument("--smoke", action="store_true", help="20k lines, a few seconds")
-    args = p.parse_args()
-    if args.smoke:
-        args.lines, args.batch = 20_000, 1000
-    harness.run(lambda: main(args))
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.lines, args.batch = 20_000, 1000
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "index_costs",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20k lines",
+    )

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -37,24 +36,25 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from benchmarks import harness
-from benchmarks.harness import AsyncHttpClient as _Http
+from benchmarks import harness, runner
+from benchmarks.cpu import CpuMeter
+from benchmarks.results import json_line, machine, print_machine
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import schema, tenants
 from gramlogs.storage.pages import COLUMNS
 from gramlogs.web.ingest import decode_batch
-from testkit.ports import free_port
+from testkit.http import AsyncHttpClient as _Http
 from testkit.postgres import with_database
 
 CACHE = Path(__file__).parent / ".cache"
-_CLK = os.sysconf("SC_CLK_TCK")
 
 _WORDS = (
     "tool call started",
@@ -99,62 +99,6 @@ def make_batches(lines: int, batch: int, seed: int) -> list[bytes]:
     return bodies
 
 
-# -- measuring ----------------------------------------------------------------------------------
-
-
-def _cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK
-
-
-def _tree_cpu(root: int) -> float:
-    """CPU seconds of a process and its children (uvicorn's worker processes)."""
-    total = _cpu(root)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[1]) == root:
-            total += _cpu(int(stat.parent.name))
-    return total
-
-
-def _self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-class CpuMeter:
-    """CPU seconds of a server process, of this process, and of the database's backends."""
-
-    def __init__(self, admin: asyncpg.Connection, database: str, server_pid: int | None):
-        self.admin, self.database, self.server_pid = admin, database, server_pid
-
-    async def _backends(self) -> dict[int, float]:
-        rows = await self.admin.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            self.database,
-        )
-        return {r["pid"]: _cpu(r["pid"]) for r in rows}
-
-    async def start(self) -> None:
-        self._pg = await self._backends()
-        self._server = _tree_cpu(self.server_pid) if self.server_pid else 0.0
-        self._me = _self_cpu()
-
-    async def stop(self) -> dict[str, float]:
-        pg = await self._backends()
-        return {
-            "server": (_tree_cpu(self.server_pid) - self._server) if self.server_pid else 0.0,
-            "clients": _self_cpu() - self._me,
-            "postgres": sum(cpu - self._pg.get(pid, 0.0) for pid, cpu in pg.items()),
-        }
-
-
 @dataclass
 class Run:
     kind: str
@@ -189,7 +133,9 @@ async def run_ingest(url: str, headers: dict[str, str], bodies: list[bytes], cli
     return Run("ingest", lines, time.perf_counter() - t0, latencies)
 
 
-async def run_copy(conns: list[asyncpg.Connection], batches: list[list[tuple]]) -> Run:
+async def run_copy(
+    conns: list[asyncpg.Connection], batches: Sequence[Sequence[tuple[object, ...]]]
+) -> Run:
     queue = list(reversed(batches))
     latencies: list[float] = []
 
@@ -238,7 +184,9 @@ _BUCKETS = (
 )
 
 
-def summarise_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]], list]:
+def summarise_profile(
+    path: Path, top: int = 12
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Shares of samples per bucket (first match from the leaf up) and the top leaf frames."""
     buckets: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
@@ -262,7 +210,12 @@ def summarise_profile(path: Path, top: int = 12) -> tuple[list[tuple[str, float]
 
 
 async def profile_run(
-    server: subprocess.Popen, url: str, headers: dict[str, str], bodies, clients, out: Path
+    server: subprocess.Popen[bytes],
+    url: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    clients: int,
+    out: Path,
 ) -> tuple[Run, Path]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [py_spy, "record", "--pid", str(server.pid), "--format", "raw", "--rate", "400"]
@@ -286,7 +239,7 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-async def main(args: argparse.Namespace) -> dict:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     server_url = _server_url(args)
     name = f"gramlogs_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url)
@@ -300,10 +253,8 @@ async def main(args: argparse.Namespace) -> dict:
         pg_version = await conn.fetchval("SHOW server_version")
         bodies = make_batches(args.lines, args.batch, args.seed)
         line_bytes = sum(map(len, bodies)) / args.lines
-        running = servers.enter_context(
-            harness.gramlogs_server(db_url, workers=args.workers, port=free_port())
-        )
-        server, url = running.proc, f"http://{harness.HOST}:{running.port}"
+        running = servers.enter_context(harness.gramlogs_server(db_url, workers=args.workers))
+        server, url = running.process, running.url
 
         # Warm-up: a few batches each way, into a project of their own.
         _, warm_headers = await _tenant(conn, "warm")
@@ -346,7 +297,7 @@ async def main(args: argparse.Namespace) -> dict:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
 
-    def summary(kind: str) -> dict:
+    def summary(kind: str) -> dict[str, Any]:
         mine = [r for r in runs if r.kind == kind]
         rates = [r.rate for r in mine]
         lat = [x for r in mine for x in r.latencies]
@@ -377,35 +328,24 @@ async def main(args: argparse.Namespace) -> dict:
         "ingest": ing,
         "ratio": ing["lines_per_s_median"] / raw["lines_per_s_median"],
         "rows_in_table_at_end": total_rows,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "loadavg_at_end": [round(x, 2) for x in load],
-        },
-        "versions": {
-            "python": platform.python_version(),
-            "postgresql": pg_version,
-            **{p: version(p) for p in ("asyncpg", "msgspec", "uvicorn", "starlette", "httpx")},
-        },
+        "machine": machine(pg_version) | {"load_avg_at_end": [round(x, 2) for x in load]},
     }
     _print_table(result, profile)
-    print(json.dumps(result, separators=(",", ":")))
+    json_line("ingest", result)
     return result
 
 
-def _print_table(r: dict, profile) -> None:
+def _print_table(
+    r: dict[str, Any],
+    profile: tuple[list[tuple[str, float]], list[tuple[str, float]]] | None,
+) -> None:
     print()
     print(
         f"gramlogs ingest benchmark: {r['lines']:,} lines of ~{r['bytes_per_line']:.0f} B in"
         f" NDJSON batches of {r['batch']}, {r['clients']} concurrent clients,"
         f" {r['repeats']} alternating repeats, server workers={r['workers']}"
     )
-    m, v = r["machine"], r["versions"]
-    print(f"machine: {m['cpus']} CPUs, {m['platform']}, load average at end {m['loadavg_at_end']}")
-    print(
-        f"versions: Python {v['python']}, PostgreSQL {v['postgresql']}, asyncpg {v['asyncpg']},"
-        f" msgspec {v['msgspec']}, uvicorn {v['uvicorn']}, starlette {v['starlette']}"
-    )
+    print_machine(r["machine"])
     print()
     print(
         f"{'':10} {'lines/s (median)':>17} {'runs':>26} {'batch ms p50/p95/p99':>22}"
@@ -429,8 +369,7 @@ def _print_table(r: dict, profile) -> None:
     print()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ingest", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=200_000, help="lines per run (200,000)")
     p.add_argument("--batch", type=int, default=1000, help="lines per request (1,000)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (4)")
@@ -440,12 +379,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
     p.add_argument("--profile", action="store_true", help="py-spy the server in one extra run")
     p.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    p.add_argument("--smoke", action="store_true", help="a few seconds: 20,000 lines, 1 repeat")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.lines, args.repeats = 20_000, 1
-    return args
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.lines, args.repeats = 20_000, 1
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    runner.run(
+        "ingest",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20,000 lines, 1 repeat",
+        loop="asyncio",
+    )

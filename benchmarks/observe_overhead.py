@@ -20,8 +20,7 @@ ratios to ``bare``, and one JSON line.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import dataclasses
 import logging
 import os
 import platform
@@ -30,27 +29,20 @@ import statistics
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from benchmarks import runner
+from benchmarks.harness import server_url
+from benchmarks.results import json_line
 from gramlogs.core.config import Config
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import SeedPlan, seed_logs
 from gramlogs.storage import schema, tenants
 from gramlogs.web.app import create_app
 
-CACHE = Path(__file__).parent / ".cache"
 URL = "/rpc/logs.listToolExecutionLogs"
-
-
-def database_url(given: str | None) -> str:
-    if given:
-        return given
-    from gramlogs.local.embedded import embedded_url
-
-    return embedded_url(CACHE)
 
 
 async def prepare(url: str, rows: int) -> tuple[str, str]:
@@ -116,14 +108,14 @@ def percentile(values: list[int], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    url = database_url(args.database_url)
+    url = args.database_url or server_url()
     key, slug = await prepare(url, args.rows)
 
-    base = {"database_url": url, "pool_min": 2, "pool_max": 2}
+    base = Config(database_url=url, pool_min=2, pool_max=2)
     apps = {
-        "bare": create_app(Config(**base)),
-        "metrics": create_app(Config(**base, access_log=False)),
-        "full": create_app(Config(**base)),
+        "bare": create_app(base),
+        "metrics": create_app(dataclasses.replace(base, access_log=False)),
+        "full": create_app(base),
     }
     apps["bare"].user_middleware.clear()  # built on first call: no Observe in this one
     headers = [(b"gram-key", key.encode()), (b"gram-project", slug.encode())]
@@ -181,26 +173,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: embedded, in .cache)")
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, to check it runs")
-    args = parser.parse_args()
-    if args.smoke:
-        args.requests, args.warmup, args.rows = 100, 20, 500
+async def main(args: argparse.Namespace) -> None:
     # As `gramlogs serve` sets it up, but into /dev/null.
     access = logging.getLogger("gramlogs.access")
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115, ASYNC230
     handler.setFormatter(logging.Formatter("%(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False
-    result = asyncio.run(run(args))
-    print(json.dumps(result))
+    json_line("observe_overhead", await run(args))
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help="PostgreSQL URL (default: embedded, in .cache)")
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--rows", type=int, default=20_000)
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.requests, args.warmup, args.rows = 100, 20, 500
 
 
 if __name__ == "__main__":
-    main()
+    runner.run(
+        "observe_overhead",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="a few seconds, to check it runs",
+        loop="asyncio",
+    )

@@ -17,11 +17,15 @@ table with only the primary key (``logs_floor``, made once beside the dataset), 
 from __future__ import annotations
 
 import argparse
+import shutil
 
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import runner
 from benchmarks import scenarios as sc
+from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from testkit.http import HttpClient
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -32,12 +36,12 @@ async def main(args: argparse.Namespace) -> None:
         partition_days=args.partition_days,
     )
     iterations, warmup = (30, 5) if args.smoke else (args.iterations, 50)
-    wrk = h.ensure_wrk(install=not args.no_install)
+    wrk = shutil.which("wrk")
     ds = await h.dataset(spec)
     admin = await asyncpg.connect(ds.url)
-    info = h.machine(await admin.fetchval("SHOW server_version"))
+    info = machine(await admin.fetchval("SHOW server_version"))
     await admin.close()
-    h.print_machine(info)
+    print_machine(info)
     slug = ds.slugs[0]
     print(f"dataset {spec.name}: {spec.rows:,} rows, project {slug} has {spec.rows_of(0):,}")
 
@@ -56,7 +60,7 @@ async def main(args: argparse.Namespace) -> None:
     prepared = [await sc.prepare(conn, project, s) for s in scenarios]
     results = {}
     with h.gramlogs_server(ds.url) as server:
-        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
+        client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
         status, body = client.get(prepared[-2].path)  # a 100-row page: the bare app's body
         assert status == 200, body
         for p in prepared:
@@ -73,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
     bare = sc.bare_p50(body, iterations, warmup)
     await conn.close()
 
-    print(f"\nbare Starlette, same {len(body):,}-byte body: p50 {h.fmt_ms(bare['p50'])} ms")
+    print(f"\nbare Starlette, same {len(body):,}-byte body: p50 {fmt_ms(bare['p50'])} ms")
     print(
         f"{'scenario':<18} {'HTTP p50':>9} {'p95':>7} {'SQL p50':>8} {'p95':>7}"
         f" {'HTTP/(SQL+bare)':>16} {'floor p50':>10} {'SQL/floor':>10}"
@@ -84,9 +88,9 @@ async def main(args: argparse.Namespace) -> None:
         over_floor = r["sql"]["p50"] / r["floor"]["p50"]
         ok &= ratio <= 2.0 and over_floor <= 2.0
         print(
-            f"{name:<18} {h.fmt_ms(r['http']['p50']):>9} {h.fmt_ms(r['http']['p95']):>7}"
-            f" {h.fmt_ms(r['sql']['p50']):>8} {h.fmt_ms(r['sql']['p95']):>7} {ratio:>16.2f}"
-            f" {h.fmt_ms(r['floor']['p50']):>10} {over_floor:>10.2f}"
+            f"{name:<18} {fmt_ms(r['http']['p50']):>9} {fmt_ms(r['http']['p95']):>7}"
+            f" {fmt_ms(r['sql']['p50']):>8} {fmt_ms(r['sql']['p95']):>7} {ratio:>16.2f}"
+            f" {fmt_ms(r['floor']['p50']):>10} {over_floor:>10.2f}"
         )
     depth_ratios = {
         pp: results[f"pp{pp} 95% deep"]["http"]["p50"] / results[f"pp{pp} first"]["http"]["p50"]
@@ -106,7 +110,7 @@ async def main(args: argparse.Namespace) -> None:
         "targets endpoint p50 <= 2 x (SQL p50 + bare p50), SQL p50 <= 2 x floor p50:"
         f" {'met' if ok else 'NOT met'}"
     )
-    h.json_line(
+    json_line(
         "paging",
         {
             "machine": info,
@@ -133,15 +137,16 @@ async def _make_floor(conn: asyncpg.Connection) -> None:
     await conn.execute(f"VACUUM ANALYZE {FLOOR}")
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
-    parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--partition-days", type=int, default=7, help="width of the partitions")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
-    args = parser.parse_args()
-    h.run(lambda: main(args))
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--partition-days", type=int, default=7, help="width of the partitions")
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "paging",
+        __doc__,
+        main,
+        options=_options,
+        smoke_help="tiny data",
+    )

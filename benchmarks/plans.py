@@ -30,6 +30,7 @@ Figures, with the machine they were measured on: benchmarks/plans.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -39,6 +40,8 @@ import asyncpg
 import msgspec
 
 from benchmarks import harness as h
+from benchmarks import runner
+from benchmarks.results import fmt_ms, json_line, machine, percentiles, print_machine
 from gramlogs.core import ids
 from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page, page_query
 
@@ -56,6 +59,7 @@ async def _filters(conn: asyncpg.Connection, project: uuid.UUID) -> dict[str, di
         " ORDER BY id DESC LIMIT 1",
         project,
     )
+    assert newest is not None, "the dataset has rows"
     return {
         "none": {},
         "function_id": {"function_id": newest["function_id"]},
@@ -98,7 +102,7 @@ async def _sorted_rows(conn: asyncpg.Connection, req: PageRequest) -> int:
         await conn.execute("DEALLOCATE bench_page")
     plan = msgspec.json.decode(explained)[0]["Plan"]
     # PostgreSQL 18 reports rows as averages per loop, with decimals.
-    return round(
+    sorted_rows: int = round(
         sum(
             child["Actual Rows"] * child["Actual Loops"]
             for node in _nodes(plan)
@@ -106,6 +110,7 @@ async def _sorted_rows(conn: asyncpg.Connection, req: PageRequest) -> int:
             for child in node.get("Plans", [])
         )
     )
+    return sorted_rows
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -120,8 +125,8 @@ async def main(args: argparse.Namespace) -> None:
         for name, settings in SETUPS.items()
     }
     shipped = conns["shipped"]
-    info = h.machine(await shipped.fetchval("SHOW server_version"))
-    h.print_machine(info)
+    info = machine(await shipped.fetchval("SHOW server_version"))
+    print_machine(info)
     project = await shipped.fetchval("SELECT id FROM projects WHERE slug = $1", ds.slugs[0])
     print(f"dataset {spec.name}: {spec.rows:,} rows, project {ds.slugs[0]}: {spec.rows_of(0):,}")
     deep = ids.highest_id(ds.end - timedelta(days=spec.days * 0.95))
@@ -130,7 +135,7 @@ async def main(args: argparse.Namespace) -> None:
         for where, cursor in (("first", None), ("95% deep", deep)):
             req = _request(project, equals, cursor)
             steps: dict[str, Callable[[], Awaitable[Any]]] = {
-                name: (lambda c=conn, r=req: fetch_page(c, r)) for name, conn in conns.items()
+                name: functools.partial(fetch_page, conn, req) for name, conn in conns.items()
             }
             # A generic plan is made at a statement's sixth run; warm-up runs past it.
             samples = await h.timed_loop(
@@ -139,14 +144,14 @@ async def main(args: argparse.Namespace) -> None:
             row: dict[str, Any] = {}
             for name, conn in conns.items():
                 row[name] = {
-                    **h.percentiles(samples[name]),
+                    **percentiles(samples[name]),
                     "sorted_rows": await _sorted_rows(conn, req),
                 }
             results[f"{fname} {where}"] = row
     for conn in conns.values():
         await conn.close()
     _print(results)
-    h.json_line("plans", {"machine": info, "dataset": spec.name, "scenarios": results})
+    json_line("plans", {"machine": info, "dataset": spec.name, "scenarios": results})
 
 
 def _print(results: dict[str, Any]) -> None:
@@ -155,19 +160,20 @@ def _print(results: dict[str, Any]) -> None:
     print(head + " | generic_sorts / shipped | custom / shipped |")
     print("|---" * (len(names) + 3) + "|")
     for scenario, row in results.items():
-        cells = [f"{h.fmt_ms(row[n]['p50'])} ({row[n]['sorted_rows']:,})" for n in names]
+        cells = [f"{fmt_ms(row[n]['p50'])} ({row[n]['sorted_rows']:,})" for n in names]
         ratios = [row[n]["p50"] / row["shipped"]["p50"] for n in ("generic_sorts", "custom")]
         print(f"| {scenario} | " + " | ".join(cells) + f" | {ratios[0]:.1f}x | {ratios[1]:.1f}x |")
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
-    args = parser.parse_args()
-    h.run(lambda: main(args))
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=int, default=200)
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "plans",
+        __doc__,
+        main,
+        options=_options,
+        smoke_help="tiny data",
+    )

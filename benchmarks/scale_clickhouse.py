@@ -13,7 +13,6 @@ a per-query value, so this is the one way in that keeps the NDJSON as it is.)
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +21,8 @@ from typing import Any
 
 from benchmarks import harness as h
 from benchmarks import scale_data as sd
+from benchmarks.cpu import self_cpu
+from benchmarks.results import percentiles
 
 __all__ = ["clickhouse_missing", "load_clickhouse"]
 
@@ -71,7 +72,7 @@ _CH_PAGE = (
 def clickhouse_missing() -> str | None:
     """Why the ClickHouse part cannot run here, or None."""
     try:
-        import chdb  # noqa: F401
+        import chdb  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
         return "chdb is not installed (pip install -e '.[bench]')"
     return None
@@ -91,13 +92,13 @@ def load_clickhouse(
     try:
         ch.query("CREATE DATABASE bench")
         ch.query(CH_TABLE)
-        cpu = _self_cpu()
+        cpu = self_cpu()
         slices.start()
         for batch, body in data.bodies():
             project = data.projects[batch.project].id
             ch.query(_CH_INSERT.format(project=project, body=body.decode()))
             slices.add(batch.lines)
-        out = slices.summary() | {"cpu_s": _self_cpu() - cpu}
+        out = slices.summary() | {"cpu_s": self_cpu() - cpu}
         (row,) = _ch_rows(
             ch,
             "SELECT sum(rows) AS rows, sum(bytes_on_disk) AS bytes, count() AS parts"
@@ -134,10 +135,5 @@ def _ch_pages(ch: Any, data: sd.Data, iterations: int, warmup: int) -> dict[str,
             started = time.perf_counter()
             ch.query(sql, "JSONEachRow")
             samples.append(time.perf_counter() - started)
-        out[name] = {"rows": rows, **h.percentiles(samples)}
+        out[name] = {"rows": rows, **percentiles(samples)}
     return out
-
-
-def _self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system

@@ -55,30 +55,31 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import runner
 from benchmarks import scale_data as sd
-from benchmarks.ingest import CpuMeter
+from benchmarks.cpu import CpuMeter
+from benchmarks.results import (
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
 from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
+from benchmarks.scale_ingest_report import render, targets
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
-from testkit.ports import free_port
+from testkit.http import AsyncHttpClient, HttpClient
 from testkit.postgres import with_database
 
 PAGE = "/rpc/logs.listToolExecutionLogs"
 INGEST = "/rpc/logs.ingest"
 FLOOR = "copy_floor"
-RESULTS = Path(__file__).parent / "scale_ingest.md"
-# The targets: sustained lines/s at 10M, the share of COPY's rate, keyword page p50.
-TARGET_LINES_PER_S = 50_000
-TARGET_COPY_SHARE = 0.5
-TARGET_KEYWORD_MS = 20.0
 
 
 # -- 1. COPY floor ------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ async def load_gramlogs(
     latencies: list[float] = []
 
     async def client() -> None:
-        http = h.AsyncHttpClient(base)
+        http = AsyncHttpClient(base)
         await http.connect()
         try:
             for batch, body in bodies:
@@ -179,7 +180,7 @@ async def load_gramlogs(
     await asyncio.gather(*(client() for _ in range(clients)))
     if counts["stored"] + counts["duplicates"] != data.spec.lines:
         raise RuntimeError(f"gramlogs acknowledged {counts} for {data.spec.lines:,} lines")
-    return slices.summary() | counts | {"batch_ms": h.percentiles(latencies)}
+    return slices.summary() | counts | {"batch_ms": percentiles(latencies)}
 
 
 async def database_bytes(urls: list[str], *, citus: bool = False) -> int:
@@ -212,7 +213,7 @@ async def read_pages(
         "function_id (its busiest)": {"function_id": hot.functions[0]},
         "level=error": {"level": "error"},
     }
-    client = h.HttpClient(port, {"Gram-Key": key, "Gram-Project": hot.slug})
+    client = HttpClient(port, {"Gram-Key": key, "Gram-Project": hot.slug})
     paths = {
         name: f"{PAGE}?{urlencode({'per_page': 20, **params})}" for name, params in pages.items()
     }
@@ -233,7 +234,7 @@ async def read_pages(
         {name: step(path) for name, path in paths.items()}, iterations=iterations, warmup=warmup
     )
     client.close()
-    return {name: {"rows": rows[name], **h.percentiles(s)} for name, s in samples.items()}
+    return {name: {"rows": rows[name], **percentiles(s)} for name, s in samples.items()}
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -285,15 +286,13 @@ async def run_gramlogs(
         await _execute(admin_url, f"CREATE DATABASE {name}")
     try:
         # The server migrates an empty database and makes its partitions as it starts.
-        with h.gramlogs_server(url, port=free_port()) as server:
+        with h.gramlogs_server(url) as server:
             producers, consumer = await make_tenants(url, data)
             admin = await asyncpg.connect(admin_url)
-            meter = CpuMeter(admin, name, server.proc.pid)
+            meter = CpuMeter(admin, name, server.process.pid)
             await meter.start()
             slices = h.Slices("gramlogs", data.spec.lines, args.slice)
-            out = await load_gramlogs(
-                f"http://{h.HOST}:{server.port}", data, producers, args.clients, slices
-            )
+            out = await load_gramlogs(server.url, data, producers, args.clients, slices)
             out["cpu_s"] = await meter.stop()
             await admin.close()
             node_urls = [url] + [f"postgresql://postgres@{a}:{p}/{name}" for a, p in workers]
@@ -343,9 +342,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     with _postgres(args) as (admin_url, workers):
         pg = await _execute(admin_url, "SHOW server_version")
         missing = clickhouse_missing()
-        chdb = "absent" if missing else _version("chdb")
-        info = h.machine(pg) | {"chdb": chdb, "citus": bool(args.citus)}
-        h.print_machine(info)
+        info = machine(pg, "chdb") | {"citus": bool(args.citus)}
+        print_machine(info)
         print(f"COPY floor: {args.lines:,} lines ...", file=sys.stderr, flush=True)
         floor = await run_copy(args, data, admin_url)
         print(f"gramlogs: {args.lines:,} lines over HTTP ...", file=sys.stderr, flush=True)
@@ -360,7 +358,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {
         "benchmark": "scale_ingest",
-        "command": " ".join(["python -m benchmarks.scale_ingest", *sys.argv[1:]]),
+        "command": args.command,
         "machine": info,
         "data": _describe(data),
         "clients": args.clients,
@@ -371,20 +369,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
     }
     result["targets"] = targets(result)
-    report = render(result)
-    print(report)
-    if args.write:
-        _append(RESULTS, report)
-        print(f"appended to {RESULTS}")
-    h.json_line("scale_ingest", result)
+    publish("scale_ingest", result, render(result), write_to=args.write_to)
     return result
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 def _describe(data: sd.Data) -> dict[str, Any]:
@@ -405,144 +391,7 @@ def _describe(data: sd.Data) -> dict[str, Any]:
     }
 
 
-# -- report -------------------------------------------------------------------------------------
-
-
-def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    gram, floor = r["gramlogs"], r["copy"]
-    at = f"at {r['data']['lines']:,} lines" + (
-        "" if r["data"]["lines"] >= 10_000_000 else " (the target is at 10M)"
-    )
-    share = gram["sustained_lines_per_s"] / floor["sustained_lines_per_s"]
-    checks = [
-        {
-            "target": f"sustained ingestion >= {TARGET_LINES_PER_S:,} lines/s {at}",
-            "met": gram["sustained_lines_per_s"] >= TARGET_LINES_PER_S,
-            "measured": f"{gram['sustained_lines_per_s']:,.0f} lines/s",
-        },
-        {
-            "target": f"sustained ingestion >= {TARGET_COPY_SHARE} x COPY's {at}",
-            "met": share >= TARGET_COPY_SHARE,
-            "measured": f"{share:.2f} x",
-        },
-    ]
-    for label in sd.KEYWORDS:
-        page = gram["pages"][f"keyword, {label}"]
-        checks.append(
-            {
-                "target": f"keyword {label} first page p50 <= {TARGET_KEYWORD_MS:.0f} ms {at}",
-                "met": page["p50"] <= TARGET_KEYWORD_MS,
-                "measured": f"{h.fmt_ms(page['p50'])} ms",
-            }
-        )
-    return checks
-
-
-def _rate(x: float) -> str:
-    return f"{x:,.0f}"
-
-
-def _bytes(b: float) -> str:
-    return f"{b / 2**20:,.0f} MiB"
-
-
-def render(r: dict[str, Any]) -> str:
-    d, gram, floor, house = r["data"], r["gramlogs"], r["copy"], r["clickhouse"]
-    millions = d["lines"] / 1e6
-    lb = d["line_bytes"]
-    loads = [("gramlogs (HTTP)", gram), ("COPY floor", floor)]
-    if "skipped" not in house:
-        loads.append(("ClickHouse (chdb)", house))
-    lines = [
-        f"## {r['machine']['date']}: {d['lines']:,} lines, {d['projects']} projects,"
-        f" {r['clients']} clients, batches of {d['batch']:,}"
-        + (" (Citus: coordinator and 2 workers)" if r["machine"]["citus"] else ""),
-        "",
-        f"`{r['command']}`, {r['seconds']:,.0f} s in all.",
-        "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items() if k != "date") + ".",
-        "",
-        f"Lines: NDJSON of {lb['min']}-{lb['max']} bytes (mean {lb['mean']}),"
-        f" {_bytes(d['body_bytes'])} in all (made in {d['generated_s']:,.0f} s, once: then read"
-        f" from the cache), seed {d['seed']}, over {d['span_hours']:g} hours up to {d['base']}."
-        f" The hot project {d['hot']['slug']} holds {d['hot']['lines']:,} lines:"
-        f" '{d['words']['rare']}' in {d['hot']['rare']:,} of them,"
-        f" '{d['words']['frequent']}' in {d['hot']['frequent']:,},"
-        f" '{d['words']['absent']}' in none.",
-        "",
-        f"| load | seconds | lines/s | sustained (last {gram['sustained_lines']:,}) | bytes on disk"
-        " | per 1M lines | CPU s: server / PostgreSQL / clients |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for label, load in loads:
-        cpu = load["cpu_s"]
-        cpu_text = (
-            f"{cpu['server']:,.1f} / {cpu['postgres']:,.1f} / {cpu['clients']:,.1f}"
-            if isinstance(cpu, dict)
-            else f"{cpu:,.1f} (in process)"
-        )
-        lines.append(
-            f"| {label} | {load['seconds']:,.1f} | {_rate(load['lines_per_s'])}"
-            f" | {_rate(load['sustained_lines_per_s'])}"
-            f" | {_bytes(load['bytes'])} | {_bytes(load['bytes'] / millions)} | {cpu_text} |"
-        )
-    ratio = gram["lines_per_s"] / floor["lines_per_s"]
-    sustained = gram["sustained_lines_per_s"] / floor["sustained_lines_per_s"]
-    lines += [
-        "",
-        f"gramlogs / COPY: {ratio:.2f} overall, {sustained:.2f} sustained; bytes"
-        f" {gram['bytes'] / floor['bytes']:.2f} x."
-        + (
-            f" gramlogs / ClickHouse: {gram['lines_per_s'] / house['lines_per_s']:.2f} of its rate,"
-            f" {gram['bytes'] / house['bytes']:.1f} x its bytes ({house['parts']} active parts)."
-            if "skipped" not in house
-            else f" ClickHouse: skipped, {house['skipped']}."
-        ),
-        f"gramlogs batches: p50 {h.fmt_ms(gram['batch_ms']['p50'])} ms,"
-        f" p99 {h.fmt_ms(gram['batch_ms']['p99'])} ms; {gram['stored']:,} stored,"
-        f" {gram['duplicates']:,} duplicates, {gram['resent']:,} resent.",
-        "",
-        "Lines/s per slice:",
-        "",
-        "| lines | " + " | ".join(label for label, _ in loads) + " |",
-        "|---|" + "---|" * len(loads),
-    ]
-    for i, s in enumerate(gram["slices"]):
-        cells = [_rate(load["slices"][i]["lines_per_s"]) for _, load in loads]
-        lines.append(f"| {s['from']:,}-{s['to']:,} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"First page of 20 of {d['hot']['slug']}, newest first, at {d['lines']:,} lines"
-        f" (ms, {gram['pages']['no filter']['n']} requests each, interleaved):",
-        "",
-        "| page | rows | HTTP p50 | p95 | ClickHouse p50 (in process) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, page in gram["pages"].items():
-        other = house.get("pages", {}).get(name)
-        ch = h.fmt_ms(other["p50"]) if other else "—"
-        lines.append(
-            f"| {name} | {page['rows']} | {h.fmt_ms(page['p50'])} | {h.fmt_ms(page['p95'])}"
-            f" | {ch} |"
-        )
-    lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
-    for t in r["targets"]:
-        lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
-    return "\n".join(lines) + "\n"
-
-
-def _append(path: Path, report: str) -> None:
-    h.append_results(
-        path,
-        "Ingestion at scale over HTTP beside a COPY of the same lines and ClickHouse, and keyword\n"
-        "pages on the full table, each run appended by `--write`, newest last. What it measures:\n"
-        "the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).",
-        report,
-    )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scale_ingest", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=10_000_000, help="lines to load (10,000,000)")
     p.add_argument("--projects", type=int, default=100, help="projects (100)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients of each load (4)")
@@ -554,23 +403,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database-url", help="a PostgreSQL server (default: embedded)")
     p.add_argument("--citus", action="store_true", help="gramlogs on a local Citus cluster")
     p.add_argument("--keep", action="store_true", help="keep the databases")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="20,000 lines, 5 projects: seconds")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.lines, args.projects, args.batch, args.reads, args.warmup = 20_000, 5, 1000, 10, 2
-    return args
 
 
-def cli() -> None:
-    args = parse_args()
-
-    async def run() -> None:
-        await main(args)
-
-    h.run(run)
+def _smoke(args: argparse.Namespace) -> None:
+    args.lines, args.projects, args.batch, args.reads, args.warmup = 20_000, 5, 1000, 10, 2
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "scale_ingest",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="20,000 lines, 5 projects",
+        results=runner.results_file("scale_ingest"),
+    )

@@ -13,9 +13,11 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from benchmarks.harness import HttpClient, bare_server, percentiles, timed_loop
+from benchmarks.harness import bare_server, timed_loop
+from benchmarks.results import percentiles
 from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS, page_query
 from gramlogs.web.gram import parse_list_query
+from testkit.http import HttpClient
 
 PAGE_PATH = "/rpc/logs.listToolExecutionLogs"
 
@@ -106,7 +108,7 @@ async def measure(
     offset: bool = True,
     offset_budget_s: float = 5.0,
     floor: str | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """p50/p95/p99 of the endpoint, of its SQL run directly and of its OFFSET twin, side by side;
     with ``floor``, also of the same SQL over that table instead of ``logs``."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,11 @@ from typing import Any
 import asyncpg
 
 from benchmarks import harness as h
+from benchmarks import runner
 from benchmarks import scenarios as sc
+from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from testkit.http import HttpClient
+from testkit.serve import LiveServer
 
 SIZES = {"smoke": 20_000, "1m": 1_000_000, "10m": 10_000_000}
 DEPTHS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95)
@@ -63,20 +68,21 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
         "SELECT instance, function_id, deployment_id FROM logs WHERE project_id = $1 LIMIT 1",
         project,
     )
+    assert sample is not None, "the hot project has rows"
     prepared = [await sc.prepare(conn, project, s) for s in scenarios(sample, ds)]
     print(f"\n== {label}: {spec.name}, hot project {spec.rows_of(0):,} rows", flush=True)
     out: dict[str, Any] = {"rows": rows, "dataset": spec.name, "hot_rows": spec.rows_of(0)}
     results: dict[str, Any] = {}
     with h.gramlogs_server(ds.url, workers=1) as server:
-        client = h.HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
+        client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
         _, body = client.get(prepared[0].path)
         for p in prepared:
             r = await sc.measure(p, client, conn, iterations=iterations, warmup=warmup)
             r["offset_rows"] = p.offset
             results[p.scenario.name] = r
             print(
-                f"  {p.scenario.name:<28} HTTP {h.fmt_ms(r['http']['p50']):>6}"
-                f"  SQL {h.fmt_ms(r['sql']['p50']):>6}  OFFSET {h.fmt_ms(r['offset']['p50']):>7} ms"
+                f"  {p.scenario.name:<28} HTTP {fmt_ms(r['http']['p50']):>6}"
+                f"  SQL {fmt_ms(r['sql']['p50']):>6}  OFFSET {fmt_ms(r['offset']['p50']):>7} ms"
                 f"  (n={r['http']['n']}/{r['offset']['n']})",
                 flush=True,
             )
@@ -100,7 +106,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
 
 
 def _wrk_series(
-    wrk: str, server: h.ServerProcess, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     series = {}
     for connections in (1, 16, 64):
@@ -118,7 +124,7 @@ def _wrk_series(
 
 
 def _profile(
-    wrk: str, server: h.ServerProcess, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     """py-spy samples the worker under 16 connections; returns the share of samples in the
     frames that matter (inclusive) and the top functions by own time."""
@@ -273,8 +279,8 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
             f"## {size['rows']:,} rows ({size['dataset']}; hot project {size['hot_rows']:,} rows)",
             "",
             f"Bare Starlette serving the same {size['bare_body_bytes']:,}-byte body: p50"
-            f" {h.fmt_ms(size['bare']['p50'])}, p95 {h.fmt_ms(size['bare']['p95'])}, p99"
-            f" {h.fmt_ms(size['bare']['p99'])}.",
+            f" {fmt_ms(size['bare']['p50'])}, p95 {fmt_ms(size['bare']['p95'])}, p99"
+            f" {fmt_ms(size['bare']['p99'])}.",
             "",
             "| scenario | HTTP p50 | p95 | p99 | SQL p50 | p95 | p99 | OFFSET p50 | p95 | p99 (n)"
             " | HTTP / (SQL + bare) |",
@@ -282,9 +288,9 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
         ]
         for name, r in size["scenarios"].items():
             ratio = r["http"]["p50"] / (r["sql"]["p50"] + size["bare"]["p50"])
-            cells = [h.fmt_ms(r[k][q]) for k in ("http", "sql") for q in ("p50", "p95", "p99")]
+            cells = [fmt_ms(r[k][q]) for k in ("http", "sql") for q in ("p50", "p95", "p99")]
             o = r["offset"]
-            cells += [h.fmt_ms(o["p50"]), h.fmt_ms(o["p95"]), f"{h.fmt_ms(o['p99'])} ({o['n']})"]
+            cells += [fmt_ms(o["p50"]), fmt_ms(o["p95"]), f"{fmt_ms(o['p99'])} ({o['n']})"]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} |")
         if size["throughput"]:
             lines += ["", "Throughput (wrk cycling through every scenario's request):", ""]
@@ -308,10 +314,10 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
 
 
 def plot(path: Path, sizes: dict[str, Any]) -> None:
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     depth_names = {0.0: "first page", 0.5: "50% deep", 0.95: "95% deep"}
@@ -377,12 +383,12 @@ def plot(path: Path, sizes: dict[str, Any]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    wrk = None if args.no_wrk else h.ensure_wrk(install=not args.no_install)
+    wrk = None if args.no_wrk else shutil.which("wrk")
     labels = ["smoke"] if args.smoke else args.sizes.split(",")
     conn = await asyncpg.connect(h.server_url())
-    info = h.machine(await conn.fetchval("SHOW server_version"))
+    info = machine(await conn.fetchval("SHOW server_version"))
     await conn.close()
-    h.print_machine(info)
+    print_machine(info)
     sizes = {label: await run_size(label, args, wrk) for label in labels}
     info["load_avg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
     for name, ok, detail in targets(sizes):
@@ -395,23 +401,24 @@ async def main(args: argparse.Namespace) -> None:
         with contextlib.suppress(ImportError):
             plot(Path(args.plot), sizes)
             print(f"wrote {args.plot}")
-    h.json_line("suite", {"machine": info, "sizes": sizes})
+    json_line("suite", {"machine": info, "sizes": sizes})
 
 
-def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny data, finishes in seconds")
-    parser.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m")
-    parser.add_argument("--iterations", type=int, default=300)
-    parser.add_argument("--wrk-seconds", type=float, default=10)
-    parser.add_argument("--no-wrk", action="store_true", help="skip the throughput runs")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
-    parser.add_argument("--profile", action="store_true", help="py-spy the server under load")
-    parser.add_argument("--out", help="write the Markdown report here")
-    parser.add_argument("--plot", help="write the PNG plot here")
-    args = parser.parse_args()
-    h.run(lambda: main(args))
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", default="1m,10m", help="comma-separated: 1m, 10m")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--wrk-seconds", type=float, default=10)
+    p.add_argument("--no-wrk", action="store_true", help="skip the throughput runs")
+    p.add_argument("--profile", action="store_true", help="py-spy the server under load")
+    p.add_argument("--out", help="write the Markdown report here")
+    p.add_argument("--plot", help="write the PNG plot here")
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "suite",
+        __doc__,
+        main,
+        options=_options,
+        smoke_help="tiny data",
+    )

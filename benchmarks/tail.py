@@ -1,4 +1,4 @@
-"""Live tails under a steady ingest: delivery delay, exactly once, database queries, memory.
+"""Live tails under a steady ingest: delivery delay, database queries, memory.
 
 A real ``gramlogs serve`` (one worker, default settings unless ``--poll-ms``) on a fresh
 database (by default on an embedded PostgreSQL of the benchmark's own in a temporary folder,
@@ -16,7 +16,7 @@ seen to start) before the writer's first batch:
 
 Tails get one consumer key per 10 (``GRAMLOGS_TAIL_MAX_PER_KEY`` keeps its default of 10 per
 key). Each configuration writes for ``--warmup`` + ``--seconds`` seconds; the figures count
-the batches sent after the warm-up, the exactly-once check counts every batch. The warm-up is
+the batches sent after the warm-up, what each tail got counts every batch. The warm-up is
 long (12 s) for the table statistics: a backend that goes idle flushes them up to 10 s later
 (PostgreSQL's PGSTAT_IDLE_INTERVAL), and asyncpg's pool reuses its most recent connections
 first, so the connections that served 100 tails' opening sit idle and would have counted their
@@ -27,20 +27,19 @@ writer notes when each batch's 2xx answer arrived; each tail notes when the byte
 line's event arrived (as the event loop handed them over, before parsing). The delay of a line at a
 tail is the second minus the first, on one clock (``time.monotonic``) in one process: the
 writer and every tail are tasks of this process's event loop (uvloop), each tail a bare
-asyncio protocol that de-chunks HTTP/1.1 and splits server-sent events itself, decoding only
-``raw_log`` (msgspec), so that the client costs as little as possible beside the server and
+asyncio protocol that times bytes as they come and parses them after, in arrival order
+(testkit/fanout.py), so that the client costs as little as possible beside the server and
 PostgreSQL on a shared machine (about a tenth of a core at 100 tails, measured: one process
-is enough). Bytes are timed as the event loop hands them over and parsed after, in arrival
-order, by one parser that yields between reads, so one tail's parsing does not make another's
-bytes late. The client process's CPU share, its event loop's lag (a 10 ms timer's lateness)
+is enough). The client process's CPU share, its event loop's lag (a 10 ms timer's lateness)
 and the parser's lag behind arrivals are reported, so a saturated client shows. A delay can
 be negative: the watcher may read a committed batch before the writer has read its answer.
 Besides the delay of every (line, tail), per line: the first tail's delay (the journal poll,
 the read, one send) and the spread from the first to the last tail that got it (fan-out and
 the client's own scheduling).
 
-**Exactly once**: every tail must receive every line its filter matches, once, and nothing
-else, and no stream may end; otherwise the benchmark prints what went wrong and exits 1.
+**What the tails got** against what they should have (missing, duplicates, lines not matching
+the filter, streams that ended) is reported; that it is every line exactly once is a test's
+(tests/test_tail_fan_out.py), not this benchmark's.
 
 **Database work** in each window: with ``pg_stat_statements`` (the benchmark's own embedded
 PostgreSQL preloads it), statement executions per second, all of them and the reads of the
@@ -65,34 +64,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
-import secrets
 import sys
 import time
-import uuid
-from array import array
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import asyncpg
-import msgspec
 
 from benchmarks import harness as h
-from benchmarks.ingest import CpuMeter
-from benchmarks.soak import server_rss_mib
-from gramlogs.core.keys import KeyScope
-from gramlogs.storage import tenants
-from testkit.ports import free_port
-from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
+from benchmarks import pgstats, runner
+from benchmarks.cpu import CpuMeter
+from benchmarks.results import (
+    fmt_ms,
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
+from testkit import fanout
+from testkit.serve import LiveServer
 
-PROJECT = "tail"
-RESULTS = Path(__file__).parent / "tail.md"
 TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
 TARGET_P50_MS = 250.0
 TARGET_P99_MS = 1000.0
@@ -100,60 +93,8 @@ TARGET_P99_MS = 1000.0
 TARGET_FLAT = 0.10
 DRAIN_S = 10.0  # after the writer stops, how long the tails have to get the last lines
 
-FUNCTIONS = [uuid.UUID(int=i + 1, version=4) for i in range(4)]
-DEPLOYMENT = uuid.UUID(int=99, version=4)
-WORDS = ("tool call started", "tool call finished", "upstream timeout", "cache lookup", "parsed")
-LEVELS = ("debug", "info", "info", "warn", "error")
 
-
-# -- lines and filters --------------------------------------------------------------------------
-
-
-def line_function(n: int) -> uuid.UUID:
-    return FUNCTIONS[n % len(FUNCTIONS)]
-
-
-def line_level(n: int) -> str:
-    return LEVELS[(n // len(FUNCTIONS)) % len(LEVELS)]
-
-
-def line_word(n: int) -> str:
-    return WORDS[(n // 3) % len(WORDS)]
-
-
-def batch_body(prefix: str, first: int, lines: int) -> bytes:
-    """NDJSON lines ``first`` .. ``first + lines - 1``; each raw_log starts with its marker.
-    No timestamp: the server stamps them on arrival, as most producers' lines are."""
-    out = []
-    for n in range(first, first + lines):
-        entry = {
-            "raw_log": f"{prefix}{n} {line_word(n)} n={n}",
-            "function_id": str(line_function(n)),
-            "deployment_id": str(DEPLOYMENT),
-            "level": line_level(n),
-        }
-        out.append(json.dumps(entry, separators=(",", ":")))
-    return ("\n".join(out) + "\n").encode()
-
-
-@dataclass(frozen=True)
-class Filter:
-    label: str
-    params: dict[str, str]
-    matches: Callable[[int], bool]
-
-
-UNFILTERED = Filter("all", {}, lambda n: True)
-MIXED = (
-    UNFILTERED,
-    Filter("level=error", {"level": "error"}, lambda n: line_level(n) == "error"),
-    Filter(
-        "function_id",
-        {"function_id": str(FUNCTIONS[0])},
-        lambda n: line_function(n) == FUNCTIONS[0],
-    ),
-    Filter("keyword=timeout", {"keyword": "timeout"}, lambda n: "timeout" in line_word(n)),
-)
+# -- configurations ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -162,303 +103,8 @@ class Setup:
     tails: int
     mixed: bool = False
 
-    def filter_of(self, i: int) -> Filter:
-        return MIXED[i % len(MIXED)] if self.mixed else UNFILTERED
-
-
-# -- a tail's client ----------------------------------------------------------------------------
-
-
-class _Entry(msgspec.Struct):
-    raw_log: str
-
-
-_decode_entry = msgspec.json.Decoder(_Entry).decode
-
-
-def dechunk(raw: bytes) -> tuple[bytes, bytes, bool]:
-    """HTTP/1.1 chunked transfer coding: (the payload of the whole chunks in ``raw``, the rest,
-    whether the last chunk came)."""
-    out: list[bytes] = []
-    pos = 0
-    while (eol := raw.find(b"\r\n", pos)) >= 0:
-        size = int(raw[pos:eol].split(b";", 1)[0], 16)
-        end = eol + 2 + size
-        if end + 2 > len(raw):
-            break
-        if size == 0:
-            return b"".join(out), b"", True
-        out.append(raw[eol + 2 : end])
-        pos = end + 2
-    return b"".join(out), raw[pos:], False
-
-
-class SseTail(asyncio.Protocol):
-    """One ``GET /rpc/logs.tail`` on a bare asyncio connection: each line's number (from its
-    marker) and when the bytes of its event arrived.
-
-    The time is taken in ``data_received``, as the event loop hands over the bytes, and the
-    parsing is left to the :class:`Parser`: parsing a burst of 100 tails' events in their
-    callbacks would make the later tails' bytes look late by the earlier tails' parsing.
-    """
-
-    def __init__(
-        self, parser: Parser, port: int, headers: dict[str, str], tail_filter: Filter, prefix: str
-    ):
-        self.parser = parser
-        self.port = port
-        self.filter = tail_filter
-        self.prefix = prefix
-        query = urlencode(tail_filter.params)
-        head = f"GET /rpc/logs.tail{'?' + query if query else ''} HTTP/1.1\r\n"
-        head += f"Host: {h.HOST}:{port}\r\nAccept: text/event-stream\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.request = (head + "\r\n").encode()
-        self.lines = array("q")  # line numbers, in the order received
-        self.times = array("d")  # time.monotonic() of the bytes that completed each
-        self.foreign = 0  # events that are no line of this run
-        self.ended: str | None = None  # an end event, or the stream closing, while open
-        self.started = asyncio.Event()
-        self.closing = False
-        self.refused: str | None = None
-        self._head: bytes | None = b""  # None once the response's head is read
-        self._raw = b""
-        self._text = b""
-        self.chunked = True
-
-    async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_connection(lambda: self, h.HOST, self.port)
-        self.transport.write(self.request)
-        # The first event (an id only) comes once the tail has its start position: lines
-        # committed from then on are the tail's.
-        await asyncio.wait_for(self.started.wait(), 10)
-        if self.refused or self.ended:
-            raise RuntimeError(self.refused or f"GET /rpc/logs.tail: {self.ended}")
-
-    # asyncio.Protocol: time the bytes, queue them.
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.queue(self, time.monotonic(), data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.parser.queue(self, time.monotonic(), None)
-
-    # the parser's part
-
-    def feed(self, now: float, data: bytes | None) -> None:
-        if data is None:
-            self._end("the server closed the connection")
-            self.started.set()
-            return
-        if self._head is not None:
-            self._head += data
-            head, sep, rest = self._head.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            self._head = None
-            status = int(head.split(b" ", 2)[1])
-            if status != 200:
-                self.refused = f"GET /rpc/logs.tail answered {status}: {rest[:500]!r}"
-                self.started.set()
-                return
-            self.chunked = b"transfer-encoding: chunked" in head.lower()
-            data = rest
-        if self.chunked:
-            payload, self._raw, last = dechunk(self._raw + data)
-            if last:
-                self._end("the response ended")
-        else:
-            payload = data
-        self._text += payload
-        if b"\n\n" in self._text:
-            *events, self._text = self._text.split(b"\n\n")
-            for event in events:
-                self._event(event, now)
-
-    def _end(self, reason: str) -> None:
-        if not self.closing and self.ended is None:
-            self.ended = reason
-
-    def _event(self, event: bytes, now: float) -> None:
-        self.started.set()
-        data = name = None
-        for line in event.split(b"\n"):
-            if line.startswith(b"data:"):
-                data = line[5:].lstrip(b" ")
-            elif line.startswith(b"event:"):
-                name = line[6:].strip()
-        if name is not None:
-            self._end(f"event {name.decode()}: {(data or b'').decode()}")
-            return
-        if data is None:
-            return  # the start event (an id only), a heartbeat (a comment)
-        marker = _decode_entry(data).raw_log.partition(" ")[0]
-        if not marker.startswith(self.prefix):
-            self.foreign += 1
-            return
-        self.lines.append(int(marker[len(self.prefix) :]))
-        self.times.append(now)
-
-    def close(self) -> None:
-        self.closing = True
-        self.transport.close()
-
-
-class Parser:
-    """Parses every tail's bytes in arrival order, one read at a time, giving the event loop a
-    turn between reads so that other tails' bytes are timed as they come."""
-
-    def __init__(self) -> None:
-        self.pending: deque[tuple[SseTail, float, bytes | None]] = deque()
-        self._wake = asyncio.Event()
-        self._parsed = asyncio.Event()
-        self.lag: list[float] = []  # from a read's arrival to its parsing, s
-        self._task = asyncio.create_task(self._run())
-
-    def queue(self, tail: SseTail, at: float, data: bytes | None) -> None:
-        self.pending.append((tail, at, data))
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self.pending:
-                tail, at, data = self.pending.popleft()
-                self.lag.append(time.monotonic() - at)
-                tail.feed(at, data)
-                self._parsed.set()
-                await asyncio.sleep(0)
-
-    async def until(self, done: Callable[[], bool]) -> None:
-        """Wait until ``done()`` holds, checked after each read parsed."""
-        while not done():
-            self._parsed.clear()
-            await self._parsed.wait()
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
-# -- the writer ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Writer:
-    url: str
-    headers: dict[str, str]
-    prefix: str
-    rate: float
-    batch: int
-    acks: list[float] = field(default_factory=list)  # when each batch's 2xx arrived
-    posts: list[float] = field(default_factory=list)  # each POST's time, s
-    late: list[float] = field(default_factory=list)  # each send after its schedule, s
-
-    @property
-    def interval(self) -> float:
-        return self.batch / self.rate
-
-    @property
-    def lines(self) -> int:
-        return len(self.acks) * self.batch
-
-    async def run(self, t0: float, seconds: float) -> None:
-        async with h.AsyncHttpClient(self.url) as http:
-            k = 0
-            while (due := k * self.interval) < seconds:
-                body = batch_body(self.prefix, k * self.batch, self.batch)
-                request = http.request("/rpc/logs.ingest", self.headers, body)
-                await asyncio.sleep(max(0.0, t0 + due - time.monotonic()))
-                sent = time.monotonic()
-                status, reply = await http.send(request)
-                acked = time.monotonic()
-                if status != 200:
-                    raise RuntimeError(f"ingest answered {status}: {reply[:300]!r}")
-                if json.loads(reply)["stored"] != self.batch:
-                    raise RuntimeError(f"ingest stored less than the batch: {reply[:300]!r}")
-                self.acks.append(acked)
-                self.posts.append(acked - sent)
-                self.late.append(sent - (t0 + due))
-                k += 1
-
-
-# -- the database's counters --------------------------------------------------------------------
-
-_TABLES = """
-SELECT relname, seq_scan, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables
-WHERE relname IN ('tail_journal', 'tail_heads')
-"""
-# This connection's own statements all name pg_stat: left out.
-_STATEMENTS = """
-SELECT queryid, query, calls FROM pg_stat_statements
-WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND query NOT ILIKE '%pg_stat%'
-"""
-
-
-@dataclass
-class Counters:
-    at: float
-    xact_commit: int
-    scans: dict[str, int]
-    statements: dict[int, tuple[str, int]] | None
-
-
-async def counters(admin: asyncpg.Connection, statements: bool) -> Counters:
-    xact = await admin.fetchval(
-        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-    )
-    scans = {}
-    for row in await admin.fetch(_TABLES):
-        scans[f"{row['relname']}.seq_scan"] = row["seq_scan"]
-        scans[f"{row['relname']}.idx_scan"] = row["idx_scan"]
-    found = None
-    if statements:
-        found = {r["queryid"]: (r["query"], r["calls"]) for r in await admin.fetch(_STATEMENTS)}
-    return Counters(time.monotonic(), xact, scans, found)
-
-
-def is_tail_read(query: str) -> bool:
-    q = query.lstrip().upper()
-    return q.startswith("SELECT") and ("TAIL_JOURNAL" in q or "TAIL_HEADS" in q)
-
-
-def rates(a: Counters, b: Counters) -> dict[str, Any]:
-    seconds = b.at - a.at
-    out: dict[str, Any] = {
-        "seconds": round(seconds, 2),
-        "xact_per_s": (b.xact_commit - a.xact_commit) / seconds,
-        "journal_idx_scans_per_s": (
-            b.scans.get("tail_journal.idx_scan", 0) - a.scans.get("tail_journal.idx_scan", 0)
-        )
-        / seconds,
-        "journal_seq_scans_per_s": (
-            b.scans.get("tail_journal.seq_scan", 0) - a.scans.get("tail_journal.seq_scan", 0)
-        )
-        / seconds,
-        "heads_idx_scans_per_s": (
-            b.scans.get("tail_heads.idx_scan", 0) - a.scans.get("tail_heads.idx_scan", 0)
-        )
-        / seconds,
-    }
-    if a.statements is not None and b.statements is not None:
-        calls = []
-        for queryid, (query, n) in b.statements.items():
-            delta = n - a.statements.get(queryid, ("", 0))[1]
-            if delta:
-                calls.append((delta, " ".join(query.split())))
-        # The tail's reads first, then the most called.
-        calls.sort(key=lambda c: (not is_tail_read(c[1]), -c[0], c[1]))
-        out["statements_per_s"] = sum(n for n, _ in calls) / seconds
-        out["tail_reads_per_s"] = sum(n for n, q in calls if is_tail_read(q)) / seconds
-        out["statements"] = [
-            {"per_s": round(n / seconds, 2), "tail_read": is_tail_read(q), "query": q[:120]}
-            for n, q in calls[:20]
-        ]
-    return out
+    def filter_of(self, i: int) -> fanout.Filter:
+        return fanout.MIXED[i % len(fanout.MIXED)] if self.mixed else fanout.UNFILTERED
 
 
 # -- one configuration --------------------------------------------------------------------------
@@ -467,8 +113,7 @@ def rates(a: Counters, b: Counters) -> dict[str, Any]:
 @dataclass
 class Context:
     args: argparse.Namespace
-    port: int
-    server_pid: int
+    server: LiveServer
     admin: asyncpg.Connection
     database: str
     statements: bool
@@ -484,16 +129,16 @@ async def loop_lag(samples: list[float], stop: asyncio.Event, tick: float = 0.01
         samples.append(time.monotonic() - t - tick)
 
 
-async def sample_rss(pid: int, samples: list[float], stop: asyncio.Event) -> None:
+async def sample_rss(server: LiveServer, samples: list[float], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        samples.append(server_rss_mib(pid))
+        samples.append(server.rss_mib())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
 def stats_ms(values: list[float]) -> dict[str, float]:
     """n, p50/p95/p99 (nearest rank), min and max, in ms."""
-    out = h.percentiles(values)
+    out = percentiles(values)
     out["min"] = min(values) * 1000 if values else math.nan
     out["max"] = max(values) * 1000 if values else math.nan
     return out
@@ -502,16 +147,17 @@ def stats_ms(values: list[float]) -> dict[str, float]:
 async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
     args = ctx.args
     prefix = f"tb{run}."
-    parser = Parser()
-    tails = []
-    for i in range(setup.tails):
-        key = ctx.consumers[i // TAILS_PER_KEY]
-        headers = {"Gram-Key": key, "Gram-Project": PROJECT}
-        tails.append(SseTail(parser, ctx.port, headers, setup.filter_of(i), prefix))
+    parser = fanout.Arrivals()
+    tails = [
+        fanout.Tail(
+            parser, ctx.server.port, ctx.consumers[i // TAILS_PER_KEY], setup.filter_of(i), prefix
+        )
+        for i in range(setup.tails)
+    ]
     opened = time.monotonic()
     await asyncio.gather(*(t.open() for t in tails))
     connect_s = time.monotonic() - opened
-    rss_connected = server_rss_mib(ctx.server_pid)
+    rss_connected = ctx.server.rss_mib()
     await asyncio.sleep(1.0)  # the tails' opening work done before anything is measured
 
     stop = asyncio.Event()
@@ -519,45 +165,34 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
     rss: list[float] = []
     probes = [
         asyncio.create_task(loop_lag(lag, stop)),
-        asyncio.create_task(sample_rss(ctx.server_pid, rss, stop)),
+        asyncio.create_task(sample_rss(ctx.server, rss, stop)),
     ]
-    writer = Writer(f"http://{h.HOST}:{ctx.port}", ctx.producer, prefix, args.rate, args.batch)
+    writer = fanout.Writer(ctx.server.url, ctx.producer, prefix, args.rate, args.batch)
     t0 = time.monotonic() + 0.05
     start, end = t0 + args.warmup, t0 + args.warmup + args.seconds
 
-    async def window() -> tuple[Counters, Counters, dict[str, float], list[float], list[float]]:
+    async def window() -> tuple[
+        pgstats.Counters, pgstats.Counters, dict[str, float], list[float], list[float]
+    ]:
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        meter = CpuMeter(ctx.admin, ctx.database, ctx.server_pid)
-        a = await counters(ctx.admin, ctx.statements)
+        meter = CpuMeter(ctx.admin, ctx.database, ctx.server.process.pid)
+        a = await pgstats.counters(ctx.admin, ctx.statements)
         await meter.start()
         lag_from, parse_from = len(lag), len(parser.lag)
         await asyncio.sleep(max(0.0, end - time.monotonic()))
         cpu = await meter.stop()
-        b = await counters(ctx.admin, ctx.statements)
+        b = await pgstats.counters(ctx.admin, ctx.statements)
         return a, b, cpu, lag[lag_from:], parser.lag[parse_from:]
 
     measuring = asyncio.create_task(window())
     await writer.run(t0, args.warmup + args.seconds)
     a, b, cpu, window_lag, parse_lag = await measuring
 
-    # The last lines: until every tail has as many as it should, then a few polls more, so
-    # that a duplicate arriving late is seen.
     total = writer.lines
-    wanted = [sum(1 for n in range(total) if t.filter.matches(n)) for t in tails]
-    with contextlib.suppress(TimeoutError):  # what is missing then is reported below
-        async with asyncio.timeout(DRAIN_S):
-            await parser.until(
-                lambda: all(
-                    len(t.lines) >= w or t.ended is not None
-                    for t, w in zip(tails, wanted, strict=True)
-                )
-            )
-    await asyncio.sleep(0.5)
-    async with asyncio.timeout(DRAIN_S):
-        await parser.until(lambda: not parser.pending)
+    await parser.drain(tails, total, DRAIN_S)
     stop.set()
     await asyncio.gather(*probes)
-    rss_end = server_rss_mib(ctx.server_pid)
+    rss_end = ctx.server.rss_mib()
     for t in tails:
         t.close()
     await parser.stop()
@@ -567,7 +202,7 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
         "label": setup.label,
         "tails": setup.tails,
         "mixed": setup.mixed,
-        "filters": {f.label: sum(1 for t in tails if t.filter is f) for f in MIXED}
+        "filters": {f.label: sum(1 for t in tails if t.filter is f) for f in fanout.MIXED}
         if setup.mixed
         else ({"all": setup.tails} if setup.tails else {}),
         "connect_s": round(connect_s, 3),
@@ -578,7 +213,7 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
         "writer_late_ms_max": max(writer.late) * 1000,
         "loop_lag_ms": stats_ms(window_lag),
         "parse_lag_ms": stats_ms(parse_lag),
-        "queries": rates(a, b),
+        "queries": pgstats.rates(a, b),
         "cpu_share": {part: round(s / (b.at - a.at), 3) for part, s in cpu.items()},
         "rss_mib": {
             "connected": round(rss_connected, 1),
@@ -592,120 +227,44 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
 
 
 def delivery(
-    tails: list[SseTail], writer: Writer, total: int, first_counted: int, batch: int
+    tails: list[fanout.Tail], writer: fanout.Writer, total: int, first_counted: int, batch: int
 ) -> dict[str, Any]:
-    """What each tail got against what it should have, and the delays of the counted lines."""
+    """What the tails got (tests/test_tail_fan_out.py checks that it is exactly once), and the
+    delays of the counted lines: each (line, tail), the first tail's, first to last tail."""
     delays: list[float] = []
     first = [math.inf] * total
     last = [-math.inf] * total
-    missing = duplicates = unexpected = foreign = 0
-    problems: list[str] = []
-    for i, t in enumerate(tails):
-        counts = bytearray(total)
-        stray = 0
+    tallies = [fanout.tally(t, total) for t in tails]
+    for t, got in zip(tails, tallies, strict=True):
+        seen = bytearray(total)
         for n, at in zip(t.lines, t.times, strict=True):
-            if not (0 <= n < total) or not t.filter.matches(n):
-                stray += 1
-                continue
-            counts[n] = min(255, counts[n] + 1)
-            k = n // batch
-            if k >= first_counted and counts[n] == 1:
-                delay = at - writer.acks[k]
+            if 0 <= n < total and got.counts[n] and not seen[n] and n // batch >= first_counted:
+                seen[n] = 1
+                delay = at - writer.acks[n // batch]
                 delays.append(delay)
                 first[n] = min(first[n], delay)
                 last[n] = max(last[n], delay)
-        lost = sum(1 for n in range(total) if t.filter.matches(n) and not counts[n])
-        doubled = sum(c - 1 for c in counts if c > 1)
-        missing += lost
-        duplicates += doubled
-        unexpected += stray
-        foreign += t.foreign
-        if lost or doubled or stray or t.foreign or t.ended:
-            problems.append(
-                f"tail {i} ({t.filter.label}): {lost} missing, {doubled} duplicates,"
-                f" {stray} not matching its filter, {t.foreign} of another run"
-                + (f"; ended: {t.ended}" if t.ended else "")
-            )
     counted = [n for n in range(first_counted * batch, total) if first[n] != math.inf]
-    expected = sum(sum(1 for n in range(total) if t.filter.matches(n)) for t in tails)
-    events = sum(len(t.lines) for t in tails)
-    ok = not (missing or duplicates or unexpected or foreign or any(t.ended for t in tails))
+    problems = [
+        f"tail {i} ({t.filter.label}): {got.problem}"
+        for i, (t, got) in enumerate(zip(tails, tallies, strict=True))
+        if got.problem
+    ]
     return {
         "delivery": {
-            "expected": expected,
-            "events": events,
-            "missing": missing,
-            "duplicates": duplicates,
-            "unexpected": unexpected,
-            "foreign": foreign,
-            "ended_early": sum(1 for t in tails if t.ended),
-            "exactly_once": ok,
+            "expected": sum(sum(1 for n in range(total) if t.filter.matches(n)) for t in tails),
+            "events": sum(len(t.lines) for t in tails),
+            "missing": sum(g.missing for g in tallies),
+            "duplicates": sum(g.duplicates for g in tallies),
+            "unexpected": sum(g.unexpected for g in tallies),
+            "foreign": sum(g.foreign for g in tallies),
+            "ended_early": sum(1 for g in tallies if g.ended),
             "problems": problems[:20],
         },
         "delay_ms": stats_ms(delays),
         "first_tail_ms": stats_ms([first[n] for n in counted]),
         "spread_ms": stats_ms([last[n] - first[n] for n in counted]),
     }
-
-
-# -- the database and the server ----------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def database(args: argparse.Namespace) -> AsyncIterator[tuple[str, str, bool]]:
-    """A fresh database: (its URL, its name, whether pg_stat_statements counts in it)."""
-    with contextlib.ExitStack() as stack:
-        if args.database_url:
-            server = args.database_url
-        else:
-            pg = stack.enter_context(own_postgres("gramlogs-tailbench-"))
-            await asyncio.to_thread(preload_statements, pg)
-            server = pg.url
-        name = f"tailbench_{secrets.token_hex(4)}"
-        await execute_on(server, f"CREATE DATABASE {name}")
-        try:
-            url = with_database(server, name)
-            conn = await asyncpg.connect(url)
-            try:
-                loaded = await conn.fetchval(
-                    "SELECT setting LIKE '%pg_stat_statements%' FROM pg_settings"
-                    " WHERE name = 'shared_preload_libraries'"
-                )
-                if loaded:
-                    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            finally:
-                await conn.close()
-            yield url, name, bool(loaded)
-        finally:
-            await execute_on(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def preload_statements(pg: OwnPostgres) -> None:
-    """Restart the benchmark's own PostgreSQL with pg_stat_statements loaded."""
-    pg.server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';")
-    pg.stop()
-    pg.start()
-
-
-async def tenants_of(url: str, consumers: int) -> tuple[dict[str, str], list[str]]:
-    """Project ``tail``: the writer's headers and ``consumers`` consumer keys."""
-    conn = await asyncpg.connect(url)
-    try:
-        org = await tenants.create_organization(conn, "tailbench")
-        project = await tenants.create_project(conn, org, PROJECT)
-        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, project_id=project)
-        keys = [
-            (await tenants.create_key(conn, org, KeyScope.CONSUMER, name=f"tail{i}")).key
-            for i in range(consumers)
-        ]
-    finally:
-        await conn.close()
-    headers = {
-        "Gram-Key": producer.key,
-        "Gram-Project": PROJECT,
-        "Content-Type": "application/x-ndjson",
-    }
-    return headers, keys
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -724,11 +283,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     plan = setups(args)
     most = max(s.tails for s in plan)
     settings = {"GRAMLOGS_TAIL_POLL_MS": str(args.poll_ms)} if args.poll_ms else {}
-    async with database(args) as (url, name, statements):
+    async with pgstats.database(args.database_url) as (url, name, statements):
         admin = await asyncpg.connect(url)
         pg_version = await admin.fetchval("SHOW server_version")
-        info = h.machine(pg_version)
-        h.print_machine(info)
+        info = machine(pg_version)
+        print_machine(info)
         print(
             f"tail: {args.rate:g} lines/s in batches of {args.batch}, {args.warmup:g} s warm-up"
             f" + {args.seconds:g} s per configuration; "
@@ -737,19 +296,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         try:
-            with h.gramlogs_server(url, port=free_port(), settings=settings) as server:
-                pid = server.proc.pid
-                producer, consumers = await tenants_of(url, math.ceil(most / TAILS_PER_KEY))
-                ctx = Context(args, server.port, pid, admin, name, statements, producer, consumers)
-                rss: dict[str, float] = {"start": round(server_rss_mib(pid), 1)}
+            with h.gramlogs_server(url, settings=settings) as server:
+                producer, consumers = await fanout.tenants_of(url, math.ceil(most / TAILS_PER_KEY))
+                ctx = Context(args, server, admin, name, statements, producer, consumers)
+                rss: dict[str, float] = {"start": round(server.rss_mib(), 1)}
                 results = []
                 for run, setup in enumerate(plan):
                     if setup.tails and "idle_before_tails" not in rss:
-                        rss["idle_before_tails"] = round(server_rss_mib(pid), 1)
+                        rss["idle_before_tails"] = round(server.rss_mib(), 1)
                     print(f"  {setup.label} ...", file=sys.stderr, flush=True)
                     results.append(await run_setup(ctx, setup, run))
                 await asyncio.sleep(1.0)
-                rss["end"] = round(server_rss_mib(pid), 1)
+                rss["end"] = round(server.rss_mib(), 1)
         finally:
             await admin.close()
     info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -759,7 +317,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         rss[f"{most}_tails_streaming_max"] = at_most["rss_mib"]["max"]
     result = {
         "benchmark": "tail",
-        "command": " ".join(["python -m benchmarks.tail", *sys.argv[1:]]),
+        "command": args.command,
         "machine": info,
         "options": {
             "rate": args.rate,
@@ -774,16 +332,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "configs": results,
         "rss_mib": rss,
-        "exactly_once": all(r["delivery"]["exactly_once"] for r in results if r["tails"]),
         "seconds": round(time.monotonic() - began, 1),
     }
     result["targets"] = targets(result)
-    report = render(result)
-    print(report)
-    if args.write:
-        append(RESULTS, report)
-        print(f"appended to {RESULTS}")
-    h.json_line("tail", result)
+    publish("tail", result, render(result), write_to=args.write_to)
     return result
 
 
@@ -793,24 +345,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     one = next((c for c in configs if c["tails"] == 1), None)
     checks = [
         {
-            "target": "every tail got every line it matches exactly once, and nothing else",
-            "met": r["exactly_once"],
-            "measured": "; ".join(
-                f"{c['label']}: {c['delivery']['events']:,} of {c['delivery']['expected']:,},"
-                f" {c['delivery']['missing']} missing, {c['delivery']['duplicates']} duplicates"
-                for c in r["configs"]
-                if c["tails"]
-            ),
-        },
-        {
             "target": f"delay p50 <= {TARGET_P50_MS:.0f} ms at {most['tails']} tails",
             "met": most["delay_ms"]["p50"] <= TARGET_P50_MS,
-            "measured": f"{h.fmt_ms(most['delay_ms']['p50'])} ms",
+            "measured": f"{fmt_ms(most['delay_ms']['p50'])} ms",
         },
         {
             "target": f"delay p99 <= {TARGET_P99_MS:.0f} ms at {most['tails']} tails",
             "met": most["delay_ms"]["p99"] <= TARGET_P99_MS,
-            "measured": f"{h.fmt_ms(most['delay_ms']['p99'])} ms",
+            "measured": f"{fmt_ms(most['delay_ms']['p99'])} ms",
         },
     ]
     if one is not None and one is not most:
@@ -832,7 +374,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _ms(s: dict[str, float], *keys: str) -> str:
-    return " / ".join(h.fmt_ms(s[k]) for k in keys)
+    return " / ".join(fmt_ms(s[k]) for k in keys)
 
 
 def render(r: dict[str, Any]) -> str:
@@ -863,7 +405,7 @@ def render(r: dict[str, Any]) -> str:
             f" | {d['duplicates']} | {_ms(c['delay_ms'], 'p50', 'p99', 'max')}"
             f" | {_ms(c['first_tail_ms'], 'p50', 'p99')} | {_ms(c['spread_ms'], 'p50', 'p99')}"
             f" | {_ms(c['ingest_ms'], 'p50', 'p99')}"
-            f" | {h.fmt_ms(c['loop_lag_ms']['p99'])}, {h.fmt_ms(c['parse_lag_ms']['p99'])} |"
+            f" | {fmt_ms(c['loop_lag_ms']['p99'])}, {fmt_ms(c['parse_lag_ms']['p99'])} |"
         )
     lines += [
         "",
@@ -888,46 +430,14 @@ def render(r: dict[str, Any]) -> str:
     lines += ["", "Server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in rss.items()) + "."]
     if all("statements" in c["queries"] for c in r["configs"]):
         lines += ["", "Statements per second by configuration (pg_stat_statements):", ""]
-        lines += statement_table(r["configs"])
+        lines += pgstats.statement_table(r["configs"])
     lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
     for t in r["targets"]:
         lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
     return "\n".join(lines) + "\n"
 
 
-def statement_table(configs: list[dict[str, Any]]) -> list[str]:
-    """A row per statement (the tail's reads first), a column per configuration."""
-    rows: dict[str, dict[str, float]] = {}
-    reads: set[str] = set()
-    for c in configs:
-        for st in c["queries"]["statements"]:
-            rows.setdefault(st["query"], {})[c["label"]] = st["per_s"]
-            if st["tail_read"]:
-                reads.add(st["query"])
-    order = sorted(rows, key=lambda q: (q not in reads, -max(rows[q].values()), q))
-    out = [
-        "| statement | tail read | " + " | ".join(c["label"] for c in configs) + " |",
-        "|---|---|" + "---|" * len(configs),
-    ]
-    for q in order:
-        cells = [f"{rows[q].get(c['label'], 0.0):.1f}" for c in configs]
-        text = q[:90].replace("|", "\\|") + ("…" if len(q) > 90 else "")
-        out.append(f"| `{text}` | {'yes' if q in reads else ''} | " + " | ".join(cells) + " |")
-    return out
-
-
-def append(path: Path, report: str) -> None:
-    h.append_results(
-        path,
-        "Live tails (`GET /rpc/logs.tail`) under a steady ingest: delivery delay, exactly once,\n"
-        "database work and memory, each run appended by `--write`, newest last. What it\n"
-        "measures: the module's docstring and [docs/benchmarks.md](../docs/benchmarks.md).",
-        report,
-    )
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tail", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, default=200.0, help="lines per second (200)")
     p.add_argument("--batch", type=int, default=20, help="lines per POST (20)")
     p.add_argument(
@@ -942,29 +452,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=12.0, help="seconds before measuring (12)")
     p.add_argument("--poll-ms", type=int, help="GRAMLOGS_TAIL_POLL_MS (the server's: 100)")
     p.add_argument("--database-url", help="a PostgreSQL server (default: an embedded one)")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="seconds: 1 and 3 tails, 20 lines/s")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.rate, args.batch, args.tails, args.mixed = 20.0, 2, [1, 3], 4
-        args.seconds, args.warmup = 3.0, 1.0
-    return args
 
 
-def cli() -> None:
-    args = parse_args()
-
-    async def run() -> None:
-        result = await main(args)
-        if not result["exactly_once"]:
-            for c in result["configs"]:
-                for problem in c["delivery"]["problems"] if c["tails"] else []:
-                    print(f"{c['label']}: {problem}", file=sys.stderr)
-            raise SystemExit("tail: a tail missed a line, got one twice, or ended early")
-
-    h.run(run)
+def _smoke(args: argparse.Namespace) -> None:
+    args.rate, args.batch, args.tails, args.mixed = 20.0, 2, [1, 3], 4
+    args.seconds, args.warmup = 3.0, 1.0
 
 
 if __name__ == "__main__":
-    cli()
+    runner.run(
+        "tail",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="1 and 3 tails, 20 lines/s",
+        results=runner.results_file("tail"),
+    )

