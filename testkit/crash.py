@@ -2,10 +2,10 @@
 batch's transaction commits, before its reply is sent.
 
 That is the window an Idempotency-Key is for: the lines are durable and the client never hears
-so. Only the tests run this; the package has no such hook. It wraps ``store_batch`` (whose
-return means COMMIT was acknowledged) where the write endpoints call it, and then runs the
-usual command line, in this process (one worker: the wrapper must be in the process that
-serves).
+so. Only the tests run this; the package has no such hook. It wraps ``writer.store_batch``
+(whose return means COMMIT was acknowledged; the write doors' intake looks it up on the module
+when it calls it), and then runs the usual command line, in this process (one worker: the
+wrapper must be in the process that serves).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 from gramlogs import cli
 from gramlogs.storage import writer
-from gramlogs.web import ingest, otlp
 
 __all__ = ["main"]
 
@@ -33,9 +32,7 @@ def _die_after(store: Any) -> Any:
 
 
 def main() -> int:
-    dying = _die_after(writer.store_batch)
-    for module in (writer, ingest, otlp):
-        module.store_batch = dying  # type: ignore[attr-defined]
+    writer.store_batch = _die_after(writer.store_batch)
     return cli.main()
 
 
