@@ -146,7 +146,7 @@ def _profile(
 _MARKERS = {
     "page query (asyncpg: send, wait, decode 101 rows)": "fetch_page",
     "authenticate (asyncpg fetchrow)": "authenticate",
-    "render (rows to structs)": "render (gramlogs/gram.py",
+    "render (rows to structs)": "render (gramlogs/web/gram.py",
     "parse query string": "parse_list_query",
     "pool acquire/release": "_acquire",
     "uvicorn: write response": "RequestResponseCycle.send",
