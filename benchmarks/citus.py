@@ -1,27 +1,6 @@
 """gramlogs on a Citus cluster beside one PostgreSQL, with the same rows, in one run.
 
-Both are made from the embedded PostgreSQL 18's binaries on this machine: one node, and a local
-cluster of a coordinator and two workers (``testkit.citus.local_cluster``; Citus built into the
-embedded PostgreSQL: ``make citus``). The same dataset (100 projects, the first holding 20% of
-the lines, over three days) is seeded into each, then ``gramlogs serve`` runs on each and:
-
-1. **Pages**: the scale suite's page scenarios of the hot project (first page with no filter
-   and with each filter, a page 95% deep, keyword pages), requests alternating between the two
-   servers: p50 each and the ratio cluster / one node.
-2. **Ingestion**: NDJSON batches of 1,000 lines from 4 concurrent clients into each: lines/s.
-3. **Growing the cluster online**: a third worker is added and the shards rebalanced while one
-   client ingests and one pages: how long it took for how many rows, and p50/p99 of each
-   during it, beside the same load before it.
-
-4. **Where the time goes**: each page statement run directly, as the pools run it, on one node
-   (a cached generic plan), on one node planned for its values each time (as Citus must), and on
-   the cluster, with the worker's own planning and execution times.
-
-    .venv/bin/python -m benchmarks.citus                      # 1M lines, daily partitions
-    .venv/bin/python -m benchmarks.citus --partition-days 7   # weekly partitions
-    .venv/bin/python -m benchmarks.citus --rows 50000         # a quick look
-
-Figures, with the machine they were measured on: benchmarks/citus.md.
+How it measures, and how to run it: docs/benchmarks.md, "citus".
 """
 
 from __future__ import annotations
@@ -33,22 +12,24 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 
-from benchmarks import harness as h
-from benchmarks import runner
+from benchmarks import producer, runner
 from benchmarks.results import json_line, machine, percentiles, print_machine
 from gramlogs.storage import citus, pages
 from gramlogs.web.gram import parse_list_query
+from testkit import datasets
 from testkit.citus import local_cluster, prepare_database
 from testkit.ports import HOST
 from testkit.postgres import own_postgres, with_database
+from testkit.serve import gramlogs_server
 
 URL = "/rpc/logs.listToolExecutionLogs"
+INGEST = producer.INGEST
 DATABASE = "bench"
 
 
@@ -197,40 +178,18 @@ async def _worker_time(conn: asyncpg.Connection, request: pages.PageRequest) -> 
     return found or {"worker_planning": float("nan"), "worker_execution": float("nan")}
 
 
-def _ndjson(batch: int, worker: int, size: int) -> bytes:
-    lines = []
-    for i in range(size):
-        entry = {
-            "raw_log": f"bench ingest {worker}-{batch}-{i} lorem ipsum dolor sit amet",
-            "level": "info",
-            "function_id": "0193a5b0-0000-7000-8000-00000000f001",
-            "deployment_id": "0193a5b0-0000-7000-8000-00000000d001",
-            "attributes": {"worker": worker, "batch": batch},
-        }
-        lines.append(json.dumps(entry))
-    return ("\n".join(lines) + "\n").encode()
+def _bodies(lines: int, batch: int, seed: int) -> list[bytes]:
+    return producer.make_batches(lines, batch, seed, datetime.now(UTC) - timedelta(hours=1))
 
 
 async def _ingest_rate(base: str, key: str, lines: int, clients: int = 4) -> float:
-    headers = {"Gram-Key": key, "Gram-Project": "p001", "Content-Type": "application/x-ndjson"}
-    size = 1000
-    batches = max(1, lines // size // clients)
-    async with httpx.AsyncClient(timeout=120) as client:
-
-        async def one(worker: int) -> None:
-            for b in range(batches):
-                r = await client.post(
-                    base + "/rpc/logs.ingest", content=_ndjson(b, worker, size), headers=headers
-                )
-                assert r.status_code == 200, r.text
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one(w) for w in range(clients)))
-        return batches * clients * size / (time.perf_counter() - started)
+    head = producer.headers(key, "p001")
+    batches = ((head, b, b.count(b"\n")) for b in _bodies(lines, 1000, 3))
+    return (await producer.send(base, batches, clients)).rate
 
 
 async def _under_load(
-    base: str, consumer: str, producer: str, during: Callable[[], Awaitable[Any]]
+    base: str, consumer: str, producer_key: str, during: Callable[[], Awaitable[Any]]
 ) -> tuple[Any, dict[str, Any]]:
     """Run ``during`` while one client ingests batches of 100 and one reads first pages."""
     reads: list[float] = []
@@ -251,19 +210,12 @@ async def _under_load(
                 await timed(reads, client.get(base + URL, params={"per_page": 20}, headers=headers))
 
         async def writer() -> None:
-            headers = {
-                "Gram-Key": producer,
-                "Gram-Project": "p002",
-                "Content-Type": "application/x-ndjson",
-            }
+            headers = producer.headers(producer_key, "p002")
+            bodies = _bodies(100 * 200, 100, 9)
             batch = 0
             while not stop.is_set():
-                await timed(
-                    writes,
-                    client.post(
-                        base + "/rpc/logs.ingest", content=_ndjson(batch, 9, 100), headers=headers
-                    ),
-                )
+                body = bodies[batch % len(bodies)]
+                await timed(writes, client.post(base + INGEST, content=body, headers=headers))
                 batch += 1
 
         load = [asyncio.create_task(reader()), asyncio.create_task(writer())]
@@ -287,22 +239,15 @@ async def _producer_key(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
         org = await conn.fetchval("SELECT id FROM organizations LIMIT 1")
-        producer = await tenants.create_key(conn, org, KeyScope.PRODUCER, name="bench producer")
+        made = await tenants.create_key(conn, org, KeyScope.PRODUCER, name="bench producer")
     finally:
         await conn.close()
-    key: str = producer.key
+    key: str = made.key
     return key
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    spec = h.DatasetSpec(
-        rows=args.rows,
-        projects=100,
-        hot_share=0.2,
-        days=3,
-        seed=1,
-        partition_days=args.partition_days,
-    )
+    spec = datasets.DatasetSpec(args.rows, 100, 0.2, 3, 1, partition_days=args.partition_days)
     os.environ["GRAMLOGS_PARTITION_DAYS"] = str(args.partition_days)  # for the servers too
     out: dict[str, Any] = {"rows": args.rows, "partition_days": args.partition_days}
     with own_postgres("gramlogs-bench-single-") as single, local_cluster(2) as cluster:
@@ -318,7 +263,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         seeded: dict[str, Any] = {}
         for target, url in (("single", single_url), ("cluster", cluster_url)):
             started = time.perf_counter()
-            seeded[target] = await h.seed_dataset(spec, url, distribute=target == "cluster")
+            seeded[target] = await datasets.seed_dataset(spec, url, distribute=target == "cluster")
             rate = args.rows / (time.perf_counter() - started)
             out.setdefault("seed_rows_per_s", {})[target] = round(rate)
             print(f"seeded {target}: {rate:,.0f} rows/s (COPY, indexes, VACUUM ANALYZE)")
@@ -327,14 +272,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         producer_single = await _producer_key(single_url)
         producer_cluster = await _producer_key(cluster_url)
 
-        with (
-            h.gramlogs_server(single_url) as s1,
-            h.gramlogs_server(cluster_url) as s2,
-        ):
-            targets = {
-                "single": s1.url,
-                "cluster": s2.url,
-            }
+        with gramlogs_server(single_url) as s1, gramlogs_server(cluster_url) as s2:
+            targets = {"single": s1.url, "cluster": s2.url}
             print("pages (hot project, 20 rows, p50 over alternating requests):")
             out["pages"] = await _page_p50s(
                 targets, {t: d.key for t, d in seeded.items()}, scenarios, args.n
@@ -344,8 +283,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 {"single": single_url, "cluster": cluster_url}, scenarios, args.n
             )
             rates = {}
-            for target, producer in (("single", producer_single), ("cluster", producer_cluster)):
-                rates[target] = round(await _ingest_rate(targets[target], producer, args.ingest))
+            for target, key in (("single", producer_single), ("cluster", producer_cluster)):
+                rates[target] = round(await _ingest_rate(targets[target], key, args.ingest))
             out["ingest_lines_per_s"] = rates
             out["ingest_ratio"] = round(rates["cluster"] / rates["single"], 2)
             print(

@@ -1,27 +1,7 @@
 """Keyword search on a large project: first-page latency through the block summaries, beside
 the designs they replaced, and what each costs ingestion.
 
-    .venv/bin/python -m benchmarks.keyword              # 1M rows, embedded PostgreSQL
-    .venv/bin/python -m benchmarks.keyword --smoke      # 20k rows, a few seconds
-    .venv/bin/python -m benchmarks.keyword --database-url postgresql://postgres@127.0.0.1/postgres
-
-The project is seeded by ``gramlogs.local.seed`` with three planted words, in 0.1%, 1% and 30% of
-lines; a fourth word appears nowhere in it but in 30% of the lines of a neighbour project (a
-quarter of its size) in the same table and time range. Each is searched for (the first page,
-newest first, 20 rows) in these set-ups, measured side by side on the same data and connection:
-
-- ``shipped``: ``pages.fetch_page``, the server's own keyword page (an ordered probe of the
-  newest rows, then the blocks whose summaries hold the word's trigrams);
-- ``ordered_scan``: the page read by the ordered walk with the keyword as a filter, the best
-  first page without any index (``pages.read_page``);
-- ``trigram_v2``: schema version 2's per-line trigram index (with project and function),
-  built in a transaction that is rolled back, and the page planned by PostgreSQL with it.
-
-Ingestion: the same pre-generated rows are COPYed into the seeded table, each COPY in a
-transaction that is rolled back, alternately: with their block summaries (as shipped), without
-(the floor of this table), and with version 2's trigram index instead.
-
-The benchmark makes (and drops) a database of its own on the server.
+How it measures, and how to run it: docs/benchmarks.md, "keyword".
 """
 
 from __future__ import annotations
@@ -41,7 +21,6 @@ from datetime import UTC, datetime
 import asyncpg
 
 from benchmarks import runner
-from benchmarks.harness import server_url
 from benchmarks.results import json_line, machine, print_machine
 from gramlogs.local.seed import ProgressBar, SeedPlan, generate, seed_logs
 from gramlogs.storage import blocks, schema, tenants
@@ -53,6 +32,7 @@ from gramlogs.storage.pages import (
     fetch_page,
     read_page,
 )
+from testkit.datasets import server_url
 from testkit.postgres import with_database
 
 RARE, MEDIUM, COMMON, ABSENT = "quokka", "narwhal", "latency", "wombat"

@@ -1,17 +1,7 @@
 """Keyset paging end to end: is a deep page as fast as the first, and how much does
 the HTTP layer add to the query?
 
-Seeds 1M rows across 20 projects (cached), then for per_page 20 and 100, the first page and a
-page 95% deep (newest first), reports p50/p95 of the HTTP endpoint and of the same SQL run
-directly over asyncpg, side by side, plus requests/s with 16 concurrent clients (wrk).
-
-Targets: endpoint p50 <= 2 x (direct SQL p50 + bare Starlette p50); deep p50 ~ first p50; the
-page SQL within 2 x of its floor: the same statement over the same rows in one unpartitioned
-table with only the primary key (``logs_floor``, made once beside the dataset), side by side.
-``--partition-days 7`` seeds (and caches) the same rows in weekly partitions.
-
-    .venv/bin/python -m benchmarks.paging            # 1M rows
-    .venv/bin/python -m benchmarks.paging --smoke    # seconds: tiny data, few iterations
+How it measures, and how to run it: docs/benchmarks.md, "paging".
 """
 
 from __future__ import annotations
@@ -21,15 +11,17 @@ import shutil
 
 import asyncpg
 
-from benchmarks import harness as h
 from benchmarks import runner
 from benchmarks import scenarios as sc
 from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from testkit import datasets
 from testkit.http import HttpClient
+from testkit.serve import gramlogs_server
+from testkit.wrk import run_wrk
 
 
 async def main(args: argparse.Namespace) -> None:
-    spec = h.DatasetSpec(
+    spec = datasets.DatasetSpec(
         rows=20_000 if args.smoke else 1_000_000,
         projects=20,
         seed=2,
@@ -37,7 +29,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     iterations, warmup = (30, 5) if args.smoke else (args.iterations, 50)
     wrk = shutil.which("wrk")
-    ds = await h.dataset(spec)
+    ds = await datasets.dataset(spec)
     admin = await asyncpg.connect(ds.url)
     info = machine(await admin.fetchval("SHOW server_version"))
     await admin.close()
@@ -59,7 +51,7 @@ async def main(args: argparse.Namespace) -> None:
     ]
     prepared = [await sc.prepare(conn, project, s) for s in scenarios]
     results = {}
-    with h.gramlogs_server(ds.url) as server:
+    with gramlogs_server(ds.url) as server:
         client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": slug})
         status, body = client.get(prepared[-2].path)  # a 100-row page: the bare app's body
         assert status == 200, body
@@ -70,7 +62,7 @@ async def main(args: argparse.Namespace) -> None:
         client.close()
         throughput = None
         if wrk:
-            throughput = h.run_wrk(
+            throughput = run_wrk(
                 wrk, server.port, [p.path for p in prepared], ds.key, slug,
                 connections=16, seconds=1 if args.smoke else 10,
             )  # fmt: skip

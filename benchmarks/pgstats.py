@@ -1,22 +1,16 @@
 """The database's work in a window, from its statistics views: statements per second from
-pg_stat_statements (where it is loaded), transactions from pg_stat_database, scans of the live
-tails' tables from pg_stat_user_tables; and a fresh database that counts its statements."""
+pg_stat_statements (where it is loaded: ``testkit.datasets.counting_database``), transactions
+from pg_stat_database, scans of the live tails' tables from pg_stat_user_tables."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from testkit.postgres import OwnPostgres, execute_on, own_postgres, with_database
-
-__all__ = ["Counters", "counters", "database", "rates", "statement_table"]
+__all__ = ["Counters", "counters", "rates", "statement_table"]
 
 _TABLES = """
 SELECT relname, seq_scan, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables
@@ -62,19 +56,11 @@ def rates(a: Counters, b: Counters) -> dict[str, Any]:
     out: dict[str, Any] = {
         "seconds": round(seconds, 2),
         "xact_per_s": (b.xact_commit - a.xact_commit) / seconds,
-        "journal_idx_scans_per_s": (
-            b.scans.get("tail_journal.idx_scan", 0) - a.scans.get("tail_journal.idx_scan", 0)
-        )
-        / seconds,
-        "journal_seq_scans_per_s": (
-            b.scans.get("tail_journal.seq_scan", 0) - a.scans.get("tail_journal.seq_scan", 0)
-        )
-        / seconds,
-        "heads_idx_scans_per_s": (
-            b.scans.get("tail_heads.idx_scan", 0) - a.scans.get("tail_heads.idx_scan", 0)
-        )
-        / seconds,
     }
+    for key, scans in (("journal_idx", "tail_journal.idx_scan"),
+                       ("journal_seq", "tail_journal.seq_scan"),
+                       ("heads_idx", "tail_heads.idx_scan")):  # fmt: skip
+        out[f"{key}_scans_per_s"] = (b.scans.get(scans, 0) - a.scans.get(scans, 0)) / seconds
     if a.statements is not None and b.statements is not None:
         calls = []
         for queryid, (query, n) in b.statements.items():
@@ -90,44 +76,6 @@ def rates(a: Counters, b: Counters) -> dict[str, Any]:
             for n, q in calls[:20]
         ]
     return out
-
-
-@contextlib.asynccontextmanager
-async def database(server_url: str | None) -> AsyncIterator[tuple[str, str, bool]]:
-    """A fresh database on ``server_url``, by default on an embedded PostgreSQL of its own
-    started with pg_stat_statements: (its URL, its name, whether pg_stat_statements counts in
-    it)."""
-    with contextlib.ExitStack() as stack:
-        if server_url:
-            server = server_url
-        else:
-            pg = stack.enter_context(own_postgres("gramlogs-tailbench-"))
-            await asyncio.to_thread(preload_statements, pg)
-            server = pg.url
-        name = f"tailbench_{secrets.token_hex(4)}"
-        await execute_on(server, f"CREATE DATABASE {name}")
-        try:
-            url = with_database(server, name)
-            conn = await asyncpg.connect(url)
-            try:
-                loaded = await conn.fetchval(
-                    "SELECT setting LIKE '%pg_stat_statements%' FROM pg_settings"
-                    " WHERE name = 'shared_preload_libraries'"
-                )
-                if loaded:
-                    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            finally:
-                await conn.close()
-            yield url, name, bool(loaded)
-        finally:
-            await execute_on(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def preload_statements(pg: OwnPostgres) -> None:
-    """Restart the benchmark's own PostgreSQL with pg_stat_statements loaded."""
-    pg.server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';")
-    pg.stop()
-    pg.start()
 
 
 def statement_table(configs: list[dict[str, Any]]) -> list[str]:

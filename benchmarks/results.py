@@ -21,6 +21,7 @@ from gramlogs import __version__
 
 __all__ = [
     "append_results",
+    "check",
     "fmt_ms",
     "json_line",
     "machine",
@@ -28,19 +29,25 @@ __all__ = [
     "print_machine",
     "publish",
     "table",
+    "targets_table",
 ]
 
 
-def percentiles(samples_s: Sequence[float]) -> dict[str, float]:
-    """p50/p95/p99 in milliseconds (nearest rank), and the sample count."""
+def percentiles(samples_s: Sequence[float], *, extremes: bool = False) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds (nearest rank), and the sample count; with ``extremes``, the
+    least and the most too."""
     ordered = sorted(samples_s)
     if not ordered:
-        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+        nan = float("nan")
+        return {"n": 0, "p50": nan, "p95": nan, "p99": nan} | (
+            {"min": nan, "max": nan} if extremes else {}
+        )
 
     def rank(q: float) -> float:
         return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
 
-    return {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
+    out = {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99)}
+    return out | ({"min": ordered[0] * 1000, "max": ordered[-1] * 1000} if extremes else {})
 
 
 def fmt_ms(value: float) -> str:
@@ -105,6 +112,21 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def check(target: str, met: bool, measured: str) -> dict[str, Any]:
+    """A target, whether the run met it, and what it measured (reported, never asserted)."""
+    return {"target": target, "met": met, "measured": measured}
+
+
+def targets_table(
+    checks: Sequence[dict[str, Any]], title: str = "target (the issue's)"
+) -> list[str]:
+    """The Markdown lines of a table of :func:`check` results, a blank line first."""
+    rows = [
+        f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |" for t in checks
+    ]
+    return ["", f"| {title} | met | measured |", "|---|---|---|", *rows]
 
 
 def append_results(path: Path, intro: str, report: str) -> None:

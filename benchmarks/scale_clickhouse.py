@@ -1,13 +1,7 @@
 """The ClickHouse anchor of benchmarks/scale_ingest.py: the same lines in a MergeTree table, in
 process (chdb), with its rows/s, its bytes on disk and the keyword pages of the hot project.
 
-The table has gramlogs' columns, typed and compressed as Gram's own ``tool_logs`` is (ZSTD(1),
-LowCardinality level and source, JSON attributes, day partitions, its bloom-filter and set skip
-indexes), ordered by (project_id, function_id, timestamp) as the issue asks. Each body goes in
-by ``INSERT ... SELECT ... FROM format(JSONEachRow, ...)`` with the body inline: ClickHouse
-parses the NDJSON itself, and the project comes from the batch, as gramlogs takes it from the
-Gram-Project header. (chdb 4.4 stores nothing from ``input()``, and a column DEFAULT cannot read
-a per-query value, so this is the one way in that keeps the NDJSON as it is.)
+How it measures, and how to run it: docs/benchmarks.md, "scale_clickhouse".
 """
 
 from __future__ import annotations
@@ -19,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness as h
 from benchmarks import scale_data as sd
+from benchmarks import timing
 from benchmarks.cpu import self_cpu
 from benchmarks.results import percentiles
 
@@ -79,7 +73,7 @@ def clickhouse_missing() -> str | None:
 
 
 def load_clickhouse(
-    data: sd.Data, slices: h.Slices, iterations: int, warmup: int
+    data: sd.Data, slices: timing.Slices, iterations: int, warmup: int
 ) -> dict[str, Any]:
     """Insert every body into a MergeTree table; its size on disk; pages of the hot project.
 

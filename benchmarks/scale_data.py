@@ -1,27 +1,6 @@
 """The lines of benchmarks/scale_ingest.py: generated once from a seed, kept on disk, streamed.
 
-Every line is an NDJSON entry of ``POST /rpc/logs.ingest`` of 100-300 bytes, in batches of one
-project each: the hot project (the first) sends every fifth batch (20% of the lines), the others
-take turns with the rest. Each project has 10 functions (a few send most lines), 3 deployments
-(rolled out at a third and two thirds of the run) and 4 instances. Timestamps rise through the
-run, a few hours of it, with a second of jitter either way, as lines from many producers do.
-
-Three words are planted, in exact counts per project: ``RARE`` in 0.1% of its lines,
-``FREQUENT`` in 30%; ``ABSENT`` stands in none (the vocabulary around them holds none of the
-three, which ``load`` checks on the hot project's lines when it makes the cache).
-
-The cache (``benchmarks/.cache/scale_<lines>_...``) holds three files:
-
-- ``bodies.ndjson``: the request bodies, one after another;
-- ``rows.pgcopy``: the same lines as rows of PostgreSQL's binary COPY format, one complete COPY
-  payload per batch, for the COPY floor (made here once, so that COPY's clients only send bytes);
-- ``meta.json``, written last: the projects, their functions, the planted counts, and per batch
-  its project, line count and where its bytes lie in the two files.
-
-Only the timestamps' origin comes from the clock: ``base``, the hour the cache was made, so that
-the lines fall inside the server's daily partitions (which reach back as far as its retention,
-30 days). Everything else, the offset of every timestamp from ``base`` included, comes from the
-seed. A cache whose ``base`` is more than ``MAX_AGE`` old is made again.
+How it measures, and how to run it: docs/benchmarks.md, "scale_data".
 """
 
 from __future__ import annotations
@@ -53,28 +32,11 @@ HOT_SHARE = 0.20
 MAX_LINE = 300  # bytes of an NDJSON line, its newline included
 FUNCTIONS, DEPLOYMENTS, INSTANCES = 10, 3, 4
 
-# The COPY floor's columns, in the order of rows.pgcopy: those of gramlogs' logs table.
+# The columns of rows.pgcopy, in order: those of gramlogs' logs table.
 FLOOR_COLUMNS = (
     "project_id", "id", "timestamp", "instance", "level", "source", "raw_log", "message",
     "attributes", "deployment_id", "function_id", "execution_id",
 )  # fmt: skip
-FLOOR_TABLE = """
-CREATE TABLE {name} (
-    project_id     uuid NOT NULL,
-    id             uuid NOT NULL,
-    "timestamp"    timestamptz NOT NULL,
-    instance       text NOT NULL,
-    level          text NOT NULL,
-    source         text NOT NULL,
-    raw_log        text NOT NULL,
-    message        text,
-    attributes     jsonb NOT NULL,
-    deployment_id  uuid NOT NULL,
-    function_id    uuid NOT NULL,
-    execution_id   text,
-    PRIMARY KEY (project_id, id)
-)
-"""
 
 _TOOLS = (
     "search_flights", "get_weather", "create_ticket", "send_email", "lookup_customer",
@@ -301,20 +263,15 @@ def generate(spec: Spec, folder: Path, base: datetime) -> Data:
         planted = {RARE: len(p.rare), FREQUENT: len(p.frequent), ABSENT: 0}
         if p.found != planted:
             raise RuntimeError(f"{p.slug}: words found {p.found}, planted {planted}")
+    described = [
+        {"slug": p.slug, "id": p.id, "functions": p.functions, "lines": p.lines,
+         "rare": len(p.rare), "frequent": len(p.frequent)}
+        for p in projects
+    ]  # fmt: skip
     meta: dict[str, Any] = {
         "spec": asdict(spec),
         "base": base.isoformat(),
-        "projects": [
-            {
-                "slug": p.slug,
-                "id": p.id,
-                "functions": p.functions,
-                "lines": p.lines,
-                "rare": len(p.rare),
-                "frequent": len(p.frequent),
-            }
-            for p in projects
-        ],
+        "projects": described,
         "batches": batches,
         "body_bytes": body_at,
         "line_bytes": {
@@ -381,20 +338,18 @@ def _line(
         stamp = seconds[sec] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     # Level and source are left out when they are the default (info, function), as producers do.
     entry: dict[str, Any] = {"timestamp": f"{stamp}.{micros:06d}Z"}
-    if level != "info":
-        entry["level"] = level
-    if source != "function":
-        entry["source"] = source
-    entry["instance"] = instance
-    entry["function_id"] = p.functions[f]
-    entry["deployment_id"] = p.deployments[deployment]
-    if execution is not None:
-        entry["execution_id"] = execution
-    entry["raw_log"] = raw
-    if message is not None:
-        entry["message"] = message
-    if attributes is not None:
-        entry["attributes"] = attributes
+    optional = {
+        "level": level if level != "info" else None,
+        "source": source if source != "function" else None,
+        "instance": instance,
+        "function_id": p.functions[f],
+        "deployment_id": p.deployments[deployment],
+        "execution_id": execution,
+        "raw_log": raw,
+        "message": message,
+        "attributes": attributes,
+    }
+    entry |= {k: v for k, v in optional.items() if v is not None}
     line = _encode(entry)
     # At most MAX_LINE bytes: optional fields go, least telling first, until the line fits.
     for name in ("attributes", "execution_id", "instance", "message"):
@@ -413,28 +368,15 @@ def _line(
     # The row: its id a UUIDv7 of the timestamp (ms, then µs in rand_a), the line's index below.
     ms, us = divmod(ts, 1000)
     row_id = (ms << 80 | 0x7 << 76 | us << 64 | 0b10 << 62 | g).to_bytes(16, "big")
-    record = b"".join(
-        (
-            b"\x00\x0c",
-            _UUID_FIELD,
-            p.id_bytes,
-            _UUID_FIELD,
-            row_id,
-            _INT8_FIELD,
-            struct.pack("!q", ts - _PG_EPOCH_US),
-            _text(instance),
-            _text(level),
-            _text(source),
-            _text(raw),
-            _NULL if message is None else _text(message),
-            _jsonb(b"{}" if attributes is None else _encode(attributes)),
-            _UUID_FIELD,
-            p.deployment_bytes[deployment],
-            _UUID_FIELD,
-            p.function_bytes[f],
-            _NULL if execution is None else _text(execution),
-        )
-    )
+    record = b"".join((
+        b"\x00\x0c", _UUID_FIELD, p.id_bytes, _UUID_FIELD, row_id,
+        _INT8_FIELD, struct.pack("!q", ts - _PG_EPOCH_US),
+        _text(instance), _text(level), _text(source), _text(raw),
+        _NULL if message is None else _text(message),
+        _jsonb(b"{}" if attributes is None else _encode(attributes)),
+        _UUID_FIELD, p.deployment_bytes[deployment], _UUID_FIELD, p.function_bytes[f],
+        _NULL if execution is None else _text(execution),
+    ))  # fmt: skip
     return line, record
 
 

@@ -1,46 +1,7 @@
 """Ingestion at scale: millions of lines through gramlogs over HTTP, beside a COPY of the same
 lines into a bare table and beside ClickHouse (chdb), then keyword pages on the full table.
 
-    .venv/bin/python -m benchmarks.scale_ingest --smoke            # 20k lines, under a minute
-    .venv/bin/python -m benchmarks.scale_ingest --lines 1000000    # 1M lines
-    .venv/bin/python -m benchmarks.scale_ingest --write            # 10M: benchmarks/scale_ingest.md
-    .venv/bin/python -m benchmarks.scale_ingest --citus --lines 200000
-
-The lines (benchmarks/scale_data.py) are made once from a seed and kept in benchmarks/.cache:
-NDJSON bodies of ``--batch`` lines of one project each, 100 projects, the first (hot) sending
-20% of the lines, three planted words. They are loaded three times, one after the other, the
-first two by ``--clients`` concurrent clients, each taking the next batch as soon as its last one
-is stored:
-
-1. **COPY floor**: each batch's rows, made beforehand in PostgreSQL's binary COPY format, COPYed
-   into a table with the columns of gramlogs' logs and only its primary key (project_id, id),
-   unpartitioned, in a database of its own on the same PostgreSQL: what PostgreSQL takes to
-   store the lines with the least a log table needs, with nothing of ours in the way.
-2. **gramlogs**: a real ``gramlogs serve`` on a fresh database (the embedded PostgreSQL unless
-   ``--database-url``; a local Citus cluster with ``--citus``), POST /rpc/logs.ingest with each
-   project's producer key. gramlogs is a black box here: past making the projects and keys
-   (``gramlogs.storage.tenants``, as the CLI does), the benchmark speaks HTTP to it and reads
-   nothing but the sizes of the tables in its database, so it measures whatever storage the
-   server has.
-3. **ClickHouse** (chdb, in this process): a MergeTree table of the same columns, typed and
-   compressed as Gram's own ``tool_logs`` is (ZSTD(1), LowCardinality level and source, JSON
-   attributes, day partitions, its bloom-filter and set skip indexes), ordered by (project_id,
-   function_id, timestamp) as the issue asks, each body inserted by ``INSERT ... SELECT ... FROM
-   format(JSONEachRow, ...)`` with the body inline: ClickHouse parses the NDJSON itself, and the
-   project comes from the batch, as gramlogs takes it from the Gram-Project header. One client:
-   chdb runs one query at a time.
-
-Each load is timed per slice of ``--slice`` lines (1M; a tenth of the lines for runs under two
-slices): lines/s of each slice, overall, and **sustained**, the last slice. CPU seconds are read
-from /proc: the server's processes, the database's backends (on Citus, the coordinator's only),
-this process (the clients; for ClickHouse, ClickHouse itself). Bytes on disk: every table of the
-database's public schema, indexes and TOAST included (all nodes on Citus); the floor table; the
-active parts of the MergeTree table.
-
-Then, the server still up and the table at its full size: the hot project's first page of 20,
-newest first, with the rare (0.1%), absent and frequent (30%) keyword, and without one, for a
-function, for level=error: p50 and p95 over ``--reads`` requests each, interleaved; and the
-keyword pages on ClickHouse in process. The issue's targets are printed beside the figures.
+How it measures, and how to run it: docs/benchmarks.md, "scale_ingest".
 """
 
 from __future__ import annotations
@@ -60,8 +21,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from benchmarks import harness as h
-from benchmarks import runner
+from benchmarks import producer, runner, timing
 from benchmarks import scale_data as sd
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
@@ -74,12 +34,31 @@ from benchmarks.scale_clickhouse import clickhouse_missing, load_clickhouse
 from benchmarks.scale_ingest_report import render, targets
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import citus, schema, tenants
-from testkit.http import AsyncHttpClient, HttpClient
+from testkit import datasets
+from testkit.http import HttpClient
 from testkit.postgres import with_database
+from testkit.serve import gramlogs_server
 
 PAGE = "/rpc/logs.listToolExecutionLogs"
-INGEST = "/rpc/logs.ingest"
 FLOOR = "copy_floor"
+# The floor: the columns of gramlogs' logs with only its primary key, unpartitioned.
+FLOOR_TABLE = """
+CREATE TABLE {name} (
+    project_id     uuid NOT NULL,
+    id             uuid NOT NULL,
+    "timestamp"    timestamptz NOT NULL,
+    instance       text NOT NULL,
+    level          text NOT NULL,
+    source         text NOT NULL,
+    raw_log        text NOT NULL,
+    message        text,
+    attributes     jsonb NOT NULL,
+    deployment_id  uuid NOT NULL,
+    function_id    uuid NOT NULL,
+    execution_id   text,
+    PRIMARY KEY (project_id, id)
+)
+"""
 
 
 # -- 1. COPY floor ------------------------------------------------------------------------------
@@ -90,7 +69,7 @@ async def _one(payload: bytes) -> AsyncIterator[bytes]:
 
 
 async def load_copy(
-    conns: list[asyncpg.Connection], data: sd.Data, slices: h.Slices
+    conns: list[asyncpg.Connection], data: sd.Data, slices: timing.Slices
 ) -> dict[str, Any]:
     """COPY every batch's binary rows into the floor table, one client per connection."""
     rows = data.rows()
@@ -134,53 +113,20 @@ async def make_tenants(url: str, data: sd.Data) -> tuple[dict[str, str], str]:
 
 
 async def load_gramlogs(
-    base: str, data: sd.Data, producers: dict[str, str], clients: int, slices: h.Slices
+    base: str, data: sd.Data, producers: dict[str, str], clients: int, slices: timing.Slices
 ) -> dict[str, Any]:
-    """POST every body; a 503 (or a dropped connection) is sent again after a second, as a
-    producer would: ids derived from the lines' content make a resend store nothing twice."""
-    bodies = data.bodies()
-    counts = {"stored": 0, "duplicates": 0, "resent": 0}
-    latencies: list[float] = []
-
-    async def client() -> None:
-        http = AsyncHttpClient(base)
-        await http.connect()
-        try:
-            for batch, body in bodies:
-                slug = data.projects[batch.project].slug
-                headers = {
-                    "Gram-Key": producers[slug],
-                    "Gram-Project": slug,
-                    "Content-Type": "application/x-ndjson",
-                }
-                request = http.request(INGEST, headers, body)
-                while True:
-                    started = time.perf_counter()
-                    try:
-                        status, reply = await http.send(request)
-                    except (ConnectionError, asyncio.IncompleteReadError):
-                        status, reply = 0, b""
-                        http.writer.close()
-                        await http.connect()
-                    if status == 200:
-                        break
-                    if status not in (0, 429, 503):
-                        raise RuntimeError(f"ingest answered {status}: {reply[:300]!r}")
-                    counts["resent"] += 1
-                    await asyncio.sleep(1.0)
-                latencies.append(time.perf_counter() - started)
-                answer = json.loads(reply)
-                counts["stored"] += answer["stored"]
-                counts["duplicates"] += answer["duplicates"]
-                slices.add(batch.lines)
-        finally:
-            http.writer.close()
-
+    """POST every body with its project's producer key (resending what is refused for now)."""
+    batches = (
+        (producer.headers(producers[slug], slug), body, batch.lines)
+        for batch, body in data.bodies()
+        for slug in [data.projects[batch.project].slug]
+    )
     slices.start()
-    await asyncio.gather(*(client() for _ in range(clients)))
-    if counts["stored"] + counts["duplicates"] != data.spec.lines:
+    sent = await producer.send(base, batches, clients, on_batch=slices.add)
+    counts = {"stored": sent.stored, "duplicates": sent.duplicates, "resent": sent.resent}
+    if sent.stored + sent.duplicates != data.spec.lines:
         raise RuntimeError(f"gramlogs acknowledged {counts} for {data.spec.lines:,} lines")
-    return slices.summary() | counts | {"batch_ms": percentiles(latencies)}
+    return slices.summary() | counts | {"batch_ms": percentiles(sent.latencies)}
 
 
 async def database_bytes(urls: list[str], *, citus: bool = False) -> int:
@@ -230,7 +176,7 @@ async def read_pages(
 
         return get
 
-    samples = await h.timed_loop(
+    samples = await timing.timed_loop(
         {name: step(path) for name, path in paths.items()}, iterations=iterations, warmup=warmup
     )
     client.close()
@@ -252,7 +198,7 @@ async def _execute(url: str, sql: str) -> Any:
 def _postgres(args: argparse.Namespace) -> Iterator[tuple[str, list[tuple[str, int]]]]:
     """The PostgreSQL to run on (its admin URL) and, on Citus, the workers."""
     if not args.citus:
-        yield args.database_url or h.server_url(), []
+        yield args.database_url or datasets.server_url(), []
         return
     from gramlogs.local.cluster import citus_installed
     from testkit.citus import local_cluster
@@ -286,12 +232,12 @@ async def run_gramlogs(
         await _execute(admin_url, f"CREATE DATABASE {name}")
     try:
         # The server migrates an empty database and makes its partitions as it starts.
-        with h.gramlogs_server(url) as server:
+        with gramlogs_server(url) as server:
             producers, consumer = await make_tenants(url, data)
             admin = await asyncpg.connect(admin_url)
             meter = CpuMeter(admin, name, server.process.pid)
             await meter.start()
-            slices = h.Slices("gramlogs", data.spec.lines, args.slice)
+            slices = timing.Slices("gramlogs", data.spec.lines, args.slice)
             out = await load_gramlogs(server.url, data, producers, args.clients, slices)
             out["cpu_s"] = await meter.stop()
             await admin.close()
@@ -312,33 +258,26 @@ async def run_gramlogs(
 
 async def run_copy(args: argparse.Namespace, data: sd.Data, admin_url: str) -> dict[str, Any]:
     """Load the lines into the floor table of a fresh database; its size."""
-    name = f"scale_{secrets.token_hex(4)}_copy"
-    url = with_database(admin_url, name)
-    await _execute(admin_url, f"CREATE DATABASE {name}")
-    try:
-        await _execute(url, sd.FLOOR_TABLE.format(name=FLOOR))
+    async with datasets.fresh_database(admin_url, "scale_copy", keep=args.keep) as (url, name):
+        await _execute(url, FLOOR_TABLE.format(name=FLOOR))
         admin = await asyncpg.connect(admin_url)
         conns = [await asyncpg.connect(url) for _ in range(args.clients)]
         meter = CpuMeter(admin, name, None)  # the clients' backends are connected by now
         await meter.start()
-        slices = h.Slices("COPY", data.spec.lines, args.slice)
-        out = await load_copy(conns, data, slices)
+        out = await load_copy(conns, data, timing.Slices("COPY", data.spec.lines, args.slice))
         out["cpu_s"] = await meter.stop()
         for conn in conns:
             await conn.close()
         await admin.close()
         out["bytes"] = await _execute(url, f"SELECT pg_total_relation_size('{FLOOR}')")
         return out
-    finally:
-        if not args.keep:
-            await _execute(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     spec = sd.Spec(args.lines, args.projects, args.batch, args.seed)
     data = await asyncio.to_thread(sd.load, spec)
-    args.slice = h.slice_size(args.lines, args.slice, args.batch, args.clients)
+    args.slice = timing.slice_size(args.lines, args.slice, args.batch, args.clients)
     with _postgres(args) as (admin_url, workers):
         pg = await _execute(admin_url, "SHOW server_version")
         missing = clickhouse_missing()
@@ -353,7 +292,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         house: dict[str, Any] = {"skipped": missing}
     else:
         print(f"ClickHouse: {args.lines:,} lines ...", file=sys.stderr, flush=True)
-        slices = h.Slices("ClickHouse", args.lines, args.slice)
+        slices = timing.Slices("ClickHouse", args.lines, args.slice)
         house = await asyncio.to_thread(load_clickhouse, data, slices, args.reads, args.warmup)
     info["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result = {

@@ -13,10 +13,11 @@ from urllib.parse import urlencode
 
 import asyncpg
 
-from benchmarks.harness import bare_server, timed_loop
 from benchmarks.results import percentiles
+from benchmarks.timing import timed_loop
 from gramlogs.storage.pages import COLUMNS, PLAN_SETTINGS, page_query
 from gramlogs.web.gram import parse_list_query
+from testkit.bare import bare_server
 from testkit.http import HttpClient
 
 PAGE_PATH = "/rpc/logs.listToolExecutionLogs"

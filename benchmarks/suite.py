@@ -15,29 +15,28 @@ import argparse
 import contextlib
 import json
 import shutil
-import subprocess
 import sys
-import time
-from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from benchmarks import harness as h
-from benchmarks import runner
+from benchmarks import pyspy, runner
 from benchmarks import scenarios as sc
-from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from benchmarks.results import check, fmt_ms, json_line, machine, print_machine, targets_table
+from testkit import datasets
 from testkit.http import HttpClient
-from testkit.serve import LiveServer
+from testkit.serve import LiveServer, gramlogs_server
+from testkit.wrk import run_wrk
 
 SIZES = {"smoke": 20_000, "1m": 1_000_000, "10m": 10_000_000}
 DEPTHS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.95)
 TARGET_P50_MS = 3.0
 
 
-def scenarios(sample: asyncpg.Record, ds: h.Dataset) -> list[sc.Scenario]:
-    start, end = h.window_ids(ds.end, 15 * 24, 1)
+def scenarios(sample: asyncpg.Record, ds: datasets.Dataset) -> list[sc.Scenario]:
+    start, end = _window_ids(ds.end, 15 * 24, 1)
     pp = {"per_page": "100"}
     return [
         sc.Scenario("first page", pp),
@@ -57,10 +56,16 @@ def scenarios(sample: asyncpg.Record, ds: h.Dataset) -> list[sc.Scenario]:
     ] + [sc.Scenario(f"depth {d:.0%}", pp, d) for d in DEPTHS if d not in (0.0, 0.5, 0.95)]
 
 
+def _window_ids(end: datetime, hours_before: float, hours: float) -> tuple[str, str]:
+    start = end - timedelta(hours=hours_before)
+    stop = start + timedelta(hours=hours)
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ"), stop.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dict[str, Any]:
     rows = SIZES[label]
-    spec = h.DatasetSpec(rows=rows, projects=100 if rows >= 100_000 else 10, hot_share=0.2)
-    ds = await h.dataset(spec)
+    spec = datasets.DatasetSpec(rows=rows, projects=100 if rows >= 100_000 else 10, hot_share=0.2)
+    ds = await datasets.dataset(spec)
     iterations, warmup = (20, 3) if args.smoke else (args.iterations, 30)
     conn = await sc.sql_connection(ds.url)
     project = await sc.project_id(conn, ds.hot_slug)
@@ -73,7 +78,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
     print(f"\n== {label}: {spec.name}, hot project {spec.rows_of(0):,} rows", flush=True)
     out: dict[str, Any] = {"rows": rows, "dataset": spec.name, "hot_rows": spec.rows_of(0)}
     results: dict[str, Any] = {}
-    with h.gramlogs_server(ds.url, workers=1) as server:
+    with gramlogs_server(ds.url, workers=1) as server:
         client = HttpClient(server.port, {"Gram-Key": ds.key, "Gram-Project": ds.hot_slug})
         _, body = client.get(prepared[0].path)
         for p in prepared:
@@ -95,7 +100,7 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
                 out["profile"] = _profile(wrk, server, paths, ds, args)
             out["rss_mib_1_worker"] = server.peak_rss_mib()
     if wrk:
-        with h.gramlogs_server(ds.url, workers=2) as server:
+        with gramlogs_server(ds.url, workers=2) as server:
             out["throughput"]["2"] = _wrk_series(wrk, server, paths, ds, args)
             out["rss_mib_2_workers"] = server.peak_rss_mib()
     out["bare"] = sc.bare_p50(body, iterations, warmup)
@@ -106,11 +111,11 @@ async def run_size(label: str, args: argparse.Namespace, wrk: str | None) -> dic
 
 
 def _wrk_series(
-    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: datasets.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
     series = {}
     for connections in (1, 16, 64):
-        r = h.run_wrk(
+        r = run_wrk(
             wrk, server.port, paths, ds.key, ds.hot_slug,
             connections=connections, seconds=1 if args.smoke else args.wrk_seconds,
         )  # fmt: skip
@@ -124,128 +129,67 @@ def _wrk_series(
 
 
 def _profile(
-    wrk: str, server: LiveServer, paths: list[str], ds: h.Dataset, args: argparse.Namespace
+    wrk: str, server: LiveServer, paths: list[str], ds: datasets.Dataset, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """py-spy samples the worker under 16 connections; returns the share of samples in the
-    frames that matter (inclusive) and the top functions by own time."""
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
-        return {"skipped": "py-spy is not installed (pip install -e '.[bench]')"}
-    raw = h.CACHE / "profile.txt"
-    seconds = 3 if args.smoke else 10
-    pid = server.worker_pids()[0]
-    spy_proc = subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
-         "--format", "raw", "--output", str(raw), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)
-    h.run_wrk(wrk, server.port, paths, ds.key, ds.hot_slug, connections=16, seconds=seconds)
-    spy_proc.wait(timeout=seconds + 30)
-    return summarize_profile(raw)
+    """py-spy samples the worker under 16 connections: the share of samples in the frames
+    that matter (inclusive) and the top functions by own time."""
+    if why := pyspy.missing():
+        return {"skipped": why}
+    raw = datasets.CACHE / "profile.txt"
+    with pyspy.recording(server.worker_pids()[0], raw):
+        run_wrk(wrk, server.port, paths, ds.key, ds.hot_slug, connections=16,
+                seconds=3 if args.smoke else 10)  # fmt: skip
+    return pyspy.summarise(raw, _MARKERS)
 
 
-# Frames whose inclusive share says where a worker's time goes. Native code (asyncpg's
-# protocol, msgspec, uvloop) is counted in the Python frame that called it.
+# Frames whose inclusive share says where a worker's time goes.
 _MARKERS = {
     "page query (asyncpg: send, wait, decode 101 rows)": "fetch_page",
     "authenticate (asyncpg fetchrow)": "authenticate",
-    "render (rows to structs)": "render (gramlogs/gram.py",
+    "render (rows to structs)": "render (gramlogs/web/gram.py",
     "parse query string": "parse_list_query",
     "pool acquire/release": "_acquire",
     "uvicorn: write response": "RequestResponseCycle.send",
     "uvicorn: read and parse request": "data_received",
-    "event loop itself (idle or in C)": "Runner.run",
+    "event loop itself (idle or in C)": "leaf:Runner.run",
 }
-
-
-def summarize_profile(raw: Path) -> dict[str, Any]:
-    if not raw.exists():
-        return {"skipped": "py-spy wrote no samples"}
-    total = 0
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = stack.split(";")
-        for label, marker in _MARKERS.items():
-            hit = (
-                marker in frames[-1] if marker == "Runner.run" else any(marker in f for f in frames)
-            )
-            if hit:
-                inclusive[label] += count
-        own[frames[-1]] += count
-    if not total:
-        return {"skipped": "no samples"}
-    return {
-        "samples": total,
-        "inclusive_pct": {k: round(100 * v / total, 1) for k, v in inclusive.most_common()},
-        "top_own_pct": {k: round(100 * v / total, 1) for k, v in own.most_common(12)},
-    }
 
 
 # -- report -------------------------------------------------------------------------------------
 
 
-def targets(sizes: dict[str, Any]) -> list[tuple[str, bool, str]]:
-    checks = []
+def targets(sizes: dict[str, Any]) -> list[dict[str, Any]]:
     big = sizes.get("10m") or sizes[max(sizes, key=lambda k: sizes[k]["rows"])]
-    label = f"{big['rows']:,} rows"
-    worst = max(big["scenarios"].items(), key=lambda kv: kv[1]["http"]["p50"])
-    checks.append(
-        (
-            f"every scenario's p50 <= {TARGET_P50_MS} ms end to end at {label}",
-            worst[1]["http"]["p50"] <= TARGET_P50_MS,
-            f"worst: {worst[0]} {worst[1]['http']['p50']:.2f} ms",
-        )
-    )
+    name, worst = max(big["scenarios"].items(), key=lambda kv: kv[1]["http"]["p50"])
+    p50 = worst["http"]["p50"]
+    checks = [
+        check(f"every scenario's p50 <= {TARGET_P50_MS} ms end to end at {big['rows']:,} rows",
+              p50 <= TARGET_P50_MS, f"worst: {name} {p50:.2f} ms")
+    ]  # fmt: skip
     for size in sizes.values():
-        s = size["scenarios"]
+        s, rows, bare = size["scenarios"], f"({size['rows']:,} rows)", size["bare"]["p50"]
         ratio = s["95% deep"]["http"]["p50"] / s["first page"]["http"]["p50"]
         checks.append(
-            (
-                f"p50 95% deep <= 1.2 x first page ({size['rows']:,} rows)",
-                ratio <= 1.2,
-                f"{ratio:.2f}",
-            )
+            check(f"p50 95% deep <= 1.2 x first page {rows}", ratio <= 1.2, f"{ratio:.2f}")
         )
-        bare = size["bare"]["p50"]
         ratios = {n: r["http"]["p50"] / (r["sql"]["p50"] + bare) for n, r in s.items()}
-        name, worst_ratio = max(ratios.items(), key=lambda kv: kv[1])
+        name, most = max(ratios.items(), key=lambda kv: kv[1])
         checks.append(
-            (
-                f"endpoint p50 <= 1.5 x (SQL p50 + bare Starlette p50) ({size['rows']:,} rows)",
-                worst_ratio <= 1.5,
-                f"worst: {name} {worst_ratio:.2f}",
-            )
-        )
+            check(f"endpoint p50 <= 1.5 x (SQL p50 + bare Starlette p50) {rows}", most <= 1.5,
+                  f"worst: {name} {most:.2f}")
+        )  # fmt: skip
         for workers in ("1_worker", "2_workers"):
-            rss = size.get(f"rss_mib_{workers}")
-            if rss:
-                peak = max(rss.values())
-                checks.append(
-                    (
-                        f"server RSS <= 150 MB under load, {workers.replace('_', ' ')}"
-                        f" ({size['rows']:,} rows)",
-                        peak * 1.048576 <= 150,
-                        f"peak {peak * 1.048576:.0f} MB",
-                    )
-                )
+            if rss := size.get(f"rss_mib_{workers}"):
+                mb = max(rss.values()) * 1.048576
+                where = f"{workers.replace('_', ' ')} {rows}"
+                checks.append(check(f"server RSS <= 150 MB under load, {where}", mb <= 150,
+                                    f"peak {mb:.0f} MB"))  # fmt: skip
     if "1m" in sizes and "10m" in sizes:
         small, large = sizes["1m"]["scenarios"], sizes["10m"]["scenarios"]
         ratios = {n: large[n]["http"]["p50"] / small[n]["http"]["p50"] for n in large}
-        name, worst_ratio = max(ratios.items(), key=lambda kv: kv[1])
-        checks.append(
-            (
-                "p50 at 10M <= 1.2 x p50 at 1M, every scenario",
-                worst_ratio <= 1.2,
-                f"worst: {name} {worst_ratio:.2f}",
-            )
-        )
+        name, most = max(ratios.items(), key=lambda kv: kv[1])
+        checks.append(check("p50 at 10M <= 1.2 x p50 at 1M, every scenario", most <= 1.2,
+                            f"worst: {name} {most:.2f}"))  # fmt: skip
     return checks
 
 
@@ -265,13 +209,7 @@ def write_report(path: Path, info: dict[str, Any], sizes: dict[str, Any], comman
         *[f"- {k}: {v}" for k, v in info.items()],
         "",
         "## Targets",
-        "",
-        "| target | met | measured |",
-        "|---|---|---|",
-        *[
-            f"| {name} | {'yes' if ok else '**no**'} | {detail} |"
-            for name, ok, detail in targets(sizes)
-        ],
+        *targets_table(targets(sizes), "target"),
     ]
     for size in sizes.values():
         lines += [
@@ -321,63 +259,30 @@ def plot(path: Path, sizes: dict[str, Any]) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     depth_names = {0.0: "first page", 0.5: "50% deep", 0.95: "95% deep"}
+    names = [depth_names.get(d, f"depth {d:.0%}") for d in DEPTHS]
     styles = {"1m": "--", "10m": "-", "smoke": ":"}
+    series = (("http", "tab:blue", "keyset, HTTP"), ("sql", "tab:green", "keyset, SQL"),
+              ("offset", "tab:red", "OFFSET, SQL"))  # fmt: skip
     for label, size in sizes.items():
-        s = size["scenarios"]
-        xs = list(DEPTHS)
-        names = [depth_names.get(d, f"depth {d:.0%}") for d in xs]
-        for key, color, what in (
-            ("http", "tab:blue", "keyset, HTTP"),
-            ("sql", "tab:green", "keyset, SQL"),
-            ("offset", "tab:red", "OFFSET, SQL"),
-        ):
-            left.plot(
-                [x * 100 for x in xs],
-                [s[n][key]["p50"] for n in names],
-                styles.get(label, "-"),
-                color=color,
-                marker="o",
-                label=f"{what} ({label})",
-            )
-    left.set(
-        xlabel="page depth (% of the hot project's rows before the page)",
-        ylabel="p50 latency (ms)",
-        yscale="log",
-        title="p50 against page depth (per_page 100)",
-    )
-    left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=7)
+        for key, color, what in series:
+            p50s = [size["scenarios"][n][key]["p50"] for n in names]
+            left.plot([d * 100 for d in DEPTHS], p50s, styles.get(label, "-"), color=color,
+                      marker="o", label=f"{what} ({label})")  # fmt: skip
+    left.set(xlabel="page depth (% of the hot project's rows before the page)", yscale="log",
+             ylabel="p50 latency (ms)", title="p50 against page depth (per_page 100)")  # fmt: skip
     ordered = sorted(sizes.values(), key=lambda x: x["rows"])
     rows = [x["rows"] for x in ordered]
-    for name in (
-        "first page",
-        "95% deep",
-        "level=error",
-        "1-hour window of 30 days",
-        "sort=asc, 95% deep",
-    ):
-        right.plot(
-            rows,
-            [x["scenarios"][name]["http"]["p50"] for x in ordered],
-            marker="o",
-            label=f"keyset HTTP: {name}",
-        )
-    right.plot(
-        rows,
-        [x["scenarios"]["95% deep"]["offset"]["p50"] for x in ordered],
-        marker="s",
-        color="tab:red",
-        label="OFFSET SQL: 95% deep",
-    )
-    right.set(
-        xlabel="rows in the table",
-        ylabel="p50 latency (ms)",
-        xscale="log",
-        yscale="log",
-        title="p50 against table size",
-    )
-    right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=7)
+    for name in ("first page", "95% deep", "level=error", "1-hour window of 30 days",
+                 "sort=asc, 95% deep"):  # fmt: skip
+        p50s = [x["scenarios"][name]["http"]["p50"] for x in ordered]
+        right.plot(rows, p50s, marker="o", label=f"keyset HTTP: {name}")
+    p50s = [x["scenarios"]["95% deep"]["offset"]["p50"] for x in ordered]
+    right.plot(rows, p50s, marker="s", color="tab:red", label="OFFSET SQL: 95% deep")
+    right.set(xlabel="rows in the table", ylabel="p50 latency (ms)", xscale="log", yscale="log",
+              title="p50 against table size")  # fmt: skip
+    for side in (left, right):
+        side.grid(True, which="both", alpha=0.3)
+        side.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -385,14 +290,14 @@ def plot(path: Path, sizes: dict[str, Any]) -> None:
 async def main(args: argparse.Namespace) -> None:
     wrk = None if args.no_wrk else shutil.which("wrk")
     labels = ["smoke"] if args.smoke else args.sizes.split(",")
-    conn = await asyncpg.connect(h.server_url())
+    conn = await asyncpg.connect(datasets.server_url())
     info = machine(await conn.fetchval("SHOW server_version"))
     await conn.close()
     print_machine(info)
     sizes = {label: await run_size(label, args, wrk) for label in labels}
     info["load_avg_at_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
-    for name, ok, detail in targets(sizes):
-        print(f"target {'met' if ok else 'NOT met'}: {name} ({detail})")
+    for t in targets(sizes):
+        print(f"target {'met' if t['met'] else 'NOT met'}: {t['target']} ({t['measured']})")
     if args.out:
         command = " ".join(["python -m benchmarks.suite", *sys.argv[1:]])
         write_report(Path(args.out), info, sizes, command)

@@ -1,62 +1,6 @@
 """Live tails under a steady ingest: delivery delay, database queries, memory.
 
-A real ``gramlogs serve`` (one worker, default settings unless ``--poll-ms``) on a fresh
-database (by default on an embedded PostgreSQL of the benchmark's own in a temporary folder,
-started with pg_stat_statements; ``--database-url`` for another server); one writer POSTs
-NDJSON batches to ``/rpc/logs.ingest`` of one project at a fixed rate (``--rate`` lines/s in
-batches of ``--batch``: by default 200 lines/s as 20 lines every 100 ms), open-loop: batch k
-is sent at k * batch / rate seconds, or at once when the previous answer came later. The
-configurations run in turn on the same server, each with tails of its own, opened (and each
-seen to start) before the writer's first batch:
-
-- 0 tails: the writer alone, the baseline of the database's work;
-- 1, 10 and 100 tails (``--tails``) of the project, unfiltered;
-- 100 tails (``--mixed``) in four groups: unfiltered, ``level=error``, one ``function_id``,
-  ``keyword=timeout``.
-
-Tails get one consumer key per 10 (``GRAMLOGS_TAIL_MAX_PER_KEY`` keeps its default of 10 per
-key). Each configuration writes for ``--warmup`` + ``--seconds`` seconds; the figures count
-the batches sent after the warm-up, what each tail got counts every batch. The warm-up is
-long (12 s) for the table statistics: a backend that goes idle flushes them up to 10 s later
-(PostgreSQL's PGSTAT_IDLE_INTERVAL), and asyncpg's pool reuses its most recent connections
-first, so the connections that served 100 tails' opening sit idle and would have counted their
-work in the window (40 transactions/s more at 100 tails with a 3 s warm-up).
-
-**Delivery delay**: every line's raw_log starts with a marker (run and line number). The
-writer notes when each batch's 2xx answer arrived; each tail notes when the bytes holding a
-line's event arrived (as the event loop handed them over, before parsing). The delay of a line at a
-tail is the second minus the first, on one clock (``time.monotonic``) in one process: the
-writer and every tail are tasks of this process's event loop (uvloop), each tail a bare
-asyncio protocol that times bytes as they come and parses them after, in arrival order
-(testkit/fanout.py), so that the client costs as little as possible beside the server and
-PostgreSQL on a shared machine (about a tenth of a core at 100 tails, measured: one process
-is enough). The client process's CPU share, its event loop's lag (a 10 ms timer's lateness)
-and the parser's lag behind arrivals are reported, so a saturated client shows. A delay can
-be negative: the watcher may read a committed batch before the writer has read its answer.
-Besides the delay of every (line, tail), per line: the first tail's delay (the journal poll,
-the read, one send) and the spread from the first to the last tail that got it (fan-out and
-the client's own scheduling).
-
-**What the tails got** against what they should have (missing, duplicates, lines not matching
-the filter, streams that ended) is reported; that it is every line exactly once is a test's
-(tests/test_tail_fan_out.py), not this benchmark's.
-
-**Database work** in each window: with ``pg_stat_statements`` (the benchmark's own embedded
-PostgreSQL preloads it), statement executions per second, all of them and the reads of the
-tail journal (``SELECT``s naming ``tail_journal`` or ``tail_heads``; the writer's are
-``INSERT``s); with any server, ``pg_stat_database.xact_commit`` and the index and sequential
-scans of ``tail_journal`` from ``pg_stat_user_tables`` per second (a busy backend's table
-statistics reach those views up to a second late: a few percent of a 30 s window; an idle
-one's, see the warm-up). Target: independent of the number of tails.
-
-**Memory**: the server's RSS (every process of it, psutil) at start, idle before the first
-tail, with 100 tails connected, the most seen while they stream, and at the end, every tail
-closed.
-
-    .venv/bin/python -m benchmarks.tail --smoke         # seconds; make test runs it
-    .venv/bin/python -m benchmarks.tail                  # about 4 minutes
-    .venv/bin/python -m benchmarks.tail --write          # and append the report to tail.md
-    .venv/bin/python -m benchmarks.tail --tails 100 --no-mixed --poll-ms 20
+How it measures, and how to run it: docs/benchmarks.md, "tail".
 """
 
 from __future__ import annotations
@@ -73,18 +17,20 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks import harness as h
 from benchmarks import pgstats, runner
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
+    check,
     fmt_ms,
     machine,
     percentiles,
     print_machine,
     publish,
+    targets_table,
 )
 from testkit import fanout
-from testkit.serve import LiveServer
+from testkit.datasets import counting_database
+from testkit.serve import LiveServer, gramlogs_server
 
 TAILS_PER_KEY = 10  # GRAMLOGS_TAIL_MAX_PER_KEY's default
 TARGET_P50_MS = 250.0
@@ -134,14 +80,6 @@ async def sample_rss(server: LiveServer, samples: list[float], stop: asyncio.Eve
         samples.append(server.rss_mib())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-
-
-def stats_ms(values: list[float]) -> dict[str, float]:
-    """n, p50/p95/p99 (nearest rank), min and max, in ms."""
-    out = percentiles(values)
-    out["min"] = min(values) * 1000 if values else math.nan
-    out["max"] = max(values) * 1000 if values else math.nan
-    return out
 
 
 async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
@@ -209,10 +147,10 @@ async def run_setup(ctx: Context, setup: Setup, run: int) -> dict[str, Any]:
         "batches": len(writer.acks),
         "lines_sent": total,
         "lines_counted": total - first_counted * args.batch,
-        "ingest_ms": stats_ms(writer.posts[first_counted:]),
+        "ingest_ms": percentiles(writer.posts[first_counted:], extremes=True),
         "writer_late_ms_max": max(writer.late) * 1000,
-        "loop_lag_ms": stats_ms(window_lag),
-        "parse_lag_ms": stats_ms(parse_lag),
+        "loop_lag_ms": percentiles(window_lag, extremes=True),
+        "parse_lag_ms": percentiles(parse_lag, extremes=True),
         "queries": pgstats.rates(a, b),
         "cpu_share": {part: round(s / (b.at - a.at), 3) for part, s in cpu.items()},
         "rss_mib": {
@@ -261,9 +199,9 @@ def delivery(
             "ended_early": sum(1 for g in tallies if g.ended),
             "problems": problems[:20],
         },
-        "delay_ms": stats_ms(delays),
-        "first_tail_ms": stats_ms([first[n] for n in counted]),
-        "spread_ms": stats_ms([last[n] - first[n] for n in counted]),
+        "delay_ms": percentiles(delays, extremes=True),
+        "first_tail_ms": percentiles([first[n] for n in counted], extremes=True),
+        "spread_ms": percentiles([last[n] - first[n] for n in counted], extremes=True),
     }
 
 
@@ -283,7 +221,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     plan = setups(args)
     most = max(s.tails for s in plan)
     settings = {"GRAMLOGS_TAIL_POLL_MS": str(args.poll_ms)} if args.poll_ms else {}
-    async with pgstats.database(args.database_url) as (url, name, statements):
+    async with counting_database(args.database_url) as (url, name, statements):
         admin = await asyncpg.connect(url)
         pg_version = await admin.fetchval("SHOW server_version")
         info = machine(pg_version)
@@ -296,7 +234,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         try:
-            with h.gramlogs_server(url, settings=settings) as server:
+            with gramlogs_server(url, settings=settings) as server:
                 producer, consumers = await fanout.tenants_of(url, math.ceil(most / TAILS_PER_KEY))
                 ctx = Context(args, server, admin, name, statements, producer, consumers)
                 rss: dict[str, float] = {"start": round(server.rss_mib(), 1)}
@@ -320,10 +258,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "command": args.command,
         "machine": info,
         "options": {
-            "rate": args.rate,
-            "batch": args.batch,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
+            **{k: getattr(args, k) for k in ("rate", "batch", "seconds", "warmup")},
             "poll_ms": args.poll_ms or 100,
             "workers": 1,
             "tails_per_key": TAILS_PER_KEY,
@@ -343,18 +278,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     configs = [c for c in r["configs"] if not c["mixed"]]
     most = max(configs, key=lambda c: c["tails"])
     one = next((c for c in configs if c["tails"] == 1), None)
+    delay = most["delay_ms"]
+    at = f"at {most['tails']} tails"
     checks = [
-        {
-            "target": f"delay p50 <= {TARGET_P50_MS:.0f} ms at {most['tails']} tails",
-            "met": most["delay_ms"]["p50"] <= TARGET_P50_MS,
-            "measured": f"{fmt_ms(most['delay_ms']['p50'])} ms",
-        },
-        {
-            "target": f"delay p99 <= {TARGET_P99_MS:.0f} ms at {most['tails']} tails",
-            "met": most["delay_ms"]["p99"] <= TARGET_P99_MS,
-            "measured": f"{fmt_ms(most['delay_ms']['p99'])} ms",
-        },
-    ]
+        check(f"delay p50 <= {TARGET_P50_MS:.0f} ms {at}", delay["p50"] <= TARGET_P50_MS,
+              f"{fmt_ms(delay['p50'])} ms"),
+        check(f"delay p99 <= {TARGET_P99_MS:.0f} ms {at}", delay["p99"] <= TARGET_P99_MS,
+              f"{fmt_ms(delay['p99'])} ms"),
+    ]  # fmt: skip
     if one is not None and one is not most:
         field_, what = (
             ("tail_reads_per_s", "tail-journal reads/s (pg_stat_statements)")
@@ -363,12 +294,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
         q1, qn = one["queries"][field_], most["queries"][field_]
         checks.append(
-            {
-                "target": f"{what} independent of the number of tails"
+            check(
+                f"{what} independent of the number of tails"
                 f" ({most['tails']} within {TARGET_FLAT:.0%} or 1/s of 1)",
-                "met": abs(qn - q1) <= max(TARGET_FLAT * q1, 1.0),
-                "measured": f"{q1:.1f}/s at 1, {qn:.1f}/s at {most['tails']}",
-            }
+                abs(qn - q1) <= max(TARGET_FLAT * q1, 1.0),
+                f"{q1:.1f}/s at 1, {qn:.1f}/s at {most['tails']}",
+            )
         )
     return checks
 
@@ -431,9 +362,7 @@ def render(r: dict[str, Any]) -> str:
     if all("statements" in c["queries"] for c in r["configs"]):
         lines += ["", "Statements per second by configuration (pg_stat_statements):", ""]
         lines += pgstats.statement_table(r["configs"])
-    lines += ["", "| target (the issue's) | met | measured |", "|---|---|---|"]
-    for t in r["targets"]:
-        lines.append(f"| {t['target']} | {'yes' if t['met'] else '**no**'} | {t['measured']} |")
+    lines += targets_table(r["targets"])
     return "\n".join(lines) + "\n"
 
 

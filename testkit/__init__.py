@@ -1,2 +1,3 @@
 """The harness shared by the tests and the benchmarks: free ports, PostgreSQL servers and
-databases of their own, and ``gramlogs serve`` as a subprocess. Not part of the package."""
+databases of their own, ``gramlogs serve`` as a subprocess, the benchmarks' seeded datasets and
+wrk. Not part of the package."""

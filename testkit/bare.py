@@ -7,8 +7,12 @@ with fixed bytes (the file named by ``BENCH_BARE_BODY``): no parsing, no databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -16,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["main"]
+from testkit.serve import LiveServer, live_server
+
+__all__ = ["bare_server", "main"]
 
 
 def _app(body: bytes) -> Starlette:
@@ -28,6 +34,16 @@ def _app(body: bytes) -> Starlette:
 
     routes = [Route("/rpc/logs.listToolExecutionLogs", page), Route("/healthz", healthz)]
     return Starlette(routes=routes)
+
+
+@contextlib.contextmanager
+def bare_server(body: bytes) -> Iterator[LiveServer]:
+    """This app, run as the server is, answering ``body``."""
+    with tempfile.TemporaryDirectory(prefix="gramlogs-bare-") as tmp:
+        path = Path(tmp) / "body.json"
+        path.write_bytes(body)
+        with live_server("", Path(tmp), module="testkit.bare", BENCH_BARE_BODY=str(path)) as server:
+            yield server
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ import httpx
 
 from testkit.ports import HOST, free_port
 
-__all__ = ["LiveServer", "live_server"]
+__all__ = ["LiveServer", "gramlogs_server", "live_server"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 _started = itertools.count()
@@ -189,3 +189,14 @@ def _wait_until_up(server: LiveServer, limit: float = 60.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"gramlogs serve did not come up in {limit} s:\n{server.logs()}")
+
+
+@contextlib.contextmanager
+def gramlogs_server(
+    database_url: str, *, workers: int = 1, settings: Mapping[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """``gramlogs serve`` as a user runs it (the default pool), quiet but for warnings: what the
+    benchmarks measure. ``settings`` are more ``GRAMLOGS_*`` variables (docs/settings.md)."""
+    env = {"GRAMLOGS_WORKERS": str(workers), "GRAMLOGS_LOG_LEVEL": "warning", **(settings or {})}
+    with live_server(database_url, small_pool=False, settings=env) as server:
+        yield server

@@ -4,7 +4,8 @@ Writers POST NDJSON batches of 1 to 40 lines to one function of one project (a s
 dated minutes in the past: late lines); meanwhile one tail hangs up after every ``hang_up_after``
 lines and reconnects at once with ``Last-Event-ID``, and another stays connected with
 ``level=error``. :func:`run` returns what each tail received and when, for the exactly-once
-check (tests/test_tail_catch_up.py) and the figures (benchmarks/catch_up.py).
+check (tests/test_tail_catch_up.py), and made the figures of benchmarks/catch_up.py (retired since
+af8a818; see docs/benchmarks.md).
 """
 
 from __future__ import annotations

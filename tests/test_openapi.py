@@ -21,10 +21,13 @@ from schemathesis.specs.openapi.checks import (
 
 # The OpenAPI 3.0 meta-schema (from OAI/OpenAPI-Specification), as schemathesis ships it.
 from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
+from starlette.routing import Route
 
 from gramlogs.core import errors
+from gramlogs.core.config import Config
 from gramlogs.core.errors import ErrorBody, GramlogsError
-from gramlogs.web import gram, histogram, ingest, openapi, otlp, params, poly
+from gramlogs.web import gram, histogram, ingest, openapi, otlp, params, poly, reading
+from gramlogs.web.app import create_app
 from gramlogs.web.ingest import NDJSON_TYPES
 from testkit.ports import free_port
 from tests._support import app_client
@@ -255,7 +258,7 @@ async def test_served_schemas_have_each_wire_structs_fields_and_required_ones(
 def test_every_public_struct_of_the_wire_modules_is_a_wire_struct():
     found = {
         value
-        for module in (gram, histogram, ingest, poly, errors)
+        for module in (gram, reading, histogram, ingest, poly, errors)
         for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, msgspec.Struct)
@@ -478,3 +481,41 @@ def test_export_is_an_extension_with_the_list_parameters_but_per_page_and_a_limi
         "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/ToolExecutionLog"}}
     }
     assert {"Content-Disposition", "Gramlogs-Export-Limit"} <= set(ok["headers"])
+
+
+# The app's routes that are no API operation: the viewer's page and files (docs/viewer.md).
+NOT_OPERATIONS = {"/", "/viewer/{name:path}"}
+
+
+def _app_routes() -> dict[str, set[str]]:
+    """Each path the application routes, with its methods (Starlette adds HEAD to GET)."""
+    app = create_app(Config())
+    return {
+        route.path: (route.methods or set()) - {"HEAD"}
+        for route in app.routes
+        if isinstance(route, Route)
+    }
+
+
+def test_every_route_is_documented_and_every_documented_path_is_routed():
+    routes = _app_routes()
+    documented = {path: _documented_methods(path) for path in openapi.DOCUMENT["paths"]}
+    assert set(routes) >= NOT_OPERATIONS
+    undocumented = set(routes) - set(documented) - NOT_OPERATIONS
+    assert undocumented == set(), f"routes missing from /openapi.json: {sorted(undocumented)}"
+    unrouted = set(documented) - set(routes)
+    assert unrouted == set(), f"paths in /openapi.json that no route serves: {sorted(unrouted)}"
+    assert {path: routes[path] for path in documented} == documented
+
+
+def test_a_parameter_is_parsed_by_the_declaration_the_document_lists():
+    # Bounds and enums live in one place: the declaration's schema is what its parser enforces.
+    per_page = gram.PER_PAGE
+    listed = next(p for p in list_operation()["parameters"] if p["name"] == per_page.name)
+    assert listed["schema"]["maximum"] == per_page.schema["maximum"] == gram.MAX_PER_PAGE
+    assert per_page.value({}) == listed["schema"]["default"]
+    with pytest.raises(errors.InvalidRange):
+        per_page.value({"per_page": str(listed["schema"]["maximum"] + 1)})
+    source = next(p for p in list_operation()["parameters"] if p["name"] == "source")
+    for value in source["schema"]["enum"]:
+        assert reading.FILTERS[-1].value({"source": value}) == value

@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, encode_error
@@ -26,18 +25,8 @@ from gramlogs.live.watchers import Watchers
 from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database
-from gramlogs.web import (
-    export,
-    gram,
-    histogram,
-    ingest,
-    openapi,
-    ops,
-    otlp,
-    poly,
-    tail,
-    viewer,
-)
+from gramlogs.web import tail, viewer
+from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.headers import ResponseHeaders
@@ -94,26 +83,7 @@ def create_app(config: Config | None = None) -> Starlette:
             await db.close()
             logger.info("database pool closed")
 
-    routes = [
-        Route(
-            "/rpc/logs.listToolExecutionLogs",
-            gram.list_tool_execution_logs,
-            methods=["GET"],
-        ),
-        Route("/rpc/logs.tail", tail.tail_logs, methods=["GET"]),
-        Route("/rpc/logs.export", export.export_logs, methods=["GET"]),
-        Route("/rpc/logs.histogram", histogram.histogram_logs, methods=["GET"]),
-        Route("/healthz", ops.healthz, methods=["GET"]),
-        Route("/readyz", ops.readyz, methods=["GET"]),
-        Route("/metrics", ops.metrics_endpoint, methods=["GET"]),
-        Route("/rpc/logs.ingest", ingest.ingest_logs, methods=["POST"]),
-        Route("/v1/logs", otlp.receive_logs, methods=["POST"]),
-        Route("/functions/server/{id}/logs", poly.execution_logs, methods=["GET", "DELETE"]),
-        Route("/functions/server/{id}/system-logs", poly.system_logs, methods=["GET", "DELETE"]),
-        Route("/openapi.json", openapi.endpoint, methods=["GET"]),
-        Route("/", viewer.index, methods=["GET"]),
-        Route("/viewer/{name:path}", viewer.asset, methods=["GET"]),
-    ]
+    routes = [*(endpoint.route() for endpoint in ENDPOINTS), *viewer.ROUTES]
     middleware = [
         Middleware(ResponseHeaders),
         Middleware(Observe, access_log=config.access_log),

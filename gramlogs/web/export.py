@@ -26,18 +26,29 @@ import msgspec
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
+from gramlogs.core.config import Config
 from gramlogs.core.errors import GramlogsError, Unauthorized
 from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.database import Database
 from gramlogs.storage.pages import PageRequest, StoredRow, fetch_page
-from gramlogs.web.gram import entry, parse_list_query
+from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
+from gramlogs.web.gram import LIST_PARAMS, PER_PAGE, parse_list_query
 from gramlogs.web.observe import SCOPE_ERROR, request_id
-from gramlogs.web.params import first_values, gram_credentials, parse_int
+from gramlogs.web.params import Param, first_values, gram_credentials, integer
+from gramlogs.web.reading import LogEntry, entry
 from gramlogs.web.state import app_state
 from gramlogs.web.streaming import SEND_TIMEOUT_S, Stuck, send_within, watching_disconnect
 
-__all__ = ["DEFAULT_LIMIT", "LIMIT_HEADER", "MEDIA_TYPE", "PAGE_ROWS", "export_logs"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "ENDPOINT",
+    "LIMIT_HEADER",
+    "MEDIA_TYPE",
+    "PAGE_ROWS",
+    "export_logs",
+    "limit_param",
+]
 
 logger = logging.getLogger("gramlogs.export")
 
@@ -50,16 +61,26 @@ PAGE_ROWS = 1000
 _encoder = msgspec.json.Encoder()
 
 
+def limit_param(most: int) -> Param[int]:
+    """``limit`` when GRAMLOGS_EXPORT_MAX_LINES is ``most`` (the document states the default)."""
+    return integer(
+        "limit",
+        f"Most lines to send: 1 to GRAMLOGS_EXPORT_MAX_LINES ({most} unless set); "
+        f"default {DEFAULT_LIMIT}, or that setting when it is lower",
+        minimum=1,
+        maximum=most,
+        default=min(DEFAULT_LIMIT, most),
+        int64=True,
+    )
+
+
 async def export_logs(request: Request) -> ExportStream:
     key, slug = gram_credentials(request)
     params = first_values(request)
     params.pop("per_page", None)  # the export pages by itself
     query = parse_list_query(params)
     state = app_state(request)
-    most = state.config.export_max_lines
-    limit = min(DEFAULT_LIMIT, most)
-    if (v := params.get("limit")) is not None:
-        limit = parse_int("limit", v, 1, most)
+    limit = limit_param(state.config.export_max_lines).value(params)
     started = datetime.now(UTC)
     db = state.db
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
@@ -228,3 +249,45 @@ class ExportStream:
 
 def _lines(rows: list[StoredRow]) -> bytes:
     return _encoder.encode_lines([entry(row) for row in rows])
+
+
+ENDPOINT = Endpoint(
+    "/rpc/logs.export",
+    export_logs,
+    (
+        Operation(
+            "GET",
+            "exportToolExecutionLogs",
+            "logs",
+            "export logs",
+            "The lines listToolExecutionLogs would page through, as NDJSON: one "
+            "ToolExecutionLog per line, in sort order (from the cursor, in its direction), at most "
+            "`limit` of them, streamed. Exactly `limit` lines means the export may have stopped "
+            "at the cap (docs/gram-api.md, Export). An error after the first byte cuts the "
+            "stream: the chunked body does not end.",
+            Ok(
+                "The lines, one ToolExecutionLog (JSON) per line.",
+                {MEDIA_TYPE: LogEntry},
+                {
+                    "Content-Disposition": {
+                        "description": 'attachment; filename="gramlogs-<project>-<UTC '
+                        'time>.ndjson"',
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    LIMIT_HEADER: {
+                        "description": "The limit this export ran with",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                    },
+                },
+            ),
+            # listToolExecutionLogs' but per_page (the export pages by itself), then limit.
+            (
+                *(p for p in LIST_PARAMS if p is not PER_PAGE),
+                limit_param(Config().export_max_lines),
+            ),
+            security=GRAM_SECURITY,
+        ),
+    ),
+)

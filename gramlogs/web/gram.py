@@ -8,46 +8,83 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, TypeAlias, TypeVar
+from typing import Annotated, Any, TypeAlias, TypeVar
 
 import msgspec
 from msgspec import Meta
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest
 from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
-from gramlogs.storage.pages import LogFilter, Page, PageRequest, StoredRow, fetch_page
+from gramlogs.storage.pages import Page, PageRequest, fetch_page
+from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
 from gramlogs.web.params import (
+    GRAM_KEY,
+    GRAM_PROJECT,
+    Param,
+    enum,
     first_values,
     gram_credentials,
-    parse_enum,
-    parse_int,
-    parse_text,
-    parse_timestamp,
-    parse_uuid,
+    integer,
+    uuid_param,
+)
+from gramlogs.web.reading import (
+    FILTERS,
+    KEYWORD,
+    WINDOW,
+    LogEntry,
+    Selection,
+    entry,
+    parse_selection,
 )
 from gramlogs.web.state import app_state
 
 __all__ = [
+    "ENDPOINT",
+    "LIST_PARAMS",
     "ListQuery",
-    "LogEntry",
-    "entry",
-    "id_bounds",
+    "ListResult",
     "list_tool_execution_logs",
-    "parse_filters",
     "parse_list_query",
 ]
 
-LEVELS = ("debug", "info", "warn", "error")
-SOURCES = ("server", "function", "stdout", "stderr")
 SORTS = ("asc", "desc")
 DIRECTIONS = ("next", "prev")
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
+
+CURSOR = uuid_param(
+    "cursor", "Cursor for pagination: a log id, a position that need not be a stored row"
+)
+PER_PAGE = integer(
+    "per_page",
+    f"Number of items per page (1-{MAX_PER_PAGE})",
+    minimum=1,
+    maximum=MAX_PER_PAGE,
+    default=DEFAULT_PER_PAGE,
+    int64=True,
+)
+DIRECTION = enum(
+    "direction",
+    "Pagination direction: the rows after the cursor (next) or before it (prev)",
+    DIRECTIONS,
+    default="next",
+)
+SORT = enum("sort", "Sort order of timestamp, then id", SORTS, default="desc")
+# Gram's order, the keyword (an extension) and the headers last.
+LIST_PARAMS: tuple[Param[Any], ...] = (
+    *WINDOW,
+    *FILTERS,
+    CURSOR,
+    PER_PAGE,
+    DIRECTION,
+    SORT,
+    KEYWORD,
+    GRAM_KEY,
+    GRAM_PROJECT,
+)
 
 
 # What /openapi.json says of each field: openapi.py generates the schemas from these Structs.
@@ -55,34 +92,7 @@ _T = TypeVar("_T")
 # A field that Gram's schema does not require though gramlogs always writes it: UNSET is its
 # default (render never leaves it so), which keeps it optional in /openapi.json, as in Gram's.
 GramOptional: TypeAlias = _T | msgspec.UnsetType
-_DATE_TIME = {"format": "date-time"}
 _EXTENSION = {"x-gramlogs-extension": True}  # not in Gram's schema
-
-
-class LogEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Structured log entry from a tool execution"""
-
-    id: Annotated[uuid.UUID, Meta(description="Log entry ID (a UUIDv7 that is its position)")]
-    timestamp: Annotated[
-        datetime,
-        Meta(description="Timestamp of the log entry (UTC, Z)", extra_json_schema=_DATE_TIME),
-    ]
-    instance: Annotated[str, Meta(description="Instance identifier")]
-    level: Annotated[str, Meta(description="Log level")]
-    source: Annotated[str, Meta(description="Log source")]
-    raw_log: Annotated[str, Meta(description="Raw log message")]
-    message: (
-        Annotated[
-            str, Meta(description="Parsed log message; absent (never null) when there is none")
-        ]
-        | msgspec.UnsetType
-    ) = msgspec.UNSET
-    attributes: GramOptional[Annotated[str, Meta(description="JSON-encoded log attributes")]] = (
-        msgspec.UNSET
-    )
-    project_id: Annotated[uuid.UUID, Meta(description="Project UUID")]
-    deployment_id: Annotated[uuid.UUID, Meta(description="Deployment UUID")]
-    function_id: Annotated[uuid.UUID, Meta(description="Function UUID")]
 
 
 class Pagination(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -145,21 +155,19 @@ _encoder = msgspec.json.Encoder()
 class ListQuery:
     """A validated listToolExecutionLogs request, before the project is known."""
 
-    ts_start: datetime
-    ts_end: datetime
-    equals: dict[str, object]
-    keyword: str | None
+    selection: Selection
     cursor: uuid.UUID | None
     per_page: int
     ascending: bool
     forward: bool
 
+    @property
+    def keyword(self) -> str | None:
+        return self.selection.keyword
+
     def page_request(self, project_id: uuid.UUID) -> PageRequest:
-        lo, hi = id_bounds(self.ts_start, self.ts_end)
         return PageRequest(
-            filter=LogFilter(
-                project_id=project_id, lo=lo, hi=hi, equals=self.equals, keyword=self.keyword
-            ),
+            filter=self.selection.log_filter(project_id),
             per_page=self.per_page,
             ascending=self.ascending,
             forward=self.forward,
@@ -167,77 +175,25 @@ class ListQuery:
         )
 
 
-def id_bounds(ts_start: datetime, ts_end: datetime) -> tuple[int, int]:
-    """The inclusive id range of the window ``[ts_start, ts_end]`` (empty: ``(1, 0)``)."""
-    # Outside the id range there are no rows, so clamping a window changes no answer.
-    start = max(ts_start, ids.MIN_TIMESTAMP)
-    end = min(ts_end, ids.MAX_TIMESTAMP)
-    if start > end:
-        return 1, 0
-    return ids.lowest_id(start).int, ids.highest_id(end).int
-
-
-def parse_filters(params: Mapping[str, str]) -> tuple[dict[str, object], str | None]:
-    """The filters of a listToolExecutionLogs request (the live tail's too): the columns to
-    match exactly, and the keyword."""
-    get = params.get
-    equals: dict[str, object] = {}
-    for name in ("deployment_id", "function_id"):
-        if (v := get(name)) is not None:
-            equals[name] = parse_uuid(name, v)
-    if (v := get("instance")) is not None:
-        equals["instance"] = v
-    if (v := get("level")) is not None:
-        equals["level"] = parse_enum("level", v, LEVELS)
-    if (v := get("source")) is not None:
-        equals["source"] = parse_enum("source", v, SOURCES)
-    # Extension: unknown to Gram's clients, harmless to them (see docs/keyword-search.md).
-    keyword = parse_text("keyword", v) if (v := get("keyword")) is not None else None
-    return equals, keyword
-
-
 def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     """Validate the query string as Gram's Goa service does; errors name the parameter."""
-    get = params.get
-    ts_start = parse_timestamp("ts_start", v) if (v := get("ts_start")) else ids.MIN_TIMESTAMP
-    ts_end = parse_timestamp("ts_end", v) if (v := get("ts_end")) else ids.MAX_TIMESTAMP
-    equals, keyword = parse_filters(params)
-    cursor = parse_uuid("cursor", v) if (v := get("cursor")) is not None else None
-    per_page = DEFAULT_PER_PAGE
-    if (v := get("per_page")) is not None:
-        per_page = parse_int("per_page", v, 1, MAX_PER_PAGE)
-    sort = parse_enum("sort", get("sort", "desc"), SORTS)
-    direction = parse_enum("direction", get("direction", "next"), DIRECTIONS)
+    selection = parse_selection(params, WINDOW)
+    cursor = CURSOR.get(params)
+    per_page = PER_PAGE.value(params)
+    sort = SORT.value(params)
+    direction = DIRECTION.value(params)
+    assert selection.window is not None  # WINDOW's ends have defaults
+    ts_start, ts_end = selection.window
     if ts_start > ts_end:
         raise BadRequest(
             f"ts_start ({ts_start.isoformat()}) must not be after ts_end ({ts_end.isoformat()})"
         )
     return ListQuery(
-        ts_start=ts_start,
-        ts_end=ts_end,
-        equals=equals,
-        keyword=keyword,
+        selection=selection,
         cursor=cursor,
         per_page=per_page,
         ascending=sort == "asc",
         forward=direction == "next",
-    )
-
-
-def entry(row: StoredRow) -> LogEntry:
-    """The entry of a row in pages.COLUMNS order."""
-    return LogEntry(
-        id=row[0],
-        timestamp=row[1],
-        instance=row[2],
-        level=row[3],
-        source=row[4],
-        raw_log=row[5],
-        message=msgspec.UNSET if row[6] is None else row[6],
-        attributes=row[7],
-        project_id=row[8],
-        deployment_id=row[9],
-        function_id=row[10],
     )
 
 
@@ -277,3 +233,23 @@ async def list_tool_execution_logs(request: Request) -> Response:
             async with db.read_connection(conn) as reader:
                 page = await fetch_page(reader, query.page_request(principal.project_id))
     return Response(_encoder.encode(render(page, query)), media_type="application/json")
+
+
+ENDPOINT = Endpoint(
+    "/rpc/logs.listToolExecutionLogs",
+    list_tool_execution_logs,
+    (
+        Operation(
+            "GET",
+            "listToolExecutionLogs",
+            "logs",
+            "listToolExecutionLogs logs",
+            "List structured logs from tool executions.",
+            Ok("OK response.", {"application/json": ListResult}),
+            LIST_PARAMS,
+            security=GRAM_SECURITY,
+            extension=False,
+            extra={"x-speakeasy-name-override": "listToolExecutionLogs"},
+        ),
+    ),
+)

@@ -24,17 +24,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids
-from gramlogs.core.errors import BadRequest, InvalidRange
+from gramlogs.core.errors import BadRequest
 from gramlogs.core.keys import Permission
 from gramlogs.storage import histogram
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.pages import LogFilter
-from gramlogs.web.gram import id_bounds, parse_filters
-from gramlogs.web.params import first_values, gram_credentials, parse_int, parse_timestamp
+from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
+from gramlogs.web.params import GRAM_KEY, GRAM_PROJECT, first_values, gram_credentials, integer
+from gramlogs.web.reading import (
+    FILTERS,
+    KEYWORD,
+    Selection,
+    iso,
+    parse_selection,
+    window_end,
+)
 from gramlogs.web.state import app_state
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "ENDPOINT",
     "MAX_BUCKETS",
     "WIDTHS",
     "Bucket",
@@ -95,14 +104,37 @@ class HistogramResult(msgspec.Struct, kw_only=True):
 _encoder = msgspec.json.Encoder()
 
 
+_BOUNDS = "between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z"
+# The window: both ends required.
+WINDOW = (
+    window_end(
+        "ts_start",
+        f"Start of the window, inclusive (RFC 3339), {_BOUNDS}; required (400 bad_request "
+        "without it)",
+        missing="ts_start is required (an RFC 3339 date-time): a histogram needs a window",
+    ),
+    window_end(
+        "ts_end",
+        f"End of the window, inclusive (RFC 3339), {_BOUNDS}; required; before ts_start is a "
+        "400 bad_request",
+        missing="ts_end is required (an RFC 3339 date-time): a histogram needs a window",
+    ),
+)
+BUCKETS = integer(
+    "buckets",
+    f"Most buckets wanted (1-{MAX_BUCKETS}); a window that needs more even "
+    f"{WIDTHS[-1] // _DAY} days wide is a 400 bad_request",
+    minimum=1,
+    maximum=MAX_BUCKETS,
+    default=DEFAULT_BUCKETS,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class HistogramQuery:
     """A validated histogram request, before the project is known."""
 
-    ts_start: datetime
-    ts_end: datetime
-    equals: dict[str, object]
-    keyword: str | None
+    selection: Selection
     width_s: int
     first_us: int  # start of the first bucket, microseconds since the epoch
     buckets: int
@@ -113,14 +145,7 @@ class HistogramQuery:
         return [first + i * step for i in range(self.buckets)]
 
     def log_filter(self, project_id: uuid.UUID) -> LogFilter:
-        lo, hi = id_bounds(self.ts_start, self.ts_end)
-        return LogFilter(
-            project_id=project_id,
-            lo=lo,
-            hi=hi,
-            equals=self.equals,
-            keyword=self.keyword,
-        )
+        return self.selection.log_filter(project_id)
 
     def edges(self) -> list[int]:
         """The first id of each bucket but the first: where the window's id range is cut."""
@@ -129,25 +154,6 @@ class HistogramQuery:
 
 def _micros(ts: datetime) -> int:
     return (ts - ids.EPOCH) // _MICROSECOND
-
-
-def _window_end(name: str, params: Mapping[str, str]) -> datetime:
-    value = params.get(name)
-    if value is None:
-        raise BadRequest(f"{name} is required (an RFC 3339 date-time): a histogram needs a window")
-    ts = parse_timestamp(name, value)
-    # No line is stamped outside the range ids can hold (ingestion refuses it), and keeping the
-    # window in it keeps every bucket's edges representable.
-    if not ids.MIN_TIMESTAMP <= ts <= ids.MAX_TIMESTAMP:
-        raise InvalidRange(
-            f"{name} must be between {_iso(ids.MIN_TIMESTAMP)} and {_iso(ids.MAX_TIMESTAMP)}"
-            f" but got value {_iso(ts)}"
-        )
-    return ts
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat().replace("+00:00", "Z")
 
 
 def choose_width(start_us: int, end_us: int, most: int) -> tuple[int, int, int] | None:
@@ -165,14 +171,12 @@ def choose_width(start_us: int, end_us: int, most: int) -> tuple[int, int, int] 
 
 def parse_histogram_query(params: Mapping[str, str]) -> HistogramQuery:
     """Validate the query string; each error names its parameter."""
-    ts_start = _window_end("ts_start", params)
-    ts_end = _window_end("ts_end", params)
-    equals, keyword = parse_filters(params)
-    most = DEFAULT_BUCKETS
-    if (v := params.get("buckets")) is not None:
-        most = parse_int("buckets", v, 1, MAX_BUCKETS)
+    selection = parse_selection(params, WINDOW)
+    most = BUCKETS.value(params)
+    assert selection.window is not None  # WINDOW's ends are required
+    ts_start, ts_end = selection.window
     if ts_start > ts_end:
-        raise BadRequest(f"ts_start ({_iso(ts_start)}) must not be after ts_end ({_iso(ts_end)})")
+        raise BadRequest(f"ts_start ({iso(ts_start)}) must not be after ts_end ({iso(ts_end)})")
     chosen = choose_width(_micros(ts_start), _micros(ts_end), most)
     if chosen is None:
         widest = WIDTHS[-1]
@@ -182,15 +186,7 @@ def parse_histogram_query(params: Mapping[str, str]) -> HistogramQuery:
             f"{MAX_BUCKETS})"
         )
     width, first_us, count = chosen
-    return HistogramQuery(
-        ts_start=ts_start,
-        ts_end=ts_end,
-        equals=equals,
-        keyword=keyword,
-        width_s=width,
-        first_us=first_us,
-        buckets=count,
-    )
+    return HistogramQuery(selection=selection, width_s=width, first_us=first_us, buckets=count)
 
 
 def render(query: HistogramQuery, counts: list[int]) -> HistogramResult:
@@ -215,3 +211,29 @@ async def histogram_logs(request: Request) -> Response:
                     reader, query.log_filter(principal.project_id), query.edges()
                 )
     return Response(_encoder.encode(render(query, counts)), media_type="application/json")
+
+
+ENDPOINT = Endpoint(
+    "/rpc/logs.histogram",
+    histogram_logs,
+    (
+        Operation(
+            "GET",
+            "histogramLogs",
+            "logs",
+            "histogram of logs",
+            "How many lines match the filters in each bucket of the window "
+            "[ts_start, ts_end] (docs/histogram.md). The server picks the narrowest bucket "
+            f"width of {', '.join(map(str, WIDTHS))} seconds that covers the window in at most "
+            "`buckets` buckets, aligned to whole multiples of the width since the Unix epoch "
+            "(UTC). Every bucket is listed, empty ones too, oldest first; the first and last "
+            "may reach outside the window and count only the lines inside it. The counts are "
+            "exact: they add up to the lines listToolExecutionLogs pages through for the same "
+            "filters and window. With a keyword every line of the window is read (a 503 with "
+            "timeout: true when that takes longer than GRAMLOGS_STATEMENT_TIMEOUT_MS).",
+            Ok("The buckets.", {"application/json": HistogramResult}),
+            (*WINDOW, *FILTERS, KEYWORD, BUCKETS, GRAM_KEY, GRAM_PROJECT),
+            security=GRAM_SECURITY,
+        ),
+    ),
+)

@@ -23,7 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import BadRequest, Conflict, PayloadTooLarge, shorten
+from gramlogs.core.errors import (
+    BadRequest,
+    Conflict,
+    PayloadTooLarge,
+    UnprocessableContent,
+    UnsupportedMediaType,
+    shorten,
+)
 from gramlogs.storage.batch import (
     LEVEL_ALIASES,
     MAX_MESSAGE_BYTES,
@@ -40,9 +47,19 @@ from gramlogs.storage.idempotency import Reply
 from gramlogs.storage.writer import NewRow
 from gramlogs.web import intake
 from gramlogs.web.counting import more_values_than
-from gramlogs.web.params import NO_NUL
+from gramlogs.web.endpoint import (  # for the declaration, at the end
+    CONTENT_ENCODING,
+    GRAM_SECURITY,
+    REPLAYED_HEADER,
+    Body,
+    Endpoint,
+    Ok,
+    Operation,
+)
+from gramlogs.web.params import GRAM_KEY, GRAM_PROJECT, IDEMPOTENCY_KEY_HEADER, NO_NUL
 
 __all__ = [
+    "ENDPOINT",
     "JSON_TYPES",
     "LEVEL_ALIASES",
     "MAX_ENTRIES",
@@ -454,3 +471,63 @@ _DOOR = intake.Door(JSON_TYPES + NDJSON_TYPES, _decode, _refuse, _result)
 async def ingest_logs(request: Request) -> Response:
     """``POST /rpc/logs.ingest``: store a JSON or NDJSON batch whole, or nothing."""
     return await intake.accept_batch(request, _DOOR)
+
+
+# -- The declaration (web/endpoint.py) ----------------------------------------------------------
+
+_ENTRIES = {
+    "type": "array",
+    "maxItems": MAX_ENTRIES,
+    "description": f"At most GRAMLOGS_MAX_BATCH_ENTRIES (default {MAX_ENTRIES}) entries,"
+    " counted before any is decoded (413 payload_too_large beyond)",
+    "items": WireEntry,
+}
+_NDJSON = {
+    **_ENTRIES,
+    "description": "NDJSON: one entry (a JSON object) per line; blank lines are skipped and "
+    f"\\r\\n is fine. At most GRAMLOGS_MAX_BATCH_ENTRIES (default {MAX_ENTRIES}) entries, "
+    "counted before any is decoded (413 beyond)",
+}
+ENDPOINT = Endpoint(
+    "/rpc/logs.ingest",
+    ingest_logs,
+    (
+        Operation(
+            "POST",
+            "ingestLogs",
+            "ingest",
+            "ingest logs",
+            "Store a batch of log entries whole, or nothing: one bad entry rejects the batch "
+            "(the 400 names the first 20 by index and field). A key that may write (scope "
+            "ingest, admin or producer). Order of checks: headers (401), Idempotency-Key "
+            "(400), content type and encoding (415), key (401/403), body size (413), bodies in "
+            "flight (503), entries (413), body (400), a recorded Idempotency-Key (its reply "
+            "again, or 422), functions whose logs are disabled (409)." + CONTENT_ENCODING,
+            Ok(
+                "The batch is committed (durable).",
+                {"application/json": IngestResult},
+                REPLAYED_HEADER,
+            ),
+            (GRAM_KEY, GRAM_PROJECT, IDEMPOTENCY_KEY_HEADER),
+            raises=(Conflict, PayloadTooLarge, UnsupportedMediaType, UnprocessableContent),
+            security=GRAM_SECURITY,
+            body=Body(
+                {
+                    "application/json": {
+                        "oneOf": [
+                            _ENTRIES,
+                            {
+                                "type": "object",
+                                "properties": {"logs": _ENTRIES},
+                                "required": ["logs"],
+                            },
+                        ]
+                    },
+                    **{kind: _NDJSON for kind in NDJSON_TYPES},
+                },
+                'A JSON array of entries or an object {"logs": [...]}, or NDJSON. UTF-8 only '
+                "(another charset is a 415).",
+            ),
+        ),
+    ),
+)

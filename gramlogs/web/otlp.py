@@ -32,7 +32,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids, metrics
-from gramlogs.core.errors import BadRequest, PayloadTooLarge, shorten
+from gramlogs.core.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnprocessableContent,
+    UnsupportedMediaType,
+    shorten,
+)
 from gramlogs.storage.batch import (
     MAX_MESSAGE_BYTES,
     MAX_NAME_BYTES,
@@ -47,8 +53,22 @@ from gramlogs.storage.batch import (
 from gramlogs.storage.idempotency import Reply
 from gramlogs.web import intake
 from gramlogs.web.counting import more_values_than
+from gramlogs.web.endpoint import (  # for the declaration, at the end
+    BEARER,
+    CONTENT_ENCODING,
+    GRAM_SECURITY,
+    PROJECT_SCHEME,
+    REPLAYED_HEADER,
+    Body,
+    Endpoint,
+    Ok,
+    Operation,
+    component,
+)
+from gramlogs.web.ingest import MAX_ENTRIES
+from gramlogs.web.params import GRAM_KEY, GRAM_PROJECT, IDEMPOTENCY_KEY_HEADER, string
 
-__all__ = ["check_count", "map_request", "parse_request", "receive_logs"]
+__all__ = ["ENDPOINT", "check_count", "map_request", "parse_request", "receive_logs"]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -447,3 +467,55 @@ _DOOR = intake.Door(MEDIA_TYPES, _decode, _leave_out, _reply)
 async def receive_logs(request: Request) -> Response:
     """``POST /v1/logs``: OTLP/HTTP ExportLogsServiceRequest, protobuf or JSON, maybe gzipped."""
     return await intake.accept_batch(request, _DOOR)
+
+
+# -- The declaration (web/endpoint.py); the OTLP schemas are in web/openapi.py ---------------
+
+_BINARY = {"type": "string", "format": "binary"}
+ENDPOINT = Endpoint(
+    "/v1/logs",
+    receive_logs,
+    (
+        Operation(
+            "POST",
+            "exportLogs",
+            "ingest",
+            "export logs (OTLP/HTTP)",
+            "OTLP/HTTP logs: an ExportLogsServiceRequest in protobuf or JSON. Records that "
+            "cannot be stored are counted in partialSuccess and the others stored (200); when "
+            "no record is valid, or the body does not decode, a 400. At most "
+            f"GRAMLOGS_MAX_BATCH_ENTRIES (default {MAX_ENTRIES}) log records, counted before any "
+            "is decoded (413 payload_too_large beyond). A key that may write (scope ingest, "
+            "admin or producer), in Gram-Key or Authorization: Bearer, with Gram-Project."
+            + CONTENT_ENCODING,
+            Ok(
+                "ExportLogsServiceResponse, in the request's encoding (protobuf for either "
+                "protobuf type).",
+                {JSON: component("ExportLogsServiceResponse"), PROTOBUF: _BINARY},
+                REPLAYED_HEADER,
+            ),
+            (
+                string(
+                    GRAM_KEY.name,
+                    "API Key header (a leading 'Bearer ' is tolerated); or send "
+                    "Authorization: Bearer <key>",
+                    "header",
+                ),
+                GRAM_PROJECT,
+                IDEMPOTENCY_KEY_HEADER,
+            ),
+            raises=(PayloadTooLarge, UnsupportedMediaType, UnprocessableContent),
+            security=(
+                *GRAM_SECURITY,
+                {BEARER: [], PROJECT_SCHEME: []},
+            ),
+            body=Body(
+                {
+                    PROTOBUF: _BINARY,
+                    "application/protobuf": _BINARY,
+                    JSON: component("ExportLogsServiceRequest"),
+                }
+            ),
+        ),
+    ),
+)

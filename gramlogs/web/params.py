@@ -1,4 +1,6 @@
-"""Query-string parsing shared by the dialects: each parser names its parameter in its error.
+"""Parameters: each declared once (:class:`Param`: name, place, schema, description), parsed
+by that declaration, and listed by it in /openapi.json; each parser names its parameter in its
+error.
 
 Text that reaches PostgreSQL must be valid UTF-8 without NUL characters (PostgreSQL refuses NUL
 in ``text``); :func:`first_values` and :func:`header_text` check that here, where the error can
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
@@ -30,16 +34,23 @@ from gramlogs.core.errors import (
 from gramlogs.core.keys import bearer
 
 __all__ = [
+    "EXTENSION",
+    "GRAM_KEY",
+    "GRAM_PROJECT",
     "IDEMPOTENCY_KEY",
+    "IDEMPOTENCY_KEY_HEADER",
     "IDEMPOTENCY_KEY_PATTERN",
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_TEXT_LENGTH",
     "NO_NUL",
+    "Param",
     "credential_headers",
+    "enum",
     "first_values",
     "gram_credentials",
     "header_text",
     "idempotency_key",
+    "integer",
     "parse_enum",
     "parse_int",
     "parse_query",
@@ -47,6 +58,9 @@ __all__ = [
     "parse_timestamp",
     "parse_uuid",
     "presented_key",
+    "string",
+    "text",
+    "uuid_param",
 ]
 
 _TEXT = "UTF-8 text without NUL characters"
@@ -149,10 +163,10 @@ def parse_int(name: str, value: str, minimum: int, maximum: int | None = None) -
     return number
 
 
-def parse_text(name: str, value: str) -> str:
+def parse_text(name: str, value: str, most: int = MAX_TEXT_LENGTH) -> str:
     """A free-text filter, taken literally (NUL is refused by :func:`first_values` already)."""
-    if len(value) > MAX_TEXT_LENGTH:
-        raise InvalidLength.at_most(name, MAX_TEXT_LENGTH, len(value))
+    if len(value) > most:
+        raise InvalidLength.at_most(name, most, len(value))
     return value
 
 
@@ -210,3 +224,155 @@ def idempotency_key(request: Request) -> str | None:
     if not _PRINTABLE_ASCII.match(value):
         raise InvalidFormat.of(IDEMPOTENCY_KEY, value, "printable ASCII text, 1 to 255 characters")
     return value
+
+
+# -- Declarations -----------------------------------------------------------------------------
+
+Json = dict[str, Any]
+# Marks, in /openapi.json, what Gram's API does not have.
+EXTENSION = "x-gramlogs-extension"
+T = TypeVar("T")
+
+
+def _as_is(name: str, value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Param(Generic[T]):
+    """One parameter of an endpoint, declared once: the handler parses it with :meth:`get` or
+    :meth:`value`, and /openapi.json lists it (web/openapi.py), so the two cannot disagree.
+
+    ``parse`` takes the name and the raw value and raises an error naming the parameter.
+    ``default`` is what an absent parameter means; the kinds below decide whether the schema
+    says so (Goa states ``per_page``'s default, not ``ts_start``'s). ``goa``: the form Goa gives
+    a parameter (the description repeated in the schema, ``allowEmptyValue``), which every query
+    parameter and Gram header has, and a path parameter and ``Idempotency-Key`` do not.
+    """
+
+    name: str
+    where: Literal["query", "header", "path"]
+    description: str
+    schema: Json
+    parse: Callable[[str, str], T]
+    default: T | None = None
+    required: bool = False
+    missing: str | None = None  # the 400's message when a required parameter is absent
+    goa: bool = True
+    extra: Json = field(default_factory=dict)  # more keys of the Parameter Object
+
+    def get(self, params: Mapping[str, str]) -> T | None:
+        """The parsed value, else the default, else None."""
+        value = params.get(self.name)
+        return self.default if value is None else self.parse(self.name, value)
+
+    def value(self, params: Mapping[str, str]) -> T:
+        """:meth:`get` of a parameter that has a default or is required (a 400 when absent)."""
+        found = self.get(params)
+        if found is None:
+            raise BadRequest(self.missing or f"{self.name} is required")
+        return found
+
+
+def uuid_param(
+    name: str, description: str, where: Literal["query", "path"] = "query", **options: Any
+) -> Param[uuid.UUID]:
+    schema = {"type": "string", "format": "uuid"}
+    return Param(name, where, description, schema, parse_uuid, **options)
+
+
+def text(name: str, description: str, *, most: int | None = None, **options: Any) -> Param[str]:
+    """Free text, taken literally; at most ``most`` characters when given (400 beyond)."""
+    schema: Json = {"type": "string", "pattern": NO_NUL}
+    if most is None:
+        return Param(name, "query", description, schema, _as_is, **options)
+    schema["maxLength"] = most
+    return Param(name, "query", description, schema, lambda n, v: parse_text(n, v, most), **options)
+
+
+def enum(
+    name: str,
+    description: str,
+    values: tuple[str, ...],
+    *,
+    default: str | None = None,
+    listed: tuple[str, ...] | None = None,
+    **options: Any,
+) -> Param[str]:
+    """One of ``values`` (the error lists them in this order); the schema's enum is ``listed``
+    when given (the same values, Gram's first)."""
+    schema: Json = {"type": "string", "enum": list(listed or values)}
+    if default is not None:
+        schema["default"] = default
+
+    def parse(param: str, value: str) -> str:
+        return parse_enum(param, value, values)
+
+    return Param(name, "query", description, schema, parse, default=default, **options)
+
+
+def integer(
+    name: str,
+    description: str,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+    default: int | None = None,
+    int64: bool = False,
+    **options: Any,
+) -> Param[int]:
+    """An integer from ``minimum`` to ``maximum``; ``int64``: Goa's format for Gram's own."""
+    schema: Json = {"type": "integer", "minimum": minimum}
+    if int64:
+        schema["format"] = "int64"
+    if maximum is not None:
+        schema["maximum"] = maximum
+    if default is not None:
+        schema["default"] = default
+
+    def parse(param: str, value: str) -> int:
+        return parse_int(param, value, minimum, maximum)
+
+    return Param(name, "query", description, schema, parse, default=default, **options)
+
+
+def timestamp(
+    name: str,
+    description: str,
+    parse: Callable[[str, str], datetime] = parse_timestamp,
+    **options: Any,
+) -> Param[datetime]:
+    """An RFC 3339 date-time; a default is not stated in the schema (Goa's has none)."""
+    schema = {"type": "string", "format": "date-time"}
+    return Param(name, "query", description, schema, parse, **options)
+
+
+def string(
+    name: str, description: str, where: Literal["query", "header"] = "query", **options: Any
+) -> Param[str]:
+    """Any string, as sent (a header's or a token's, which its reader checks)."""
+    return Param(name, where, description, {"type": "string"}, _as_is, **options)
+
+
+# The Gram dialect's credentials (read by gram_credentials, which the rate limiter shares).
+GRAM_KEY = string("Gram-Key", "API Key header (a leading 'Bearer ' is tolerated)", "header")
+GRAM_PROJECT = string("Gram-Project", "project header (the project's slug)", "header")
+# The write endpoints' Idempotency-Key (idempotency_key; docs/ingestion.md): a resend with the
+# same key and request is answered as the first send was, with Idempotent-Replayed.
+IDEMPOTENCY_KEY_HEADER: Param[str] = Param(
+    IDEMPOTENCY_KEY,
+    "header",
+    "Makes a resend safe: the same key with the same request (endpoint, content type, encoding "
+    "and body) within GRAMLOGS_IDEMPOTENCY_HOURS (default 24) of the first store stores nothing "
+    "and gets the first reply again, with Idempotent-Replayed: true; with another request, a "
+    "422. Scoped to the project. 1 to 255 printable ASCII characters (else 400).",
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+    },
+    _as_is,
+    goa=False,
+    extra={EXTENSION: True},
+)

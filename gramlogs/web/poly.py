@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -25,12 +25,22 @@ from gramlogs.core.keys import Permission
 from gramlogs.storage import functions
 from gramlogs.storage.access import identify
 from gramlogs.storage.pages import LogFilter, Page, PageRequest, fetch_page
-from gramlogs.web.gram import LEVELS
-from gramlogs.web.params import first_values, parse_int, parse_text, parse_uuid, presented_key
+from gramlogs.web.endpoint import BEARER_SECURITY, Endpoint, Ok, Operation
+from gramlogs.web.params import (
+    MAX_TEXT_LENGTH,
+    Param,
+    first_values,
+    integer,
+    presented_key,
+    text,
+    uuid_param,
+)
+from gramlogs.web.reading import LEVELS
 from gramlogs.web.state import app_state
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "ENDPOINTS",
     "EXECUTION_SOURCES",
     "MAX_LIMIT",
     "PolyQuery",
@@ -44,9 +54,48 @@ __all__ = [
 EXECUTION_SOURCES = ("function", "stdout", "stderr")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+
+_ID = uuid_param(
+    "id",
+    "The server function's id (400 invalid_format when not a uuid)",
+    "path",
+    required=True,
+    goa=False,
+)
+_KEYWORD = text(
+    "keyword",
+    "Case-insensitive substring of the message or the raw line (literal); at most "
+    f"{MAX_TEXT_LENGTH} characters (400 invalid_length)",
+    most=MAX_TEXT_LENGTH,
+)
+_LAST_HOURS = integer(
+    "lastHours",
+    "Only lines from this many hours ago onwards; with lastDays, the longer window. Default: "
+    "all time",
+    minimum=1,
+)
+_LAST_DAYS = integer(
+    "lastDays",
+    "Only lines from this many days ago onwards; with lastHours, the longer window. Default: "
+    "all time",
+    minimum=1,
+)
+_LIMIT = integer(
+    "limit",
+    f"The newest limit lines (1-{MAX_LIMIT})",
+    minimum=1,
+    maximum=MAX_LIMIT,
+    default=DEFAULT_LIMIT,
+)
+_EXECUTION_ID = text(
+    "executionId",
+    f"Exact match on the execution id; at most {MAX_TEXT_LENGTH} characters",
+    most=MAX_TEXT_LENGTH,
+)
+_QUERY: tuple[Param[Any], ...] = (_KEYWORD, _LAST_HOURS, _LAST_DAYS, _LIMIT, _EXECUTION_ID)
 # The query parameters a GET takes; a DELETE refuses them rather than ignore a filter that
 # the caller may believe narrows what is deleted.
-PARAMS = ("keyword", "lastHours", "lastDays", "limit", "executionId")
+PARAMS = tuple(param.name for param in _QUERY)
 
 
 _LEVELS = {"enum": [level.upper() for level in LEVELS]}
@@ -124,21 +173,15 @@ def window_start(now: datetime, hours: int) -> datetime:
 
 def parse_poly_query(params: Mapping[str, str]) -> PolyQuery:
     """Validate a GET's query string; empty values were already dropped (Poly ignores them)."""
-    get = params.get
-    keyword = parse_text("keyword", v) if (v := get("keyword")) is not None else None
-    hours = parse_int("lastHours", v, 1) if (v := get("lastHours")) is not None else None
-    days = parse_int("lastDays", v, 1) if (v := get("lastDays")) is not None else None
-    limit = parse_int("limit", v, 1, MAX_LIMIT) if (v := get("limit")) is not None else None
-    execution_id = parse_text("executionId", v) if (v := get("executionId")) is not None else None
+    keyword = _KEYWORD.get(params)
+    hours = _LAST_HOURS.get(params)
+    days = _LAST_DAYS.get(params)
+    limit = _LIMIT.value(params)
+    execution_id = _EXECUTION_ID.get(params)
     # Both windows given: the longer one, so that no line either asked for is left out.
     if days is not None:
         hours = max(hours or 0, days * 24)
-    return PolyQuery(
-        keyword=keyword,
-        hours=hours,
-        limit=DEFAULT_LIMIT if limit is None else limit,
-        execution_id=execution_id,
-    )
+    return PolyQuery(keyword=keyword, hours=hours, limit=limit, execution_id=execution_id)
 
 
 def render(page: Page) -> list[PolyLog]:
@@ -155,7 +198,7 @@ def render(page: Page) -> list[PolyLog]:
 
 
 def _function_id(request: Request) -> uuid.UUID:
-    return parse_uuid("id", request.path_params["id"])
+    return _ID.value(request.path_params)
 
 
 async def _serve(request: Request, *, system: bool) -> Response:
@@ -211,3 +254,50 @@ async def execution_logs(request: Request) -> Response:
 async def system_logs(request: Request) -> Response:
     """``GET|DELETE /functions/server/{id}/system-logs``."""
     return await _serve(request, system=True)
+
+
+# -- Declarations -----------------------------------------------------------------------------
+# docs/poly-api.md. Authorization: Bearer only; the function is found among the projects the
+# key may read (404 otherwise, whether or not it exists elsewhere).
+
+
+def _endpoint(system: bool) -> Endpoint:
+    which = "system" if system else "execution"
+    lines = (
+        "every line of the function (sources function, stdout, stderr and server)"
+        if system
+        else "the lines the function itself emitted (sources function, stdout, stderr)"
+    )
+    name = "SystemLogs" if system else "FunctionLogs"
+    get = Operation(
+        "GET",
+        f"get{name}",
+        "poly",
+        f"get {which} logs",
+        f"PolyAPI: {lines}, newest first. A key that may read (scope consumer, admin or "
+        "producer; 403 otherwise, before the function is looked up). Empty values are ignored; "
+        "a repeated parameter takes its first value.",
+        Ok("The logs.", {"application/json": PolyLogs}),
+        _QUERY,
+        raises=(NotFound,),
+        security=BEARER_SECURITY,
+    )
+    delete = Operation(
+        "DELETE",
+        f"delete{name}",
+        "poly",
+        f"delete {which} logs",
+        f"PolyAPI: remove {lines}, all or nothing. A key that may delete (scope admin or "
+        f"producer; 403 otherwise, before the function is looked up). No query parameters: "
+        f"{', '.join(PARAMS[:-1])} or {PARAMS[-1]} is a 400 rather than ignored.",
+        Ok("How many lines were removed.", {"application/json": Deleted}),
+        raises=(NotFound,),
+        security=BEARER_SECURITY,
+    )
+    path = "/functions/server/{id}/" + ("system-logs" if system else "logs")
+    return Endpoint(
+        path, system_logs if system else execution_logs, (get, delete), path_params=(_ID,)
+    )
+
+
+ENDPOINTS = (_endpoint(system=False), _endpoint(system=True))

@@ -26,19 +26,27 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gramlogs.core import metrics
-from gramlogs.core.errors import BadRequest, GramlogsError, InvalidFormat
+from gramlogs.core.errors import BadRequest, Gone, GramlogsError, InvalidFormat
 from gramlogs.core.keys import Permission
 from gramlogs.live.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
 from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.journal import Position
-from gramlogs.storage.pages import LogFilter, PageRequest, StoredRow
-from gramlogs.web.gram import entry, parse_filters
-from gramlogs.web.params import first_values, gram_credentials, parse_int
+from gramlogs.storage.pages import PageRequest, StoredRow
+from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
+from gramlogs.web.params import (
+    GRAM_KEY,
+    GRAM_PROJECT,
+    first_values,
+    gram_credentials,
+    integer,
+    string,
+)
+from gramlogs.web.reading import FILTERS, KEYWORD, Selection, entry, parse_selection
 from gramlogs.web.state import app_state
 from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
 
-__all__ = ["decode_token", "encode_token", "frame_line", "tail_logs"]
+__all__ = ["ENDPOINT", "decode_token", "encode_token", "frame_line", "tail_logs"]
 
 logger = logging.getLogger("gramlogs.tail")
 
@@ -57,6 +65,17 @@ HEADERS = [
 _TOKEN = struct.Struct(">B4sQ16s")
 _TOKEN_VERSION = 1
 _TOKEN_PARAM = "last_event_id"  # noqa: S105 (a parameter name)
+LINES = integer(
+    "lines",
+    f"Send the newest N matching lines first (0-{MAX_LINES}); ignored when resuming",
+    minimum=0,
+    maximum=MAX_LINES,
+    default=0,
+)
+# The token is checked against the project once it is known (decode_token).
+LAST_EVENT_ID = string(
+    _TOKEN_PARAM, "Resume after this token (an event's id); the Last-Event-ID header wins"
+)
 
 
 def _project_tag(project_id: uuid.UUID) -> bytes:
@@ -111,12 +130,12 @@ def _frame_position(project_id: uuid.UUID, position: Position) -> bytes:
 async def tail_logs(request: Request) -> EventStream:
     key, slug = gram_credentials(request)
     params = first_values(request)
-    equals, keyword = parse_filters(params)
-    tail_filter = TailFilter(equals=equals, keyword=keyword)
-    lines = parse_int("lines", v, 0, MAX_LINES) if (v := params.get("lines")) is not None else 0
+    selection = parse_selection(params)
+    tail_filter = TailFilter(equals=selection.equals, keyword=selection.keyword)
+    lines = LINES.value(params)
     # The header wins: EventSource reconnects to the same URL, with the header added.
     token, source = request.headers.get("last-event-id", "").strip(), "Last-Event-ID"
-    if not token and (v := params.get(_TOKEN_PARAM)) is not None:
+    if not token and (v := LAST_EVENT_ID.get(params)) is not None:
         token, source = v, _TOKEN_PARAM
     state = app_state(request)
     db = state.db
@@ -135,7 +154,7 @@ async def tail_logs(request: Request) -> EventStream:
             if lines:
                 # The primary's page (a replica's could lack lines committed before the head).
                 rows = await journal.newest_before(
-                    conn, _backlog_request(project_id, tail_filter, lines), head
+                    conn, _backlog_request(project_id, selection, lines), head
                 )
                 backlog = [frame_line(row, position) for row in reversed(rows)]
     wake = asyncio.Event()
@@ -147,15 +166,10 @@ async def tail_logs(request: Request) -> EventStream:
     return EventStream(tail, backlog, stack)
 
 
-def _backlog_request(project_id: uuid.UUID, tail_filter: TailFilter, lines: int) -> PageRequest:
+def _backlog_request(project_id: uuid.UUID, selection: Selection, lines: int) -> PageRequest:
     """The page of the newest ``lines`` matching lines: sent first (oldest first) by lines=N,
     each with the start's token, since the tail goes on from there."""
-    return PageRequest(
-        filter=LogFilter(
-            project_id=project_id, equals=tail_filter.equals, keyword=tail_filter.keyword
-        ),
-        per_page=lines,
-    )
+    return PageRequest(filter=selection.log_filter(project_id), per_page=lines)
 
 
 class _Tail:
@@ -312,3 +326,63 @@ class EventStream:
                     )
         except Stuck:
             pass  # the connection is dropped; the client resumes from the last id it read
+
+
+# -- the declaration ----------------------------------------------------------------------------
+
+# One event of the stream, as SSE parsers hand it over (data lines joined).
+_EVENT = {
+    "type": "object",
+    "description": "An event: `message` (the default type) carries a line, `end` the reason "
+    "the stream ends and the token to resume with. The first event has only an id (the start "
+    "position) and is not dispatched by EventSource; it comes with `retry`.",
+    "required": ["data", "event"],
+    "properties": {
+        "event": {"type": "string", "enum": ["message", "end"]},
+        "data": {
+            "type": "string",
+            "description": "message: one LogEntry as JSON; end: "
+            '{"reason": "slow" | "duration" | "shutdown" | "revoked", "resume": <token>}; '
+            "revoked: the key was revoked while the stream was open (do not resume)",
+        },
+        "id": {"type": "string", "description": "The resume token after this event"},
+        "retry": {"type": "integer", "description": "Milliseconds to wait before reconnecting"},
+    },
+}
+
+ENDPOINT = Endpoint(
+    "/rpc/logs.tail",
+    tail_logs,
+    (
+        Operation(
+            "GET",
+            "tailLogs",
+            "logs",
+            "tail logs",
+            "New log lines as server-sent events, exactly once, in commit order "
+            "(docs/tail.md). Each line is an event whose id is a resume token and whose data is "
+            "one entry of listToolExecutionLogs' logs; comments every GRAMLOGS_TAIL_HEARTBEAT_S. "
+            "The stream ends with an `end` event ({reason, resume}) when the client reads too "
+            "slowly, after GRAMLOGS_TAIL_MAX_S, and at shutdown: resume with its id; and when "
+            "its key is revoked (reason revoked, within GRAMLOGS_STREAM_KEY_CHECK_S).",
+            Ok(
+                "The stream of events.",
+                {"text/event-stream": _EVENT},
+                {"X-Accel-Buffering": {"schema": {"type": "string", "enum": ["no"]}}},
+            ),
+            (
+                *FILTERS,
+                KEYWORD,
+                LINES,
+                LAST_EVENT_ID,
+                string(
+                    "Last-Event-ID", "Resume after this token (what EventSource sends)", "header"
+                ),
+                GRAM_KEY,
+                GRAM_PROJECT,
+            ),
+            raises=(Gone,),
+            security=GRAM_SECURITY,
+        ),
+    ),
+)

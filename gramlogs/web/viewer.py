@@ -20,10 +20,11 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gramlogs.core.errors import NotFound
 
-__all__ = ["CONTENT_SECURITY_POLICY", "asset", "index"]
+__all__ = ["CONTENT_SECURITY_POLICY", "ROUTES", "asset", "index"]
 
 _ROOT = Path(__file__).with_name("viewer")
 
@@ -89,3 +90,10 @@ async def index(request: Request) -> Response:
 
 async def asset(request: Request) -> Response:
     return _serve(request, request.path_params["name"])
+
+
+# Files for a browser, not API operations: app.py routes them, /openapi.json leaves them out.
+ROUTES = (
+    Route("/", index, methods=["GET"]),
+    Route("/viewer/{name:path}", asset, methods=["GET"]),
+)
