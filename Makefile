@@ -14,13 +14,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(STAMP)
+# The viewer's JavaScript is checked by Biome (formatter and linter in one binary), pinned in
+# package.json and package-lock.json and installed from the npm registry; needs Node >= 20.
+JS_STAMP := node_modules/.installed
+BIOME := node_modules/.bin/biome
+
+$(JS_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make lint needs Node >= 20 and npm (apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(STAMP) $(JS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/gramlogs serve
 
+# The suite, then the coverage of gramlogs/ (files at 100% left out), failing under the floor in
+# pyproject.toml. It costs about a quarter of the suite's time on Python 3.11 (C tracer: 485 s
+# -> 616 s); on Python >= 3.12 coverage uses sys.monitoring, which costs less.
 test: $(STAMP) lint
-	$(BIN)/pytest
+	COVERAGE_CORE=$(COVERAGE_CORE) $(BIN)/pytest --cov --cov-report=term:skip-covered
+
+COVERAGE_CORE = $(shell $(BIN)/python -c 'import sys; print("sysmon" if sys.version_info >= (3, 12) else "")')
 
 # Citus, for the local cluster of run-citus and test-citus: found in the embedded PostgreSQL,
 # or built into it once from the source tarball CITUS_SOURCE names (about 2 minutes).
@@ -36,15 +51,17 @@ run-citus: citus
 test-citus: citus
 	GRAMLOGS_TEST_CITUS=1 $(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIOME) ci --error-on-warnings
 
-fix: $(STAMP)
+fix: $(STAMP) $(JS_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	$(BIOME) check --write
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
@@ -65,4 +82,4 @@ bench: $(BENCH_STAMP)
 		--plot benchmarks/latency.png $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .coverage

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -68,7 +69,7 @@ def _run(
     url = resolve_url(config)
 
     async def go() -> Any:
-        conn = await asyncpg.connect(url)
+        conn = await _connect(url)
         try:
             if prepare == "read":
                 await _require_schema(conn)
@@ -77,10 +78,44 @@ def _run(
             if prepare == "logs":
                 await maintenance.ensure_partitions(conn, config)
             return await work(conn)
+        except _LOST as exc:
+            raise CommandError(
+                f"lost the connection to the database {_shown(url)}: {_one_line(exc)}"
+            ) from None
         finally:
             await conn.close()
 
     return asyncio.run(go())
+
+
+# What asyncpg raises when a database cannot be reached or refuses the connection: OSError
+# (refused, unknown host, timed out), PostgresError (no such role or database, wrong password,
+# starting up) and InterfaceError (TLS required but not offered, and the like).
+_UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# ... and once connected, when the server goes away in the middle of a command.
+_LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.PostgresConnectionError)
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    """Connect, or fail as a command does: one line naming the database, not a traceback."""
+    try:
+        return await asyncpg.connect(url)
+    except _UNREACHABLE as exc:
+        raise CommandError(
+            f"cannot connect to the database {_shown(url)}: {_one_line(exc)}"
+        ) from None
+
+
+def _shown(url: str) -> str:
+    """The URL without its password (in the user part or the query) for messages."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{hosts}{parts.path}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 async def _migrate(conn: asyncpg.Connection, config: Config) -> None:
@@ -120,7 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     url = resolve_url(config)
 
     async def prepare() -> demo.Demo | None:
-        conn = await asyncpg.connect(url)
+        conn = await _connect(url)
         try:
             await _migrate(conn, config)
             await maintenance.ensure_partitions(conn, config)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -77,3 +77,11 @@ def error(r: httpx.Response) -> dict[str, Any]:
 
 def bad_request(message: str, name: str = "bad_request") -> dict[str, Any]:
     return {"name": name, "message": message, "temporary": False, "timeout": False, "fault": False}
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of ``pool``, typed as the Connection that gramlogs' storage functions take:
+    asyncpg hands out a proxy that stands for one (its stubs do not say so)."""
+    async with pool.acquire() as conn:
+        yield cast(asyncpg.Connection, conn)

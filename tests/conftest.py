@@ -25,6 +25,7 @@ from gramlogs.web.app import create_app
 from testkit.citus import CitusServer, local_cluster
 from testkit.postgres import own_postgres, temporary_database
 from testkit.serve import live_server
+from tests._support import connection
 
 # Every property test draws the same examples on every run and machine, so a failure replays
 # and what passes today passes tomorrow. No deadline and no too_slow health check: those fail
@@ -162,7 +163,7 @@ def make_tenant(pool: asyncpg.Pool) -> MakeTenant:
     """Create an organization with one project and a consumer and a producer key."""
 
     async def make(slug: str = "proj") -> Tenant:
-        async with pool.acquire() as conn:
+        async with connection(pool) as conn:
             org = await tenants.create_organization(conn, f"org-{secrets.token_hex(4)}")
             project = await tenants.create_project(conn, org, slug)
             consumer = await tenants.create_key(conn, org, KeyScope.CONSUMER)

@@ -7,11 +7,10 @@ import hashlib
 import inspect
 import logging
 
-from _support import app_client
-
 from gramlogs.core.keys import hash_key
 from gramlogs.storage import access, tenants
 from gramlogs.web import gram
+from tests._support import app_client
 
 URL = "/rpc/logs.listToolExecutionLogs"
 

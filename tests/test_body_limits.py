@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import app_client, bad_request, error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -35,6 +34,7 @@ from gramlogs.web.body import BodyBudget
 from gramlogs.web.counting import more_values_than
 from gramlogs.web.tail import frame_line
 from testkit import tailing
+from tests._support import app_client, bad_request, error
 
 INGEST = "/rpc/logs.ingest"
 OTLP = "/v1/logs"

@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ON_CITUS
 
 from gramlogs.core import ids
 from gramlogs.core.keys import KeyScope
@@ -29,6 +28,7 @@ from gramlogs.storage import citus, journal, pages, schema, tenants
 from testkit.citus import CitusServer
 from testkit.postgres import temporary_database
 from testkit.serve import live_server
+from tests.conftest import ON_CITUS
 
 pytestmark = pytest.mark.skipif(not ON_CITUS, reason="needs a Citus cluster (make test-citus)")
 
@@ -135,6 +135,7 @@ async def test_a_hot_project_gets_a_shard_of_its_own_without_losing_a_line(
                 "SELECT shardminvalue, shardmaxvalue FROM pg_dist_shard WHERE shardid = $1",
                 shard_id,
             )
+            assert hashes is not None
             of_project = await conn.fetchval(
                 "SELECT get_shard_id_for_distribution_column('logs', $1::uuid)", hot
             )
@@ -225,7 +226,7 @@ async def test_a_worker_is_added_and_shards_move_online_under_load(
                 cursor = None
                 headers = {"Gram-Key": consumer, "Gram-Project": "growing"}
                 while True:
-                    params: dict[str, object] = {"per_page": 100, "function_id": str(FUNCTION)}
+                    params: dict[str, str | int] = {"per_page": 100, "function_id": str(FUNCTION)}
                     if cursor:
                         params["cursor"] = cursor
                     r = await client.get(URL, params=params, headers=headers)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -37,7 +38,7 @@ def gramlogs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-def ok_json(*args: str, env: dict[str, str]) -> object:
+def ok_json(*args: str, env: dict[str, str]) -> Any:
     done = gramlogs(*args, "--json", env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -200,6 +201,29 @@ def test_command_errors_are_one_line_and_exit_1(env, args, message) -> None:
     assert done.stderr.startswith("gramlogs: ") and message in done.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("migrate",),
+        ("orgs", "create", "acme"),
+        ("keys", "list"),
+        ("seed", "--org", "a", "--project", "b"),
+        ("serve", "--port", "0"),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_a_command_against_a_database_that_is_down_says_so_in_one_line(args) -> None:
+    """Nothing listens on port 1: one line naming the database (without its password), exit 1."""
+    down = "postgresql://gramlogs:s3cret@127.0.0.1:1/logs?password=s3cret"
+    done = gramlogs(*args, env={**os.environ, "GRAMLOGS_DATABASE_URL": down})
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        "gramlogs: cannot connect to the database postgresql://gramlogs@127.0.0.1:1/logs: "
+    )
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "s3cret" not in done.stderr and done.stdout == ""
+
+
 def test_every_command_has_help(env: dict[str, str]) -> None:
     for args in (
         ("serve",),
@@ -317,6 +341,7 @@ def test_first_run_on_embedded_database_prints_a_working_curl_line() -> None:
             finally:
                 proc.send_signal(signal.SIGINT)
                 assert proc.wait(timeout=60) == 0
+                assert proc.stdout is not None
                 proc.stdout.close()
             # Ctrl-C stops the embedded PostgreSQL too.
             assert not _postgres_running(data_dir)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 import asyncpg
 import httpx
 import pytest
-from _support import app_client, wait_for_lock_waiters
 
 from gramlogs.core.config import Config
 from gramlogs.core.errors import Unavailable
@@ -25,6 +24,7 @@ from gramlogs.storage import schema, tenants
 from gramlogs.storage.database import Database
 from testkit.postgres import OwnPostgres
 from testkit.postgres import own_postgres as own_postgres_server
+from tests._support import app_client, wait_for_lock_waiters
 
 URL = "/rpc/logs.listToolExecutionLogs"
 

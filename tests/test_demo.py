@@ -9,12 +9,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from _support import app_client
 
 from gramlogs.core.config import Config
 from gramlogs.core.keys import KeyScope
 from gramlogs.local import demo
 from gramlogs.storage import maintenance, schema, tenants
+from tests._support import app_client
 
 LIST = "/rpc/logs.listToolExecutionLogs"
 LINE = {

@@ -8,11 +8,11 @@ import asyncio
 import uuid
 
 import pytest
-from _support import error, get_scope
 
 from gramlogs.core.errors import TooManyRequests
 from gramlogs.core.keys import hash_key
 from gramlogs.web.expensive import ExpensiveReads
+from tests._support import error, get_scope
 
 LIST = "/rpc/logs.listToolExecutionLogs"
 POLY = "/functions/server/00000000-0000-4000-8000-000000000001/logs"

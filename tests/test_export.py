@@ -21,10 +21,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from _support import app_client, bad_request, error, get_scope
 from hypothesis import given
 from hypothesis import strategies as st
-from test_gram_paging import (
+
+from gramlogs.core import ids
+from gramlogs.core.config import Config
+from gramlogs.core.errors import Unavailable
+from gramlogs.core.keys import hash_key
+from gramlogs.storage import tenants, writer
+from gramlogs.web import export
+from gramlogs.web.app import create_app
+from tests._support import app_client, bad_request, connection, error, get_scope
+from tests.test_gram_paging import (
     DEPLOYMENTS,
     FUNCTIONS,
     INSTANCES,
@@ -36,14 +44,6 @@ from test_gram_paging import (
     make_world,
     timestamps,
 )
-
-from gramlogs.core import ids
-from gramlogs.core.config import Config
-from gramlogs.core.errors import Unavailable
-from gramlogs.core.keys import hash_key
-from gramlogs.storage import tenants, writer
-from gramlogs.web import export
-from gramlogs.web.app import create_app
 
 URL = "/rpc/logs.export"
 LIST_URL = "/rpc/logs.listToolExecutionLogs"
@@ -187,7 +187,7 @@ async def store(pool: asyncpg.Pool, project_id: uuid.UUID, count: int, seed: int
                 None,
             )
         )
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         await writer.copy_lines(conn, records)
     return [str(r[0]) for r in records]
 
@@ -368,7 +368,7 @@ async def test_a_database_error_mid_stream_cuts_it_without_ending_the_body(
 ) -> None:
     stored = await store(pool, tenant.project_id, 12)
     monkeypatch.setattr(export, "PAGE_ROWS", 5)
-    real = export.fetch_page
+    real = export.fetch_page  # type: ignore[attr-defined]  # the name export.py looks up
     calls = 0
 
     async def failing(conn, req):
@@ -389,7 +389,7 @@ async def test_a_database_error_mid_stream_cuts_it_without_ending_the_body(
 async def test_a_client_that_hangs_up_stops_the_reading(app, tenant, pool, monkeypatch) -> None:
     await store(pool, tenant.project_id, 50)
     monkeypatch.setattr(export, "PAGE_ROWS", 5)
-    real = export.fetch_page
+    real = export.fetch_page  # type: ignore[attr-defined]  # the name export.py looks up
     calls = 0
     first_body = asyncio.Event()
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from gramlogs.core import ids
 from gramlogs.storage import writer
+from tests._support import connection
 
 URL = "/rpc/logs.listToolExecutionLogs"
 BASE = datetime(2025, 6, 1, tzinfo=UTC)
@@ -138,7 +139,7 @@ class World:
             )
             for r in self.rows
         ]
-        async with pool.acquire() as conn:
+        async with connection(pool) as conn:
             await writer.copy_lines(conn, records)
 
 

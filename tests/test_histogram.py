@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
-from _support import app_client, bad_request, error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
 from gramlogs.storage import writer
 from gramlogs.web import histogram
+from tests._support import app_client, bad_request, connection, error
 
 URL = "/rpc/logs.histogram"
 LIST = "/rpc/logs.listToolExecutionLogs"
@@ -124,7 +124,7 @@ async def store(pool: asyncpg.Pool, tenants: list, rows: list[Row]) -> None:
         )
         for r in rows
     ]
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         await writer.copy_lines(conn, records)
 
 

@@ -14,13 +14,13 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from _support import app_client, error, wait_for_lock_waiters
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -33,6 +33,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from gramlogs.core.config import Config
 from gramlogs.storage import idempotency, maintenance, tenants
 from gramlogs.storage.functions import set_logs_enabled
+from tests._support import app_client, error, wait_for_lock_waiters
 
 INGEST = "/rpc/logs.ingest"
 OTLP = "/v1/logs"
@@ -117,6 +118,7 @@ async def test_a_resend_with_the_same_key_is_answered_byte_for_byte_and_stores_n
         assert_replay_of(first, again)
     assert await count_rows(pool, tenant) == LINES
     stored = await record(pool, tenant, "batch-1")
+    assert stored is not None
     assert (stored["status"], stored["media_type"], stored["response"]) == (
         200,
         "application/json",
@@ -213,7 +215,7 @@ async def test_an_empty_batch_is_recorded_too(client, tenant, fd, pool):
 # -- the same key, another request --------------------------------------------------------------
 
 
-def for_both_endpoints(fd: tuple[uuid.UUID, uuid.UUID]) -> bytes:
+def for_both_endpoints(fd: tuple[uuid.UUID, uuid.UUID]) -> str:
     """One JSON body both endpoints store: logs.ingest reads its "logs", OTLP its "resourceLogs"
     (each ignores what it does not know)."""
     export = json.loads(json_format.MessageToJson(otlp_export(fd)))
@@ -430,7 +432,7 @@ class _Held:
     """A first send of a batch with a key, claimed and waiting on the batch's function, which an
     open transaction holds (single node: the waits are the coordinator's)."""
 
-    send: Callable[[], Awaitable[httpx.Response]]  # the same request again
+    send: Callable[[], Coroutine[Any, Any, httpx.Response]]  # the same request again
     first: asyncio.Task[httpx.Response]
     first_pid: int
     release: Callable[[], Awaitable[None]]  # roll the holding transaction back
@@ -444,7 +446,7 @@ async def _first_send_held(database_url, pool, tenant, fd, key: str) -> AsyncIte
         await transaction.start()
         await _hold_function(holder, tenant, fd)
 
-        def send() -> Awaitable[httpx.Response]:
+        def send() -> Coroutine[Any, Any, httpx.Response]:
             return c.post(INGEST, content=body, headers=headers(tenant, key))
 
         first = asyncio.create_task(send())
@@ -506,6 +508,7 @@ async def test_a_key_older_than_the_retention_is_stored_anew_and_its_record_repl
     assert REPLAYED not in second.headers
     assert await count_rows(pool, tenant) == 2 * LINES
     replaced = await record(pool, tenant, "old")
+    assert replaced is not None and old is not None
     assert replaced["request_hash"] != old["request_hash"]
     assert replaced["created_at"] > old["created_at"]
 

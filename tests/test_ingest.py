@@ -12,11 +12,10 @@ import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
-from _support import bad_request, error
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from gramlogs.core.config import Config
 from gramlogs.storage.functions import set_logs_enabled
 from gramlogs.web.app import create_app
 from gramlogs.web.ingest import LEVEL_ALIASES, MAX_ENTRIES, SOURCES
+from tests._support import bad_request, error
 
 URL = "/rpc/logs.ingest"
 LIST = "/rpc/logs.listToolExecutionLogs"
@@ -409,7 +409,9 @@ async def test_at_most_twenty_bad_entries_are_listed(client, tenant, fd):
 @pytest.mark.parametrize("field", ["raw_log", "message", "instance", "execution_id"])
 async def test_nul_characters_are_refused_naming_the_field(client, tenant, fd, field):
     r = await client.post(
-        URL, json=[entry(*fd, **{field: "a\x00b"})], headers=tenant.headers(producer=True)
+        URL,
+        json=[entry(*fd, **{field: cast(Any, "a\x00b")})],
+        headers=tenant.headers(producer=True),
     )
     assert (r.status_code, error(r)) == (
         400,
@@ -857,7 +859,8 @@ async def test_what_is_ingested_is_what_is_read_back(
     second=st.sampled_from([None, 60, 61]),
 )
 def test_fast_timestamp_path_reads_as_parse_rfc3339_does(ts, digits, offset, t, z, second):
-    from gramlogs.web.ingest import EntryError, _timestamp
+    from gramlogs.storage.batch import EntryError
+    from gramlogs.web.ingest import _timestamp
 
     seconds = f"{ts.second if second is None else second:02d}"
     text = f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}{t}{ts.hour:02d}:{ts.minute:02d}:{seconds}"

@@ -93,7 +93,7 @@ async def test_no_acknowledged_line_is_lost_or_doubled_across_a_database_restart
             await asyncio.sleep(0.02)
 
     env = {"GRAMLOGS_LOG_LEVEL": "warning"}
-    with live_server(own_postgres.url, tmp_path, **env) as server:
+    with live_server(own_postgres.url, tmp_path, settings=env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             writers = [asyncio.create_task(writer(client, n)) for n in range(3)]
             await asyncio.sleep(1.0)

@@ -30,7 +30,7 @@ def row(
     function: int = 0,
     level: str = "info",
     raw: str = "plain",
-) -> writer.Row:
+) -> writer.NewRow:
     ts = BASE + timedelta(seconds=seconds)
     line_id = ids.new_id(ts, rand_b=n)
     return (
@@ -146,7 +146,7 @@ async def test_resuming_anywhere_reads_each_matching_line_once_in_commit_order(
     assert got == want
 
 
-def _matches(tail_filter: TailFilter, r: writer.Row) -> bool:
+def _matches(tail_filter: TailFilter, r: writer.NewRow) -> bool:
     if tail_filter.keyword is not None and tail_filter.keyword.lower() not in r[5].lower():
         return False
     for column, value in tail_filter.equals.items():

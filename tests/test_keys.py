@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from _support import app_client
 
 from gramlogs.core import ids
 from gramlogs.core.errors import Forbidden
 from gramlogs.core.keys import KeyHolder, KeyScope, Permission
 from gramlogs.storage import functions, tenants, writer
+from tests._support import app_client
 
 READ, WRITE, DELETE = Permission.READ, Permission.WRITE, Permission.DELETE
 TS = datetime(2025, 6, 1, 10, 30, tzinfo=UTC)

@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -168,7 +168,7 @@ async def world(server, make_tenant, pool) -> World:
     tenant = await make_tenant()
     functions = (str(uuid.uuid4()), str(uuid.uuid4()))
     deployments = (str(uuid.uuid4()), str(uuid.uuid4()))
-    rows = []
+    rows: list[dict[str, Any]] = []
     stamps = [(BASE - timedelta(days=1) + timedelta(seconds=i), False) for i in range(5)]
     stamps += [
         (BASE + timedelta(seconds=i, microseconds=(i * 7919) % 1000), True) for i in range(250)
@@ -969,6 +969,7 @@ def test_a_silent_connection_is_given_up_after_the_read_timeout(stand_in, monkey
     server = stand_in(stream(start_event("s")), stream(line_event("t1", 1)))
     waits: list[float] = []
     tail = remote.Remote(server.url, "k").tail({}, sleep=waits.append)
+    assert isinstance(tail, Generator)
     assert next(tail) == ['{"id":"1","raw_log":"line 1"}']
     assert len(waits) == 1 and 0.25 <= waits[0] <= 0.5
     assert server.requests[1][2]["last-event-id"] == "s"

@@ -173,7 +173,7 @@ async def test_ingestion_counters_are_exposed(client):
 
 
 async def test_access_log_can_be_turned_off(database_url, caplog):
-    from _support import app_client
+    from tests._support import app_client
 
     caplog.set_level(logging.INFO, logger="gramlogs.access")
     async with app_client(database_url, access_log=False) as c:

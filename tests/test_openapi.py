@@ -12,7 +12,6 @@ import jsonschema_rs
 import msgspec
 import pytest
 import schemathesis
-from _support import app_client
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -31,6 +30,7 @@ from gramlogs.web import gram, histogram, ingest, openapi, otlp, params, poly, r
 from gramlogs.web.app import create_app
 from gramlogs.web.ingest import NDJSON_TYPES
 from testkit.ports import free_port
+from tests._support import app_client
 
 URL = "/rpc/logs.listToolExecutionLogs"
 CHECKS = [
@@ -43,7 +43,7 @@ CHECKS = [
 # Gram's published operation, from the Goa design of its logs service
 # (ListToolExecutionLogsPayload and friends, speakeasy-api/gram server/design/toolmetrics):
 # each query parameter's schema as Goa renders it, less the description.
-GRAM_PARAMETERS = {
+GRAM_PARAMETERS: dict[str, dict[str, Any]] = {
     "ts_start": {"type": "string", "format": "date-time"},
     "ts_end": {"type": "string", "format": "date-time"},
     "deployment_id": {"type": "string", "format": "uuid"},
@@ -166,8 +166,11 @@ def test_keyword_is_the_one_extension_parameter_with_its_length_limit():
 
 def test_write_and_poly_operations_are_extensions_with_their_security():
     paths = openapi.DOCUMENT["paths"]
-    gram = {"apikey_header_Gram-Key": [], "project_slug_header_Gram-Project": []}
-    bearer = {"bearer_Authorization": []}
+    gram: dict[str, list[str]] = {
+        "apikey_header_Gram-Key": [],
+        "project_slug_header_Gram-Project": [],
+    }
+    bearer: dict[str, list[str]] = {"bearer_Authorization": []}
     ingest_op = paths["/rpc/logs.ingest"]["post"]
     assert ingest_op["security"] == [gram]
     assert set(ingest_op["requestBody"]["content"]) == {"application/json", *NDJSON_TYPES}

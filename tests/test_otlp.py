@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from _support import bad_request, error
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -26,6 +25,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from gramlogs.core import ids
 from gramlogs.storage.functions import set_logs_enabled
+from tests._support import bad_request, error
 
 URL = "/v1/logs"
 LIST = "/rpc/logs.listToolExecutionLogs"

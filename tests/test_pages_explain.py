@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -24,6 +25,7 @@ from gramlogs.core.config import Config
 from gramlogs.local.seed import SeedPlan, generate, seed_logs
 from gramlogs.storage import maintenance, tenants
 from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, back_query, page_query
+from tests._support import connection
 
 pytestmark = pytest.mark.single_node(
     "the plans of one PostgreSQL; on Citus the coordinator plans a router query to one shard"
@@ -74,7 +76,7 @@ async def scene(request: pytest.FixtureRequest, new_database) -> AsyncIterator[S
         # The settings the server's pools plan under.
         asyncpg.create_pool(url, min_size=1, max_size=2, server_settings=PLAN_SETTINGS) as pool,
     ):
-        async with pool.acquire() as conn:
+        async with connection(pool) as conn:
             project = await _seed(conn, now)
             sizes = await conn.fetch(
                 "SELECT tableoid::regclass::text, count(*) FROM logs GROUP BY 1"
@@ -199,7 +201,7 @@ def _check(plan: dict, index: str, scene: Scene) -> None:
     assert plan["Actual Rows"] == PER_PAGE + 1  # the data has more rows than a page
 
 
-def _matrix() -> list[tuple]:
+def _matrix() -> list[Any]:
     cases = []
     for name, equals, index in _cases():
         for ascending in (False, True):
@@ -240,7 +242,7 @@ async def test_page_is_an_ordered_index_range_scan(
     scene: Scene, equals, index, window, ascending, deep
 ) -> None:
     req = _request(scene, equals, window, ascending, deep)
-    async with scene.pool.acquire() as conn:
+    async with connection(scene.pool) as conn:
         for plan in await _explain(conn, *page_query(req)):
             _check(plan, index, scene)
 
@@ -257,7 +259,7 @@ async def test_probe_behind_an_empty_page_is_an_index_probe(
         ascending=True,
         cursor=ids.highest_id(scene.now + timedelta(days=1)),
     )
-    async with scene.pool.acquire() as conn:
+    async with connection(scene.pool) as conn:
         for plan in await _explain(conn, *back_query(req)):
             nodes = _nodes(plan)
             kinds = {node["Node Type"] for node in nodes}

@@ -13,13 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import pytest
-from conftest import ON_CITUS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
 from gramlogs.storage import partitions, tenants
 from gramlogs.storage.partitions import Partition, plan
+from tests.conftest import ON_CITUS
 
 NOW = datetime(2030, 3, 15, 12, 0, tzinfo=UTC)
 

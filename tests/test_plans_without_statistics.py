@@ -24,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import msgspec
@@ -46,6 +47,7 @@ from gramlogs.storage import (
     tenants,
     writer,
 )
+from gramlogs.storage.database import Database
 from gramlogs.storage.idempotency import Claim, Reply
 from gramlogs.storage.journal import Position
 from gramlogs.storage.pages import PLAN_SETTINGS, LogFilter, PageRequest, fetch_page
@@ -144,7 +146,10 @@ async def scene(new_database) -> AsyncIterator[Scene]:
             plans = Plans()
             await conn.execute(_AUTO_EXPLAIN)
             conn.add_log_listener(plans.notice)
-            s = Scene(conn, plans, project, neighbour, key.key, row[10], row[9], row[2])
+            function, deployment, instance = row[10], row[9], row[2]
+            assert isinstance(function, uuid.UUID) and isinstance(deployment, uuid.UUID)
+            assert isinstance(instance, str)
+            s = Scene(conn, plans, project, neighbour, key.key, function, deployment, instance)
             # The first burst: every statement planned (and its generic plan kept) while the
             # tables are empty, as on a new install.
             await _run_all(s, first=True)
@@ -158,7 +163,7 @@ async def scene(new_database) -> AsyncIterator[Scene]:
             await setup.close()
 
 
-def _line(s: Scene, at: datetime, n: int, text: str) -> writer.Row:
+def _line(s: Scene, at: datetime, n: int, text: str) -> writer.NewRow:
     return (
         ids.new_id(at, rand_b=n).hex, at, s.instance, "info", "function", text, text, "{}",
         str(s.project), str(s.deployment), str(s.function), f"exec-{n % 3}",
@@ -258,8 +263,8 @@ async def _run_all(s: Scene, *, first: bool) -> None:
     with plans.expect("tail: start", 21):
         head = await journal.head(conn, s.project)
         await journal.check_kept(conn, s.project, Position(head - 5), head)
-        page = PageRequest(LogFilter(project_id=s.project, equals={"level": "error"}), 20)
-        await journal.newest_before(conn, page, head)
+        errors = PageRequest(LogFilter(project_id=s.project, equals={"level": "error"}), 20)
+        await journal.newest_before(conn, errors, head)
     with plans.expect("tail: next batches", 5):
         batches = await journal.next_batches(conn, s.project, head - 4)
     assert [b.lines for b in batches] == [10] * 5
@@ -268,7 +273,11 @@ async def _run_all(s: Scene, *, first: bool) -> None:
     assert len(rows) == 50
     with plans.expect("tail: catch up", 50):
         frames, _, ended = await catch_up(
-            _OneConnection(conn), s.project, TailFilter(), Position(head - 5), _frame
+            cast(Database, _OneConnection(conn)),
+            s.project,
+            TailFilter(),
+            Position(head - 5),
+            _frame,
         )
     assert (len(frames), ended) == (50, True)
 

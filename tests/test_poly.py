@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -225,7 +226,8 @@ async def test_without_a_window_every_line_is_shown(client, aged):
     ],
 )  # fmt: skip
 async def test_window_and_limit(client, aged, params, expected):
-    assert await values(client, *aged, params) == expected
+    tenant, f = aged
+    assert await values(client, tenant, f, params) == expected
 
 
 async def test_limit_defaults_to_its_documented_value(client, make_tenant, pool):
@@ -628,7 +630,7 @@ async def corpus(make_tenant, pool) -> Corpus:
     return Corpus(tenant, fns)
 
 
-async def gram_rows(client, tenant, params: dict[str, str]) -> list[dict[str, object]]:
+async def gram_rows(client, tenant, params: dict[str, str]) -> list[dict[str, Any]]:
     r = await client.get(
         "/rpc/logs.listToolExecutionLogs",
         params=params,

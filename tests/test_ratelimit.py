@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from _support import app_client, error
 
 from gramlogs.core.config import Config
 from gramlogs.core.errors import TooManyRequests
 from gramlogs.web.ratelimit import MAX_ADDRESSES, RateLimit, TokenBuckets
+from tests._support import app_client, error
 
 URL = "/rpc/logs.listToolExecutionLogs"
 POLY = "/functions/server/00000000-0000-4000-8000-000000000001/logs"

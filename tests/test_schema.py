@@ -50,8 +50,8 @@ async def test_a_version_1_database_is_upgraded_in_place_without_losing_rows(
             org,
         )
         ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
-        row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
-        row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
+        head = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
+        row = (*head, project, uuid.uuid4(), uuid.uuid4(), "exec-1")
         await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
         assert "logs_keyword" in await _indexes(conn)
 
@@ -126,8 +126,8 @@ async def test_the_version_before_idempotency_keys_is_upgraded_in_place_with_its
             conn, await tenants.create_organization(conn, "o"), "p"
         )
         ts = datetime(2025, 6, 1, 10, 0, 0, 123456, tzinfo=UTC)
-        row = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
-        row += (project, uuid.uuid4(), uuid.uuid4(), "exec-1")
+        head = (ids.new_id(ts), ts, "i", "warn", "server", "disk timeout", None, "{}")
+        row = (*head, project, uuid.uuid4(), uuid.uuid4(), "exec-1")
         await conn.copy_records_to_table("logs", records=[row], columns=list(COLUMNS))
 
         applied = await schema.migrate(conn)

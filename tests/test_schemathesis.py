@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import schemathesis
@@ -143,7 +144,9 @@ def _credentials(key: str | None, project: str, functions: Functions) -> type:
 
         def set(self, case: schemathesis.Case, data: object, context: object) -> None:
             skip = {"Gram-Key", "Authorization"}
-            headers = {k: v for k, v in (case.headers or {}).items() if k not in skip}
+            headers: dict[str, Any] = {
+                k: v for k, v in (case.headers or {}).items() if k not in skip
+            }
             if case.operation.path.startswith("/functions/"):
                 if key is not None:
                     headers["Authorization"] = f"Bearer {key}"
@@ -153,7 +156,7 @@ def _credentials(key: str | None, project: str, functions: Functions) -> type:
                     headers["Gram-Key"] = key
                 headers["Gram-Project"] = project
                 _own_key_for_half(headers)
-            case.headers = headers
+            case.headers = headers  # type: ignore[assignment]  # read as any Mapping
 
     return Credentials
 
@@ -183,7 +186,9 @@ def _point_at_seeded_function(case: schemathesis.Case, functions: Functions) -> 
 @dataclass
 class Outcome:
     cases: int = 0
-    statuses: collections.Counter[tuple[str, int]] = field(default_factory=collections.Counter)
+    statuses: collections.Counter[tuple[str | None, int]] = field(
+        default_factory=collections.Counter
+    )
     logs_returned: int = 0
     poly_logs_returned: int = 0
     deleted: int = 0

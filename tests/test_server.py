@@ -13,10 +13,10 @@ import time
 
 import httpx
 import pytest
-from _support import wait_for_lock_waiters
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.serve import live_server
+from tests._support import wait_for_lock_waiters
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -29,7 +29,7 @@ def server(database_url, tmp_path_factory):
         "GRAMLOGS_MAX_URL_BYTES": "4096",
         "GRAMLOGS_MAX_HEADER_BYTES": "8192",
     }
-    with live_server(database_url, tmp_path_factory.mktemp("server"), **settings) as s:
+    with live_server(database_url, tmp_path_factory.mktemp("server"), settings=settings) as s:
         yield s
 
 
@@ -192,7 +192,7 @@ async def test_sigterm_drains_in_flight_requests_then_closes_the_pool(
 ):
     tenant = await make_tenant()
     settings = {"GRAMLOGS_STATEMENT_TIMEOUT_MS": "60000", "GRAMLOGS_SHUTDOWN_TIMEOUT_S": "60"}
-    with live_server(database_url, tmp_path, **settings) as server:
+    with live_server(database_url, tmp_path, settings=settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             async with pool.acquire() as conn:
                 tx = conn.transaction()

@@ -118,7 +118,7 @@ def test_no_data_no_event_even_with_a_type():
 # -- any split of a stream parses to the same events ---------------------------------------------
 
 _text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"), max_size=12
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n\x00"), max_size=12
 )
 _field_line = st.one_of(
     st.tuples(st.just("data"), _text),
@@ -159,7 +159,8 @@ def test_any_split_into_chunks_parses_to_the_same_events(events, ends, spaces, s
     whole, whole_parser = parse(stream)
     # Chunks of the sizes drawn, over and over (empty ones too): small, so that they cut the
     # stream everywhere, between a CR and its LF included.
-    chunks, at = [], 0
+    chunks: list[bytes] = []
+    at = 0
     while at < len(stream):
         size = sizes[len(chunks) % len(sizes)]
         chunks.append(stream[at : at + size])

@@ -24,7 +24,7 @@ from gramlogs.storage import journal, tenants
 from gramlogs.storage.pages import like_pattern
 from gramlogs.web.tail import decode_token, encode_token
 from testkit.tailing import post_retrying
-from tests._support import error
+from tests._support import connection, error
 
 TAIL = "/rpc/logs.tail"
 INGEST = "/rpc/logs.ingest"
@@ -65,12 +65,12 @@ class Reader:
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
-        self.event, self.data = Event(), []
+        self.event, self.data = Event(), list[str]()
 
     def feed(self, line: str) -> Event | None:
         if line == "":
             event, data = self.event, self.data
-            self.event, self.data = Event(), []
+            self.event, self.data = Event(), list[str]()
             if not data:
                 return None
             event.data = "\n".join(data)
@@ -398,7 +398,7 @@ def _filter_params(kind: str, f: uuid.UUID, d: uuid.UUID) -> dict[str, str]:
 
 
 async def _expected(pool: asyncpg.Pool, project: uuid.UUID, params: dict[str, str]) -> Counter:
-    where, args = ["project_id = $1"], [project]
+    where, args = ["project_id = $1"], list[object]([project])
     for column, value in params.items():
         args.append(like_pattern(value) if column == "keyword" else value)
         n = len(args)
@@ -571,7 +571,7 @@ def test_tokens_round_trip_and_are_bound_to_their_project():
 
 async def revoke(pool: asyncpg.Pool, key: str) -> None:
     """Revoke ``key`` in the database, as `gramlogs keys revoke` does from any process."""
-    async with pool.acquire() as conn:
+    async with connection(pool) as conn:
         key_id = await conn.fetchval("SELECT id FROM api_keys WHERE key_hash = $1", hash_key(key))
         assert await tenants.revoke_key(conn, key_id)
 

@@ -16,7 +16,7 @@ from testkit.serve import live_server
 async def test_a_tail_resuming_every_150_lines_gets_every_line_once(fresh_database, tmp_path):
     consumer, producer = await tailing.keys_of_a_new_tenant(fresh_database, "burst")
     env = {"GRAMLOGS_LOG_LEVEL": "warning", "GRAMLOGS_TAIL_POLL_MS": "20"}
-    with live_server(fresh_database, tmp_path, **env) as server:
+    with live_server(fresh_database, tmp_path, settings=env) as server:
         burst = tailing.Burst(server.url, "burst", consumer, producer, seconds=3, lines_per_s=800)
         outcome = await tailing.run(burst)
     assert outcome.errors == []

@@ -16,7 +16,7 @@ from testkit.serve import live_server
 async def test_every_tail_gets_every_line_it_matches_exactly_once(fresh_database, tmp_path):
     producer, (key,) = await fanout.tenants_of(fresh_database, 1)
     env = {"GRAMLOGS_LOG_LEVEL": "warning", "GRAMLOGS_TAIL_POLL_MS": "20"}
-    with live_server(fresh_database, tmp_path, **env) as server:
+    with live_server(fresh_database, tmp_path, settings=env) as server:
         arrivals = fanout.Arrivals()
         # Two of each filter: eight tails, within the ten a key may hold.
         filters = [*fanout.MIXED, *fanout.MIXED]

@@ -261,7 +261,7 @@ async def test_a_503_shows_retrying_and_retries(
     page: Page, console: Console, server: str, seeded, api
 ) -> None:
     console.expected = True  # the browser reports the 503 itself
-    failures = []
+    failures: list[str] = []
 
     async def unavailable_once(route) -> None:
         if not failures:
@@ -437,6 +437,7 @@ async def test_clicking_a_value_filters_by_it(page: Page, server: str, seeded, a
     row = page.locator("tr.row").nth(3)
     await expect(row).to_be_visible()
     function_id = await row.locator("td.c-function button").get_attribute("data-value")
+    assert function_id is not None
     await row.locator("td.c-function button").click()
     await expect(page).to_have_url(f"{server}/?function_id={function_id}&range=all")
     await expect(page.get_by_label("Function", exact=True)).to_have_value(function_id)

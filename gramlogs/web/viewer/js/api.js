@@ -115,7 +115,9 @@ async function errorOf(response) {
 
 function retryAfter(response, fallback) {
   const seconds = Number(response.headers.get("Retry-After"));
-  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds * 1000, MAX_DELAY_MS) : fallback;
+  return Number.isFinite(seconds) && seconds > 0
+    ? Math.min(seconds * 1000, MAX_DELAY_MS)
+    : fallback;
 }
 
 // A response with a 2xx status, after as many sign-ins and retries as it takes; an ApiError for
@@ -152,7 +154,12 @@ async function attempt(path, params, { signal, extraHeaders } = {}, state) {
       });
     } catch (error) {
       if (signal?.aborted) throw error;
-      await wait(`Cannot reach the server; retrying in ${Math.round(delay / 1000)} s…`, delay, signal, state);
+      await wait(
+        `Cannot reach the server; retrying in ${Math.round(delay / 1000)} s…`,
+        delay,
+        signal,
+        state,
+      );
       delay = Math.min(delay * 2, MAX_DELAY_MS);
       continue;
     }
@@ -165,7 +172,12 @@ async function attempt(path, params, { signal, extraHeaders } = {}, state) {
     if (response.status === 503 || response.status === 429) {
       const ms = retryAfter(response, delay);
       const error = await errorOf(response);
-      await wait(`${error.message} (${response.status}); retrying in ${Math.round(ms / 1000)} s…`, ms, signal, state);
+      await wait(
+        `${error.message} (${response.status}); retrying in ${Math.round(ms / 1000)} s…`,
+        ms,
+        signal,
+        state,
+      );
       delay = Math.min(delay * 2, MAX_DELAY_MS);
       continue;
     }

@@ -13,7 +13,11 @@ function filenameOf(response) {
 
 // Resolves to {lines, limit, capped, filename} once the file is handed to the browser.
 export async function exportLines(params, { signal, onProgress }) {
-  const response = await request("/rpc/logs.export", { ...params, limit: EXPORT_LIMIT }, { signal });
+  const response = await request(
+    "/rpc/logs.export",
+    { ...params, limit: EXPORT_LIMIT },
+    { signal },
+  );
   const limit = Number(response.headers.get("Gramlogs-Export-Limit")) || EXPORT_LIMIT;
   const reader = response.body.getReader();
   const parts = [];

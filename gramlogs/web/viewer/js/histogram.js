@@ -69,8 +69,19 @@ export class Histogram {
     this.svg.replaceChildren(...bars, this.selection);
     const days = end - start > 24 * 3600e3;
     const ticks = [start, new Date((start.getTime() + end.getTime()) / 2), end];
-    this.axis.replaceChildren(...ticks.map((t) => Object.assign(document.createElement("span"), { textContent: formatTick(t, days) })));
-    const per = width >= 86400 ? `${width / 86400} d` : width >= 3600 ? `${width / 3600} h` : width >= 60 ? `${width / 60} min` : `${width} s`;
+    this.axis.replaceChildren(
+      ...ticks.map((t) =>
+        Object.assign(document.createElement("span"), { textContent: formatTick(t, days) }),
+      ),
+    );
+    const per =
+      width >= 86400
+        ? `${width / 86400} d`
+        : width >= 3600
+          ? `${width / 3600} h`
+          : width >= 60
+            ? `${width / 60} min`
+            : `${width} s`;
     this.summary.textContent = `${total.toLocaleString()} lines; a bar is ${per}. Click a bar or drag across bars to zoom in.`;
   }
 
@@ -104,7 +115,10 @@ export class Histogram {
     // bucket's (the API's ts_end is inclusive, to the microsecond), inside the window.
     const from = starts[lo] < start ? start.toISOString() : starts[lo].toISOString();
     const next = starts[hi].getTime() + width * 1000;
-    const to = next > end.getTime() ? end.toISOString() : new Date(next - 1).toISOString().replace("Z", "999Z");
+    const to =
+      next > end.getTime()
+        ? end.toISOString()
+        : new Date(next - 1).toISOString().replace("Z", "999Z");
     this.onRange(from, to);
   }
 

@@ -2,18 +2,17 @@
 // keyboard together. Every request goes through api.js (key in a header, 401 and 503 handled).
 
 import * as api from "./api.js";
-import { exportLines, EXPORT_LIMIT } from "./export.js";
+import { EXPORT_LIMIT, exportLines } from "./export.js";
 import { Histogram } from "./histogram.js";
 import { LiveTail } from "./live.js";
+import { LIST, Pager } from "./paging.js";
 import { FILTERS, listParams, readState, windowOf, writeState } from "./state.js";
 import { LogTable } from "./table.js";
 import { formatTime, parseTime, setZone, zone } from "./time.js";
 
-const LIST = "/rpc/logs.listToolExecutionLogs";
 const HISTOGRAM = "/rpc/logs.histogram";
 const PAGES_KEPT = 5;
 const BARS = 60;
-const END_MARGIN_PX = 300;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const $ = (id) => document.getElementById(id);
@@ -25,7 +24,6 @@ let window_ = windowOf(state);
 let view = new AbortController(); // aborted when the view changes: its answers are stale
 let live = null;
 let liveBuffer = [];
-let loading = false;
 
 const table = new LogTable({
   tbody: $("rows"),
@@ -33,6 +31,20 @@ const table = new LogTable({
   cap: perPage * PAGES_KEPT,
   permalink: (id) => permalinkOf(id),
 });
+
+const pager = new Pager(
+  table,
+  { scroller: $("scroller"), end: $("end"), perPage },
+  {
+    params,
+    signal: () => view.signal,
+    failed,
+    busy,
+    status: setStatus,
+    alert: showAlert,
+    changed: updateButtons,
+  },
+);
 
 const histogram = new Histogram($("histogram"), $("histogram-axis"), $("histogram-summary"), {
   onRange: (from, to) => navigate({ ...state, line: null, range: null, from, to }),
@@ -53,7 +65,11 @@ function setStatus(message) {
 function failed(error) {
   if (error?.name === "AbortError" || view.signal.aborted) return;
   console.warn(error);
-  showAlert(error instanceof api.ApiError ? `${error.message} (${error.status} ${error.name})` : String(error));
+  showAlert(
+    error instanceof api.ApiError
+      ? `${error.message} (${error.status} ${error.name})`
+      : String(error),
+  );
 }
 
 api.hooks.retrying = (message) => {
@@ -93,7 +109,8 @@ $("sign-in-form").addEventListener("submit", (event) => {
   // Header values must be printable ASCII: anything else cannot be a key or a project slug.
   const printable = /^[\x21-\x7e]+$/;
   if (!printable.test(key) || !printable.test(project)) {
-    $("sign-in-message").textContent = "Enter the key and the project's slug (printable characters, no spaces).";
+    $("sign-in-message").textContent =
+      "Enter the key and the project's slug (printable characters, no spaces).";
     return;
   }
   api.saveCredentials(key, project, $("sign-in-remember").checked);
@@ -146,8 +163,8 @@ function fillForm() {
 }
 
 function updateButtons() {
-  $("older").disabled = !table.hasOlder || loading;
-  $("newer").disabled = loading;
+  $("older").disabled = !table.hasOlder || pager.loading;
+  $("newer").disabled = pager.loading;
   const count = table.entries.length;
   $("end").textContent = !count
     ? "No lines match these filters in this time range."
@@ -177,132 +194,24 @@ async function load() {
     startLive();
   } else {
     if (liveOn) setLive(false);
-    try {
-      loading = true;
-      busy(true);
-      if (state.line) await loadAround(state.line, signal);
-      else await loadNewest(signal);
-    } catch (error) {
-      failed(error);
-    } finally {
-      if (!signal.aborted) {
-        loading = false;
-        busy(false);
-        if (table.hasOlder && nearEnd()) setTimeout(loadOlder);
-      }
-      updateButtons();
-    }
+    await pager.open(state.line, signal);
   }
   await loadHistogram;
 }
 
-async function loadNewest(signal) {
-  const page = await api.getJson(LIST, params(), { signal });
-  table.reset(page.logs || [], { hasNewer: false, hasOlder: page.pagination.has_next_page });
-  setStatus(`${table.entries.length ? "Newest lines first." : ""}`);
-}
-
-function nextId(id) {
-  const next = BigInt(`0x${id.replaceAll("-", "")}`) + 1n;
-  const hex = next.toString(16).padStart(32, "0").slice(-32);
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
-
-// A permalink: the line, a page of the lines just newer and a page of those just older.
-async function loadAround(id, signal) {
-  const half = Math.max(1, Math.floor(perPage / 2));
-  const [newer, older] = await Promise.all([
-    api.getJson(LIST, params({ cursor: id, direction: "prev", per_page: half }), { signal }),
-    api.getJson(LIST, params({ cursor: nextId(id), direction: "next", per_page: half + 1 }), { signal }),
-  ]);
-  table.reset([...(newer.logs || []), ...(older.logs || [])], {
-    hasNewer: newer.pagination.has_next_page,
-    hasOlder: older.pagination.has_next_page,
-  });
-  if (!table.rows.has(id)) {
-    showAlert("That line is not in this project, or does not match these filters: showing the lines around where it would be.");
-    return;
-  }
-  table.select(id, { scroll: false });
-  table.toggle(id);
-  table.rows.get(id).scrollIntoView({ block: "center" });
-  setStatus("The linked line, with the lines just before and after it.");
-}
-
-async function loadOlder() {
-  if (loading || !table.hasOlder) return;
-  const signal = view.signal;
-  loading = true;
-  updateButtons();
-  try {
-    const cursor = table.bottom;
-    const page = await api.getJson(LIST, params(cursor ? { cursor } : {}), { signal });
-    const first = page.logs?.[0];
-    table.addOlder(page.logs || [], page.pagination.has_next_page);
-    return first?.id;
-  } catch (error) {
-    failed(error);
-  } finally {
-    if (!signal.aborted) {
-      loading = false;
-      if (table.hasOlder && table.entries.length + perPage <= table.cap && nearEnd()) setTimeout(loadOlder);
-    }
-    updateButtons();
-  }
-}
-
-async function loadNewer() {
-  if (loading) return;
-  if (!table.top) return loadOlder();
-  const signal = view.signal;
-  loading = true;
-  updateButtons();
-  try {
-    const page = await api.getJson(LIST, params({ cursor: table.top, direction: "prev" }), { signal });
-    const logs = page.logs || [];
-    table.addNewer(logs, page.pagination.has_next_page);
-    setStatus(logs.length ? `${logs.length} newer lines.` : "No newer lines yet.");
-    return logs.at(-1)?.id;
-  } catch (error) {
-    failed(error);
-  } finally {
-    if (!signal.aborted) loading = false;
-    updateButtons();
-  }
-}
-
 $("older").addEventListener("click", async () => {
-  const first = await loadOlder();
+  const first = await pager.older();
   if (first) table.rows.get(first)?.scrollIntoView({ block: "start" });
 });
 
 $("newer").addEventListener("click", async () => {
-  const adjacent = await loadNewer();
+  const adjacent = await pager.newer();
   if (adjacent) table.rows.get(adjacent)?.scrollIntoView({ block: "end" });
 });
-
-// Infinite scroll: near either end of the window, the next page comes in.
-const edges = new IntersectionObserver(
-  (entries) => {
-    for (const entry of entries) {
-      if (!entry.isIntersecting || loading) continue;
-      if (entry.target.id === "end" && table.hasOlder) loadOlder();
-    }
-  },
-  { root: $("scroller"), rootMargin: `${END_MARGIN_PX}px 0px` },
-);
-edges.observe($("end"));
 
 $("scroller").addEventListener("scroll", () => {
   if (live) flushLive();
 });
-
-// While the window is not full, pages keep coming until the end is out of reach: a tall screen
-// is filled without a scroll. A full window grows only as the user scrolls.
-function nearEnd() {
-  const bottom = $("scroller").getBoundingClientRect().bottom;
-  return $("end").getBoundingClientRect().top < bottom + END_MARGIN_PX;
-}
 
 // -- histogram ------------------------------------------------------------------------------------
 
@@ -311,7 +220,11 @@ async function drawHistogram(signal) {
   let start = window_.start;
   if (!start) {
     // "All": from the oldest matching line.
-    const oldest = await api.getJson(LIST, { ...listParams(state, window_), per_page: 1, sort: "asc" }, { signal });
+    const oldest = await api.getJson(
+      LIST,
+      { ...listParams(state, window_), per_page: 1, sort: "asc" },
+      { signal },
+    );
     if (!oldest.logs?.length) {
       histogram.clear("No lines.");
       return;
@@ -351,13 +264,14 @@ function startLive() {
   busy(true);
   liveBuffer = [];
   const since = window_.start;
-  const keep = (entries) => (since ? entries.filter((e) => new Date(e.timestamp) >= since) : entries);
+  const keep = (entries) =>
+    since ? entries.filter((e) => new Date(e.timestamp) >= since) : entries;
   live = new LiveTail(state.filters, {
     // Lines stored from now on come by the tail: the newest page, read after the tail has
     // started, joins them without a gap.
     onStart: async () => {
       try {
-        const page = await api.getJson(LIST, params(), { signal });
+        const page = await pager.page({}, signal);
         const logs = page.logs || [];
         table.merge(logs);
         if (page.pagination.has_next_page && logs.length) table.cutBelow(logs.at(-1).id);
@@ -407,7 +321,8 @@ function flushLive() {
       table.hasNewer = true;
       $("new-lines").textContent = "Many new lines: show the newest";
     } else {
-      $("new-lines").textContent = `${liveBuffer.length} new line${liveBuffer.length === 1 ? "" : "s"}`;
+      $("new-lines").textContent =
+        `${liveBuffer.length} new line${liveBuffer.length === 1 ? "" : "s"}`;
     }
     $("new-lines").hidden = false;
     setStatus("Live is paused while you scroll or read a line.");
@@ -435,7 +350,9 @@ function setLive(on) {
   startLive();
 }
 
-$("live").addEventListener("click", () => setLive($("live").getAttribute("aria-pressed") !== "true"));
+$("live").addEventListener("click", () =>
+  setLive($("live").getAttribute("aria-pressed") !== "true"),
+);
 
 $("new-lines").addEventListener("click", () => {
   table.collapse();
@@ -454,7 +371,10 @@ function formState() {
     if (value) filters[name] = value;
   }
   for (const name of ["function_id", "deployment_id"]) {
-    if (filters[name] && !UUID.test(filters[name])) throw new Error(`${name === "function_id" ? "Function" : "Deployment"} must be an id (a UUID).`);
+    if (filters[name] && !UUID.test(filters[name]))
+      throw new Error(
+        `${name === "function_id" ? "Function" : "Deployment"} must be an id (a UUID).`,
+      );
   }
   const from = form.elements.from.value.trim();
   const to = form.elements.to.value.trim();
@@ -465,7 +385,11 @@ function formState() {
     if (from && !fromDate) throw new Error(`From is not a time: ${from} (try 2026-12-02 14:00)`);
     if (to && !toDate) throw new Error(`To is not a time: ${to} (try 2026-12-02 15:00)`);
     if (fromDate && toDate && fromDate > toDate) throw new Error("From must not be after To.");
-    Object.assign(next, { range: null, from: fromDate?.toISOString() ?? null, to: toDate?.toISOString() ?? null });
+    Object.assign(next, {
+      range: null,
+      from: fromDate?.toISOString() ?? null,
+      to: toDate?.toISOString() ?? null,
+    });
   }
   return next;
 }
@@ -482,19 +406,28 @@ $("filters").addEventListener("submit", (event) => {
   event.preventDefault();
   applyForm();
 });
-for (const name of ["level", "source"]) $("filters").elements[name].addEventListener("change", applyForm);
+for (const name of ["level", "source"])
+  $("filters").elements[name].addEventListener("change", applyForm);
 
-$("clear").addEventListener("click", () => navigate({ filters: {}, range: null, from: null, to: null, line: null }));
+$("clear").addEventListener("click", () =>
+  navigate({ filters: {}, range: null, from: null, to: null, line: null }),
+);
 
 for (const button of document.querySelectorAll("[data-range]")) {
-  button.addEventListener("click", () => navigate({ ...state, line: null, range: button.dataset.range, from: null, to: null }));
+  button.addEventListener("click", () =>
+    navigate({ ...state, line: null, range: button.dataset.range, from: null, to: null }),
+  );
 }
 
 // Click to filter, copy, expand: one listener for the whole table.
 $("rows").addEventListener("click", async (event) => {
   const filter = event.target.closest("button[data-filter]");
   if (filter) {
-    navigate({ ...state, line: null, filters: { ...state.filters, [filter.dataset.filter]: filter.dataset.value } });
+    navigate({
+      ...state,
+      line: null,
+      filters: { ...state.filters, [filter.dataset.filter]: filter.dataset.value },
+    });
     return;
   }
   const copy = event.target.closest("button[data-copy]");
@@ -577,7 +510,7 @@ document.addEventListener("keydown", async (event) => {
     $("f-keyword").select();
   } else if (event.key === "j") {
     if (!table.move(1) && table.hasOlder) {
-      await loadOlder();
+      await pager.older();
       table.move(1);
     }
   } else if (event.key === "k") {

@@ -3,7 +3,13 @@
 // (15m, 1h, 24h, 7d, all), `from`/`to` a custom window (UTC, ISO 8601), `line` a permalink.
 
 export const FILTERS = ["level", "source", "function_id", "deployment_id", "instance", "keyword"];
-export const RANGES = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3, all: null };
+export const RANGES = {
+  "15m": 15 * 60e3,
+  "1h": 3600e3,
+  "24h": 24 * 3600e3,
+  "7d": 7 * 24 * 3600e3,
+  all: null,
+};
 export const DEFAULT_RANGE = "24h";
 export const DEFAULT_PER_PAGE = 100;
 
@@ -54,7 +60,10 @@ export function windowOf(state, now = new Date()) {
     const span = RANGES[state.range];
     return { start: span === null ? null : new Date(now.getTime() - span), end: null };
   }
-  return { start: state.from ? new Date(state.from) : null, end: state.to ? new Date(state.to) : null };
+  return {
+    start: state.from ? new Date(state.from) : null,
+    end: state.to ? new Date(state.to) : null,
+  };
 }
 
 // The list endpoint's parameters for the state's filters and window.

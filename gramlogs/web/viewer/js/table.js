@@ -40,7 +40,11 @@ function filterButton(name, value, text = value, inTable = true) {
 }
 
 function copyButton(what, value) {
-  return el("button", { type: "button", className: "copy", dataset: { copy: value }, "aria-label": `Copy ${what}` }, "Copy");
+  return el(
+    "button",
+    { type: "button", className: "copy", dataset: { copy: value }, "aria-label": `Copy ${what}` },
+    "Copy",
+  );
 }
 
 function jsonTree(value, depth = 0) {
@@ -48,12 +52,18 @@ function jsonTree(value, depth = 0) {
     const kind = value === null ? "null" : typeof value;
     return el("span", { className: `json-${kind}` }, JSON.stringify(value));
   }
-  const entries = Array.isArray(value) ? value.map((v, i) => [String(i), v]) : Object.entries(value);
-  const summary = Array.isArray(value) ? `[…] ${entries.length} ${entries.length === 1 ? "item" : "items"}` : `{…} ${entries.length} ${entries.length === 1 ? "key" : "keys"}`;
+  const entries = Array.isArray(value)
+    ? value.map((v, i) => [String(i), v])
+    : Object.entries(value);
+  const summary = Array.isArray(value)
+    ? `[…] ${entries.length} ${entries.length === 1 ? "item" : "items"}`
+    : `{…} ${entries.length} ${entries.length === 1 ? "key" : "keys"}`;
   const details = el("details", depth < 2 ? { open: "" } : {}, el("summary", {}, summary));
   const list = el("ul", { className: "json" });
   for (const [key, child] of entries) {
-    list.append(el("li", {}, el("span", { className: "json-key" }, `${key}: `), jsonTree(child, depth + 1)));
+    list.append(
+      el("li", {}, el("span", { className: "json-key" }, `${key}: `), jsonTree(child, depth + 1)),
+    );
   }
   details.append(list);
   return details;
@@ -104,7 +114,10 @@ export class LogTable {
 
   // A page older than the bottom row; drops rows from the top past the cap.
   addOlder(entries, hasOlder) {
-    this._insertAt(this.entries.length, entries.filter((e) => !this.rows.has(e.id)));
+    this._insertAt(
+      this.entries.length,
+      entries.filter((e) => !this.rows.has(e.id)),
+    );
     this.hasOlder = hasOlder;
     const extra = this.entries.length - this.cap;
     if (extra > 0) this._dropTop(extra);
@@ -220,8 +233,16 @@ export class LogTable {
       el("td", { className: "c-time", title: entry.timestamp }, formatTime(entry.timestamp)),
       el("td", { className: "c-level" }, filterButton("level", entry.level)),
       el("td", { className: "c-source" }, filterButton("source", entry.source)),
-      el("td", { className: "c-instance" }, entry.instance ? filterButton("instance", entry.instance) : ""),
-      el("td", { className: "c-function" }, filterButton("function_id", entry.function_id, entry.function_id.slice(0, 8))),
+      el(
+        "td",
+        { className: "c-instance" },
+        entry.instance ? filterButton("instance", entry.instance) : "",
+      ),
+      el(
+        "td",
+        { className: "c-function" },
+        filterButton("function_id", entry.function_id, entry.function_id.slice(0, 8)),
+      ),
       el("td", { className: "c-message" }, message),
     );
   }
@@ -288,7 +309,12 @@ export class LogTable {
 
   _detailRow(entry) {
     const field = (name, value, ...actions) =>
-      el("div", { className: "kv" }, el("dt", {}, name), el("dd", {}, el("code", {}, value), ...actions));
+      el(
+        "div",
+        { className: "kv" },
+        el("dt", {}, name),
+        el("dd", {}, el("code", {}, value), ...actions),
+      );
     const link = this.permalink(entry.id);
     const sections = [
       el(
@@ -298,18 +324,42 @@ export class LogTable {
         field("timestamp", `${entry.timestamp} (${formatTime(entry.timestamp)})`),
         field("level", entry.level, filterButton("level", entry.level, "Filter", false)),
         field("source", entry.source, filterButton("source", entry.source, "Filter", false)),
-        field("instance", entry.instance || "—", ...(entry.instance ? [filterButton("instance", entry.instance, "Filter", false)] : [])),
-        field("function_id", entry.function_id, filterButton("function_id", entry.function_id, "Filter", false), copyButton("function id", entry.function_id)),
-        field("deployment_id", entry.deployment_id, filterButton("deployment_id", entry.deployment_id, "Filter", false), copyButton("deployment id", entry.deployment_id)),
+        field(
+          "instance",
+          entry.instance || "—",
+          ...(entry.instance ? [filterButton("instance", entry.instance, "Filter", false)] : []),
+        ),
+        field(
+          "function_id",
+          entry.function_id,
+          filterButton("function_id", entry.function_id, "Filter", false),
+          copyButton("function id", entry.function_id),
+        ),
+        field(
+          "deployment_id",
+          entry.deployment_id,
+          filterButton("deployment_id", entry.deployment_id, "Filter", false),
+          copyButton("deployment id", entry.deployment_id),
+        ),
         field("project_id", entry.project_id),
       ),
     ];
     if (entry.message !== undefined) {
-      sections.push(el("h3", {}, "message ", copyButton("message", entry.message)), el("pre", {}, entry.message));
+      sections.push(
+        el("h3", {}, "message ", copyButton("message", entry.message)),
+        el("pre", {}, entry.message),
+      );
     }
-    sections.push(el("h3", {}, "raw_log ", copyButton("raw log", entry.raw_log)), el("pre", {}, entry.raw_log));
+    sections.push(
+      el("h3", {}, "raw_log ", copyButton("raw log", entry.raw_log)),
+      el("pre", {}, entry.raw_log),
+    );
     const attributes = attributesOf(entry.attributes);
-    if (attributes) sections.push(el("h3", {}, "attributes ", copyButton("attributes", entry.attributes)), attributes);
+    if (attributes)
+      sections.push(
+        el("h3", {}, "attributes ", copyButton("attributes", entry.attributes)),
+        attributes,
+      );
     sections.push(
       el(
         "p",
@@ -319,6 +369,10 @@ export class LogTable {
         copyButton("link", new URL(link, location.href).href),
       ),
     );
-    return el("tr", { className: "detail" }, el("td", { colspan: String(COLUMNS) }, el("div", { className: "detail-body" }, ...sections)));
+    return el(
+      "tr",
+      { className: "detail" },
+      el("td", { colspan: String(COLUMNS) }, el("div", { className: "detail-body" }, ...sections)),
+    );
   }
 }

@@ -29,7 +29,8 @@ export function formatTick(d, withDate, which = zone()) {
   return withDate ? full.slice(5, 16) : full.slice(11, 19);
 }
 
-const PATTERN = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?\s*(Z|[+-]\d{2}:?\d{2})?$/i;
+const PATTERN =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?)?\s*(Z|[+-]\d{2}:?\d{2})?$/i;
 
 // A Date from what a person types: "2026-12-02", "2026-12-02 14:03", "...:05.123", with an
 // optional "Z" or "+01:00"; without one, the time is in the chosen zone. null when it is not one.
@@ -45,12 +46,15 @@ export function parseTime(text, which = zone()) {
     if (offset && offset.toUpperCase() !== "Z") {
       const sign = offset[0] === "-" ? -1 : 1;
       const digits = offset.slice(1).replace(":", "");
-      date = new Date(date.getTime() - sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2))) * 60e3);
+      date = new Date(
+        date.getTime() - sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2))) * 60e3,
+      );
     }
   } else {
     date = new Date(...parts);
   }
   // Date rolls 2026-02-31 over into March: refuse what is not a real time instead.
-  const real = Number(mo) <= 12 && Number(d) <= 31 && Number(h) <= 23 && Number(mi) <= 59 && Number(s) <= 59;
+  const real =
+    Number(mo) <= 12 && Number(d) <= 31 && Number(h) <= 23 && Number(mi) <= 59 && Number(s) <= 59;
   return real && !Number.isNaN(date.getTime()) ? date : null;
 }
