@@ -32,8 +32,10 @@ run: $(STAMP)
 # The suite, then the coverage of gramlogs/ (files at 100% left out), failing under the floor in
 # pyproject.toml. It costs about a quarter of the suite's time on Python 3.11 (C tracer: 485 s
 # -> 616 s); on Python >= 3.12 coverage uses sys.monitoring, which costs less.
+# `make test COVERAGE=` runs the suite without it.
+COVERAGE ?= --cov --cov-report=term:skip-covered
 test: $(STAMP) lint
-	COVERAGE_CORE=$(COVERAGE_CORE) $(BIN)/pytest --cov --cov-report=term:skip-covered
+	COVERAGE_CORE=$(COVERAGE_CORE) $(BIN)/pytest $(COVERAGE)
 
 COVERAGE_CORE = $(shell $(BIN)/python -c 'import sys; print("sysmon" if sys.version_info >= (3, 12) else "")')
 
