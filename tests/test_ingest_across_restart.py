@@ -1,7 +1,7 @@
 """Ingest through a database restart: every line of every acknowledged batch is stored exactly
 once, and the server answers nothing but 200, or 503 while the database is away.
 
-The check benchmarks/soak.py made of its own run (and exited 1 on); here it fails a test. A real
+The check benchmarks/soak.py (retired at af8a818) made of its own run; here it fails a test. A real
 server process on a PostgreSQL of the test's own (it is stopped and started), writers that send
 a batch again, unchanged, after a 503 or a dropped connection: lines with a timestamp get ids
 from their content, so a resend stores nothing twice.

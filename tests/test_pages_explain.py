@@ -177,7 +177,7 @@ def _check_scan(scan: dict, index: str, scene: Scene) -> None:
     # the one, two of the other) and the page's share of the partition's cost is smaller than
     # that, the planner takes the primary key and filters. It reads the project's few rows of
     # that partition, a few microseconds. On a partition of millions of rows the filter's index
-    # wins by far more than a descent (benchmarks/plans.py looks at 2M rows a day), so a big
+    # wins by far more than a descent (benchmarks/plans.py at af8a818: 2M rows a day), so a big
     # partition read through another index fails here.
     assert scan["Relation Name"] in scene.small_partitions, scan
 

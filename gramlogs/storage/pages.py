@@ -86,7 +86,7 @@ _MAX_ID = (1 << 128) - 1
 # thousands. Reading them all and sorting then looks cheaper than the ordered index scan that
 # stops after a page, above all while most of the window's partitions are empty (a new
 # installation's first weeks): on 1M lines over three days, a function's first page read and
-# sorted 25k rows, 22 ms instead of 1 (benchmarks/plans.py); at 6M lines, 390 ms.
+# sorted 25k rows, 22 ms instead of 1 (benchmarks/plans.py at af8a818); at 6M lines, 390 ms.
 # With sorts disabled the planner keeps the ordered index range scan, which every page
 # statement has (the primary key at least), so none of them needs a sort; keyword pages, whose
 # trigram branch does sort its (few) matches, turn sorts back on for their own transaction.

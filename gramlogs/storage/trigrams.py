@@ -27,7 +27,7 @@ import numpy.typing as npt
 __all__ = ["BLOCK_ROWS", "block_codes", "keyword_codes", "text_of"]
 
 # Lines per block. Smaller blocks make a rare word's search read fewer rows beside its
-# matches; larger ones make fewer index entries per line (benchmarks/index_costs.py).
+# matches; larger ones make fewer index entries per line (benchmarks/index_costs.py at af8a818).
 BLOCK_ROWS = 256
 
 # Byte -> 7-bit code: ASCII letters folded to lower case, non-ASCII bytes to 0. 0 never occurs
