@@ -4,9 +4,10 @@ Ports, servers and databases are in ``testkit`` (shared with the benchmarks)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import asyncpg
@@ -29,10 +30,20 @@ async def app_client(database_url: str, **settings: object) -> AsyncIterator[htt
             yield c
 
 
+async def until(
+    condition: Callable[[], bool], limit: float = 60.0, state: Callable[[], object] = str
+) -> None:
+    """Wait for ``condition``: a phase of a test lasts until what it is for has happened, not
+    for a time, so a slow machine only makes it longer. ``limit`` only fails a broken run, with
+    ``state()`` in its message."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, state()
+        await asyncio.sleep(0.02)
+
+
 async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int = 1, limit: float = 30.0) -> None:
     """Wait until ``count`` gramlogs sessions are blocked on a lock (a held-up request)."""
-    import asyncio
-
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         waiting = await pool.fetchval(

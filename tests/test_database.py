@@ -24,7 +24,7 @@ from gramlogs.storage import schema, tenants
 from gramlogs.storage.database import Database
 from testkit.postgres import OwnPostgres
 from testkit.postgres import own_postgres as own_postgres_server
-from tests._support import app_client, wait_for_lock_waiters
+from tests._support import app_client, until, wait_for_lock_waiters
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
@@ -131,26 +131,26 @@ async def test_outage_is_fast_503s_and_service_resumes_by_itself(own_postgres):
     def count(in_phase: str, status: int) -> int:
         return sum(1 for p, s, *_ in seen if p == in_phase and s == status)
 
-    async def until(condition, limit: float = 60.0) -> None:
-        deadline = time.monotonic() + limit
-        while not condition():
-            assert time.monotonic() < deadline, Counter((p, s) for p, s, *_ in seen)
-            await asyncio.sleep(0.02)
+    def by_phase() -> Counter[tuple[str, int]]:
+        return Counter((p, s) for p, s, *_ in seen)
 
     async with app_client(own_postgres.url, statement_timeout_ms=2000, **settings) as client:
         workers = [asyncio.create_task(load(client)) for _ in range(8)]
         try:
-            await until(lambda: count("before", 200) >= 40)
+            await until(lambda: count("before", 200) >= 40, state=by_phase)
             phase = "stopping"
             await asyncio.to_thread(own_postgres.stop)
             phase = "down"
             down_since = time.monotonic()
-            await until(lambda: count("down", 503) >= 40 and time.monotonic() - down_since > 1)
+            await until(
+                lambda: count("down", 503) >= 40 and time.monotonic() - down_since > 1,
+                state=by_phase,
+            )
             ready_down = await client.get("/readyz")
             phase = "starting"
             await asyncio.to_thread(own_postgres.start)
             phase = "after"
-            await until(lambda: count("after", 200) >= 40)
+            await until(lambda: count("after", 200) >= 40, state=by_phase)
             ready_after = await client.get("/readyz")
         finally:
             stop.set()
@@ -159,7 +159,7 @@ async def test_outage_is_fast_503s_and_service_resumes_by_itself(own_postgres):
     assert ready_down.status_code == 503
     assert ready_down.json()["name"] == "unavailable"
     assert ready_after.status_code == 200
-    statuses = Counter((p, s) for p, s, *_ in seen)
+    statuses = by_phase()
     slowest = {s: max(e for _, st, e, *_ in seen if st == s) for s in {s for _, s in statuses}}
     print(f"\noutage: {dict(statuses)}; slowest answer by status (s): {slowest}")
     assert {s for _, s in statuses} <= {200, 503}, statuses

@@ -24,6 +24,7 @@ from gramlogs.storage import schema, tenants
 from testkit.postgres import OwnPostgres
 from testkit.postgres import own_postgres as own_postgres_server
 from testkit.serve import live_server
+from tests._support import until
 
 FUNCTION = "00000000-0000-4000-8000-000000000001"
 DEPLOYMENT = "00000000-0000-4000-8000-000000000002"
@@ -36,6 +37,8 @@ def own_postgres() -> Iterator[OwnPostgres]:
 
 
 def _batch(writer: int, number: int, lines: int) -> tuple[bytes, list[str]]:
+    # Dated now, not at a fixed date: the server's partitions and retention are around now,
+    # and only the ids derived from each line's content matter to the check.
     base = datetime.now(UTC)
     out, markers = [], []
     for i in range(lines):
@@ -96,13 +99,16 @@ async def test_no_acknowledged_line_is_lost_or_doubled_across_a_database_restart
     with live_server(own_postgres.url, tmp_path, settings=env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             writers = [asyncio.create_task(writer(client, n)) for n in range(3)]
-            await asyncio.sleep(1.0)
-            before = len(acknowledged)
+            # Each phase lasts until what it is for has happened, not for a time: a slow
+            # machine only makes the test longer.
+            await until(lambda: len(acknowledged) > 0, state=statuses.copy)
             await asyncio.to_thread(own_postgres.stop)
-            await asyncio.sleep(1.5)
+            await until(
+                lambda: statuses["503"] > 0, state=statuses.copy
+            )  # the server saw the database go
+            before = len(acknowledged)
             await asyncio.to_thread(own_postgres.start)
-            await asyncio.sleep(2.0)
-            after_restart = len(acknowledged)
+            await until(lambda: len(acknowledged) > before, state=statuses.copy)
             stop.set()
             await asyncio.gather(*writers)
 
@@ -115,9 +121,6 @@ async def test_no_acknowledged_line_is_lost_or_doubled_across_a_database_restart
     finally:
         await conn.close()
     stored = Counter(r["marker"] for r in rows)
-    # Batches were acknowledged before the outage and after it.
-    assert 0 < before < after_restart, statuses
-    assert statuses["503"] > 0, statuses  # the server saw the database go
     assert set(statuses) <= {"200", "503", "no answer"}, statuses
     assert [m for m in acknowledged if stored[m] != 1] == []
     assert [m for m, c in stored.items() if c > 1] == []
