@@ -169,6 +169,12 @@ class Config:
     retention_interval_s: int = _setting(
         0, "seconds between retention runs in the server; 0: never", minimum=0
     )
+    seal_interval_s: float = _setting(
+        1.0,
+        "seconds between sealing runs in the server (older lines compressed into blocks,"
+        " docs/storage.md); 0: never",
+        minimum=0,
+    )
     # Weekly: a page's plan starts up every partition its range spans, so fewer partitions make
     # every page cheaper (benchmarks/paging.py compares the page SQL with an unpartitioned floor).
     partition_days: int = _setting(7, "days per logs partition (7: weekly, 1: daily)", minimum=1)

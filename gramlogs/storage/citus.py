@@ -48,7 +48,13 @@ DISTRIBUTION_COLUMN = "project_id"
 # Tables written in the same transaction as a project's lines: distributed by project_id too and
 # colocated with logs, so that a batch stays one transaction on one worker. Each entry names a
 # table made by schema.sql or a migration; ``distribute`` skips one the database does not have.
-COLOCATED_TABLES: tuple[str, ...] = ("log_blocks", "idempotency_keys", "tail_heads", "tail_journal")
+COLOCATED_TABLES: tuple[str, ...] = (
+    "log_blocks",
+    "log_sealed",
+    "idempotency_keys",
+    "tail_heads",
+    "tail_journal",
+)
 # Joined with logs or read by every request: a copy on every node keeps each statement local
 # to the shard it names.
 REFERENCE_TABLES = ("organizations", "projects", "api_keys", "functions", "gramlogs_schema")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gramlogs.storage import sealed, sealing
+
 __all__ = [
     "DELETE_BATCH",
     "FunctionRef",
@@ -135,7 +137,8 @@ async def delete_logs(
     sources: Sequence[str] = (),
     batch: int = DELETE_BATCH,
 ) -> int:
-    """Delete the function's stored lines (only those of ``sources``, when given); return how many.
+    """Delete the function's stored lines, rows and sealed (only those of ``sources``, when
+    given); return how many.
 
     All or nothing: the batches share one transaction. Lines stored after the call began with a
     later id than any before it are left alone, so a busy writer cannot keep the loop going.
@@ -163,6 +166,11 @@ async def delete_logs(
     total = 0
     async with conn.transaction():
         await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        # Held off: sealing, which would move rows into blocks between the two deletes.
+        await sealed.lock_project(conn, project_id)
+        total += await sealing.delete_sealed(
+            conn, project_id, function_id=function_id, sources=sources
+        )
         top = await conn.fetchval(top_sql, project_id, function_id, *extra)
         while top is not None:
             rows = await conn.fetch(doomed_sql, project_id, function_id, *extra, top, batch)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from gramlogs.storage import sealed
 from gramlogs.storage.pages import LogFilter, filter_conditions
 
 __all__ = ["count_ranges", "histogram_query"]
@@ -59,11 +60,16 @@ def histogram_query(f: LogFilter, edges: Sequence[int]) -> tuple[str, list[objec
 
 
 async def count_ranges(conn: asyncpg.Connection, f: LogFilter, edges: Sequence[int]) -> list[int]:
-    """How many of ``f``'s rows lie in each range of :func:`histogram_query`, in order (one
-    more count than there are ``edges``)."""
+    """How many of ``f``'s lines lie in each range of :func:`histogram_query`, in order (one
+    more count than there are ``edges``): the rows counted by that statement, the sealed
+    lines by their blocks (sealed.count_in_ranges), both in one snapshot."""
     counts = [0] * (len(edges) + 1)
     sql, args, counted = histogram_query(f, edges)
-    if counted:
-        for n, count in await conn.fetch(sql, *args):
-            counts[counted[n - 1]] = count
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if counted:
+            for n, count in await conn.fetch(sql, *args):
+                counts[counted[n - 1]] = count
+        bounds = [f.lo, *(max(f.lo, min(e, f.hi + 1)) for e in edges), f.hi + 1]
+        for i, n in enumerate(await sealed.count_in_ranges(conn, f, bounds)):
+            counts[i] += n
     return counts

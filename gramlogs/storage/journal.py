@@ -19,11 +19,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
 from gramlogs.core.errors import Gone
+from gramlogs.storage import sealed
 from gramlogs.storage.pages import COLUMN_LIST, COLUMNS, PageRequest, fetch_page
 
 __all__ = [
@@ -158,15 +159,16 @@ _COLUMN_LIST = ", ".join(f'l."{c}"' if c == "timestamp" else f"l.{c}" for c in C
 _READ = f"""
 SELECT {_COLUMN_LIST}, b.seq,
     ARRAY(SELECT k FROM generate_subscripts($4::text[], 1) AS k
-          WHERE l.message ILIKE ($4::text[])[k] OR l.raw_log ILIKE ($4::text[])[k]) AS matched
+          WHERE l.message ILIKE ($4::text[])[k] OR l.raw_log ILIKE ($4::text[])[k]) AS matched,
+    u.id
 FROM tail_journal AS b
 CROSS JOIN LATERAL unnest(b.ids) AS u(id)
-CROSS JOIN LATERAL (
+LEFT JOIN LATERAL (
     SELECT {COLUMN_LIST} FROM logs
     WHERE project_id = $1 AND id >= u.id AND id <= u.id ORDER BY id LIMIT 1
-) AS l
+) AS l ON true
 WHERE b.project_id = $1 AND b.seq BETWEEN $2 AND $3
-ORDER BY b.seq, l.id
+ORDER BY b.seq, u.id
 """
 
 # Where read_lines' rows hold the batch number and the matched keywords.
@@ -187,7 +189,8 @@ async def read_lines(
     A line deleted since (retention, a Poly DELETE) is left out.
     """
     sql, args = read_lines_query(project_id, first, last, patterns)
-    return await conn.fetch(sql, *args)
+    rows = await _unsealed(conn, project_id, await conn.fetch(sql, *args), patterns)
+    return [row for row in rows if row[0] is not None]
 
 
 def read_lines_query(
@@ -233,7 +236,50 @@ async def read_piece(
     """Batch ``seq``'s next ``limit`` ids after ``after``, in id order, each with its line as
     :func:`read_lines` gives it, then the id (PIECE_ID_COLUMN); a line deleted since has null
     columns. Fewer than ``limit`` rows: the batch ends there."""
-    return await conn.fetch(_READ_PIECE, project_id, seq, after, list(patterns), limit)
+    rows = await conn.fetch(_READ_PIECE, project_id, seq, after, list(patterns), limit)
+    return await _unsealed(conn, project_id, rows, patterns)
+
+
+# Which of the patterns $1 each line (message $2, raw line $3) matches, as _READ says it.
+_MATCHED = """
+SELECT ARRAY(SELECT k FROM generate_subscripts($1::text[], 1) AS k
+             WHERE t.m ILIKE ($1::text[])[k] OR t.r ILIKE ($1::text[])[k])
+FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(m, r, n) ORDER BY t.n
+"""
+
+
+async def _unsealed(
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    rows: Sequence[asyncpg.Record],
+    patterns: Sequence[str],
+) -> list[Any]:
+    """``rows`` with the lines no longer rows read from their sealed blocks; a line deleted
+    since keeps its null columns.
+
+    A later statement than the one that read the rows, but no line is lost between them: a
+    line that was not a row then had been sealed before, and sealing never takes a line out of
+    the blocks but to delete it.
+    """
+    missing = [row[PIECE_ID_COLUMN] for row in rows if row[0] is None]
+    if not missing:
+        return list(rows)
+    found = await sealed.lines_by_id(conn, project_id, missing)
+    if not found:
+        return list(rows)
+    lines = list(found.values())
+    matched = await conn.fetch(
+        _MATCHED, list(patterns), [line[6] for line in lines], [line[5] for line in lines]
+    )
+    extra = {line[0]: m[0] for line, m in zip(lines, matched, strict=True)}
+    out: list[Any] = []
+    for row in rows:
+        line = found.get(row[PIECE_ID_COLUMN]) if row[0] is None else None
+        if line is None:
+            out.append(row)
+        else:
+            out.append((*line, row[SEQ_COLUMN], extra[line[0]], row[PIECE_ID_COLUMN]))
+    return out
 
 
 _IDS_AFTER = """

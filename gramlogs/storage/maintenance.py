@@ -13,12 +13,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
 from gramlogs.core.config import Config
-from gramlogs.storage import blocks, idempotency, journal, partitions, retention
+from gramlogs.storage import blocks, idempotency, journal, partitions, retention, sealing
 
 __all__ = [
     "ensure_partitions",
@@ -73,6 +73,43 @@ async def run_retention(conn: asyncpg.Connection, config: Config) -> retention.R
             report.deleted_rows,
         )
     return report
+
+
+# One process seals at a time (a session lock on the sealing connection): two would encode
+# the same rows, and one of them would find its rows gone.
+_SEAL_LOCK = 0x6772616D7365616C  # "gramseal"
+
+
+async def seal(conn: asyncpg.Connection, *, now: datetime | None = None) -> sealing.Report:
+    """One sealing run: due rows sealed, then small blocks merged (the lock taken by the caller
+    or not needed)."""
+    now = now or datetime.now(UTC)
+    report = await sealing.seal_some(conn, now=now)
+    merged = await sealing.merge_some(conn)
+    report.merged_blocks = merged.merged_blocks
+    return report
+
+
+async def seal_forever(url: str, config: Config) -> None:
+    """Seal every ``seal_interval_s``, and at once again after a run that did all it may; on a
+    connection of its own, in one process at a time."""
+    while True:
+        try:
+            async with _connection(url) as conn:
+                held = False
+                while True:
+                    busy = False
+                    held = held or await conn.fetchval(
+                        "SELECT pg_try_advisory_lock($1)", _SEAL_LOCK
+                    )
+                    if held:
+                        report = await seal(conn)
+                        busy = report.blocks >= sealing.MAX_BLOCKS
+                    if not busy:
+                        await asyncio.sleep(config.seal_interval_s)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):
+            logger.warning("sealing run failed; trying again later", exc_info=True)
+            await asyncio.sleep(config.seal_interval_s)
 
 
 async def run_forever(url: str, config: Config) -> None:

@@ -11,13 +11,20 @@ about HTTP.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
-from gramlogs.storage import blocks, trigrams
+from gramlogs.storage import blocks, sealed, trigrams
+from gramlogs.storage.filters import (
+    EQUALITY_FILTERS,
+    KEYWORD_SEPARATOR,
+    LogFilter,
+    like_pattern,
+)
+from gramlogs.storage.rows import COLUMN_LIST, COLUMNS, StoredRow
 
 __all__ = [
     "COLUMNS",
@@ -35,42 +42,6 @@ __all__ = [
     "page_query",
     "read_page",
 ]
-
-COLUMNS = (
-    "id",
-    "timestamp",
-    "instance",
-    "level",
-    "source",
-    "raw_log",
-    "message",
-    "attributes",
-    "project_id",
-    "deployment_id",
-    "function_id",
-    "execution_id",
-)
-
-
-# COLUMNS as a statement's select list.
-COLUMN_LIST = ", ".join('"timestamp"' if c == "timestamp" else c for c in COLUMNS)
-
-
-class StoredRow(Protocol):
-    """A row in COLUMNS order, as asyncpg reads it (a Record) or as a tuple."""
-
-    def __getitem__(self, index: int, /) -> Any: ...
-
-
-# Filters matched exactly; each has an index (project_id, <column>, id) in schema.sql.
-EQUALITY_FILTERS = (
-    "function_id",
-    "deployment_id",
-    "instance",
-    "level",
-    "source",
-    "execution_id",
-)
 
 _MAX_ID = (1 << 128) - 1
 
@@ -97,25 +68,10 @@ _MAX_ID = (1 << 128) - 1
 # server runs is long enough for JIT to pay off.
 PLAN_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_sort": "off", "jit": "off"}
 
-# A keyword without the \x01 separator is a substring of this exactly when it is a substring of
-# message or of raw_log (trigrams.text_of makes the same text); a keyword with one is matched
-# column by column.
-KEYWORD_SEPARATOR = "\x01"
+# A keyword without the \x01 separator (filters.KEYWORD_SEPARATOR) is a substring of this
+# exactly when it is a substring of message or of raw_log (trigrams.text_of makes the same
+# text); a keyword with one is matched column by column.
 _KEYWORD_TEXT = "(coalesce(message, '') || E'\\x01' || raw_log)"
-
-
-@dataclass(frozen=True, slots=True)
-class LogFilter:
-    """Which rows of one project a query sees. ``lo``/``hi`` are inclusive id bounds."""
-
-    project_id: uuid.UUID
-    lo: int = 0
-    hi: int = _MAX_ID
-    equals: dict[str, object] = field(default_factory=dict)
-    # Any of these sources (empty: every source). Poly's execution logs leave out `server`.
-    sources: tuple[str, ...] = ()
-    # Case-insensitive substring of message or raw_log; every character is literal.
-    keyword: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,15 +127,6 @@ def _shape_and_values(f: LogFilter) -> tuple[_Shape, list[object]]:
     if f.keyword is not None:
         keyword = "columns" if KEYWORD_SEPARATOR in f.keyword else "indexed"
     return _Shape(equals, bool(f.sources), keyword), values
-
-
-def like_pattern(keyword: str) -> str:
-    """An ILIKE pattern matching ``keyword`` anywhere, its ``%``, ``_`` and ``\\`` taken literally.
-
-    Backslash is PostgreSQL's default LIKE escape, and pg_trgm's LIKE support honours it.
-    """
-    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 @lru_cache(maxsize=256)
@@ -287,17 +234,61 @@ def _uuid(value: int) -> uuid.UUID:
 
 
 async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
-    """One page of ``req.filter``'s rows in sort order, with what lies either side of it.
+    """One page of ``req.filter``'s lines in sort order, with what lies either side of it.
 
-    A keyword page is several statements (:func:`_keyword_rows`): they run in one read-only
-    REPEATABLE READ transaction, so that they see one snapshot (a batch's lines and its blocks
-    together, or neither), with :data:`KEYWORD_SETTINGS` for it alone.
+    A page reads the rows and the sealed blocks (sealed.py), each for its first matches, and
+    merges them. Its statements run in one read-only REPEATABLE READ transaction, so that they
+    see one snapshot: a batch's lines and its summaries together, and a line moved from the
+    rows into a block (sealing) or from blocks into a block (merging) in one place only. A
+    keyword page runs under :data:`KEYWORD_SETTINGS` too.
     """
-    if req.filter.keyword is None:
-        return await read_page(conn, req)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if req.filter.keyword is None:
+            return await _page(conn, req)
         await conn.execute(KEYWORD_SETTINGS)
         return await _keyword_page(conn, req)
+
+
+async def _page(conn: asyncpg.Connection, req: PageRequest) -> Page:
+    (lo, hi), (back_lo, back_hi) = _ranges(req)
+    limit = req.per_page + 1
+    ascending = req.scan_ascending
+    rows: list[Any] = []
+    has_back: bool | None = None
+    if lo <= hi:
+        sql, args = page_query(req)
+        rows = list(await conn.fetch(sql, *args))
+        if rows:
+            has_back = rows[0]["has_back"] is True
+    if len(rows) == limit:
+        # The rows filled the page: a sealed line can only take a place before the last of them.
+        lo, hi = (lo, rows[-1][0].int) if ascending else (rows[-1][0].int, hi)
+    more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit)
+    found = _merged(rows, more, ascending)
+    if not has_back:
+        if has_back is None and back_lo <= back_hi:
+            has_back = bool(await conn.fetchval(*_unpack(back_query(req))))
+        if not has_back:
+            behind = await sealed.first_matches(
+                conn, req.filter, back_lo, back_hi, not ascending, 1
+            )
+            has_back = bool(behind)
+    return _ended(req, found, bool(has_back))
+
+
+def _merged(rows: list[Any], more: list[Any], ascending: bool) -> list[Any]:
+    """Two lists of distinct lines, each in scan order, as one in scan order."""
+    if not more:
+        return rows
+    return sorted([*rows, *more], key=lambda r: r[0].int, reverse=not ascending)
+
+
+def _ended(req: PageRequest, found: list[Any], has_back: bool) -> Page:
+    has_more = len(found) > req.per_page
+    del found[req.per_page :]
+    if not req.forward:
+        found.reverse()
+    return Page(rows=found, has_more=has_more, has_back=has_back)
 
 
 # Custom plans: the statements over block ranges join an array of ranges, whose size a generic
@@ -325,14 +316,18 @@ def keyword_probe_rows(per_page: int) -> int:
 async def _keyword_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     limit = req.per_page + 1
-    rows = await _keyword_rows(conn, req, lo, hi, req.scan_ascending, limit)
+    ascending = req.scan_ascending
+    rows = await _keyword_rows(conn, req, lo, hi, ascending, limit)
+    if len(rows) == limit:
+        lo, hi = (lo, rows[-1][0].int) if ascending else (rows[-1][0].int, hi)
+    more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit)
+    found = _merged(rows, more, ascending)
     # Behind the cursor, nearest first: the rows of the page just left are usually there.
-    has_back = bool(await _keyword_rows(conn, req, back_lo, back_hi, not req.scan_ascending, 1))
-    has_more = len(rows) > req.per_page
-    del rows[req.per_page :]
-    if not req.forward:
-        rows.reverse()
-    return Page(rows=rows, has_more=has_more, has_back=has_back)
+    has_back = bool(await _keyword_rows(conn, req, back_lo, back_hi, not ascending, 1))
+    if not has_back:
+        behind = await sealed.first_matches(conn, req.filter, back_lo, back_hi, not ascending, 1)
+        has_back = bool(behind)
+    return _ended(req, found, has_back)
 
 
 async def _keyword_rows(

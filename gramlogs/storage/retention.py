@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from gramlogs.core import ids
+from gramlogs.storage import sealed, sealing
 from gramlogs.storage.partitions import keep_days, layout, maintenance_lock
 
 __all__ = ["Report", "apply_retention"]
@@ -59,6 +60,8 @@ async def apply_retention(
         # Block summaries wholly below the cutoff; one that straddles it stays (it only widens
         # what a search reads).
         await conn.execute("DELETE FROM log_blocks WHERE hi < $1", _cutoff(now, keep))
+        # Sealed blocks wholly below it too (one that straddles it goes line by line below).
+        await conn.execute("DELETE FROM log_sealed WHERE hi < $1", _cutoff(now, keep))
     projects = await conn.fetch(
         "SELECT id, coalesce(retention_days, $1) AS days FROM projects ORDER BY id", default_days
     )
@@ -93,7 +96,9 @@ async def _delete_before(
 ) -> int:
     """Delete the project's lines below ``cutoff`` in batches of ``batch_rows`` (each its own
     short transaction, a primary-key range)."""
-    deleted = 0
+    async with conn.transaction():
+        await sealed.lock_project(conn, project_id)
+        deleted = await sealing.delete_sealed(conn, project_id, below=cutoff)
     while True:
         last = await conn.fetchval(
             "SELECT id FROM logs WHERE project_id = $1 AND id < $2 ORDER BY id OFFSET $3 LIMIT 1",

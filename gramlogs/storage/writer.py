@@ -23,7 +23,7 @@ from typing import Final, Protocol
 
 import asyncpg
 
-from gramlogs.storage import blocks, citus, journal
+from gramlogs.storage import blocks, citus, journal, sealed
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.pages import COLUMN_LIST, COLUMNS
 
@@ -92,14 +92,15 @@ async def store_batch(
         async with conn.transaction():
             if companion is not None:
                 await companion.begin(conn)
+            fresh = await _not_sealed(conn, project_id, ordered)
             await register_functions(conn, project_id, functions)
-            await conn.copy_records_to_table("logs", records=ordered, columns=COLUMNS)
-            await blocks.write_blocks(conn, ordered, in_id_order=True)
+            await conn.copy_records_to_table("logs", records=fresh, columns=COLUMNS)
+            await blocks.write_blocks(conn, fresh, in_id_order=True)
             if companion is not None:
-                await companion.end(conn, len(ordered), 0)
-            if ordered:
-                await journal.record(conn, project_id, [row[0] for row in ordered])
-        return len(ordered), 0
+                await companion.end(conn, len(fresh), len(ordered) - len(fresh))
+            if fresh:
+                await journal.record(conn, project_id, [row[0] for row in fresh])
+        return len(fresh), len(ordered) - len(fresh)
     except asyncpg.UniqueViolationError:
         pass
     except asyncpg.InternalServerError as exc:
@@ -108,20 +109,31 @@ async def store_batch(
     async with conn.transaction():
         if companion is not None:
             await companion.begin(conn)
+        fresh = await _not_sealed(conn, project_id, ordered)
         await register_functions(conn, project_id, functions)
         await conn.execute(_CREATE_BUFFER)
-        await conn.copy_records_to_table(_BUFFER, records=ordered, columns=COLUMNS)
+        await conn.copy_records_to_table(_BUFFER, records=fresh, columns=COLUMNS)
         # The rows returned, not the command tag: on Citus the tag of an INSERT ... SELECT
         # counts the rows sent to the shards, conflicting ones included.
         new = [row[0] for row in await conn.fetch(_INSERT_NEW)]
         stored = len(new)
         # Blocks of the whole batch: those of lines stored before only widen what a search reads.
-        await blocks.write_blocks(conn, ordered, in_id_order=True)
+        await blocks.write_blocks(conn, fresh, in_id_order=True)
         if companion is not None:
             await companion.end(conn, stored, len(ordered) - stored)
         if new:
             await journal.record(conn, project_id, new)
     return stored, len(ordered) - stored
+
+
+async def _not_sealed(
+    conn: asyncpg.Connection, project_id: uuid.UUID, rows: Sequence[NewRow]
+) -> Sequence[NewRow]:
+    """``rows`` less those sealed already (a resend of older lines), under the project's write
+    lock (sealed.lock_writes), which holds off sealing until the batch commits."""
+    await sealed.lock_writes(conn, project_id)
+    known = await sealed.known_ids(conn, project_id, [row[0] for row in rows])
+    return [row for row in rows if row[0] not in known] if known else rows
 
 
 async def copy_lines(conn: asyncpg.Connection, rows: Sequence[Sequence[object]]) -> None:
@@ -132,6 +144,8 @@ async def copy_lines(conn: asyncpg.Connection, rows: Sequence[Sequence[object]])
     for row in rows:
         by_project.setdefault(row[PROJECT_COLUMN], []).append(row[0])
     async with conn.transaction():
+        for project_id in sorted(by_project, key=str):
+            await sealed.lock_writes(conn, uuid.UUID(str(project_id)))
         await conn.copy_records_to_table("logs", records=rows, columns=COLUMNS)
         await blocks.write_blocks(conn, rows)
         # One project's number at a time, in one order: no two seeders deadlock.

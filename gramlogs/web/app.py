@@ -72,14 +72,17 @@ def create_app(config: Config | None = None) -> Starlette:
             bodies=BodyBudget(config.max_body_bytes_in_flight),
             expensive=ExpensiveReads(config.expensive_reads_per_key),
         )
-        upkeep = asyncio.create_task(maintenance.run_forever(url, config))
+        upkeep = [asyncio.create_task(maintenance.run_forever(url, config))]
+        if config.seal_interval_s:
+            upkeep.append(asyncio.create_task(maintenance.seal_forever(url, config)))
         try:
             yield
         finally:
             await watchers.close()
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+            for task in upkeep:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await db.close()
             logger.info("database pool closed")
 

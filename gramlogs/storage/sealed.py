@@ -1,0 +1,526 @@
+"""``log_sealed``: a project's older lines, a few thousand of one function per row, compressed.
+
+A line is either a row of ``logs`` or a line of exactly one block here (migrations/0007):
+sealing (sealing.py) deletes rows and writes their block in one transaction. This module
+writes blocks, finds the ones a read needs through their postings, and decodes them
+(codec.py): the first matches of a filter in an id range, in either order, as a page needs
+them; lines by id, as the tail needs them; counts per id range, as the histogram needs them.
+
+Reads run inside the caller's snapshot (pages.fetch_page opens one REPEATABLE READ transaction
+for the rows and the blocks), so a seal or a merge that commits meanwhile is seen wholly or
+not at all.
+
+Writers and sealing serialise per project on an advisory lock: a batch holds it shared, from
+before it looks for its ids among the blocks until it commits; sealing, merging and deleting
+hold it exclusively. So a resent line is found wherever it is, and never stored twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from gramlogs.storage import codec, trigrams
+from gramlogs.storage.codec import Keys, Sealed, SealedRow
+from gramlogs.storage.filters import LogFilter, like_pattern
+
+__all__ = [
+    "BLOCK_COLUMNS",
+    "count_in_ranges",
+    "first_matches",
+    "known_ids",
+    "lines_by_id",
+    "lock_project",
+    "lock_writes",
+    "write",
+]
+
+BLOCK_COLUMNS = (
+    "project_id",
+    "function_id",
+    "lo",
+    "hi",
+    "lines",
+    "levels",
+    "sources",
+    "instances",
+    "deployments",
+    "executions",
+    "grams",
+    "keys",
+    "texts",
+)
+
+_LOCK_SPACE = 0x67726D73  # "grms": the first key of the two-key advisory locks below
+_MAX_ID = (1 << 128) - 1
+
+
+def _lock_key(project_id: uuid.UUID) -> int:
+    # The second key is an int4: the project's last 32 bits, signed. Two projects sharing it
+    # only wait for each other now and then.
+    low = project_id.int & 0xFFFFFFFF
+    return low - (1 << 32) if low >= 1 << 31 else low
+
+
+async def lock_writes(conn: asyncpg.Connection, project_id: uuid.UUID) -> None:
+    """Take the project's lock shared, until the transaction ends (a batch being stored)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, $2)", _LOCK_SPACE, _lock_key(project_id)
+    )
+
+
+async def lock_project(conn: asyncpg.Connection, project_id: uuid.UUID) -> None:
+    """Take the project's lock exclusively, until the transaction ends (blocks rewritten)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_SPACE, _lock_key(project_id))
+
+
+def _record(block: Sealed) -> tuple[object, ...]:
+    return (
+        block.project_id,
+        block.function_id,
+        block.lo,
+        block.hi,
+        block.lines,
+        block.levels,
+        block.sources,
+        block.instances,
+        block.deployments,
+        block.executions,
+        block.grams,
+        block.keys,
+        block.texts,
+    )
+
+
+async def write(conn: asyncpg.Connection, blocks: Iterable[Sealed]) -> None:
+    records = [_record(b) for b in blocks]
+    if records:
+        await conn.copy_records_to_table("log_sealed", records=records, columns=BLOCK_COLUMNS)
+
+
+# -- Resends ------------------------------------------------------------------------------------
+
+
+async def known_ids(
+    conn: asyncpg.Connection, project_id: uuid.UUID, ids: Sequence[object]
+) -> set[object]:
+    """Which of ``ids`` (as writer.NewRow holds them: 32 hex digits; uuid text or UUIDs from
+    tests) are sealed already.
+
+    Call it holding :func:`lock_writes`: no block can then appear before the batch commits.
+    Only the blocks overlapping the batch's id range are read, usually none or the newest.
+    """
+    if not ids:
+        return set()
+    # One spelling per batch (hex digits, uuid text or UUIDs): each sorts as the ids do.
+    lo, hi = min(ids), max(ids)  # type: ignore[type-var]
+    rows = await conn.fetch(
+        "SELECT function_id, keys FROM log_sealed WHERE project_id = $1 AND hi >= $2 AND lo <= $3",
+        project_id,
+        _uuid(_id_int(lo)),
+        _uuid(_id_int(hi)),
+    )
+    if not rows:
+        return set()
+    decoded = [codec.decode_keys(r["keys"], r["function_id"]) for r in rows]
+    return {i for i in ids if any(k.has_id(_id_int(i)) for k in decoded)}
+
+
+def _id_int(value: object) -> int:
+    return value.int if isinstance(value, uuid.UUID) else int(str(value).replace("-", ""), 16)
+
+
+# -- Finding blocks -----------------------------------------------------------------------------
+
+# Where a block's count of a level or a source sits in its arrays (from 1, as SQL counts).
+_LEVEL_AT = {name: i + 1 for i, name in enumerate(codec.LEVELS)}
+_SOURCE_AT = {name: i + 1 for i, name in enumerate(codec.SOURCES)}
+
+
+def _postings(f: LogFilter, first_param: int) -> tuple[str, list[object]]:
+    """The conditions on a block's postings that every block holding a match of ``f`` meets,
+    as ``AND`` terms with parameters numbered from ``first_param + 1``, and their values."""
+    terms: list[str] = []
+    values: list[object] = []
+
+    def param(value: object, cast: str) -> str:
+        values.append(value)
+        return f"${first_param + len(values)}::{cast}"
+
+    for column, value in sorted(f.equals.items()):
+        if column == "function_id":
+            terms.append(f" AND function_id = {param(value, 'uuid')}")
+        elif column == "deployment_id":
+            terms.append(f" AND deployments @> ARRAY[{param(value, 'uuid')}]")
+        elif column == "instance":
+            terms.append(f" AND instances @> ARRAY[{param(value, 'text')}]")
+        elif column == "execution_id":
+            terms.append(f" AND executions @> ARRAY[{param(value, 'text')}]")
+        elif column == "level":
+            # Positions are literals made from the fixed names, never from the value itself.
+            at = _LEVEL_AT.get(str(value))
+            terms.append(f" AND levels[{at}] > 0" if at else " AND false")
+        elif column == "source":
+            at = _SOURCE_AT.get(str(value))
+            terms.append(f" AND sources[{at}] > 0" if at else " AND false")
+    if f.sources:
+        known = sorted({_SOURCE_AT[s] for s in f.sources if s in _SOURCE_AT})
+        summed = " + ".join(f"sources[{at}]" for at in known) or "0"
+        terms.append(f" AND ({summed}) > 0")
+    return "".join(terms), values
+
+
+# The blocks a walk reads at once: the first round is usually enough (a page of the newest
+# lines needs the block of each function that reaches them), later ones grow.
+FIRST_ROUND = 4
+
+
+def _round_sql(where: str, ascending: bool) -> str:
+    if ascending:
+        order, after = "lo", "lo >= $4"
+    else:
+        order, after = "hi DESC", "hi <= $4"
+    return (
+        "SELECT function_id, lo, hi, keys FROM log_sealed"
+        f" WHERE project_id = $1 AND hi >= $2 AND lo <= $3 AND {after}{where}"
+        f" ORDER BY {order} LIMIT $5"
+    )
+
+
+def _candidates_sql(where: str) -> str:
+    return (
+        "SELECT function_id, lo, hi FROM log_sealed"
+        f" WHERE project_id = $1 AND hi >= $2 AND lo <= $3{where}"
+    )
+
+
+_BY_START_SQL = (
+    "SELECT b.function_id, b.lo, b.hi, b.keys FROM unnest($2::uuid[], $3::uuid[]) AS r(fn, lo)"
+    " JOIN log_sealed AS b ON b.project_id = $1 AND b.function_id = r.fn AND b.lo = r.lo"
+)
+
+_TEXTS_SQL = (
+    "SELECT texts[$4:$5] FROM log_sealed WHERE project_id = $1 AND function_id = $2 AND lo = $3"
+)
+
+
+class _Block:
+    """A block read for a walk: where it lies and its decoded keys."""
+
+    __slots__ = ("function_id", "hi", "keys", "lo")
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self.function_id: uuid.UUID = record["function_id"]
+        self.lo: int = record["lo"].int
+        self.hi: int = record["hi"].int
+        self.keys: Keys = codec.decode_keys(record["keys"], self.function_id)
+
+
+async def first_matches(
+    conn: asyncpg.Connection, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
+) -> list[SealedRow]:
+    """The first ``limit`` sealed lines of ``f`` with ids in ``[lo, hi]``, in scan order.
+
+    Blocks are read nearest first, a round at a time: once a round is read, every match
+    between the range's start and the nearest block not read yet is known (any such match
+    lies in a block already read). A keyword's blocks come from the trigram index instead.
+    """
+    if lo > hi or limit <= 0:
+        return []
+    where, values = _postings(f, first_param=5)
+    if f.keyword is not None:
+        return await _keyword_matches(conn, f, lo, hi, ascending, limit)
+    sql = _round_sql(where, ascending)
+    found: list[tuple[int, _Block, int]] = []  # (id, block, position)
+    # Not the range's own ends: a block that straddles the near end holds matches too.
+    after = 0 if ascending else _MAX_ID
+    take = FIRST_ROUND
+    while True:
+        records = await conn.fetch(
+            sql, f.project_id, _uuid(lo), _uuid(hi), _uuid(after), take, *values
+        )
+        blocks = [_Block(r) for r in records]
+        for block in blocks:
+            found += _matches_in(block, f, lo, hi)
+        if len(records) < take:
+            return await _rows(conn, f.project_id, _known(found, None, ascending)[:limit])
+        # Blocks not read yet start past the last one read's near end (the rounds go in that
+        # order), so every match before it is known.
+        frontier = blocks[-1].lo if ascending else blocks[-1].hi
+        known = _known(found, frontier, ascending)
+        if len(known) >= limit:
+            return await _rows(conn, f.project_id, known[:limit])
+        # Block ends are line ids, unique in a project: the next round starts past this one.
+        after = frontier + 1 if ascending else frontier - 1
+        take *= 4
+
+
+def _matches_in(block: _Block, f: LogFilter, lo: int, hi: int) -> list[tuple[int, _Block, int]]:
+    keys = block.keys
+    positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
+    return [(keys.id(p).int, block, p) for p in positions]
+
+
+def _known(
+    found: list[tuple[int, _Block, int]], frontier: int | None, ascending: bool
+) -> list[tuple[int, _Block, int]]:
+    """``found`` in scan order, only those before the frontier (all when it is None)."""
+    ordered = sorted(found, key=lambda m: m[0], reverse=not ascending)
+    if frontier is None:
+        return ordered
+    if ascending:
+        return [m for m in ordered if m[0] < frontier]
+    return [m for m in ordered if m[0] > frontier]
+
+
+async def _rows(
+    conn: asyncpg.Connection, project_id: uuid.UUID, matches: Sequence[tuple[int, _Block, int]]
+) -> list[SealedRow]:
+    """The rows of ``matches``, in their order, reading only the granules that hold them."""
+    by_block: dict[int, tuple[_Block, list[int]]] = {}
+    for _, block, position in matches:
+        by_block.setdefault(id(block), (block, []))[1].append(position)
+    rows: dict[tuple[int, int], SealedRow] = {}
+    for block, positions in by_block.values():
+        positions.sort()
+        for position, row in zip(
+            positions, await _decode(conn, project_id, block, positions), strict=True
+        ):
+            rows[(id(block), position)] = row
+    return [rows[(id(block), position)] for _, block, position in matches]
+
+
+async def _decode(
+    conn: asyncpg.Connection, project_id: uuid.UUID, block: _Block, positions: list[int]
+) -> list[SealedRow]:
+    first = positions[0] // codec.GRANULE_ROWS
+    last = positions[-1] // codec.GRANULE_ROWS
+    texts = await conn.fetchval(
+        _TEXTS_SQL, project_id, block.function_id, _uuid(block.lo), first + 1, last + 1
+    )
+    # Only the granules holding a position are decompressed: the others need not be fetched.
+    granules = [b""] * first + list(texts)
+    return codec.decode_rows(project_id, block.function_id, block.keys, granules, positions)
+
+
+# -- Keywords -----------------------------------------------------------------------------------
+
+
+async def _keyword_matches(
+    conn: asyncpg.Connection, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
+) -> list[SealedRow]:
+    """As :func:`first_matches`, for a filter with a keyword: the blocks whose codes hold
+    every trigram of the word (all blocks in range when it has none), nearest first."""
+    assert f.keyword is not None
+    where, values = _postings(f, first_param=3)
+    codes = trigrams.keyword_codes(f.keyword)
+    if codes:
+        values.append(codes)
+        where += f" AND grams @> ${3 + len(values)}::int4[]"
+    records = await conn.fetch(_candidates_sql(where), f.project_id, _uuid(lo), _uuid(hi), *values)
+    spans = sorted(
+        ((r["function_id"], r["lo"], r["hi"]) for r in records),
+        key=lambda s: s[1].int if ascending else -s[2].int,
+    )
+    found: list[SealedRow] = []
+    done, take = 0, FIRST_ROUND
+    while done < len(spans):
+        part = spans[done : done + take]
+        done += len(part)
+        batch = await conn.fetch(
+            _BY_START_SQL, f.project_id, [s[0] for s in part], [s[1] for s in part]
+        )
+        for record in batch:
+            found += await _keyword_rows(conn, f, _Block(record), lo, hi)
+        frontier = (
+            None
+            if done >= len(spans)
+            else (spans[done][1].int if ascending else spans[done][2].int)
+        )
+        known = [r for r in found if _before(r[0].int, frontier, ascending)]
+        if len(known) >= limit:
+            break
+        take *= 4
+    found.sort(key=lambda r: r[0].int, reverse=not ascending)
+    frontier = (
+        None if done >= len(spans) else (spans[done][1].int if ascending else spans[done][2].int)
+    )
+    return [r for r in found if _before(r[0].int, frontier, ascending)][:limit]
+
+
+def _before(value: int, frontier: int | None, ascending: bool) -> bool:
+    if frontier is None:
+        return True
+    return value < frontier if ascending else value > frontier
+
+
+async def _keyword_rows(
+    conn: asyncpg.Connection, f: LogFilter, block: _Block, lo: int, hi: int
+) -> list[SealedRow]:
+    keys = block.keys
+    positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
+    if not positions:
+        return []
+    texts = await conn.fetchval(
+        "SELECT texts FROM log_sealed WHERE project_id = $1 AND function_id = $2 AND lo = $3",
+        f.project_id,
+        block.function_id,
+        _uuid(block.lo),
+    )
+    rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, positions)
+    assert f.keyword is not None
+    hits = await keyword_hits(conn, f.keyword, rows)
+    return [row for row, hit in zip(rows, hits, strict=True) if hit]
+
+
+async def keyword_hits(
+    conn: asyncpg.Connection, keyword: str, rows: Sequence[SealedRow]
+) -> list[bool]:
+    """Whether each row holds ``keyword`` as a page's ILIKE decides.
+
+    An ASCII keyword in an ASCII line is decided here (ASCII case folding is the same
+    everywhere); any other line is asked of PostgreSQL, whose locale decides what lower case
+    is (trigrams.py says why the two can differ outside ASCII).
+    """
+    hits: list[bool | None] = []
+    folded = keyword.lower()
+    plain = keyword.isascii()
+    for row in rows:
+        message, raw = row[6], row[5]
+        if plain and raw.isascii() and (message is None or message.isascii()):
+            hits.append(
+                folded in raw.lower() or (message is not None and folded in message.lower())
+            )
+        else:
+            hits.append(None)
+    asked = [i for i, hit in enumerate(hits) if hit is None]
+    if asked:
+        answers = await conn.fetch(
+            "SELECT coalesce(m ILIKE $1, false) OR r ILIKE $1"
+            " FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS t(m, r, n) ORDER BY n",
+            like_pattern(keyword),
+            [rows[i][6] for i in asked],
+            [rows[i][5] for i in asked],
+        )
+        for i, answer in zip(asked, answers, strict=True):
+            hits[i] = bool(answer[0])
+    return [bool(h) for h in hits]
+
+
+# -- Lines by id (the tail) ---------------------------------------------------------------------
+
+
+async def lines_by_id(
+    conn: asyncpg.Connection, project_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, SealedRow]:
+    """The sealed lines among ``ids``, by id (ids that are in no block are left out)."""
+    if not ids:
+        return {}
+    wanted = sorted(i.int for i in ids)
+    records = await conn.fetch(
+        "SELECT function_id, lo, hi, keys, texts FROM log_sealed"
+        " WHERE project_id = $1 AND hi >= $2 AND lo <= $3",
+        project_id,
+        _uuid(wanted[0]),
+        _uuid(wanted[-1]),
+    )
+    found: dict[uuid.UUID, SealedRow] = {}
+    for record in records:
+        block = _Block(record)
+        positions = sorted(
+            p for i in wanted if block.lo <= i <= block.hi for p in block.keys.span(i, i)
+        )
+        if positions:
+            rows = codec.decode_rows(
+                project_id, block.function_id, block.keys, record["texts"], positions
+            )
+            for row in rows:
+                found[row[0]] = row
+    return found
+
+
+# -- Counting (the histogram) -------------------------------------------------------------------
+
+
+async def count_in_ranges(
+    conn: asyncpg.Connection, f: LogFilter, bounds: Sequence[int]
+) -> list[int]:
+    """How many sealed lines of ``f`` lie in each range ``[bounds[i], bounds[i + 1] - 1]``.
+
+    A block within one range whose postings decide the filter for all its lines is counted
+    from its counts; any other is decoded (its keys; its texts too for a keyword).
+    """
+    counts = [0] * (len(bounds) - 1)
+    if len(bounds) < 2:
+        return counts
+    lo, hi = bounds[0], bounds[-1] - 1
+    where, values = _postings(f, first_param=3)
+    records = await conn.fetch(
+        "SELECT function_id, lo, hi, lines, levels, sources, instances, deployments,"
+        f" executions, keys FROM log_sealed WHERE project_id = $1 AND hi >= $2 AND lo <= $3{where}",
+        f.project_id,
+        _uuid(lo),
+        _uuid(hi),
+        *values,
+    )
+    for record in records:
+        b_lo, b_hi = record["lo"].int, record["hi"].int
+        i = bisect.bisect_right(bounds, b_lo) - 1
+        whole = f.keyword is None and 0 <= i < len(counts) and b_hi < bounds[i + 1]
+        n = _whole_count(record, f) if whole else None
+        if n is not None:
+            counts[i] += n
+            continue
+        block = _Block(record)
+        keys = block.keys
+        positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
+        if f.keyword is not None and positions:
+            texts = await conn.fetchval(
+                "SELECT texts FROM log_sealed WHERE project_id = $1 AND function_id = $2"
+                " AND lo = $3",
+                f.project_id,
+                block.function_id,
+                record["lo"],
+            )
+            rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, positions)
+            hits = await keyword_hits(conn, f.keyword, rows)
+            positions = [p for p, hit in zip(positions, hits, strict=True) if hit]
+        for p in positions:
+            j = bisect.bisect_right(bounds, keys.id(p).int) - 1
+            if 0 <= j < len(counts):
+                counts[j] += 1
+    return counts
+
+
+def _whole_count(record: Mapping[str, Any], f: LogFilter) -> int | None:
+    """The block's matches of ``f``, when its counts and postings decide them (None: they do
+    not; decode it)."""
+    n: int = record["lines"]
+    for column, value in f.equals.items():
+        if column == "function_id":
+            continue  # the query asked for this function's blocks only
+        if column == "level":
+            n = min(n, record["levels"][_LEVEL_AT[str(value)] - 1])
+        elif column == "source":
+            n = min(n, record["sources"][_SOURCE_AT[str(value)] - 1])
+        elif column == "execution_id" or len(record[_POSTING[column]]) != 1:
+            # Lines without an execution are in no posting: one execution may not be all.
+            return None
+    if f.sources:
+        n = min(n, sum(record["sources"][_SOURCE_AT[s] - 1] for s in f.sources))
+    # Two counts together (a level and a source) do not say how many lines have both.
+    constrained = sum(1 for c in f.equals if c in ("level", "source")) + bool(f.sources)
+    if constrained > 1:
+        return None
+    return n
+
+
+_POSTING = {"deployment_id": "deployments", "instance": "instances"}
+
+
+def _uuid(value: int) -> uuid.UUID:
+    return uuid.UUID(int=value)
