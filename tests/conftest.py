@@ -129,7 +129,14 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 async def app(database_url: str) -> AsyncIterator[object]:
     # The failed-authentication limit off: the suite sends many bad keys from one address.
-    config = Config(database_url=database_url, pool_min=1, pool_max=4, auth_failures_per_minute=0)
+    # Sealing off: tests that seal (tests/test_sealing.py) do it themselves, at a fixed time.
+    config = Config(
+        database_url=database_url,
+        pool_min=1,
+        pool_max=4,
+        auth_failures_per_minute=0,
+        seal_interval_s=0,
+    )
     application = create_app(config)
     async with application.router.lifespan_context(application):
         yield application
@@ -199,5 +206,6 @@ def serve(database_url: str, tmp_path_factory: pytest.TempPathFactory):
         log_dir,
         module=module,
         port=port,
-        **{"GRAMLOGS_LOG_LEVEL": "warning", **env},
+        # Sealing off unless a test asks for it: a test seals when it means to (test_sealing.py).
+        **{"GRAMLOGS_LOG_LEVEL": "warning", "GRAMLOGS_SEAL_INTERVAL_S": "0", **env},
     )

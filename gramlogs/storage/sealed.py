@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 
@@ -213,7 +212,7 @@ class _Block:
 
     __slots__ = ("function_id", "hi", "keys", "lo")
 
-    def __init__(self, record: Mapping[str, Any]) -> None:
+    def __init__(self, record: asyncpg.Record) -> None:
         self.function_id: uuid.UUID = record["function_id"]
         self.lo: int = record["lo"].int
         self.hi: int = record["hi"].int
@@ -496,7 +495,7 @@ async def count_in_ranges(
     return counts
 
 
-def _whole_count(record: Mapping[str, Any], f: LogFilter) -> int | None:
+def _whole_count(record: asyncpg.Record, f: LogFilter) -> int | None:
     """The block's matches of ``f``, when its counts and postings decide them (None: they do
     not; decode it)."""
     n: int = record["lines"]

@@ -59,9 +59,10 @@ class _Changed(Exception):
     """What a transaction was to replace changed since it was read: roll back, try later."""
 
 
+# Canonical uuid text sorts as the uuid does; PostgreSQL before 18 has no min(uuid).
 _PENDING = """
-SELECT project_id, function_id, count(*) AS n, min(id) AS oldest FROM logs
-WHERE id < $1 GROUP BY project_id, function_id
+SELECT project_id, function_id, count(*) AS n, min(id::text COLLATE "C")::uuid AS oldest
+FROM logs WHERE id < $1 GROUP BY project_id, function_id
 """
 
 _OLDEST_ROWS = f"""
@@ -278,7 +279,7 @@ async def delete_sealed(
         others = [i + 1 for i, s in enumerate(codec.SOURCES) if s not in set(sources)]
         whole += "".join(f" AND sources[{at}] = 0" for at in others)
     gone = await conn.fetch(f"DELETE FROM log_sealed WHERE {whole} RETURNING lines", *args)
-    deleted = sum(r[0] for r in gone)
+    deleted: int = sum(r[0] for r in gone)
     records = await conn.fetch(f"SELECT * FROM log_sealed WHERE {where}", *args)
     wanted = set(sources)
     for record in records:

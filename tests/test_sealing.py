@@ -1,0 +1,348 @@
+"""Sealed blocks: what a reader sees does not change when lines move from rows into blocks.
+
+Sealing runs here at a fixed time (``NOW``) and with small blocks, so that a few hundred lines
+make many blocks, and between the pages of one walk, so that a cursor taken before a seal or a
+merge continues after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gramlogs.core import ids
+from gramlogs.storage import functions, histogram, journal, retention, sealing, writer
+from gramlogs.storage.pages import LogFilter, PageRequest, fetch_page
+from tests._support import connection
+
+T0 = datetime(2025, 3, 3, tzinfo=UTC)
+NOW = T0 + timedelta(days=2)
+FUNCTIONS = (uuid.UUID(int=0x51), uuid.UUID(int=0x52), uuid.UUID(int=0x53))
+DEPLOYMENTS = (uuid.UUID(int=0xD1), uuid.UUID(int=0xD2))
+INSTANCES = ("i-a", "i-b", "i-c")
+LEVELS = ("debug", "info", "warn", "error")
+SOURCES = ("function", "server", "stdout", "stderr")
+WORDS = ("alpha", "Bravo", "timeout", "50%", "naïve", "KELVIN \u212a", "x_y")
+
+
+@dataclass(frozen=True)
+class Line:
+    id: uuid.UUID
+    timestamp: datetime
+    instance: str
+    level: str
+    source: str
+    raw_log: str
+    message: str | None
+    function_id: uuid.UUID
+    deployment_id: uuid.UUID
+    execution_id: str | None
+
+    def row(self, project_id: uuid.UUID) -> tuple[object, ...]:
+        return (
+            self.id,
+            self.timestamp,
+            self.instance,
+            self.level,
+            self.source,
+            self.raw_log,
+            self.message,
+            "{}",
+            project_id,
+            self.deployment_id,
+            self.function_id,
+            self.execution_id,
+        )
+
+
+def make_lines(seed: int, n: int) -> list[Line]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ts = T0 + timedelta(milliseconds=37 * i + rng.randrange(30))
+        fn = rng.choice(FUNCTIONS)
+        words = " ".join(rng.sample(WORDS, 2))
+        out.append(
+            Line(
+                id=ids.new_id(ts),
+                timestamp=ts,
+                instance=rng.choice(INSTANCES),
+                level=rng.choice(LEVELS),
+                source=rng.choice(SOURCES),
+                raw_log=f"line {i} {words}",
+                message=rng.choice((None, words.upper())),
+                function_id=fn,
+                deployment_id=rng.choice(DEPLOYMENTS),
+                execution_id=rng.choice((None, f"ex-{fn.int}-{i // 40}")),
+            )
+        )
+    return out
+
+
+@contextlib.contextmanager
+def small_blocks(rows: int) -> Iterator[None]:
+    saved = sealing.BLOCK_ROWS, sealing.MERGE_BELOW
+    sealing.BLOCK_ROWS, sealing.MERGE_BELOW = rows, max(2, rows // 2)
+    try:
+        yield
+    finally:
+        sealing.BLOCK_ROWS, sealing.MERGE_BELOW = saved
+
+
+async def seed(pool, project_id: uuid.UUID, lines: list[Line]) -> None:
+    async with connection(pool) as conn:
+        await writer.copy_lines(conn, [line.row(project_id) for line in lines])
+
+
+async def seal(pool, blocks: int, *, merge: bool = False, now: datetime = NOW) -> None:
+    async with connection(pool) as conn:
+        await sealing.seal_some(conn, now=now, max_blocks=blocks)
+        if merge:
+            await sealing.merge_some(conn)
+
+
+async def counts(pool, project_id: uuid.UUID) -> tuple[int, int]:
+    """(rows, sealed lines) of the project."""
+    async with connection(pool) as conn:
+        rows = await conn.fetchval("SELECT count(*) FROM logs WHERE project_id = $1", project_id)
+        sealed = await conn.fetchval(
+            "SELECT coalesce(sum(lines), 0) FROM log_sealed WHERE project_id = $1", project_id
+        )
+    return rows, sealed
+
+
+def matches(line: Line, equals: dict[str, object], keyword: str | None) -> bool:
+    for column, value in equals.items():
+        if getattr(line, column) != value:
+            return False
+    if keyword is None:
+        return True
+    k = keyword.lower()
+    return k in line.raw_log.lower() or (line.message is not None and k in line.message.lower())
+
+
+FILTERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "function_id": st.sampled_from(FUNCTIONS),
+        "deployment_id": st.sampled_from(DEPLOYMENTS),
+        "instance": st.sampled_from(INSTANCES),
+        "level": st.sampled_from(LEVELS),
+        "source": st.sampled_from(SOURCES),
+        "execution_id": st.sampled_from(("ex-81-0", "ex-82-3", "ex-83-7", "absent")),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed_value=st.integers(0, 3),
+    equals=FILTERS,
+    keyword=st.none() | st.sampled_from((*WORDS, "LINE 1", "absent", "al")),
+    per_page=st.integers(1, 60),
+    ascending=st.booleans(),
+    forward=st.booleans(),
+    seals=st.lists(st.integers(0, 6), min_size=1, max_size=12),
+    merge=st.booleans(),
+)
+async def test_a_walk_sees_every_line_once_in_order_while_lines_are_sealed_between_pages(
+    pool, make_tenant, seed_value, equals, keyword, per_page, ascending, forward, seals, merge
+):
+    tenant = await make_tenant()
+    lines = make_lines(seed_value, 300)
+    await seed(pool, tenant.project_id, lines)
+    f = LogFilter(tenant.project_id, equals=dict(equals), keyword=keyword)
+    expected = [line.id for line in lines if matches(line, equals, keyword)]
+    expected.sort(key=lambda i: i.int, reverse=not ascending)
+    walked: list[list[uuid.UUID]] = []
+    cursor = None
+    with small_blocks(16):
+        await seal(pool, seals[0], merge=merge)
+        for step in range(len(lines) + 2):
+            req = PageRequest(f, per_page, ascending=ascending, forward=forward, cursor=cursor)
+            async with connection(pool) as conn:
+                page = await fetch_page(conn, req)
+            got = [row[0] for row in page.rows]
+            walked.append(got)
+            assert len(got) <= per_page
+            if step > 0:
+                assert page.has_back == bool(walked[-2])
+            if not page.has_more or not got:
+                break
+            cursor = got[-1] if forward else got[0]
+            await seal(pool, seals[(step + 1) % len(seals)], merge=merge)
+    if not forward:
+        walked.reverse()
+    assert [i for page in walked for i in page] == expected
+
+
+async def test_every_line_is_in_one_place_after_sealing_and_merging(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(7, 500)
+    await seed(pool, tenant.project_id, lines)
+    with small_blocks(32):
+        await seal(pool, 5)
+        assert await counts(pool, tenant.project_id) == (500 - 5 * 32, 5 * 32)
+        # Partial blocks once the rows are older than SEAL_AGE_S; then merged.
+        await seal(pool, 1000, merge=True)
+    rows, sealed_lines = await counts(pool, tenant.project_id)
+    assert (rows, sealed_lines) == (0, 500)
+    async with connection(pool) as conn:
+        page = await fetch_page(conn, PageRequest(LogFilter(tenant.project_id), 1000))
+    assert [row[0] for row in page.rows] == sorted((x.id for x in lines), key=lambda i: -i.int)
+    by_id = {line.id: line for line in lines}
+    for row in page.rows:
+        line = by_id[row[0]]
+        assert tuple(row[:12]) == line.row(tenant.project_id)
+        assert row["timestamp"] == line.timestamp
+
+
+async def test_young_rows_stay_rows(pool, make_tenant):
+    tenant = await make_tenant()
+    await seed(pool, tenant.project_id, make_lines(1, 40))
+    with small_blocks(8):
+        # An hour before NOW's data ends, nothing is older than the delay: nothing is sealed.
+        await seal(pool, 100, now=T0)
+        assert await counts(pool, tenant.project_id) == (40, 0)
+        # Past the delay but before the age: full blocks only.
+        just_after = T0 + timedelta(seconds=sealing.SEAL_DELAY_S + 60)
+        await seal(pool, 100, now=just_after)
+    rows, sealed_lines = await counts(pool, tenant.project_id)
+    assert sealed_lines > 0 and sealed_lines % 8 == 0 and rows + sealed_lines == 40
+
+
+async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(3, 400)
+    await seed(pool, tenant.project_id, lines)
+    span = lines[-1].id.int - lines[0].id.int
+    edges = [lines[0].id.int + span * k // 7 for k in range(1, 7)]
+    filters = [
+        {},
+        {"level": "error"},
+        {"function_id": FUNCTIONS[1], "level": "warn"},
+        {"instance": "i-b"},
+        {"execution_id": "ex-81-2"},
+        {"source": "stderr", "deployment_id": DEPLOYMENTS[0]},
+    ]
+
+    async def all_counts() -> list[list[int]]:
+        out = []
+        async with connection(pool) as conn:
+            for equals in filters:
+                for keyword in (None, "timeout"):
+                    f = LogFilter(tenant.project_id, equals=equals, keyword=keyword)
+                    out.append(await histogram.count_ranges(conn, f, edges))
+        return out
+
+    before = await all_counts()
+    assert sum(before[0]) == 400
+    with small_blocks(24):
+        await seal(pool, 9)
+        assert await all_counts() == before
+        await seal(pool, 1000, merge=True)
+    assert await counts(pool, tenant.project_id) == (0, 400)
+    assert await all_counts() == before
+
+
+async def test_poly_delete_and_retention_remove_sealed_lines(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(5, 300)
+    await seed(pool, tenant.project_id, lines)
+    with small_blocks(16):
+        await seal(pool, 6)
+    target = FUNCTIONS[0]
+    doomed = [x for x in lines if x.function_id == target and x.source in ("stdout", "stderr")]
+    async with connection(pool) as conn:
+        deleted = await functions.delete_logs(
+            conn, tenant.project_id, target, sources=("stdout", "stderr")
+        )
+    assert deleted == len(doomed)
+    left = [x for x in lines if x not in doomed]
+    cutoff = left[len(left) // 2]
+    async with connection(pool) as conn:
+        await conn.execute(
+            "UPDATE projects SET retention_days = $1 WHERE id = $2", 1, tenant.project_id
+        )
+        report = await retention.apply_retention(
+            conn, default_days=365, now=cutoff.timestamp + timedelta(days=1)
+        )
+        page = await fetch_page(conn, PageRequest(LogFilter(tenant.project_id), 1000))
+    assert report.deleted_rows > 0
+    kept = [x.id for x in left if x.id.int >= ids.lowest_id(cutoff.timestamp).int]
+    assert sorted(row[0] for row in page.rows) == sorted(kept)
+
+
+async def test_a_resend_of_sealed_lines_stores_nothing(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(9, 50)
+    rows = [
+        (line.id.hex, *line.row(tenant.project_id)[1:8], str(tenant.project_id))
+        + (str(line.deployment_id), str(line.function_id), line.execution_id)
+        for line in lines
+    ]
+    async with connection(pool) as conn:
+        assert await writer.store_batch(conn, tenant.project_id, rows) == (50, 0)
+    with small_blocks(8):
+        await seal(pool, 1000)
+    assert (await counts(pool, tenant.project_id))[1] == 50
+    async with connection(pool) as conn:
+        assert await writer.store_batch(conn, tenant.project_id, rows) == (0, 50)
+        assert await writer.store_batch(conn, tenant.project_id, rows[:10] + rows[:0]) == (0, 10)
+    assert await counts(pool, tenant.project_id) == (0, 50)
+
+
+async def test_the_tail_reads_lines_that_were_sealed_since_their_batch(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(4, 120)
+    await seed(pool, tenant.project_id, lines)
+    async with connection(pool) as conn:
+        before = await journal.read_lines(conn, tenant.project_id, 1, 1, ["%TIMEOUT%"])
+        piece_before = await journal.read_piece(
+            conn, tenant.project_id, 1, uuid.UUID(int=0), 50, ["%alpha%"]
+        )
+    with small_blocks(16):
+        await seal(pool, 1000)
+    assert (await counts(pool, tenant.project_id))[0] == 0
+    async with connection(pool) as conn:
+        after = await journal.read_lines(conn, tenant.project_id, 1, 1, ["%TIMEOUT%"])
+        piece_after = await journal.read_piece(
+            conn, tenant.project_id, 1, uuid.UUID(int=0), 50, ["%alpha%"]
+        )
+    assert len(before) == 120
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert [tuple(r) for r in piece_after] == [tuple(r) for r in piece_before]
+
+
+async def test_pages_stay_whole_while_seals_and_merges_commit(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(2, 600)
+    await seed(pool, tenant.project_id, lines)
+    newest_first = sorted((x.id for x in lines), key=lambda i: -i.int)
+    stop = asyncio.Event()
+
+    async def sealer() -> None:
+        with small_blocks(8):
+            while not stop.is_set():
+                await seal(pool, 3, merge=True)
+                await asyncio.sleep(0)
+
+    task = asyncio.create_task(sealer())
+    try:
+        for _ in range(40):
+            async with connection(pool) as conn:
+                page = await fetch_page(conn, PageRequest(LogFilter(tenant.project_id), 600))
+            assert [row[0] for row in page.rows] == newest_first
+    finally:
+        stop.set()
+        await task
+    assert sum(await counts(pool, tenant.project_id)) == 600
