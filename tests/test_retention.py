@@ -58,7 +58,12 @@ async def _oldest(conn: asyncpg.Connection, project: uuid.UUID) -> datetime:
 
 
 async def _count(conn: asyncpg.Connection, project: uuid.UUID) -> int:
-    return await conn.fetchval("SELECT count(*) FROM logs WHERE project_id = $1", project)
+    """The project's lines, rows and sealed (a server's upkeep may have sealed them)."""
+    return await conn.fetchval(
+        "SELECT (SELECT count(*) FROM logs WHERE project_id = $1)"
+        " + (SELECT coalesce(sum(lines), 0) FROM log_sealed WHERE project_id = $1)",
+        project,
+    )
 
 
 async def test_expired_partitions_are_dropped_whole(conn):
