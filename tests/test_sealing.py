@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -226,7 +225,7 @@ async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_ten
     await seed(pool, tenant.project_id, lines)
     span = lines[-1].id.int - lines[0].id.int
     edges = [lines[0].id.int + span * k // 7 for k in range(1, 7)]
-    filters = [
+    filters: list[dict[str, object]] = [
         {},
         {"level": "error"},
         {"function_id": FUNCTIONS[1], "level": "warn"},
@@ -285,9 +284,21 @@ async def test_poly_delete_and_retention_remove_sealed_lines(pool, make_tenant):
 async def test_a_resend_of_sealed_lines_stores_nothing(pool, make_tenant):
     tenant = await make_tenant()
     lines = make_lines(9, 50)
-    rows = [
-        (line.id.hex, *line.row(tenant.project_id)[1:8], str(tenant.project_id))
-        + (str(line.deployment_id), str(line.function_id), line.execution_id)
+    rows: list[writer.NewRow] = [
+        (
+            line.id.hex,
+            line.timestamp,
+            line.instance,
+            line.level,
+            line.source,
+            line.raw_log,
+            line.message,
+            "{}",
+            str(tenant.project_id),
+            str(line.deployment_id),
+            str(line.function_id),
+            line.execution_id,
+        )
         for line in lines
     ]
     async with connection(pool) as conn:

@@ -33,6 +33,7 @@ __all__ = [
     "refused",
     "rejected",
     "render",
+    "sealed",
 ]
 
 # The *_created series double the output and no dashboard of ours reads them.
@@ -96,12 +97,22 @@ TAIL_ENDS = Counter(
     ["reason"],
 )
 INGESTED = Counter("gramlogs_ingested_lines", "Log lines stored")
+SEALED = Counter("gramlogs_sealed_lines", "Log lines sealed into compressed blocks")
+SEAL_SECONDS = Counter(
+    "gramlogs_seal_seconds",
+    "Time spent in sealing runs (reading rows, encoding, writing blocks, merging)",
+)
 REJECTED = Counter("gramlogs_rejected_lines", "Log lines refused, by reason", ["reason"])
 
 
 def ingested(lines: int) -> None:
     """Count ``lines`` log lines stored (call once the transaction has committed)."""
     INGESTED.inc(lines)
+
+
+def sealed(lines: int, seconds: float) -> None:
+    SEALED.inc(lines)
+    SEAL_SECONDS.inc(seconds)
 
 
 def rejected(reason: str, lines: int = 1) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from gramlogs.core import metrics
 from gramlogs.core.config import Config
 from gramlogs.storage import blocks, idempotency, journal, partitions, retention, sealing
 
@@ -103,7 +104,9 @@ async def seal_forever(url: str, config: Config) -> None:
                         "SELECT pg_try_advisory_lock($1)", _SEAL_LOCK
                     )
                     if held:
+                        started = time.perf_counter()
                         report = await seal(conn)
+                        metrics.sealed(report.sealed_lines, time.perf_counter() - started)
                         busy = report.blocks >= sealing.MAX_BLOCKS
                     if not busy:
                         await asyncio.sleep(config.seal_interval_s)
