@@ -21,8 +21,15 @@ from gramlogs.web.app import create_app
 async def app_client(database_url: str, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client on an application of its own, with ``settings`` over the defaults."""
     # The failed-authentication limit off: tests send many bad keys from one address on purpose
-    # (test_ratelimit.py turns it on).
-    settings = {"pool_min": 1, "pool_max": 4, "auth_failures_per_minute": 0, **settings}
+    # (test_ratelimit.py turns it on). Sealing off: it moves every project's older lines, and
+    # tests that count rows run beside this app (test_sealing.py seals when it means to).
+    settings = {
+        "pool_min": 1,
+        "pool_max": 4,
+        "auth_failures_per_minute": 0,
+        "seal_interval_s": 0,
+        **settings,
+    }
     app = create_app(Config(database_url=database_url, **settings))  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

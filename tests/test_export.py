@@ -424,7 +424,13 @@ async def test_a_revoked_key_cuts_its_running_export(database_url, tenant, pool,
     monkeypatch.setattr(export, "PAGE_ROWS", 5)
     check_every = 0.01
     app = create_app(
-        Config(database_url=database_url, pool_min=1, pool_max=2, stream_key_check_s=check_every)
+        Config(
+            database_url=database_url,
+            pool_min=1,
+            pool_max=2,
+            stream_key_check_s=check_every,
+            seal_interval_s=0,
+        )
     )
 
     async def app_revoking_after_the_first_body(scope, receive, send):

@@ -536,7 +536,15 @@ async def test_batch_of_max_entries_is_stored_and_one_more_is_413(client, tenant
 @pytest.fixture(scope="module")
 async def small_client(database_url):
     """An app whose body limit is 4 KiB."""
-    app = create_app(Config(database_url=database_url, pool_min=1, pool_max=2, max_body_bytes=4096))
+    app = create_app(
+        Config(
+            database_url=database_url,
+            pool_min=1,
+            pool_max=2,
+            max_body_bytes=4096,
+            seal_interval_s=0,
+        )
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gramlogs.test") as c:

@@ -138,7 +138,11 @@ async def test_pages_are_read_from_the_replica_and_keys_checked_on_the_primary(p
         await _caught_up(primary, replica)
 
         config = Config(
-            database_url=primary_db, read_database_url=replica_db, pool_min=1, pool_max=2
+            database_url=primary_db,
+            read_database_url=replica_db,
+            pool_min=1,
+            pool_max=2,
+            seal_interval_s=0,
         )
         app = create_app(config)
         async with app.router.lifespan_context(app):

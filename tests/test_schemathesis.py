@@ -296,6 +296,7 @@ def test_schemathesis_finds_no_5xx_and_no_nonconforming_response(
         database_url=database_url,
         pool_min=1,
         pool_max=4,
+        seal_interval_s=0,
         tail_max_s=0.05,
         auth_failures_per_minute=0,
     )
