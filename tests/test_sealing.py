@@ -46,6 +46,23 @@ class Line:
     deployment_id: uuid.UUID
     execution_id: str | None
 
+    def new_row(self, project_id: uuid.UUID) -> writer.NewRow:
+        """As a client's batch holds it (writer.NewRow)."""
+        return (
+            self.id.hex,
+            self.timestamp,
+            self.instance,
+            self.level,
+            self.source,
+            self.raw_log,
+            self.message,
+            "{}",
+            str(project_id),
+            str(self.deployment_id),
+            str(self.function_id),
+            self.execution_id,
+        )
+
     def row(self, project_id: uuid.UUID) -> tuple[object, ...]:
         return (
             self.id,
@@ -97,9 +114,28 @@ def small_blocks(rows: int) -> Iterator[None]:
         sealing.BLOCK_ROWS, sealing.MERGE_BELOW = saved
 
 
-async def seed(pool, project_id: uuid.UUID, lines: list[Line]) -> None:
+@contextlib.contextmanager
+def sealed_batches(rows: int) -> Iterator[None]:
+    """Batches of ``rows`` lines or more go straight into blocks."""
+    saved = writer.SEALED_BATCH_ROWS
+    writer.SEALED_BATCH_ROWS = rows
+    try:
+        yield
+    finally:
+        writer.SEALED_BATCH_ROWS = saved
+
+
+async def seed(pool, project_id: uuid.UUID, lines: list[Line], *, batches: int = 0) -> None:
+    """As rows (COPY), or with ``batches``, as client batches of that many lines, each of
+    them written straight into blocks."""
     async with connection(pool) as conn:
-        await writer.copy_lines(conn, [line.row(project_id) for line in lines])
+        if not batches:
+            await writer.copy_lines(conn, [line.row(project_id) for line in lines])
+            return
+        with sealed_batches(1):
+            for start in range(0, len(lines), batches):
+                part = [line.new_row(project_id) for line in lines[start : start + batches]]
+                assert await writer.store_batch(conn, project_id, part) == (len(part), 0)
 
 
 async def seal(pool, blocks: int, *, merge: bool = False, now: datetime = NOW) -> None:
@@ -152,13 +188,26 @@ FILTERS = st.fixed_dictionaries(
     forward=st.booleans(),
     seals=st.lists(st.integers(0, 6), min_size=1, max_size=12),
     merge=st.booleans(),
+    batches=st.sampled_from((0, 0, 7, 40)),
 )
 async def test_a_walk_sees_every_line_once_in_order_while_lines_are_sealed_between_pages(
-    pool, make_tenant, seed_value, equals, keyword, per_page, ascending, forward, seals, merge
+    pool,
+    make_tenant,
+    seed_value,
+    equals,
+    keyword,
+    per_page,
+    ascending,
+    forward,
+    seals,
+    merge,
+    batches,
 ):
     tenant = await make_tenant()
     lines = make_lines(seed_value, 300)
-    await seed(pool, tenant.project_id, lines)
+    # Half as rows, sealed between pages; with batches, half written straight into blocks.
+    await seed(pool, tenant.project_id, lines[::2], batches=batches)
+    await seed(pool, tenant.project_id, lines[1::2])
     f = LogFilter(tenant.project_id, equals=dict(equals), keyword=keyword)
     expected = [line.id for line in lines if matches(line, equals, keyword)]
     expected.sort(key=lambda i: i.int, reverse=not ascending)
@@ -357,3 +406,35 @@ async def test_pages_stay_whole_while_seals_and_merges_commit(pool, make_tenant)
         stop.set()
         await task
     assert sum(await counts(pool, tenant.project_id)) == 600
+
+
+async def test_a_large_batch_is_stored_sealed_and_nothing_twice(pool, make_tenant):
+    tenant = await make_tenant()
+    lines = make_lines(12, 1500)
+    rows = [line.new_row(tenant.project_id) for line in lines]
+    small = rows[:100:3]
+    async with connection(pool) as conn:
+        # Some of its lines came before, as a small batch: rows.
+        assert await writer.store_batch(conn, tenant.project_id, small) == (len(small), 0)
+        assert len(rows) >= writer.SEALED_BATCH_ROWS
+        stored = await writer.store_batch(conn, tenant.project_id, rows)
+        assert stored == (1500 - len(small), len(small))
+        assert await counts(pool, tenant.project_id) == (len(small), 1500 - len(small))
+        assert await writer.store_batch(conn, tenant.project_id, rows) == (0, 1500)
+        assert await writer.store_batch(conn, tenant.project_id, rows[500:520]) == (0, 20)
+        page = await fetch_page(conn, PageRequest(LogFilter(tenant.project_id), 2000))
+    assert [row[0] for row in page.rows] == sorted((x.id for x in lines), key=lambda i: -i.int)
+    assert sum(await counts(pool, tenant.project_id)) == 1500
+
+
+async def test_a_resend_racing_its_original_stores_each_line_once(pool, make_tenant):
+    tenant = await make_tenant()
+    rows = [line.new_row(tenant.project_id) for line in make_lines(13, 1200)]
+
+    async def send() -> tuple[int, int]:
+        async with connection(pool) as conn:
+            return await writer.store_batch(conn, tenant.project_id, rows)
+
+    results = await asyncio.gather(send(), send())
+    assert sorted(results) == [(0, 1200), (1200, 0)]
+    assert await counts(pool, tenant.project_id) == (0, 1200)

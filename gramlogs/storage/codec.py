@@ -64,6 +64,7 @@ __all__ = [
     "decode_keys",
     "decode_rows",
     "encode",
+    "encode_batch",
 ]
 
 LEVELS = ("debug", "info", "warn", "error")
@@ -82,6 +83,8 @@ _INDEX = {name: i for i, name in enumerate(COLUMNS)}
 _U64 = np.uint64
 _MASK_64 = (1 << 64) - 1
 
+# A row as writer.NewRow holds it (storage/writer.py imports this module, so not that type).
+NewRowLike = Sequence[Any]
 U64Array = npt.NDArray[np.uint64]
 I64Array = npt.NDArray[np.int64]
 
@@ -203,15 +206,66 @@ def encode(rows: Sequence[StoredRow], *, granule: int = GRANULE_ROWS, level: int
     n = len(rows)
     if not 1 <= n <= MAX_LINES:
         raise ValueError(f"a block holds 1 to {MAX_LINES} lines, not {n}")
-    (ids, stamps, instances, levels, sources, raws, messages, attributes, projects) = (
-        cols := list(zip(*rows, strict=True))
-    )[:9]
-    deployments, functions, executions = cols[9:12]
+    cols = list(zip(*rows, strict=True))
+    ids, projects, functions = cols[0], cols[8], cols[10]
     project, function = projects[0], functions[0]
     # list.count compares in C, and asyncpg's uuids compare in C too.
     if projects.count(project) != n or functions.count(function) != n:
         raise ValueError("a block holds the lines of one project and one function")
-    words = np.frombuffer(b"".join([i.bytes for i in ids]), dtype=">u8").reshape(n, 2)
+    return _encode(
+        b"".join([i.bytes for i in ids]),
+        cols,
+        uuid.UUID(bytes=project.bytes),
+        uuid.UUID(bytes=function.bytes),
+        lambda d: uuid.UUID(bytes=d.bytes),
+        granule,
+        level,
+    )
+
+
+def encode_batch(rows: Sequence[NewRowLike], *, max_lines: int = 4096) -> list[Sealed]:
+    """The blocks of a batch as writer.NewRow holds it (ids as 32 hex digits, uuids as text),
+    sorted by function then id: a block per ``max_lines`` lines of each function."""
+    out: list[Sealed] = []
+    start = 0
+    n = len(rows)
+    while start < n:
+        function = rows[start][10]
+        end = start + 1
+        while end < n and end - start < max_lines and rows[end][10] == function:
+            end += 1
+        part = rows[start:end]
+        cols = list(zip(*part, strict=True))
+        out.append(
+            _encode(
+                bytes.fromhex("".join(cols[0])),
+                cols,
+                uuid.UUID(part[0][8]),
+                uuid.UUID(function),
+                uuid.UUID,
+                GRANULE_ROWS,
+                LEVEL,
+            )
+        )
+        start = end
+    return out
+
+
+def _encode(
+    id_bytes: bytes,
+    cols: list[tuple[Any, ...]],
+    project: uuid.UUID,
+    function: uuid.UUID,
+    as_uuid: Any,
+    granule: int,
+    level: int,
+) -> Sealed:
+    """A block of the columns ``cols`` (pages.COLUMNS order; ids given as their 16-byte forms
+    one after the other); ``as_uuid`` turns a deployment value into a uuid.UUID."""
+    (_, stamps, instances, levels, sources, raws, messages, attributes) = cols[:8]
+    deployments, executions = cols[9], cols[11]
+    n = len(stamps)
+    words = np.frombuffer(id_bytes, dtype=">u8").reshape(n, 2)
     high = words[:, 0].astype(np.uint64)
     low = words[:, 1].astype(np.uint64)
     if n > 1 and not np.all(
@@ -229,7 +283,7 @@ def encode(rows: Sequence[StoredRow], *, granule: int = GRANULE_ROWS, level: int
     instance_values, instance_codes = _distinct(instances)
     deployment_values, deployment_codes = _distinct(deployments)
     execution_values, execution_codes = _distinct_nullable(executions)
-    deployment_ids = [uuid.UUID(bytes=d.bytes) for d in deployment_values]
+    deployment_ids = [as_uuid(d) for d in deployment_values]
     frame = _KeysFrame(
         lines=n,
         granule=granule,
@@ -256,10 +310,10 @@ def encode(rows: Sequence[StoredRow], *, granule: int = GRANULE_ROWS, level: int
         for g in range(0, n, granule)
     ]
     return Sealed(
-        project_id=uuid.UUID(bytes=project.bytes),
-        function_id=uuid.UUID(bytes=function.bytes),
-        lo=uuid.UUID(bytes=ids[0].bytes),
-        hi=uuid.UUID(bytes=ids[-1].bytes),
+        project_id=project,
+        function_id=function,
+        lo=uuid.UUID(bytes=id_bytes[:16]),
+        hi=uuid.UUID(bytes=id_bytes[-16:]),
         lines=n,
         levels=np.bincount(level_codes, minlength=len(LEVELS)).tolist(),
         sources=np.bincount(source_codes, minlength=len(SOURCES)).tolist(),

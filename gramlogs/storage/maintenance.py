@@ -88,6 +88,7 @@ async def seal(conn: asyncpg.Connection, *, now: datetime | None = None) -> seal
     report = await sealing.seal_some(conn, now=now)
     merged = await sealing.merge_some(conn)
     report.merged_blocks = merged.merged_blocks
+    report.merges = merged.blocks
     return report
 
 
@@ -107,7 +108,10 @@ async def seal_forever(url: str, config: Config) -> None:
                         started = time.perf_counter()
                         report = await seal(conn)
                         metrics.sealed(report.sealed_lines, time.perf_counter() - started)
-                        busy = report.blocks >= sealing.MAX_BLOCKS
+                        busy = (
+                            report.blocks >= sealing.MAX_BLOCKS
+                            or report.merges >= sealing.MAX_MERGES
+                        )
                     if not busy:
                         await asyncio.sleep(config.seal_interval_s)
         except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError):

@@ -173,8 +173,10 @@ def _postings(f: LogFilter, first_param: int) -> tuple[str, list[object]]:
     return "".join(terms), values
 
 
-# The blocks a walk reads at once: the first round is usually enough (a page of the newest
-# lines needs the block of each function that reaches them), later ones grow.
+# Block ends a walk lists at once (a few bytes each, from an index), and blocks it decodes at
+# once (their keys fetched in one statement): the first decode takes every block that reaches
+# the range's near end (a page of the newest lines needs each function's newest block).
+LIST_ROUND = 64
 FIRST_ROUND = 4
 
 
@@ -184,7 +186,7 @@ def _round_sql(where: str, ascending: bool) -> str:
     else:
         order, after = "hi DESC", "hi <= $4"
     return (
-        "SELECT function_id, lo, hi, keys FROM log_sealed"
+        "SELECT function_id, lo, hi, lines FROM log_sealed"
         f" WHERE project_id = $1 AND hi >= $2 AND lo <= $3 AND {after}{where}"
         f" ORDER BY {order} LIMIT $5"
     )
@@ -192,13 +194,13 @@ def _round_sql(where: str, ascending: bool) -> str:
 
 def _candidates_sql(where: str) -> str:
     return (
-        "SELECT function_id, lo, hi FROM log_sealed"
+        "SELECT function_id, lo, hi, lines FROM log_sealed"
         f" WHERE project_id = $1 AND hi >= $2 AND lo <= $3{where}"
     )
 
 
-_BY_START_SQL = (
-    "SELECT b.function_id, b.lo, b.hi, b.keys FROM unnest($2::uuid[], $3::uuid[]) AS r(fn, lo)"
+_KEYS_SQL = (
+    "SELECT b.function_id, b.lo, b.keys FROM unnest($2::uuid[], $3::uuid[]) AS r(fn, lo)"
     " JOIN log_sealed AS b ON b.project_id = $1 AND b.function_id = r.fn AND b.lo = r.lo"
 )
 
@@ -208,15 +210,70 @@ _TEXTS_SQL = (
 
 
 class _Block:
-    """A block read for a walk: where it lies and its decoded keys."""
+    """A block a walk lists: where it lies, and once decoded, its keys."""
 
-    __slots__ = ("function_id", "hi", "keys", "lo")
+    __slots__ = ("function_id", "hi", "keys", "lines", "lo", "project_id")
 
-    def __init__(self, record: asyncpg.Record) -> None:
+    def __init__(self, project_id: uuid.UUID, record: asyncpg.Record) -> None:
+        self.project_id = project_id
         self.function_id: uuid.UUID = record["function_id"]
         self.lo: int = record["lo"].int
         self.hi: int = record["hi"].int
-        self.keys: Keys = codec.decode_keys(record["keys"], self.function_id)
+        self.lines: int = record["lines"]
+        self.keys: Keys | None = _cached.get(self.identity)
+        if self.keys is None and "keys" in record:
+            self.keys = codec.decode_keys(record["keys"], self.function_id)
+            _cached.put(self.identity, self.keys)
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        # A block is never changed in place: one with other lines has another row, whose
+        # range or number of lines differs.
+        return (self.project_id, self.function_id, self.lo, self.hi, self.lines)
+
+    def near(self, ascending: bool) -> int:
+        return self.lo if ascending else self.hi
+
+
+class _Cache:
+    """The decoded keys of the blocks read last (a page and its neighbours, or the next page,
+    read the same blocks): a few dozen, ~300 KB each at 4,096 lines."""
+
+    SIZE = 64
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[object, ...], Keys] = {}
+
+    def get(self, identity: tuple[object, ...]) -> Keys | None:
+        keys = self._keys.pop(identity, None)
+        if keys is not None:
+            self._keys[identity] = keys  # the most recent last
+        return keys
+
+    def put(self, identity: tuple[object, ...], keys: Keys) -> None:
+        self._keys[identity] = keys
+        while len(self._keys) > self.SIZE:
+            del self._keys[next(iter(self._keys))]
+
+
+_cached = _Cache()
+
+
+async def _decode_keys(conn: asyncpg.Connection, blocks: Sequence[_Block]) -> None:
+    """Give each of ``blocks`` its keys: from the cache, else fetched in one statement."""
+    missing = [b for b in blocks if b.keys is None]
+    if not missing:
+        return
+    records = await conn.fetch(
+        _KEYS_SQL,
+        missing[0].project_id,
+        [b.function_id for b in missing],
+        [_uuid(b.lo) for b in missing],
+    )
+    fetched = {(r["function_id"], r["lo"].int): r["keys"] for r in records}
+    for block in missing:
+        block.keys = codec.decode_keys(fetched[(block.function_id, block.lo)], block.function_id)
+        _cached.put(block.identity, block.keys)
 
 
 async def first_matches(
@@ -224,44 +281,88 @@ async def first_matches(
 ) -> list[SealedRow]:
     """The first ``limit`` sealed lines of ``f`` with ids in ``[lo, hi]``, in scan order.
 
-    Blocks are read nearest first, a round at a time: once a round is read, every match
-    between the range's start and the nearest block not read yet is known (any such match
-    lies in a block already read). A keyword's blocks come from the trigram index instead.
+    Blocks are listed by their near end (their lowest id walking up, their highest walking
+    down) and decoded in that order: once the first k are decoded, every match before the
+    (k+1)-th block's near end is known, since a match beyond lies in a block decoded already.
+    A keyword's blocks come from the trigram index instead (:func:`_keyword_matches`).
     """
     if lo > hi or limit <= 0:
         return []
-    where, values = _postings(f, first_param=5)
     if f.keyword is not None:
         return await _keyword_matches(conn, f, lo, hi, ascending, limit)
-    sql = _round_sql(where, ascending)
+    where, values = _postings(f, first_param=5)
+    listing = _Listing(conn, _round_sql(where, ascending), f, lo, hi, ascending, values)
     found: list[tuple[int, _Block, int]] = []  # (id, block, position)
-    # Not the range's own ends: a block that straddles the near end holds matches too.
-    after = 0 if ascending else _MAX_ID
-    take = FIRST_ROUND
+    done = 0
+    # The blocks that reach the near end first: each may hold the very first matches.
+    start = lo if ascending else hi
+    await listing.extend(LIST_ROUND)
+    take = max(FIRST_ROUND, sum(1 for b in listing.blocks if b.lo <= start <= b.hi) + 1)
     while True:
-        records = await conn.fetch(
-            sql, f.project_id, _uuid(lo), _uuid(hi), _uuid(after), take, *values
-        )
-        blocks = [_Block(r) for r in records]
-        for block in blocks:
-            found += _matches_in(block, f, lo, hi)
-        if len(records) < take:
+        await listing.extend(done + take + 1)
+        batch = listing.blocks[done : done + take]
+        if not batch:
             return await _rows(conn, f.project_id, _known(found, None, ascending)[:limit])
-        # Blocks not read yet start past the last one read's near end (the rounds go in that
-        # order), so every match before it is known.
-        frontier = blocks[-1].lo if ascending else blocks[-1].hi
+        await _decode_keys(conn, batch)
+        for block in batch:
+            found += _matches_in(block, f, lo, hi, ascending, limit)
+        done += len(batch)
+        frontier = None
+        if done < len(listing.blocks):
+            frontier = listing.blocks[done].near(ascending)
         known = _known(found, frontier, ascending)
-        if len(known) >= limit:
+        if frontier is None or len(known) >= limit:
             return await _rows(conn, f.project_id, known[:limit])
-        # Block ends are line ids, unique in a project: the next round starts past this one.
-        after = frontier + 1 if ascending else frontier - 1
-        take *= 4
+        take *= 2
 
 
-def _matches_in(block: _Block, f: LogFilter, lo: int, hi: int) -> list[tuple[int, _Block, int]]:
+class _Listing:
+    """A filter's blocks in a range, by near end, listed a round at a time as a walk needs."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        sql: str,
+        f: LogFilter,
+        lo: int,
+        hi: int,
+        ascending: bool,
+        values: list[object],
+    ) -> None:
+        self._conn, self._sql, self._f = conn, sql, f
+        self._args = (_uuid(lo), _uuid(hi))
+        self._ascending = ascending
+        self._values = values
+        # Not the range's own ends: a block that straddles the near end holds matches too.
+        self._after = 0 if ascending else _MAX_ID
+        self._ended = False
+        self.blocks: list[_Block] = []
+
+    async def extend(self, wanted: int) -> None:
+        """List blocks until ``wanted`` are listed or there are no more."""
+        while not self._ended and len(self.blocks) < wanted:
+            take = max(LIST_ROUND, wanted - len(self.blocks))
+            records = await self._conn.fetch(
+                self._sql, self._f.project_id, *self._args, _uuid(self._after), take, *self._values
+            )
+            self.blocks += [_Block(self._f.project_id, r) for r in records]
+            self._ended = len(records) < take
+            if records:
+                # Block ends are line ids, unique in a project: the next round starts past.
+                near = self.blocks[-1].near(self._ascending)
+                self._after = near + 1 if self._ascending else near - 1
+
+
+def _matches_in(
+    block: _Block, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
+) -> list[tuple[int, _Block, int]]:
+    """The block's first ``limit`` matches in scan order (the page's first ``limit`` are
+    among them), each as (id, block, position)."""
     keys = block.keys
+    assert keys is not None
     positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
-    return [(keys.id(p).int, block, p) for p in positions]
+    chosen = positions[:limit] if ascending else positions[-limit:]
+    return [(keys.id(p).int, block, p) for p in chosen]
 
 
 def _known(
@@ -303,6 +404,7 @@ async def _decode(
     )
     # Only the granules holding a position are decompressed: the others need not be fetched.
     granules = [b""] * first + list(texts)
+    assert block.keys is not None
     return codec.decode_rows(project_id, block.function_id, block.keys, granules, positions)
 
 
@@ -321,33 +423,22 @@ async def _keyword_matches(
         values.append(codes)
         where += f" AND grams @> ${3 + len(values)}::int4[]"
     records = await conn.fetch(_candidates_sql(where), f.project_id, _uuid(lo), _uuid(hi), *values)
-    spans = sorted(
-        ((r["function_id"], r["lo"], r["hi"]) for r in records),
-        key=lambda s: s[1].int if ascending else -s[2].int,
-    )
+    blocks = [_Block(f.project_id, r) for r in records]
+    blocks.sort(key=lambda b: b.lo if ascending else -b.hi)
     found: list[SealedRow] = []
     done, take = 0, FIRST_ROUND
-    while done < len(spans):
-        part = spans[done : done + take]
-        done += len(part)
-        batch = await conn.fetch(
-            _BY_START_SQL, f.project_id, [s[0] for s in part], [s[1] for s in part]
-        )
-        for record in batch:
-            found += await _keyword_rows(conn, f, _Block(record), lo, hi)
-        frontier = (
-            None
-            if done >= len(spans)
-            else (spans[done][1].int if ascending else spans[done][2].int)
-        )
-        known = [r for r in found if _before(r[0].int, frontier, ascending)]
-        if len(known) >= limit:
+    frontier: int | None = None
+    while done < len(blocks):
+        batch = blocks[done : done + take]
+        done += len(batch)
+        await _decode_keys(conn, batch)
+        for block in batch:
+            found += await _keyword_rows(conn, f, block, lo, hi)
+        frontier = blocks[done].near(ascending) if done < len(blocks) else None
+        if sum(1 for r in found if _before(r[0].int, frontier, ascending)) >= limit:
             break
         take *= 4
     found.sort(key=lambda r: r[0].int, reverse=not ascending)
-    frontier = (
-        None if done >= len(spans) else (spans[done][1].int if ascending else spans[done][2].int)
-    )
     return [r for r in found if _before(r[0].int, frontier, ascending)][:limit]
 
 
@@ -361,6 +452,7 @@ async def _keyword_rows(
     conn: asyncpg.Connection, f: LogFilter, block: _Block, lo: int, hi: int
 ) -> list[SealedRow]:
     keys = block.keys
+    assert keys is not None
     positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
     if not positions:
         return []
@@ -421,7 +513,7 @@ async def lines_by_id(
         return {}
     wanted = sorted(i.int for i in ids)
     records = await conn.fetch(
-        "SELECT function_id, lo, hi, keys, texts FROM log_sealed"
+        "SELECT function_id, lo, hi, lines, keys, texts FROM log_sealed"
         " WHERE project_id = $1 AND hi >= $2 AND lo <= $3",
         project_id,
         _uuid(wanted[0]),
@@ -429,13 +521,13 @@ async def lines_by_id(
     )
     found: dict[uuid.UUID, SealedRow] = {}
     for record in records:
-        block = _Block(record)
-        positions = sorted(
-            p for i in wanted if block.lo <= i <= block.hi for p in block.keys.span(i, i)
-        )
+        block = _Block(project_id, record)
+        keys = block.keys
+        assert keys is not None
+        positions = sorted(p for i in wanted if block.lo <= i <= block.hi for p in keys.span(i, i))
         if positions:
             rows = codec.decode_rows(
-                project_id, block.function_id, block.keys, record["texts"], positions
+                project_id, block.function_id, keys, record["texts"], positions
             )
             for row in rows:
                 found[row[0]] = row
@@ -474,8 +566,9 @@ async def count_in_ranges(
         if n is not None:
             counts[i] += n
             continue
-        block = _Block(record)
+        block = _Block(f.project_id, record)
         keys = block.keys
+        assert keys is not None
         positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
         if f.keyword is not None and positions:
             texts = await conn.fetchval(
@@ -488,10 +581,12 @@ async def count_in_ranges(
             rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, positions)
             hits = await keyword_hits(conn, f.keyword, rows)
             positions = [p for p, hit in zip(positions, hits, strict=True) if hit]
-        for p in positions:
-            j = bisect.bisect_right(bounds, keys.id(p).int) - 1
-            if 0 <= j < len(counts):
-                counts[j] += 1
+        # Each range's positions, then how many matches lie between them (both ascending).
+        for j in range(len(counts)):
+            span = keys.span(bounds[j], bounds[j + 1] - 1)
+            if span:
+                first = bisect.bisect_left(positions, span.start)
+                counts[j] += bisect.bisect_left(positions, span.stop, lo=first) - first
     return counts
 
 

@@ -44,6 +44,8 @@ SEAL_DELAY_S = 10.0
 SEAL_AGE_S = 300.0
 # Blocks a run seals at most: a run that seals this many starts the next one at once.
 MAX_BLOCKS = 100
+# Merges a run makes at most.
+MAX_MERGES = 20
 # Blocks smaller than this are merged with their neighbours.
 MERGE_BELOW = BLOCK_ROWS // 2
 
@@ -51,8 +53,9 @@ MERGE_BELOW = BLOCK_ROWS // 2
 @dataclass
 class Report:
     sealed_lines: int = 0
-    blocks: int = 0
-    merged_blocks: int = 0
+    blocks: int = 0  # blocks written
+    merged_blocks: int = 0  # blocks merged into others
+    merges: int = 0
 
 
 class _Changed(Exception):
@@ -153,8 +156,13 @@ _SMALL = """
 SELECT project_id, function_id FROM log_sealed WHERE lines < $1
 GROUP BY project_id, function_id HAVING count(*) > 1
 """
+# From the oldest small block on (small blocks are mostly the newest: a batch's part, or a
+# quiet function's): their neighbours, not the function's whole history.
 _OF_FUNCTION = """
-SELECT lo, hi, lines FROM log_sealed WHERE project_id = $1 AND function_id = $2 ORDER BY lo
+SELECT lo, hi, lines FROM log_sealed WHERE project_id = $1 AND function_id = $2
+AND hi >= (SELECT min(lo::text COLLATE "C")::uuid FROM log_sealed
+           WHERE project_id = $1 AND function_id = $2 AND lines < $3)
+ORDER BY lo
 """
 _WHOLE = """
 SELECT b.* FROM unnest($3::uuid[]) AS r(lo)
@@ -163,13 +171,13 @@ ORDER BY b.lo
 """
 
 
-async def merge_some(conn: asyncpg.Connection, *, max_merges: int = 20) -> Report:
+async def merge_some(conn: asyncpg.Connection, *, max_merges: int = MAX_MERGES) -> Report:
     """Merge runs of neighbouring small blocks of a function into blocks of at most
     :data:`BLOCK_ROWS` lines; at most ``max_merges`` merges."""
     report = Report()
     for small in await conn.fetch(_SMALL, MERGE_BELOW):
         project_id, function_id = small
-        blocks = await conn.fetch(_OF_FUNCTION, project_id, function_id)
+        blocks = await conn.fetch(_OF_FUNCTION, project_id, function_id, MERGE_BELOW)
         for run in _runs(blocks):
             if report.blocks >= max_merges:
                 return report

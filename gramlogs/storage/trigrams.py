@@ -19,6 +19,7 @@ are folded to theirs first, so that a line with them holds what ``lower()`` make
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,7 +45,17 @@ _SEPARATOR = "\x80"
 # trigrams then are a bitmap small enough to clear for each block. Two trigrams sharing a
 # bucket can only make a block a candidate it is not (the rows' ILIKE decides), never hide one.
 BUCKET_BITS = 16
-_seen = np.zeros(1 << BUCKET_BITS, dtype=np.bool_)
+
+
+class _Scratch(threading.local):
+    """A bitmap of buckets seen, one per thread: sealing computes codes in a worker thread
+    (sealing.py) while batches are summarised in the event loop's."""
+
+    def __init__(self) -> None:
+        self.seen = np.zeros(1 << BUCKET_BITS, dtype=np.bool_)
+
+
+_scratch = _Scratch()
 
 
 def text_of(message: str | None, raw_log: str) -> str:
@@ -68,9 +79,10 @@ def block_codes(texts: Sequence[str]) -> list[int]:
     """The distinct trigram codes of a block's texts (codes with a non-ASCII byte left out)."""
     codes = _codes(_SEPARATOR.join(map(_folded, texts)))
     buckets = _bucket(codes[_ascii_only(codes)])
-    _seen[buckets] = True
-    distinct = np.flatnonzero(_seen)
-    _seen[distinct] = False
+    seen = _scratch.seen
+    seen[buckets] = True
+    distinct = np.flatnonzero(seen)
+    seen[distinct] = False
     result: list[int] = distinct.tolist()
     return result
 

@@ -15,6 +15,7 @@ so two batches that share ids or functions wait for each other instead of deadlo
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -23,11 +24,18 @@ from typing import Final, Protocol
 
 import asyncpg
 
-from gramlogs.storage import blocks, citus, journal, sealed
+from gramlogs.storage import blocks, citus, codec, journal, sealed
 from gramlogs.storage.functions import register_functions
 from gramlogs.storage.pages import COLUMN_LIST, COLUMNS
 
-__all__ = ["FUNCTION_COLUMN", "Companion", "NewRow", "copy_lines", "store_batch"]
+__all__ = [
+    "FUNCTION_COLUMN",
+    "SEALED_BATCH_ROWS",
+    "Companion",
+    "NewRow",
+    "copy_lines",
+    "store_batch",
+]
 
 # One row in pages.COLUMNS order. The uuid columns hold canonical (lower-case) uuid text, as
 # batch.BatchBuilder makes them: asyncpg encodes text for a uuid column faster than a UUID.
@@ -51,6 +59,11 @@ FUNCTION_COLUMN: Final = 10
 assert COLUMNS[FUNCTION_COLUMN] == "function_id"
 PROJECT_COLUMN: Final = 8
 assert COLUMNS[PROJECT_COLUMN] == "project_id"
+# Batches of this many lines or more go straight into sealed blocks (a block per function);
+# smaller ones are rows, sealed later with others (sealing.py). Measured in
+# benchmarks/scale_ingest.md: a row costs PostgreSQL its heap tuple, three index entries and a
+# keyword summary, written and then deleted again; a block costs one row per few hundred lines.
+SEALED_BATCH_ROWS = 1000
 _BUFFER = "gramlogs_ingest_buffer"
 # ON COMMIT DROP: the buffer lives for one transaction, so no stale copy survives a schema change.
 _CREATE_BUFFER = f"CREATE TEMPORARY TABLE {_BUFFER} (LIKE logs INCLUDING DEFAULTS) ON COMMIT DROP"
@@ -88,6 +101,8 @@ async def store_batch(
     # reading one of its blocks (blocks.py) reads a few pages, not a page per line.
     ordered = sorted(rows, key=itemgetter(FUNCTION_COLUMN, 0))
     functions = {row[FUNCTION_COLUMN] for row in ordered}
+    if len(ordered) >= SEALED_BATCH_ROWS:
+        return await _store_sealed(conn, project_id, ordered, functions, companion)
     try:
         async with conn.transaction():
             if companion is not None:
@@ -124,6 +139,57 @@ async def store_batch(
         if new:
             await journal.record(conn, project_id, new)
     return stored, len(ordered) - stored
+
+
+async def _store_sealed(
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    ordered: Sequence[NewRow],
+    functions: set[str],
+    companion: Companion | None,
+) -> tuple[int, int]:
+    """Store a large batch straight into sealed blocks: no row, no index entry per line.
+
+    The blocks are encoded before the transaction. In it, the project's lock is taken
+    exclusively (two batches sharing ids, a resend racing its original, must not both find
+    them new), and the lines stored already, as rows or in blocks, are left out.
+    """
+    encoded = await asyncio.to_thread(codec.encode_batch, ordered)
+    async with conn.transaction():
+        if companion is not None:
+            await companion.begin(conn)
+        await sealed.lock_project(conn, project_id)
+        await register_functions(conn, project_id, functions)
+        known = await _stored_already(conn, project_id, ordered)
+        fresh = ordered
+        if known:
+            fresh = [row for row in ordered if row[0] not in known]
+            encoded = codec.encode_batch(fresh) if fresh else []
+        await sealed.write(conn, encoded)
+        if companion is not None:
+            await companion.end(conn, len(fresh), len(ordered) - len(fresh))
+        if fresh:
+            await journal.record(conn, project_id, [row[0] for row in fresh])
+    return len(fresh), len(ordered) - len(fresh)
+
+
+_ROWS_AMONG = (
+    "SELECT id FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3 AND id = ANY($4::uuid[])"
+)
+
+
+async def _stored_already(
+    conn: asyncpg.Connection, project_id: uuid.UUID, rows: Sequence[NewRow]
+) -> set[str]:
+    """The ids of ``rows`` stored already, as rows or sealed (in the rows' own spelling)."""
+    ids = [row[0] for row in rows]
+    lo, hi = min(ids), max(ids)
+    found = await conn.fetch(_ROWS_AMONG, project_id, lo, hi, ids)
+    known: set[str] = {i for i in await sealed.known_ids(conn, project_id, ids)}  # type: ignore[misc]
+    if found:
+        as_int = {r[0].int for r in found}
+        known |= {i for i in ids if uuid.UUID(i).int in as_int}
+    return known
 
 
 async def _not_sealed(
