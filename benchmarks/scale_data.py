@@ -144,6 +144,23 @@ class Data:
                 yield b, f.read(b.rows[1])
 
 
+def hot_line(data: Data, k: int) -> dict[str, Any]:
+    """The hot project's line ``k`` as its NDJSON says, 0 its first (lines are made oldest
+    first, give or take the second of jitter), read from the one body that holds it."""
+    seen = 0
+    for batch in data.batches:
+        if batch.project != 0:
+            continue
+        if k < seen + batch.lines:
+            with (data.folder / "bodies.ndjson").open("rb") as f:
+                f.seek(batch.body[0])
+                body = f.read(batch.body[1])
+            line: dict[str, Any] = msgspec.json.decode(body.splitlines()[k - seen])
+            return line
+        seen += batch.lines
+    raise IndexError(f"the hot project has {seen:,} lines, not {k + 1:,}")
+
+
 def load(spec: Spec, *, now: datetime | None = None) -> Data:
     """The cached lines of ``spec``, generating them first when there are none fit to use."""
     now = now or datetime.now(UTC)

@@ -23,6 +23,7 @@ import asyncpg
 
 from benchmarks import producer, runner, timing
 from benchmarks import scale_data as sd
+from benchmarks import scale_sealing as seal
 from benchmarks.cpu import CpuMeter
 from benchmarks.results import (
     machine,
@@ -151,7 +152,8 @@ async def database_bytes(urls: list[str], *, citus: bool = False) -> int:
 async def read_pages(
     port: int, key: str, data: sd.Data, iterations: int, warmup: int
 ) -> dict[str, dict[str, Any]]:
-    """First pages of 20 of the hot project: p50/p95 over interleaved requests."""
+    """First pages of 20 of the hot project, pages deep into its sealed lines, its histograms:
+    p50/p95 over interleaved requests."""
     hot = data.hot
     pages = {f"keyword, {label}": {"keyword": word} for label, word in sd.KEYWORDS.items()}
     pages |= {
@@ -163,12 +165,17 @@ async def read_pages(
     paths = {
         name: f"{PAGE}?{urlencode({'per_page': 20, **params})}" for name, params in pages.items()
     }
+    paths |= seal.deep_pages(data) | seal.histograms(data)
     rows = {}
     for name, path in paths.items():
         status, body = client.get(path)
         if status != 200:
             raise RuntimeError(f"{name}: {status} {body[:300]!r}")
-        rows[name] = len(json.loads(body)["logs"])
+        answer = json.loads(body)
+        # A page's rows; a histogram's lines (all of the hot project's, without a filter).
+        rows[name] = len(answer["logs"]) if "logs" in answer else answer["total"]
+    if rows["histogram, whole window"] != hot.lines:
+        raise RuntimeError(f"the histogram counts {rows['histogram, whole window']:,} lines")
 
     def step(path: str) -> Any:
         async def get() -> None:
@@ -181,6 +188,42 @@ async def read_pages(
     )
     client.close()
     return {name: {"rows": rows[name], **percentiles(s)} for name, s in samples.items()}
+
+
+async def _sealing(
+    url: str,
+    node_urls: list[str],
+    data: sd.Data,
+    workers: list[tuple[str, int]],
+    unsealed: seal.UnsealedSampler,
+    caught: dict[str, Any],
+    counters: list[dict[str, float]],
+    load: dict[str, Any],
+    cpu: dict[str, float],
+) -> dict[str, Any]:
+    """What sealing kept unsealed, cost and saved, once it has caught up with the load."""
+    lines = data.spec.lines
+    during, after = seal.counted(*counters[:2]), seal.counted(*counters[1:])
+    seal_s = during["seal_s"] + after["seal_s"]
+    out: dict[str, Any] = {
+        "unsealed": unsealed.summary(),
+        "catch_up": caught,
+        "during_load": during,
+        "during_catch_up": after,
+        "seal_share_of_load_s": round(during["seal_s"] / load["seconds"], 3),
+        "seal_share_with_catch_up_s": round(seal_s / (load["seconds"] + caught["seconds"]), 3),
+        "server_cpu_s": round(cpu["server"], 1),
+        "seal_share_of_server_cpu": round(seal_s / cpu["server"], 3) if cpu["server"] else None,
+    }
+    out["bytes"] = await database_bytes(node_urls, citus=bool(workers))
+    out["groups"] = None if workers else await seal.bytes_by_group(url)
+    print("VACUUM ...", file=sys.stderr, flush=True)
+    out["vacuum_s"] = sum([await seal.vacuum(u) for u in node_urls])
+    out["bytes_vacuumed"] = await database_bytes(node_urls, citus=bool(workers))
+    out["groups_vacuumed"] = None if workers else await seal.bytes_by_group(url)
+    out["bytes_per_line"] = round(out["bytes"] / lines, 1)
+    out["bytes_per_line_vacuumed"] = round(out["bytes_vacuumed"] / lines, 1)
+    return out
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -236,13 +279,23 @@ async def run_gramlogs(
             producers, consumer = await make_tenants(url, data)
             admin = await asyncpg.connect(admin_url)
             meter = CpuMeter(admin, name, server.process.pid)
+            counters = [seal.scrape(server.port)]
             await meter.start()
             slices = timing.Slices("gramlogs", data.spec.lines, args.slice)
-            out = await load_gramlogs(server.url, data, producers, args.clients, slices)
+            async with seal.UnsealedSampler(url) as unsealed:
+                out = await load_gramlogs(server.url, data, producers, args.clients, slices)
             out["cpu_s"] = await meter.stop()
-            await admin.close()
+            counters.append(seal.scrape(server.port))
             node_urls = [url] + [f"postgresql://postgres@{a}:{p}/{name}" for a, p in workers]
             out["bytes"] = await database_bytes(node_urls, citus=bool(workers))
+            print("waiting for sealing to catch up ...", file=sys.stderr, flush=True)
+            caught = await seal.catch_up(url)
+            cpu = await meter.stop()  # the load and the catch-up
+            counters.append(seal.scrape(server.port))
+            await admin.close()
+            out["sealing"] = await _sealing(
+                url, node_urls, data, workers, unsealed, caught, counters, out, cpu
+            )
             print("reading pages ...", file=sys.stderr, flush=True)
             out["pages"] = await read_pages(server.port, consumer, data, args.reads, args.warmup)
         return out
