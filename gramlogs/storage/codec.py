@@ -65,6 +65,7 @@ __all__ = [
     "decode_rows",
     "encode",
     "encode_batch",
+    "find",
 ]
 
 LEVELS = ("debug", "info", "warn", "error")
@@ -544,10 +545,63 @@ def decode_rows(
     return out
 
 
+# UTF-8 of the two characters outside ASCII whose lower case is ASCII (trigrams.TO_ASCII).
+_FOLDS_TO_ASCII = tuple(chr(c).encode() for c in (0x130, 0x212A))
+
+
+def find(
+    keys: Keys,
+    texts: Sequence[bytes],
+    positions: Sequence[int],
+    keyword: str,
+    *,
+    ascending: bool = True,
+    limit: int | None = None,
+) -> tuple[list[int], list[int]]:
+    """Which of ``positions`` (ascending) hold ``keyword`` in raw_log or message, case aside:
+    the lines that surely do, and the lines only PostgreSQL's ILIKE can decide.
+
+    An ASCII keyword is looked for in a granule's text at once, ASCII letters folded (what
+    any locale does to them); a line holding one of the two characters whose lower case is
+    ASCII is left to PostgreSQL unless found already. Any other keyword: every line is.
+    Granules are read in scan order (``ascending`` or not) until ``limit`` lines are sure.
+    """
+    if not keyword.isascii():
+        return [], list(positions)
+    needle = keyword.lower().encode()
+    sure: list[int] = []
+    unsure: list[int] = []
+    granule = keys.granule
+    groups = _by_granule(positions, granule)
+    for g, group in groups if ascending else reversed(groups):
+        start = g * granule
+        columns = _Granule(texts[g], min(granule, keys.lines - start), start)
+        wanted = set(group)
+        found = {start + i for i in columns.holding(needle)} & wanted
+        folds = {start + i for c in _FOLDS_TO_ASCII for i in columns.holding(c)} & wanted
+        sure += found
+        unsure += folds - found
+        if limit is not None and len(sure) >= limit:
+            break
+    return sorted(sure), sorted(unsure)
+
+
+def _by_granule(positions: Sequence[int], granule: int) -> list[tuple[int, Sequence[int]]]:
+    """``positions`` (ascending) cut at granule boundaries."""
+    out: list[tuple[int, Sequence[int]]] = []
+    i = 0
+    while i < len(positions):
+        g = positions[i] // granule
+        j = bisect.bisect_left(positions, (g + 1) * granule, lo=i)
+        out.append((g, positions[i:j]))
+        i = j
+    return out
+
+
 class _Granule:
     """A decompressed texts frame: each line's raw_log, message and attributes."""
 
-    __slots__ = ("blob", "ends", "n", "null", "start")
+    __slots__ = ("_lowered", "blob", "ends", "n", "null", "start")
 
     def __init__(self, frame: bytes, n: int, start: int) -> None:
         packed, self.blob = _texts_decoder.decode(_local.decompressor.decompress(frame))
@@ -557,9 +611,29 @@ class _Granule:
         messages[messages > 0] -= 1  # stored + 1, 0 being NULL
         self.ends: list[int] = [0, *np.cumsum(lengths).tolist()]
         self.n, self.start = n, start
+        self._lowered: bytes | None = None
 
     def _text(self, k: int) -> str:
         return self.blob[self.ends[k] : self.ends[k + 1]].decode()
+
+    def holding(self, needle: bytes) -> set[int]:
+        """The lines (from 0) whose raw_log or message holds ``needle`` (lower-case ASCII),
+        ASCII letters folded."""
+        n = self.n
+        if self._lowered is None:
+            self._lowered = self.blob[: self.ends[2 * n]].lower()
+        text = self._lowered
+        found: set[int] = set()
+        at = text.find(needle)
+        while at >= 0:
+            k = bisect.bisect_right(self.ends, at) - 1
+            if at + len(needle) <= self.ends[k + 1]:
+                found.add(k % n)
+                # The next line's text: one match a line is enough.
+                at = text.find(needle, self.ends[k + 1])
+            else:
+                at = text.find(needle, at + 1)
+        return found
 
     def texts(self, p: int) -> tuple[str, str | None, str]:
         i, n = p - self.start, self.n

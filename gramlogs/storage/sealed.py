@@ -425,7 +425,7 @@ async def _keyword_matches(
     records = await conn.fetch(_candidates_sql(where), f.project_id, _uuid(lo), _uuid(hi), *values)
     blocks = [_Block(f.project_id, r) for r in records]
     blocks.sort(key=lambda b: b.lo if ascending else -b.hi)
-    found: list[SealedRow] = []
+    found: list[tuple[int, _Block, int]] = []
     done, take = 0, FIRST_ROUND
     frontier: int | None = None
     while done < len(blocks):
@@ -433,26 +433,26 @@ async def _keyword_matches(
         done += len(batch)
         await _decode_keys(conn, batch)
         for block in batch:
-            found += await _keyword_rows(conn, f, block, lo, hi)
+            found += await _keyword_in(conn, f, block, lo, hi, ascending, limit)
         frontier = blocks[done].near(ascending) if done < len(blocks) else None
-        if sum(1 for r in found if _before(r[0].int, frontier, ascending)) >= limit:
+        if len(_known(found, frontier, ascending)) >= limit:
             break
         take *= 4
-    found.sort(key=lambda r: r[0].int, reverse=not ascending)
-    return [r for r in found if _before(r[0].int, frontier, ascending)][:limit]
+    return await _rows(conn, f.project_id, _known(found, frontier, ascending)[:limit])
 
 
-def _before(value: int, frontier: int | None, ascending: bool) -> bool:
-    if frontier is None:
-        return True
-    return value < frontier if ascending else value > frontier
-
-
-async def _keyword_rows(
-    conn: asyncpg.Connection, f: LogFilter, block: _Block, lo: int, hi: int
-) -> list[SealedRow]:
+async def _keyword_in(
+    conn: asyncpg.Connection,
+    f: LogFilter,
+    block: _Block,
+    lo: int,
+    hi: int,
+    ascending: bool,
+    limit: int,
+) -> list[tuple[int, _Block, int]]:
+    """The block's first ``limit`` matches of ``f`` in scan order, keyword included."""
     keys = block.keys
-    assert keys is not None
+    assert keys is not None and f.keyword is not None
     positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
     if not positions:
         return []
@@ -462,10 +462,13 @@ async def _keyword_rows(
         block.function_id,
         _uuid(block.lo),
     )
-    rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, positions)
-    assert f.keyword is not None
-    hits = await keyword_hits(conn, f.keyword, rows)
-    return [row for row, hit in zip(rows, hits, strict=True) if hit]
+    sure, unsure = codec.find(keys, texts, positions, f.keyword, ascending=ascending, limit=limit)
+    if unsure:
+        rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, unsure)
+        hits = await keyword_hits(conn, f.keyword, rows)
+        sure = sorted(sure + [p for p, hit in zip(unsure, hits, strict=True) if hit])
+    chosen = sure[:limit] if ascending else sure[-limit:]
+    return [(keys.id(p).int, block, p) for p in chosen]
 
 
 async def keyword_hits(
@@ -578,9 +581,12 @@ async def count_in_ranges(
                 block.function_id,
                 record["lo"],
             )
-            rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, positions)
-            hits = await keyword_hits(conn, f.keyword, rows)
-            positions = [p for p, hit in zip(positions, hits, strict=True) if hit]
+            sure, unsure = codec.find(keys, texts, positions, f.keyword)
+            if unsure:
+                rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, unsure)
+                hits = await keyword_hits(conn, f.keyword, rows)
+                sure = sorted(sure + [p for p, hit in zip(unsure, hits, strict=True) if hit])
+            positions = sure
         # Each range's positions, then how many matches lie between them (both ascending).
         for j in range(len(counts)):
             span = keys.span(bounds[j], bounds[j + 1] - 1)
