@@ -275,7 +275,7 @@ async def run_gramlogs(
         await _execute(admin_url, f"CREATE DATABASE {name}")
     try:
         # The server migrates an empty database and makes its partitions as it starts.
-        with gramlogs_server(url) as server:
+        with gramlogs_server(url, workers=args.workers) as server:
             producers, consumer = await make_tenants(url, data)
             admin = await asyncpg.connect(admin_url)
             meter = CpuMeter(admin, name, server.process.pid)
@@ -354,6 +354,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "machine": info,
         "data": _describe(data),
         "clients": args.clients,
+        "workers": args.workers,
         "slice": args.slice,
         "gramlogs": gram,
         "copy": floor,
@@ -388,6 +389,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--projects", type=int, default=100, help="projects (100)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients of each load (4)")
     p.add_argument("--batch", type=int, default=5000, help="lines per request (5,000)")
+    p.add_argument("--workers", type=int, default=1, help="gramlogs server processes (1)")
     p.add_argument("--slice", type=int, default=1_000_000, help="lines per timed slice (1M)")
     p.add_argument("--reads", type=int, default=50, help="requests per page (50)")
     p.add_argument("--warmup", type=int, default=5, help="warm-up requests per page (5)")

@@ -89,6 +89,7 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"## {r['machine']['date']}: {d['lines']:,} lines, {d['projects']} projects,"
         f" {r['clients']} clients, batches of {d['batch']:,}"
+        + (f", {r['workers']} server processes" if r.get("workers", 1) > 1 else "")
         + (" (Citus: coordinator and 2 workers)" if r["machine"]["citus"] else ""),
         "",
         f"`{r['command']}`, {r['seconds']:,.0f} s in all.",

@@ -116,22 +116,31 @@ class UnsealedSampler:
 
 
 async def catch_up(url: str) -> dict[str, Any]:
-    """Wait until sealing has caught up (see :data:`SETTLE_S`); how long it took."""
+    """Wait until sealing has caught up (see :data:`SETTLE_S`) and merging has settled (the
+    number of blocks unchanged over SETTLE_S: batches written straight into blocks leave
+    small ones, merged in the background); how long it took."""
     conn = await asyncpg.connect(url)
     try:
         started = time.perf_counter()
-        before = None
+        before = blocks_before = None
         while True:
             now, sealed = await _counts(conn)
+            blocks = await conn.fetchval("SELECT count(*) FROM log_sealed")
             seconds = time.perf_counter() - started
-            if now < SETTLED_BELOW or now == before or seconds > CATCH_UP_LIMIT_S:
+            settled = (now < SETTLED_BELOW or now == before) and blocks == blocks_before
+            if settled or seconds > CATCH_UP_LIMIT_S:
                 break
-            before = now
+            before, blocks_before = now, blocks
             await asyncio.sleep(SETTLE_S)
     finally:
         await conn.close()
-    caught = now < SETTLED_BELOW or now == before
-    return {"seconds": round(seconds, 1), "unsealed": now, "sealed": sealed, "caught_up": caught}
+    return {
+        "seconds": round(seconds, 1),
+        "unsealed": now,
+        "sealed": sealed,
+        "blocks": blocks,
+        "caught_up": settled,
+    }
 
 
 def scrape(port: int) -> dict[str, float]:
