@@ -1,0 +1,513 @@
+"""Sealed blocks: up to 65,536 lines of one (project, function), in id order, as a few zstd frames.
+
+A block is one ``log_sealed`` row (:class:`Sealed`): postings a query can test without
+decompressing anything (counts by level and source, the distinct instances, deployments and
+executions, the trigram codes of trigrams.py), one frame of every key column (``keys``), and
+the text columns (raw_log, message, attributes) cut into frames of :data:`GRANULE_ROWS` lines
+(``texts``), so that reading a page decompresses only the granules that hold its lines.
+
+The keys frame, msgpack of :class:`_KeysFrame`, decodes alone (it holds its distinct values):
+
+- ids: their first 64 bits are milliseconds, the version and microseconds (ids.py), so they are
+  stored as the deltas of the milliseconds and the raw 16 bits below; the last 64 bits as
+  deltas modulo 2^64 (random in production: 8 bytes a line that nothing compresses).
+- timestamp: its microseconds minus those its id encodes, almost always 0; exact whatever the
+  id (tests seed arbitrary ones).
+- level, source: codes into LEVELS, SOURCES; instance, deployment, execution: indexes into the
+  block's sorted distinct values (execution 0 is NULL).
+
+Every integer array is stored at the narrowest width (1, 2, 4 or 8 bytes) holding its largest
+value, its bytes transposed (all first bytes, then all second bytes...): zstd then sees runs of
+zeros and near-constant bytes instead of interleaved noise.
+
+A texts frame, msgpack of (lengths, blob): the UTF-8 lengths of every raw_log, then every
+message (length + 1; 0 is NULL), then every attributes, and the three columns' text one after
+the other: like with like, which compresses better than line by line.
+
+Defaults, from ``python -m benchmarks.sealing`` (benchmarks/sealing.md): see GRANULE_ROWS and
+LEVEL for the figures.
+
+zstd objects are not thread-safe and encode may run in a worker thread: each thread makes its
+own compressor and decompressor once (:data:`_local`); a fresh ZstdCompressor costs ~20 µs,
+more than compressing a granule's keys.
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import zstandard
+
+from gramlogs.storage import trigrams
+from gramlogs.storage.pages import COLUMNS, StoredRow
+
+__all__ = [
+    "GRANULE_ROWS",
+    "LEVEL",
+    "LEVELS",
+    "MAX_LINES",
+    "SOURCES",
+    "Keys",
+    "Sealed",
+    "SealedRow",
+    "decode_keys",
+    "decode_rows",
+    "encode",
+]
+
+LEVELS = ("debug", "info", "warn", "error")
+SOURCES = ("server", "function", "stdout", "stderr")
+# Lines per texts frame. Placeholder until measured (benchmarks/sealing.md).
+GRANULE_ROWS = 512
+# zstd level of every frame. Placeholder until measured (benchmarks/sealing.md).
+LEVEL = 3
+MAX_LINES = 65_536
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_LEVEL_CODE = {name: i for i, name in enumerate(LEVELS)}
+_SOURCE_CODE = {name: i for i, name in enumerate(SOURCES)}
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_U64 = np.uint64
+_MASK_64 = (1 << 64) - 1
+
+U64Array = npt.NDArray[np.uint64]
+I64Array = npt.NDArray[np.int64]
+
+
+class SealedRow(tuple):  # type: ignore[type-arg]
+    """One line in pages.COLUMNS order, a plain tuple that also answers ``row["name"]`` and
+    ``row.get(name)`` as an asyncpg Record does."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, _INDEX[key])
+        return tuple.__getitem__(self, key)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        index = _INDEX.get(name)
+        return default if index is None else tuple.__getitem__(self, index)
+
+    def keys(self) -> tuple[str, ...]:
+        return COLUMNS
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """An encoded block: one log_sealed row."""
+
+    project_id: uuid.UUID
+    function_id: uuid.UUID
+    lo: uuid.UUID  # lowest id
+    hi: uuid.UUID  # highest id
+    lines: int
+    levels: list[int]  # lines per level, LEVELS order
+    sources: list[int]  # lines per source, SOURCES order
+    instances: list[str]  # distinct values, sorted
+    deployments: list[uuid.UUID]  # distinct, sorted
+    executions: list[str]  # distinct non-null values, sorted
+    grams: list[int]  # trigrams.block_codes of the lines' texts
+    keys: bytes  # one zstd frame of every key column
+    texts: list[bytes]  # a zstd frame per GRANULE_ROWS lines: raw_log, message, attributes
+
+
+class _KeysFrame(msgspec.Struct, array_like=True):
+    lines: int
+    granule: int
+    ms: bytes  # ids' milliseconds, first value then deltas
+    sub: bytes  # ids' bits 48-63: version and microseconds
+    low: bytes  # ids' last 64 bits, first value then deltas modulo 2^64
+    shift: bytes  # timestamp µs - the µs the id encodes, zigzag
+    level: bytes
+    source: bytes
+    instance: bytes
+    deployment: bytes
+    execution: bytes  # 0: NULL, else 1 + index into executions
+    instances: list[str]
+    deployments: bytes  # 16 bytes each
+    executions: list[str]
+
+
+_keys_encoder = msgspec.msgpack.Encoder()
+_keys_decoder = msgspec.msgpack.Decoder(_KeysFrame)
+_texts_decoder = msgspec.msgpack.Decoder(tuple[bytes, bytes])
+
+
+class _Zstd(threading.local):
+    def __init__(self) -> None:
+        self.compressors: dict[int, zstandard.ZstdCompressor] = {}
+        self.decompressor = zstandard.ZstdDecompressor()
+
+    def compressor(self, level: int) -> zstandard.ZstdCompressor:
+        found = self.compressors.get(level)
+        if found is None:
+            found = self.compressors[level] = zstandard.ZstdCompressor(level=level)
+        return found
+
+
+_local = _Zstd()
+
+
+# ---- integer arrays ---------------------------------------------------------------------------
+
+
+def _pack(values: npt.NDArray[Any]) -> bytes:
+    """``values`` (unsigned) at the narrowest width, bytes transposed; the width first."""
+    top = int(values.max()) if len(values) else 0
+    width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
+    planes = values.astype(f"<u{width}").view(np.uint8).reshape(-1, width).T
+    return bytes((width,)) + planes.tobytes()
+
+
+def _unpack(data: bytes, n: int) -> U64Array:
+    width = data[0]
+    planes = np.frombuffer(data, np.uint8, offset=1).reshape(width, n)
+    values = np.ascontiguousarray(planes.T).view(f"<u{width}").reshape(n)
+    return values.astype(np.uint64)
+
+
+def _deltas(values: U64Array) -> U64Array:
+    out = values.copy()
+    out[1:] -= values[:-1]  # wraps modulo 2^64, which cumsum undoes
+    return out
+
+
+def _zigzag(values: I64Array) -> U64Array:
+    return ((values << 1) ^ (values >> 63)).view(np.uint64)
+
+
+def _unzigzag(values: U64Array) -> I64Array:
+    out: I64Array = (values >> _U64(1)).view(np.int64) ^ -((values & _U64(1)).view(np.int64))
+    return out
+
+
+# ---- encoding ---------------------------------------------------------------------------------
+
+
+def encode(rows: Sequence[StoredRow], *, granule: int = GRANULE_ROWS, level: int = LEVEL) -> Sealed:
+    """The block of ``rows``: in pages.COLUMNS order, of one project and one function, ids
+    distinct and ascending, 1 to MAX_LINES of them. ValueError otherwise."""
+    n = len(rows)
+    if not 1 <= n <= MAX_LINES:
+        raise ValueError(f"a block holds 1 to {MAX_LINES} lines, not {n}")
+    (ids, stamps, instances, levels, sources, raws, messages, attributes, projects) = (
+        cols := list(zip(*rows, strict=True))
+    )[:9]
+    deployments, functions, executions = cols[9:12]
+    project, function = projects[0], functions[0]
+    # list.count compares in C, and asyncpg's uuids compare in C too.
+    if projects.count(project) != n or functions.count(function) != n:
+        raise ValueError("a block holds the lines of one project and one function")
+    words = np.frombuffer(b"".join([i.bytes for i in ids]), dtype=">u8").reshape(n, 2)
+    high = words[:, 0].astype(np.uint64)
+    low = words[:, 1].astype(np.uint64)
+    if n > 1 and not np.all(
+        (high[1:] > high[:-1]) | ((high[1:] == high[:-1]) & (low[1:] > low[:-1]))
+    ):
+        raise ValueError("a block's ids must be distinct and ascending")
+    try:
+        level_codes = np.fromiter(map(_LEVEL_CODE.__getitem__, levels), np.uint8, n)
+        source_codes = np.fromiter(map(_SOURCE_CODE.__getitem__, sources), np.uint8, n)
+    except KeyError as exc:
+        raise ValueError(f"unknown level or source {exc.args[0]!r}") from None
+    # Exact µs (a float timestamp() is not, past 2255); map() spares a comprehension's frame.
+    since = map(operator.sub, stamps, repeat(_EPOCH))
+    micros = np.fromiter(map(operator.floordiv, since, repeat(_ONE_US)), np.int64, n)
+    instance_values, instance_codes = _distinct(instances)
+    deployment_values, deployment_codes = _distinct(deployments)
+    execution_values, execution_codes = _distinct_nullable(executions)
+    deployment_ids = [uuid.UUID(bytes=d.bytes) for d in deployment_values]
+    frame = _KeysFrame(
+        lines=n,
+        granule=granule,
+        ms=_pack(_deltas(high >> _U64(16))),
+        sub=_pack(high & _U64(0xFFFF)),
+        low=_pack(_deltas(low)),
+        shift=_pack(_zigzag(micros - _id_micros(high))),
+        level=_pack(level_codes),
+        source=_pack(source_codes),
+        instance=_pack(instance_codes),
+        deployment=_pack(deployment_codes),
+        execution=_pack(execution_codes),
+        instances=instance_values,
+        deployments=b"".join(d.bytes for d in deployment_ids),
+        executions=execution_values,
+    )
+    compressor = _local.compressor(level)
+    texts = [
+        compressor.compress(
+            _texts_frame(
+                raws[g : g + granule], messages[g : g + granule], attributes[g : g + granule]
+            )
+        )
+        for g in range(0, n, granule)
+    ]
+    return Sealed(
+        project_id=uuid.UUID(bytes=project.bytes),
+        function_id=uuid.UUID(bytes=function.bytes),
+        lo=uuid.UUID(bytes=ids[0].bytes),
+        hi=uuid.UUID(bytes=ids[-1].bytes),
+        lines=n,
+        levels=np.bincount(level_codes, minlength=len(LEVELS)).tolist(),
+        sources=np.bincount(source_codes, minlength=len(SOURCES)).tolist(),
+        instances=instance_values,
+        deployments=deployment_ids,
+        executions=execution_values,
+        grams=trigrams.block_codes(list(map(trigrams.text_of, messages, raws))),
+        keys=compressor.compress(_keys_encoder.encode(frame)),
+        texts=texts,
+    )
+
+
+def _id_micros(high: U64Array) -> I64Array:
+    """The µs since 1970 that ids' first 64 bits encode (ids.timestamp_of, vectorised)."""
+    ms = (high >> _U64(16)).astype(np.int64)
+    sub = np.minimum(high & _U64(0xFFF), _U64(999)).astype(np.int64)
+    out: I64Array = ms * 1000 + sub
+    return out
+
+
+def _distinct(values: Sequence[Any]) -> tuple[list[Any], npt.NDArray[np.uint32]]:
+    ordered = sorted(set(values))
+    index = {v: i for i, v in enumerate(ordered)}
+    return ordered, np.array([index[v] for v in values], dtype=np.uint32)
+
+
+def _distinct_nullable(values: Sequence[Any]) -> tuple[list[Any], npt.NDArray[np.uint32]]:
+    ordered = sorted({v for v in values if v is not None})
+    index: dict[Any, int] = {v: i + 1 for i, v in enumerate(ordered)}
+    index[None] = 0
+    return ordered, np.array([index[v] for v in values], dtype=np.uint32)
+
+
+def _utf8_lengths(values: Sequence[str], joined: str) -> list[int]:
+    # Byte lengths: for ASCII text (most log lines) those of the strings, without encoding each.
+    if joined.isascii():
+        return list(map(len, values))
+    return [len(v.encode()) for v in values]
+
+
+def _texts_frame(
+    raws: Sequence[str], messages: Sequence[str | None], attributes: Sequence[str]
+) -> bytes:
+    n = len(raws)
+    present = [m for m in messages if m is not None]
+    raw_text, message_text, attribute_text = "".join(raws), "".join(present), "".join(attributes)
+    lengths = np.zeros(3 * n, dtype=np.uint64)
+    lengths[:n] = _utf8_lengths(raws, raw_text)
+    if len(present) == n:
+        lengths[n : 2 * n] = _utf8_lengths(present, message_text)
+        lengths[n : 2 * n] += _U64(1)
+    elif present:
+        null = np.fromiter(map(operator.is_, messages, repeat(None)), np.bool_, n)
+        lengths[n : 2 * n][~null] = np.array(_utf8_lengths(present, message_text)) + 1
+    lengths[2 * n :] = _utf8_lengths(attributes, attribute_text)
+    blob = (raw_text + message_text + attribute_text).encode()
+    return _keys_encoder.encode((_pack(lengths), blob))
+
+
+# ---- decoding ---------------------------------------------------------------------------------
+
+
+class Keys:
+    """A decoded keys frame: the key columns of a block's lines, position by position."""
+
+    __slots__ = (
+        "deployment",
+        "deployments",
+        "execution",
+        "executions",
+        "function_id",
+        "granule",
+        "high",
+        "instance",
+        "instances",
+        "level",
+        "lines",
+        "low",
+        "micros",
+        "source",
+    )
+
+    def __init__(self, frame: _KeysFrame, function_id: uuid.UUID) -> None:
+        n = self.lines = frame.lines
+        self.granule = frame.granule
+        self.function_id = function_id
+        ms = np.cumsum(_unpack(frame.ms, n), dtype=np.uint64)
+        self.high: U64Array = (ms << _U64(16)) | _unpack(frame.sub, n)
+        self.low: U64Array = np.cumsum(_unpack(frame.low, n), dtype=np.uint64)
+        self.micros: I64Array = _id_micros(self.high) + _unzigzag(_unpack(frame.shift, n))
+        self.level = _unpack(frame.level, n)
+        self.source = _unpack(frame.source, n)
+        self.instance = _unpack(frame.instance, n)
+        self.deployment = _unpack(frame.deployment, n)
+        self.execution = _unpack(frame.execution, n)
+        self.instances = frame.instances
+        raw = frame.deployments
+        self.deployments = [uuid.UUID(bytes=raw[i : i + 16]) for i in range(0, len(raw), 16)]
+        self.executions = frame.executions
+
+    @property
+    def ids(self) -> tuple[U64Array, U64Array]:
+        """The ids, ascending, as their first and last 64 bits."""
+        return self.high, self.low
+
+    def id(self, i: int) -> uuid.UUID:
+        return uuid.UUID(int=(int(self.high[i]) << 64) | int(self.low[i]))
+
+    def timestamp(self, i: int) -> datetime:
+        return _EPOCH + timedelta(microseconds=int(self.micros[i]))
+
+    def _first_at_least(self, value: int) -> int:
+        """The first position whose id (as int) is ``value`` or more."""
+        if value <= 0:
+            return 0
+        if value >> 128:
+            return self.lines
+        high, low = _U64(value >> 64), _U64(value & _MASK_64)
+        a = int(np.searchsorted(self.high, high, side="left"))
+        b = int(np.searchsorted(self.high, high, side="right"))
+        return a + int(np.searchsorted(self.low[a:b], low, side="left"))
+
+    def span(self, lo: int, hi: int) -> range:
+        """The positions whose id (as int) is in [lo, hi]."""
+        if hi < lo:
+            return range(0)
+        return range(self._first_at_least(lo), self._first_at_least(hi + 1))
+
+    def has_id(self, value: int) -> bool:
+        return len(self.span(value, value)) > 0
+
+    def matching(
+        self, positions: range, equals: Mapping[str, object], sources: Sequence[str]
+    ) -> list[int]:
+        """The positions (ascending) of ``positions`` whose line has every value of ``equals``
+        (NULL equals nothing, as in SQL) and, unless ``sources`` is empty, one of ``sources``."""
+        start, stop = positions.start, positions.stop
+        if positions.step != 1 or stop <= start:
+            return [p for p in positions if p in self.matching(range(p, p + 1), equals, sources)]
+        mask = np.ones(stop - start, dtype=np.bool_)
+        for name, value in equals.items():
+            if value is None:
+                return []
+            if name == "function_id":
+                if _as_uuid(value) != self.function_id:
+                    return []
+                continue
+            column, code = self._code(name, value)
+            if code is None:
+                return []
+            mask &= column[start:stop] == code
+        if sources:
+            codes = [_SOURCE_CODE[s] for s in sources if s in _SOURCE_CODE]
+            mask &= np.isin(self.source[start:stop], codes)
+        found: list[int] = (np.flatnonzero(mask) + start).tolist()
+        return found
+
+    def _code(self, name: str, value: object) -> tuple[U64Array, int | None]:
+        if name == "level":
+            return self.level, _LEVEL_CODE.get(str(value))
+        if name == "source":
+            return self.source, _SOURCE_CODE.get(str(value))
+        if name == "instance":
+            return self.instance, _find(self.instances, value)
+        if name == "deployment_id":
+            return self.deployment, _find(self.deployments, _as_uuid(value))
+        if name == "execution_id":
+            found = _find(self.executions, value)
+            return self.execution, None if found is None else found + 1
+        raise ValueError(f"{name!r} is not an equality filter")
+
+
+def _as_uuid(value: object) -> uuid.UUID:
+    return uuid.UUID(value) if isinstance(value, str) else uuid.UUID(int=value.int)  # type: ignore[attr-defined]
+
+
+def _find(ordered: Sequence[Any], value: object) -> int | None:
+    i = bisect.bisect_left(ordered, value)
+    return i if i < len(ordered) and ordered[i] == value else None
+
+
+def decode_keys(keys: bytes, function_id: uuid.UUID) -> Keys:
+    """The key columns of a block whose keys frame is ``keys``."""
+    return Keys(_keys_decoder.decode(_local.decompressor.decompress(keys)), function_id)
+
+
+def decode_rows(
+    project_id: uuid.UUID,
+    function_id: uuid.UUID,
+    keys: Keys,
+    texts: Sequence[bytes],
+    positions: Sequence[int],
+) -> list[SealedRow]:
+    """The lines at ``positions`` (ascending) as asyncpg would have read them, decompressing
+    only the granules that hold them."""
+    out: list[SealedRow] = []
+    granule = keys.granule
+    current = -1
+    columns: _Granule | None = None
+    for p in positions:
+        g = p // granule
+        if g != current:
+            start = g * granule
+            columns = _Granule(texts[g], min(granule, keys.lines - start), start)
+            current = g
+        assert columns is not None
+        raw, message, attributes = columns.texts(p)
+        e = int(keys.execution[p])
+        out.append(
+            tuple.__new__(
+                SealedRow,
+                (
+                    keys.id(p),
+                    keys.timestamp(p),
+                    keys.instances[keys.instance[p]],
+                    LEVELS[keys.level[p]],
+                    SOURCES[keys.source[p]],
+                    raw,
+                    message,
+                    attributes,
+                    project_id,
+                    keys.deployments[keys.deployment[p]],
+                    function_id,
+                    None if e == 0 else keys.executions[e - 1],
+                ),
+            )
+        )
+    return out
+
+
+class _Granule:
+    """A decompressed texts frame: each line's raw_log, message and attributes."""
+
+    __slots__ = ("blob", "ends", "n", "null", "start")
+
+    def __init__(self, frame: bytes, n: int, start: int) -> None:
+        packed, self.blob = _texts_decoder.decode(_local.decompressor.decompress(frame))
+        lengths = _unpack(packed, 3 * n).astype(np.int64)
+        messages = lengths[n : 2 * n]
+        self.null: list[bool] = (messages == 0).tolist()
+        messages[messages > 0] -= 1  # stored + 1, 0 being NULL
+        self.ends: list[int] = [0, *np.cumsum(lengths).tolist()]
+        self.n, self.start = n, start
+
+    def _text(self, k: int) -> str:
+        return self.blob[self.ends[k] : self.ends[k + 1]].decode()
+
+    def texts(self, p: int) -> tuple[str, str | None, str]:
+        i, n = p - self.start, self.n
+        message = None if self.null[i] else self._text(n + i)
+        return self._text(i), message, self._text(2 * n + i)
