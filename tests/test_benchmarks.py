@@ -136,3 +136,18 @@ async def test_tail_smoke_every_tail_gets_every_line_exactly_once(server_url):
     assert set(result["rss_mib"]) >= {"start", "idle_before_tails", "end"}
     # Delays and flat reads; exactly once is tests/test_tail_fan_out.py's.
     assert len(result["targets"]) == 3
+
+
+@pytest.mark.timeout(300)
+async def test_sealing_smoke(server_url):
+    # No database: the codec alone, on scale_data's lines.
+    result = await _run("benchmarks.sealing", server_url)
+    assert result["lines"] == 20_000
+    configs = result["configs"]
+    assert len(configs) == 2 * (4 + 4 + 4)
+    assert {c["set"] for c in configs} == {"hot function", "mixed"}
+    mixed = [c for c in configs if c["set"] == "mixed"]
+    assert sum(c["lines"] for c in mixed) == 20_000 * len(mixed)
+    assert all(
+        c["bytes_per_line"]["keys"] > 0 and c["bytes_per_line"]["texts"] > 0 for c in configs
+    )

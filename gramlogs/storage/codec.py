@@ -24,8 +24,13 @@ A texts frame, msgpack of (lengths, blob): the UTF-8 lengths of every raw_log, t
 message (length + 1; 0 is NULL), then every attributes, and the three columns' text one after
 the other: like with like, which compresses better than line by line.
 
-Defaults, from ``python -m benchmarks.sealing`` (benchmarks/sealing.md): see GRANULE_ROWS and
-LEVEL for the figures.
+Defaults, from ``python -m benchmarks.sealing`` (benchmarks/sealing.md, 2026-12-07: 200k lines
+of scale_data, its busiest function in blocks of 4096, ids given 62 random bits as production's
+have): keys 13.1 B/line (8 of them the ids' random bits), texts 11.9, grams 5.9 (4 B a code),
+30.9 B/line in all; encode 3.5-3.9 µs/line (trigrams.block_codes ~0.8 of it), decode_keys
+0.19-0.21 ms, 21 rows of one granule 0.15 ms, on a shared 2-core machine. Blocks of 8192 would
+save 2.4 B/line of grams but double decode_keys (0.40 ms); a zstd dictionary trained on other
+functions saves 0.8 B/line of texts (7%), not worth a dictionary to store and version.
 
 zstd objects are not thread-safe and encode may run in a worker thread: each thread makes its
 own compressor and decompressor once (:data:`_local`); a fresh ZstdCompressor costs ~20 µs,
@@ -70,9 +75,13 @@ __all__ = [
 
 LEVELS = ("debug", "info", "warn", "error")
 SOURCES = ("server", "function", "stdout", "stderr")
-# Lines per texts frame. Placeholder until measured (benchmarks/sealing.md).
+# Lines per texts frame. A page decompresses the granules it shows: 21 rows of one granule take
+# 0.12 ms at 256, 0.15 at 512, 0.19 at 1024, 0.54 for a whole 4096 block; texts cost 13.0, 11.9,
+# 11.3, 11.1 B/line. 512 keeps a page read well under 0.3 ms for 1 B/line over the whole block.
 GRANULE_ROWS = 512
-# zstd level of every frame. Placeholder until measured (benchmarks/sealing.md).
+# zstd level of every frame. Level 1/3/6/9: 31.3/30.9/29.6/29.1 B/line in all, encode
+# 3.7/3.8/4.8/4.6 µs/line p50 (compressing a 4096 block's texts alone: 0.13/0.20/0.50/0.75
+# µs/line). 6 and 9 save ~1.5 B/line (5%) for ~1 µs/line, a third of the encode budget.
 LEVEL = 3
 MAX_LINES = 65_536
 
@@ -82,6 +91,7 @@ _LEVEL_CODE = {name: i for i, name in enumerate(LEVELS)}
 _SOURCE_CODE = {name: i for i, name in enumerate(SOURCES)}
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
 _U64 = np.uint64
+_ZERO = _U64(0)
 _MASK_64 = (1 << 64) - 1
 
 # A row as writer.NewRow holds it (storage/writer.py imports this module, so not that type).
@@ -131,7 +141,8 @@ class Sealed:
 class _KeysFrame(msgspec.Struct, array_like=True):
     lines: int
     granule: int
-    ms: bytes  # ids' milliseconds, first value then deltas
+    first_ms: int  # the first id's milliseconds
+    ms: bytes  # ids' milliseconds, deltas (the first 0)
     sub: bytes  # ids' bits 48-63: version and microseconds
     low: bytes  # ids' last 64 bits, first value then deltas modulo 2^64
     shift: bytes  # timestamp µs - the µs the id encodes, zigzag
@@ -178,13 +189,16 @@ def _pack(values: npt.NDArray[Any]) -> bytes:
 
 def _unpack(data: bytes, n: int) -> U64Array:
     width = data[0]
+    if width == 1:  # codes and indexes mostly: nothing to transpose
+        return np.frombuffer(data, np.uint8, offset=1).astype(np.uint64)
     planes = np.frombuffer(data, np.uint8, offset=1).reshape(width, n)
     values = np.ascontiguousarray(planes.T).view(f"<u{width}").reshape(n)
     return values.astype(np.uint64)
 
 
-def _deltas(values: U64Array) -> U64Array:
+def _deltas(values: U64Array, first: np.uint64 = _ZERO) -> U64Array:
     out = values.copy()
+    out[0] -= first
     out[1:] -= values[:-1]  # wraps modulo 2^64, which cumsum undoes
     return out
 
@@ -288,7 +302,8 @@ def _encode(
     frame = _KeysFrame(
         lines=n,
         granule=granule,
-        ms=_pack(_deltas(high >> _U64(16))),
+        first_ms=int(high[0] >> _U64(16)),
+        ms=_pack(_deltas(high >> _U64(16), first=high[0] >> _U64(16))),
         sub=_pack(high & _U64(0xFFFF)),
         low=_pack(_deltas(low)),
         shift=_pack(_zigzag(micros - _id_micros(high))),
@@ -338,14 +353,16 @@ def _id_micros(high: U64Array) -> I64Array:
 def _distinct(values: Sequence[Any]) -> tuple[list[Any], npt.NDArray[np.uint32]]:
     ordered = sorted(set(values))
     index = {v: i for i, v in enumerate(ordered)}
-    return ordered, np.array([index[v] for v in values], dtype=np.uint32)
+    return ordered, np.fromiter(map(index.__getitem__, values), np.uint32, len(values))
 
 
 def _distinct_nullable(values: Sequence[Any]) -> tuple[list[Any], npt.NDArray[np.uint32]]:
-    ordered = sorted({v for v in values if v is not None})
+    distinct = set(values)
+    distinct.discard(None)
+    ordered = sorted(distinct)
     index: dict[Any, int] = {v: i + 1 for i, v in enumerate(ordered)}
     index[None] = 0
-    return ordered, np.array([index[v] for v in values], dtype=np.uint32)
+    return ordered, np.fromiter(map(index.__getitem__, values), np.uint32, len(values))
 
 
 def _utf8_lengths(values: Sequence[str], joined: str) -> list[int]:
@@ -401,7 +418,7 @@ class Keys:
         n = self.lines = frame.lines
         self.granule = frame.granule
         self.function_id = function_id
-        ms = np.cumsum(_unpack(frame.ms, n), dtype=np.uint64)
+        ms = np.cumsum(_unpack(frame.ms, n), dtype=np.uint64) + _U64(frame.first_ms)
         self.high: U64Array = (ms << _U64(16)) | _unpack(frame.sub, n)
         self.low: U64Array = np.cumsum(_unpack(frame.low, n), dtype=np.uint64)
         self.micros: I64Array = _id_micros(self.high) + _unzigzag(_unpack(frame.shift, n))
