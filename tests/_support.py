@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -103,3 +104,29 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     asyncpg hands out a proxy that stands for one (its stubs do not say so)."""
     async with pool.acquire() as conn:
         yield cast(asyncpg.Connection, conn)
+
+
+async def stored_ids(pool: asyncpg.Pool, project_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every id the project has, rows and sealed lines, in id order (a duplicate twice)."""
+    from gramlogs.storage import codec
+
+    async with connection(pool) as conn:
+        found = [
+            r[0] for r in await conn.fetch("SELECT id FROM logs WHERE project_id = $1", project_id)
+        ]
+        for function_id, keys in await conn.fetch(
+            "SELECT function_id, keys FROM log_sealed WHERE project_id = $1", project_id
+        ):
+            decoded = codec.decode_keys(keys, function_id)
+            found += [decoded.id(i) for i in range(decoded.lines)]
+    return sorted(found, key=lambda i: i.int)
+
+
+async def stored_lines(pool: asyncpg.Pool, project_id: uuid.UUID) -> int:
+    """How many lines the project has: rows, and lines of sealed blocks."""
+    count: int = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM logs WHERE project_id = $1)"
+        " + (SELECT coalesce(sum(lines), 0) FROM log_sealed WHERE project_id = $1)",
+        project_id,
+    )
+    return count

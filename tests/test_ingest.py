@@ -24,7 +24,7 @@ from gramlogs.core.config import Config
 from gramlogs.storage.functions import set_logs_enabled
 from gramlogs.web.app import create_app
 from gramlogs.web.ingest import LEVEL_ALIASES, MAX_ENTRIES, SOURCES
-from tests._support import bad_request, error
+from tests._support import bad_request, error, stored_lines
 
 URL = "/rpc/logs.ingest"
 LIST = "/rpc/logs.listToolExecutionLogs"
@@ -60,7 +60,8 @@ async def read_all(client: httpx.AsyncClient, tenant, **params: str) -> list[dic
 
 
 async def count_rows(pool, tenant) -> int:
-    return await pool.fetchval("SELECT count(*) FROM logs WHERE project_id = $1", tenant.project_id)
+    """The tenant's lines, rows and sealed (a batch of 1,000 or more is written sealed)."""
+    return await stored_lines(pool, tenant.project_id)
 
 
 # -- formats ------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
-from gramlogs.storage import functions, histogram, journal, retention, sealing, writer
+from gramlogs.storage import functions, histogram, journal, retention, sealing, tenants, writer
 from gramlogs.storage.pages import LogFilter, PageRequest, fetch_page
 from tests._support import connection
 
@@ -138,11 +139,15 @@ async def seed(pool, project_id: uuid.UUID, lines: list[Line], *, batches: int =
                 assert await writer.store_batch(conn, project_id, part) == (len(part), 0)
 
 
-async def seal(pool, blocks: int, *, merge: bool = False, now: datetime = NOW) -> None:
+async def seal(
+    pool, project: uuid.UUID, blocks: int, *, merge: bool = False, now: datetime = NOW
+) -> None:
+    """Seal up to ``blocks`` blocks of the project's rows (other tests' projects are left as
+    they are), then merge its small blocks."""
     async with connection(pool) as conn:
-        await sealing.seal_some(conn, now=now, max_blocks=blocks)
+        await sealing.seal_some(conn, now=now, max_blocks=blocks, project_id=project)
         if merge:
-            await sealing.merge_some(conn)
+            await sealing.merge_some(conn, project_id=project)
 
 
 async def counts(pool, project_id: uuid.UUID) -> tuple[int, int]:
@@ -214,7 +219,7 @@ async def test_a_walk_sees_every_line_once_in_order_while_lines_are_sealed_betwe
     walked: list[list[uuid.UUID]] = []
     cursor = None
     with small_blocks(16):
-        await seal(pool, seals[0], merge=merge)
+        await seal(pool, tenant.project_id, seals[0], merge=merge)
         for step in range(len(lines) + 2):
             req = PageRequest(f, per_page, ascending=ascending, forward=forward, cursor=cursor)
             async with connection(pool) as conn:
@@ -227,7 +232,7 @@ async def test_a_walk_sees_every_line_once_in_order_while_lines_are_sealed_betwe
             if not page.has_more or not got:
                 break
             cursor = got[-1] if forward else got[0]
-            await seal(pool, seals[(step + 1) % len(seals)], merge=merge)
+            await seal(pool, tenant.project_id, seals[(step + 1) % len(seals)], merge=merge)
     if not forward:
         walked.reverse()
     assert [i for page in walked for i in page] == expected
@@ -238,10 +243,10 @@ async def test_every_line_is_in_one_place_after_sealing_and_merging(pool, make_t
     lines = make_lines(7, 500)
     await seed(pool, tenant.project_id, lines)
     with small_blocks(32):
-        await seal(pool, 5)
+        await seal(pool, tenant.project_id, 5)
         assert await counts(pool, tenant.project_id) == (500 - 5 * 32, 5 * 32)
         # Partial blocks once the rows are older than SEAL_AGE_S; then merged.
-        await seal(pool, 1000, merge=True)
+        await seal(pool, tenant.project_id, 1000, merge=True)
     rows, sealed_lines = await counts(pool, tenant.project_id)
     assert (rows, sealed_lines) == (0, 500)
     async with connection(pool) as conn:
@@ -259,11 +264,11 @@ async def test_young_rows_stay_rows(pool, make_tenant):
     await seed(pool, tenant.project_id, make_lines(1, 40))
     with small_blocks(8):
         # An hour before NOW's data ends, nothing is older than the delay: nothing is sealed.
-        await seal(pool, 100, now=T0)
+        await seal(pool, tenant.project_id, 100, now=T0)
         assert await counts(pool, tenant.project_id) == (40, 0)
         # Past the delay but before the age: full blocks only.
         just_after = T0 + timedelta(seconds=sealing.SEAL_DELAY_S + 60)
-        await seal(pool, 100, now=just_after)
+        await seal(pool, tenant.project_id, 100, now=just_after)
     rows, sealed_lines = await counts(pool, tenant.project_id)
     assert sealed_lines > 0 and sealed_lines % 8 == 0 and rows + sealed_lines == 40
 
@@ -295,39 +300,43 @@ async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_ten
     before = await all_counts()
     assert sum(before[0]) == 400
     with small_blocks(24):
-        await seal(pool, 9)
+        await seal(pool, tenant.project_id, 9)
         assert await all_counts() == before
-        await seal(pool, 1000, merge=True)
+        await seal(pool, tenant.project_id, 1000, merge=True)
     assert await counts(pool, tenant.project_id) == (0, 400)
     assert await all_counts() == before
 
 
-async def test_poly_delete_and_retention_remove_sealed_lines(pool, make_tenant):
-    tenant = await make_tenant()
-    lines = make_lines(5, 300)
-    await seed(pool, tenant.project_id, lines)
-    with small_blocks(16):
-        await seal(pool, 6)
-    target = FUNCTIONS[0]
-    doomed = [x for x in lines if x.function_id == target and x.source in ("stdout", "stderr")]
-    async with connection(pool) as conn:
-        deleted = await functions.delete_logs(
-            conn, tenant.project_id, target, sources=("stdout", "stderr")
-        )
-    assert deleted == len(doomed)
-    left = [x for x in lines if x not in doomed]
-    cutoff = left[len(left) // 2]
-    async with connection(pool) as conn:
-        await conn.execute(
-            "UPDATE projects SET retention_days = $1 WHERE id = $2", 1, tenant.project_id
-        )
-        report = await retention.apply_retention(
-            conn, default_days=365, now=cutoff.timestamp + timedelta(days=1)
-        )
-        page = await fetch_page(conn, PageRequest(LogFilter(tenant.project_id), 1000))
-    assert report.deleted_rows > 0
-    kept = [x.id for x in left if x.id.int >= ids.lowest_id(cutoff.timestamp).int]
-    assert sorted(row[0] for row in page.rows) == sorted(kept)
+async def test_poly_delete_and_retention_remove_sealed_lines(fresh_database):
+    # A database of its own: retention deletes from every project.
+    async with asyncpg.create_pool(fresh_database, min_size=1, max_size=2) as pool:
+        async with connection(pool) as conn:
+            org = await tenants.create_organization(conn, "sealed-retention")
+            project = await tenants.create_project(conn, org, "p")
+        lines = make_lines(5, 300)
+        await seed(pool, project, lines)
+        with small_blocks(16):
+            await seal(pool, project, 6)
+        assert (await counts(pool, project))[1] == 6 * 16
+        target = FUNCTIONS[0]
+        doomed = [x for x in lines if x.function_id == target and x.source in ("stdout", "stderr")]
+        async with connection(pool) as conn:
+            deleted = await functions.delete_logs(
+                conn, project, target, sources=("stdout", "stderr")
+            )
+        assert deleted == len(doomed)
+        left = [x for x in lines if x not in doomed]
+        cutoff = left[len(left) // 2]
+        async with connection(pool) as conn:
+            await conn.execute("UPDATE projects SET retention_days = 1 WHERE id = $1", project)
+            await retention.apply_retention(
+                conn, default_days=365, now=cutoff.timestamp + timedelta(days=1)
+            )
+            page = await fetch_page(conn, PageRequest(LogFilter(project), 1000))
+        kept = [x.id for x in left if x.id.int >= ids.lowest_id(cutoff.timestamp).int]
+        assert 0 < len(kept) < len(left)
+        assert sorted(row[0].int for row in page.rows) == sorted(i.int for i in kept)
+        assert sum(await counts(pool, project)) == len(kept)
 
 
 async def test_a_resend_of_sealed_lines_stores_nothing(pool, make_tenant):
@@ -353,7 +362,7 @@ async def test_a_resend_of_sealed_lines_stores_nothing(pool, make_tenant):
     async with connection(pool) as conn:
         assert await writer.store_batch(conn, tenant.project_id, rows) == (50, 0)
     with small_blocks(8):
-        await seal(pool, 1000)
+        await seal(pool, tenant.project_id, 1000)
     assert (await counts(pool, tenant.project_id))[1] == 50
     async with connection(pool) as conn:
         assert await writer.store_batch(conn, tenant.project_id, rows) == (0, 50)
@@ -371,7 +380,7 @@ async def test_the_tail_reads_lines_that_were_sealed_since_their_batch(pool, mak
             conn, tenant.project_id, 1, uuid.UUID(int=0), 50, ["%alpha%"]
         )
     with small_blocks(16):
-        await seal(pool, 1000)
+        await seal(pool, tenant.project_id, 1000)
     assert (await counts(pool, tenant.project_id))[0] == 0
     async with connection(pool) as conn:
         after = await journal.read_lines(conn, tenant.project_id, 1, 1, ["%TIMEOUT%"])
@@ -393,7 +402,7 @@ async def test_pages_stay_whole_while_seals_and_merges_commit(pool, make_tenant)
     async def sealer() -> None:
         with small_blocks(8):
             while not stop.is_set():
-                await seal(pool, 3, merge=True)
+                await seal(pool, tenant.project_id, 3, merge=True)
                 await asyncio.sleep(0)
 
     task = asyncio.create_task(sealer())

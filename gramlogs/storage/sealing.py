@@ -65,7 +65,8 @@ class _Changed(Exception):
 # Canonical uuid text sorts as the uuid does; PostgreSQL before 18 has no min(uuid).
 _PENDING = """
 SELECT project_id, function_id, count(*) AS n, min(id::text COLLATE "C")::uuid AS oldest
-FROM logs WHERE id < $1 GROUP BY project_id, function_id
+FROM logs WHERE id < $1 AND ($2::uuid IS NULL OR project_id = $2)
+GROUP BY project_id, function_id
 """
 
 _OLDEST_ROWS = f"""
@@ -79,13 +80,18 @@ DELETE FROM logs WHERE project_id = $1 AND id BETWEEN $2 AND $3 AND id = ANY($4:
 
 
 async def seal_some(
-    conn: asyncpg.Connection, *, now: datetime, max_blocks: int = MAX_BLOCKS
+    conn: asyncpg.Connection,
+    *,
+    now: datetime,
+    max_blocks: int = MAX_BLOCKS,
+    project_id: uuid.UUID | None = None,
 ) -> Report:
-    """Seal what is due as of ``now``, at most ``max_blocks`` blocks; what was done."""
+    """Seal what is due as of ``now`` (of ``project_id`` only, when given), at most
+    ``max_blocks`` blocks; what was done."""
     report = Report()
     horizon = ids.lowest_id(now - timedelta(seconds=SEAL_DELAY_S))
     aged = ids.lowest_id(now - timedelta(seconds=SEAL_AGE_S)).int
-    pending = await conn.fetch(_PENDING, horizon)
+    pending = await conn.fetch(_PENDING, horizon, project_id)
     for row in sorted(pending, key=lambda r: -r["n"]):
         if row["n"] < BLOCK_ROWS and row["oldest"].int >= aged:
             continue
@@ -153,7 +159,8 @@ async def _drop_summaries(
 # -- Merging ------------------------------------------------------------------------------------
 
 _SMALL = """
-SELECT project_id, function_id FROM log_sealed WHERE lines < $1
+SELECT project_id, function_id FROM log_sealed
+WHERE lines < $1 AND ($2::uuid IS NULL OR project_id = $2)
 GROUP BY project_id, function_id HAVING count(*) > 1
 """
 # From the oldest small block on (small blocks are mostly the newest: a batch's part, or a
@@ -171,11 +178,16 @@ ORDER BY b.lo
 """
 
 
-async def merge_some(conn: asyncpg.Connection, *, max_merges: int = MAX_MERGES) -> Report:
-    """Merge runs of neighbouring small blocks of a function into blocks of at most
-    :data:`BLOCK_ROWS` lines; at most ``max_merges`` merges."""
+async def merge_some(
+    conn: asyncpg.Connection,
+    *,
+    max_merges: int = MAX_MERGES,
+    project_id: uuid.UUID | None = None,
+) -> Report:
+    """Merge runs of neighbouring small blocks of a function (of ``project_id`` only, when
+    given) into blocks of at most :data:`BLOCK_ROWS` lines; at most ``max_merges`` merges."""
     report = Report()
-    for small in await conn.fetch(_SMALL, MERGE_BELOW):
+    for small in await conn.fetch(_SMALL, MERGE_BELOW, project_id):
         project_id, function_id = small
         blocks = await conn.fetch(_OF_FUNCTION, project_id, function_id, MERGE_BELOW)
         for run in _runs(blocks):
