@@ -204,8 +204,11 @@ _KEYS_SQL = (
     " JOIN log_sealed AS b ON b.project_id = $1 AND b.function_id = r.fn AND b.lo = r.lo"
 )
 
+# Each block's granules r.a to r.b (from 1), by the block's place in the arguments.
 _TEXTS_SQL = (
-    "SELECT texts[$4:$5] FROM log_sealed WHERE project_id = $1 AND function_id = $2 AND lo = $3"
+    "SELECT r.n, b.texts[r.a:r.b] FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::int[])"
+    " WITH ORDINALITY AS r(fn, lo, a, b, n)"
+    " JOIN log_sealed AS b ON b.project_id = $1 AND b.function_id = r.fn AND b.lo = r.lo"
 )
 
 
@@ -380,32 +383,38 @@ def _known(
 async def _rows(
     conn: asyncpg.Connection, project_id: uuid.UUID, matches: Sequence[tuple[int, _Block, int]]
 ) -> list[SealedRow]:
-    """The rows of ``matches``, in their order, reading only the granules that hold them."""
+    """The rows of ``matches``, in their order: the granules that hold them fetched in one
+    statement (a slice of each block's texts), and only those decompressed."""
     by_block: dict[int, tuple[_Block, list[int]]] = {}
     for _, block, position in matches:
         by_block.setdefault(id(block), (block, []))[1].append(position)
-    rows: dict[tuple[int, int], SealedRow] = {}
-    for block, positions in by_block.values():
+    if not by_block:
+        return []
+    wanted = list(by_block.values())
+    spans = []
+    for block, positions in wanted:
         positions.sort()
-        for position, row in zip(
-            positions, await _decode(conn, project_id, block, positions), strict=True
-        ):
+        assert block.keys is not None
+        granule = block.keys.granule
+        spans.append((positions[0] // granule, positions[-1] // granule))
+    records = await conn.fetch(
+        _TEXTS_SQL,
+        project_id,
+        [block.function_id for block, _ in wanted],
+        [_uuid(block.lo) for block, _ in wanted],
+        [first + 1 for first, _ in spans],
+        [last + 1 for _, last in spans],
+    )
+    texts = {n: t for n, t in records}
+    rows: dict[tuple[int, int], SealedRow] = {}
+    for n, ((block, positions), (first, _)) in enumerate(zip(wanted, spans, strict=True)):
+        assert block.keys is not None
+        # Only the granules holding a position are decompressed: the others were not fetched.
+        granules = [b""] * first + list(texts[n + 1])
+        decoded = codec.decode_rows(project_id, block.function_id, block.keys, granules, positions)
+        for position, row in zip(positions, decoded, strict=True):
             rows[(id(block), position)] = row
     return [rows[(id(block), position)] for _, block, position in matches]
-
-
-async def _decode(
-    conn: asyncpg.Connection, project_id: uuid.UUID, block: _Block, positions: list[int]
-) -> list[SealedRow]:
-    first = positions[0] // codec.GRANULE_ROWS
-    last = positions[-1] // codec.GRANULE_ROWS
-    texts = await conn.fetchval(
-        _TEXTS_SQL, project_id, block.function_id, _uuid(block.lo), first + 1, last + 1
-    )
-    # Only the granules holding a position are decompressed: the others need not be fetched.
-    granules = [b""] * first + list(texts)
-    assert block.keys is not None
-    return codec.decode_rows(project_id, block.function_id, block.keys, granules, positions)
 
 
 # -- Keywords -----------------------------------------------------------------------------------
