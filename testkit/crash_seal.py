@@ -74,7 +74,7 @@ def _install(killer: _Killer) -> None:
         await write(*args, **kwargs)
         killer.reached(f"{killer.doing}-open")
 
-    sealed.write = write_then_maybe_die  # type: ignore[assignment]
+    sealed.write = write_then_maybe_die
     sealing._seal_block = _around(killer, "seal", sealing._seal_block)  # type: ignore[assignment]
     sealing._merge = _around(killer, "merge", sealing._merge)  # type: ignore[assignment]
 
