@@ -123,7 +123,7 @@ async def test_a_sealer_killed_mid_seal_or_merge_loses_and_doubles_no_line(fresh
             project_id = await _project(conn)
         await seed(pool, project_id, lines)
         with small_blocks(8):
-            await seal(pool, PRESEALED_BLOCKS)
+            await seal(pool, project_id, PRESEALED_BLOCKS)
 
         assert await asyncio.to_thread(_run_sealer, fresh_database, kill, 3) == -signal.SIGKILL
 
