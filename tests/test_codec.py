@@ -251,3 +251,23 @@ def test_matching_another_function_finds_nothing():
     assert keys.matching(range(2), {"function_id": str(FUNCTION)}, []) == [0, 1]
     assert keys.matching(range(2), {"function_id": PROJECT}, []) == []
     assert keys.matching(range(2), {}, ["server"]) == []
+
+
+@given(blocks(), st.integers(1, 4), st.integers(0, 2**32))
+def test_merged_blocks_hold_their_lines_as_one_block_of_them_would(block, parts, seed):
+    rows, granule = block
+    # The lines dealt to up to four blocks at random: their id ranges overlap.
+    rng = random.Random(seed)
+    dealt: list[list[tuple[object, ...]]] = [[] for _ in range(parts)]
+    for row in rows:
+        dealt[rng.randrange(parts)].append(row)
+    made = [codec.encode(d, granule=granule) for d in dealt if d]
+    merged = codec.merge(PROJECT, FUNCTION, [(b.keys, b.texts, b.grams) for b in made])
+    whole = codec.encode(rows)
+    keys = codec.decode_keys(merged.keys, FUNCTION)
+    out = codec.decode_rows(PROJECT, FUNCTION, keys, merged.texts, range(len(rows)))
+    assert [tuple(r) for r in out] == rows
+    assert keys.granule == codec.GRANULE_ROWS
+    postings = ("lo", "hi", "lines", "levels", "sources", "instances", "deployments")
+    for name in (*postings, "executions", "grams"):
+        assert getattr(merged, name) == getattr(whole, name), name

@@ -71,6 +71,7 @@ __all__ = [
     "encode",
     "encode_batch",
     "find",
+    "merge",
 ]
 
 LEVELS = ("debug", "info", "warn", "error")
@@ -295,10 +296,53 @@ def _encode(
     # Exact µs (a float timestamp() is not, past 2255); map() spares a comprehension's frame.
     since = map(operator.sub, stamps, repeat(_EPOCH))
     micros = np.fromiter(map(operator.floordiv, since, repeat(_ONE_US)), np.int64, n)
-    instance_values, instance_codes = _distinct(instances)
     deployment_values, deployment_codes = _distinct(deployments)
-    execution_values, execution_codes = _distinct_nullable(executions)
-    deployment_ids = [as_uuid(d) for d in deployment_values]
+    columns = _Columns(
+        high=high,
+        low=low,
+        micros=micros,
+        level=level_codes,
+        source=source_codes,
+        instances=instances,
+        deployments=(
+            [as_uuid(d) for d in deployment_values],
+            deployment_codes,
+        ),
+        executions=executions,
+        raws=raws,
+        messages=messages,
+        attributes=attributes,
+        grams=trigrams.block_codes(list(map(trigrams.text_of, messages, raws))),
+    )
+    return _encode_columns(columns, project, function, granule, level)
+
+
+@dataclass(slots=True)
+class _Columns:
+    """A block's lines as columns, in id order: what :func:`_encode_columns` writes."""
+
+    high: U64Array
+    low: U64Array
+    micros: I64Array
+    level: npt.NDArray[Any]
+    source: npt.NDArray[Any]
+    instances: Sequence[str]
+    deployments: tuple[list[uuid.UUID], npt.NDArray[np.uint32]]  # distinct values, codes
+    executions: Sequence[str | None]
+    raws: Sequence[str]
+    messages: Sequence[str | None]
+    attributes: Sequence[str]
+    grams: list[int]
+
+
+def _encode_columns(
+    c: _Columns, project: uuid.UUID, function: uuid.UUID, granule: int, level: int
+) -> Sealed:
+    n = len(c.high)
+    high, low = c.high, c.low
+    instance_values, instance_codes = _distinct(c.instances)
+    execution_values, execution_codes = _distinct_nullable(c.executions)
+    deployment_ids, deployment_codes = c.deployments
     frame = _KeysFrame(
         lines=n,
         granule=granule,
@@ -306,9 +350,9 @@ def _encode(
         ms=_pack(_deltas(high >> _U64(16), first=high[0] >> _U64(16))),
         sub=_pack(high & _U64(0xFFFF)),
         low=_pack(_deltas(low)),
-        shift=_pack(_zigzag(micros - _id_micros(high))),
-        level=_pack(level_codes),
-        source=_pack(source_codes),
+        shift=_pack(_zigzag(c.micros - _id_micros(high))),
+        level=_pack(c.level),
+        source=_pack(c.source),
         instance=_pack(instance_codes),
         deployment=_pack(deployment_codes),
         execution=_pack(execution_codes),
@@ -317,6 +361,7 @@ def _encode(
         executions=execution_values,
     )
     compressor = _local.compressor(level)
+    raws, messages, attributes = c.raws, c.messages, c.attributes
     texts = [
         compressor.compress(
             _texts_frame(
@@ -325,21 +370,72 @@ def _encode(
         )
         for g in range(0, n, granule)
     ]
+    first = (int(high[0]) << 64) | int(low[0])
+    last = (int(high[-1]) << 64) | int(low[-1])
     return Sealed(
         project_id=project,
         function_id=function,
-        lo=uuid.UUID(bytes=id_bytes[:16]),
-        hi=uuid.UUID(bytes=id_bytes[-16:]),
+        lo=uuid.UUID(int=first),
+        hi=uuid.UUID(int=last),
         lines=n,
-        levels=np.bincount(level_codes, minlength=len(LEVELS)).tolist(),
-        sources=np.bincount(source_codes, minlength=len(SOURCES)).tolist(),
+        levels=np.bincount(c.level, minlength=len(LEVELS)).tolist(),
+        sources=np.bincount(c.source, minlength=len(SOURCES)).tolist(),
         instances=instance_values,
         deployments=deployment_ids,
         executions=execution_values,
-        grams=trigrams.block_codes(list(map(trigrams.text_of, messages, raws))),
+        grams=c.grams,
         keys=compressor.compress(_keys_encoder.encode(frame)),
         texts=texts,
     )
+
+
+def merge(
+    project_id: uuid.UUID,
+    function_id: uuid.UUID,
+    blocks: Sequence[tuple[bytes, Sequence[bytes], Sequence[int]]],
+) -> Sealed:
+    """One block of the lines of ``blocks`` (each its keys, texts and grams; of one project
+    and one function, no line in two), column by column: no line is made into a row on the
+    way, and the trigram codes are the union of the blocks' (a trigram never spans lines)."""
+    parts = [decode_keys(keys, function_id) for keys, _, _ in blocks]
+    high = np.concatenate([k.high for k in parts])
+    low = np.concatenate([k.low for k in parts])
+    order = np.lexsort((low, high))
+    raws: list[str] = []
+    messages: list[str | None] = []
+    attributes: list[str] = []
+    instances: list[str] = []
+    deployments: list[uuid.UUID] = []
+    executions: list[str | None] = []
+    for k, (_, texts, _) in zip(parts, blocks, strict=True):
+        for g, frame in enumerate(texts):
+            start = g * k.granule
+            r, m, a = _Granule(frame, min(k.granule, k.lines - start), start).columns()
+            raws += r
+            messages += m
+            attributes += a
+        instances += map(k.instances.__getitem__, k.instance.tolist())
+        deployments += map(k.deployments.__getitem__, k.deployment.tolist())
+        nullable = [None, *k.executions]
+        executions += map(nullable.__getitem__, k.execution.tolist())
+    at = order.tolist()
+    deployment_values, deployment_codes = _distinct([deployments[i] for i in at])
+    grams = np.unique(np.concatenate([np.asarray(g, dtype=np.int64) for _, _, g in blocks]))
+    columns = _Columns(
+        high=high[order],
+        low=low[order],
+        micros=np.concatenate([k.micros for k in parts])[order],
+        level=np.concatenate([k.level for k in parts])[order].astype(np.uint8),
+        source=np.concatenate([k.source for k in parts])[order].astype(np.uint8),
+        instances=[instances[i] for i in at],
+        deployments=(deployment_values, deployment_codes),
+        executions=[executions[i] for i in at],
+        raws=[raws[i] for i in at],
+        messages=[messages[i] for i in at],
+        attributes=[attributes[i] for i in at],
+        grams=grams.tolist(),
+    )
+    return _encode_columns(columns, project_id, function_id, GRANULE_ROWS, LEVEL)
 
 
 def _id_micros(high: U64Array) -> I64Array:
@@ -632,6 +728,15 @@ class _Granule:
 
     def _text(self, k: int) -> str:
         return self.blob[self.ends[k] : self.ends[k + 1]].decode()
+
+    def columns(self) -> tuple[list[str], list[str | None], list[str]]:
+        """Every line's raw_log, message and attributes."""
+        n, blob, ends = self.n, self.blob, self.ends
+        texts = [blob[ends[k] : ends[k + 1]].decode() for k in range(3 * n)]
+        messages: list[str | None] = [
+            None if null else text for null, text in zip(self.null, texts[n : 2 * n], strict=True)
+        ]
+        return texts[:n], messages, texts[2 * n :]
 
     def holding(self, needle: bytes) -> set[int]:
         """The lines (from 0) whose raw_log or message holds ``needle`` (lower-case ASCII),

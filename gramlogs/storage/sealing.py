@@ -225,9 +225,8 @@ async def _merge(
     records = await conn.fetch(_WHOLE, project_id, function_id, los)
     if len(records) != len(run):
         return False
-    rows = [row for record in records for row in _all_rows(record)]
-    rows.sort(key=lambda r: r[0].int)
-    block = await asyncio.to_thread(codec.encode, rows)
+    parts = [(r["keys"], r["texts"], r["grams"]) for r in records]
+    block = await asyncio.to_thread(codec.merge, project_id, function_id, parts)
     try:
         async with conn.transaction():
             await sealed.lock_project(conn, project_id)
