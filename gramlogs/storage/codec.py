@@ -518,11 +518,12 @@ class Keys:
         self.high: U64Array = (ms << _U64(16)) | _unpack(frame.sub, n)
         self.low: U64Array = np.cumsum(_unpack(frame.low, n), dtype=np.uint64)
         self.micros: I64Array = _id_micros(self.high) + _unzigzag(_unpack(frame.shift, n))
-        self.level = _unpack(frame.level, n)
-        self.source = _unpack(frame.source, n)
-        self.instance = _unpack(frame.instance, n)
-        self.deployment = _unpack(frame.deployment, n)
-        self.execution = _unpack(frame.execution, n)
+        # Narrow types: decoded keys are kept for a while (sealed.py's cache), ~38 bytes a line.
+        self.level = _unpack(frame.level, n).astype(np.uint8)
+        self.source = _unpack(frame.source, n).astype(np.uint8)
+        self.instance = _unpack(frame.instance, n).astype(np.uint32)
+        self.deployment = _unpack(frame.deployment, n).astype(np.uint32)
+        self.execution = _unpack(frame.execution, n).astype(np.uint32)
         self.instances = frame.instances
         raw = frame.deployments
         self.deployments = [uuid.UUID(bytes=raw[i : i + 16]) for i in range(0, len(raw), 16)]
@@ -585,7 +586,7 @@ class Keys:
         found: list[int] = (np.flatnonzero(mask) + start).tolist()
         return found
 
-    def _code(self, name: str, value: object) -> tuple[U64Array, int | None]:
+    def _code(self, name: str, value: object) -> tuple[npt.NDArray[Any], int | None]:
         if name == "level":
             return self.level, _LEVEL_CODE.get(str(value))
         if name == "source":

@@ -239,13 +239,15 @@ class _Block:
 
 
 class _Cache:
-    """The decoded keys of the blocks read last (a page and its neighbours, or the next page,
-    read the same blocks): a few dozen, ~300 KB each at 4,096 lines."""
+    """The decoded keys of the blocks read last, up to :data:`LINES` lines in all (~38 bytes a
+    line: ~19 MB a process). A page and its neighbours, the next page, a histogram asked again
+    read the same blocks."""
 
-    SIZE = 64
+    LINES = 500_000
 
     def __init__(self) -> None:
         self._keys: dict[tuple[object, ...], Keys] = {}
+        self._lines = 0
 
     def get(self, identity: tuple[object, ...]) -> Keys | None:
         keys = self._keys.pop(identity, None)
@@ -254,9 +256,12 @@ class _Cache:
         return keys
 
     def put(self, identity: tuple[object, ...], keys: Keys) -> None:
+        old = self._keys.pop(identity, None)
+        self._lines += keys.lines - (old.lines if old is not None else 0)
         self._keys[identity] = keys
-        while len(self._keys) > self.SIZE:
-            del self._keys[next(iter(self._keys))]
+        while self._lines > self.LINES and len(self._keys) > 1:
+            oldest = next(iter(self._keys))
+            self._lines -= self._keys.pop(oldest).lines
 
 
 _cached = _Cache()
@@ -555,21 +560,26 @@ async def count_in_ranges(
     """How many sealed lines of ``f`` lie in each range ``[bounds[i], bounds[i + 1] - 1]``.
 
     A block within one range whose postings decide the filter for all its lines is counted
-    from its counts; any other is decoded (its keys; its texts too for a keyword).
+    from its counts; any other is decoded (its keys, fetched in one statement unless cached;
+    its texts too for a keyword).
     """
     counts = [0] * (len(bounds) - 1)
     if len(bounds) < 2:
         return counts
     lo, hi = bounds[0], bounds[-1] - 1
     where, values = _postings(f, first_param=3)
+    if f.keyword is not None and (codes := trigrams.keyword_codes(f.keyword)):
+        values.append(codes)
+        where += f" AND grams @> ${3 + len(values)}::int4[]"
     records = await conn.fetch(
         "SELECT function_id, lo, hi, lines, levels, sources, instances, deployments,"
-        f" executions, keys FROM log_sealed WHERE project_id = $1 AND hi >= $2 AND lo <= $3{where}",
+        f" executions FROM log_sealed WHERE project_id = $1 AND hi >= $2 AND lo <= $3{where}",
         f.project_id,
         _uuid(lo),
         _uuid(hi),
         *values,
     )
+    decode: list[_Block] = []
     for record in records:
         b_lo, b_hi = record["lo"].int, record["hi"].int
         i = bisect.bisect_right(bounds, b_lo) - 1
@@ -577,25 +587,15 @@ async def count_in_ranges(
         n = _whole_count(record, f) if whole else None
         if n is not None:
             counts[i] += n
-            continue
-        block = _Block(f.project_id, record)
+        else:
+            decode.append(_Block(f.project_id, record))
+    await _decode_keys(conn, decode)
+    for block in decode:
         keys = block.keys
         assert keys is not None
         positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
         if f.keyword is not None and positions:
-            texts = await conn.fetchval(
-                "SELECT texts FROM log_sealed WHERE project_id = $1 AND function_id = $2"
-                " AND lo = $3",
-                f.project_id,
-                block.function_id,
-                record["lo"],
-            )
-            sure, unsure = codec.find(keys, texts, positions, f.keyword)
-            if unsure:
-                rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, unsure)
-                hits = await keyword_hits(conn, f.keyword, rows)
-                sure = sorted(sure + [p for p, hit in zip(unsure, hits, strict=True) if hit])
-            positions = sure
+            positions = await _holding(conn, f, block, keys, positions)
         # Each range's positions, then how many matches lie between them (both ascending).
         for j in range(len(counts)):
             span = keys.span(bounds[j], bounds[j + 1] - 1)
@@ -603,6 +603,25 @@ async def count_in_ranges(
                 first = bisect.bisect_left(positions, span.start)
                 counts[j] += bisect.bisect_left(positions, span.stop, lo=first) - first
     return counts
+
+
+async def _holding(
+    conn: asyncpg.Connection, f: LogFilter, block: _Block, keys: Keys, positions: list[int]
+) -> list[int]:
+    """Which of ``positions`` hold ``f``'s keyword."""
+    assert f.keyword is not None
+    texts = await conn.fetchval(
+        "SELECT texts FROM log_sealed WHERE project_id = $1 AND function_id = $2 AND lo = $3",
+        f.project_id,
+        block.function_id,
+        _uuid(block.lo),
+    )
+    sure, unsure = codec.find(keys, texts, positions, f.keyword)
+    if unsure:
+        rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, unsure)
+        hits = await keyword_hits(conn, f.keyword, rows)
+        sure = sorted(sure + [p for p, hit in zip(unsure, hits, strict=True) if hit])
+    return sure
 
 
 def _whole_count(record: asyncpg.Record, f: LogFilter) -> int | None:
