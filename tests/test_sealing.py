@@ -375,6 +375,7 @@ async def test_the_tail_reads_lines_that_were_sealed_since_their_batch(pool, mak
     lines = make_lines(4, 120)
     await seed(pool, tenant.project_id, lines)
     async with connection(pool) as conn:
+        plain_before = await journal.read_lines(conn, tenant.project_id, 1, 1)
         before = await journal.read_lines(conn, tenant.project_id, 1, 1, ["%TIMEOUT%"])
         piece_before = await journal.read_piece(
             conn, tenant.project_id, 1, uuid.UUID(int=0), 50, ["%alpha%"]
@@ -383,12 +384,15 @@ async def test_the_tail_reads_lines_that_were_sealed_since_their_batch(pool, mak
         await seal(pool, tenant.project_id, 1000)
     assert (await counts(pool, tenant.project_id))[0] == 0
     async with connection(pool) as conn:
+        plain_after = await journal.read_lines(conn, tenant.project_id, 1, 1)
         after = await journal.read_lines(conn, tenant.project_id, 1, 1, ["%TIMEOUT%"])
         piece_after = await journal.read_piece(
             conn, tenant.project_id, 1, uuid.UUID(int=0), 50, ["%alpha%"]
         )
     assert len(before) == 120
     assert [tuple(r) for r in after] == [tuple(r) for r in before]
+    assert [tuple(r) for r in plain_after] == [tuple(r) for r in plain_before]
+    assert any(r[journal.MATCHED_COLUMN] for r in after)
     assert [tuple(r) for r in piece_after] == [tuple(r) for r in piece_before]
 
 

@@ -268,10 +268,12 @@ async def _unsealed(
     if not found:
         return list(rows)
     lines = list(found.values())
-    matched = await conn.fetch(
-        _MATCHED, list(patterns), [line[6] for line in lines], [line[5] for line in lines]
-    )
-    extra = {line[0]: m[0] for line, m in zip(lines, matched, strict=True)}
+    extra: dict[object, list[int]] = {line[0]: [] for line in lines}
+    if patterns:
+        matched = await conn.fetch(
+            _MATCHED, list(patterns), [line[6] for line in lines], [line[5] for line in lines]
+        )
+        extra = {line[0]: m[0] for line, m in zip(lines, matched, strict=True)}
     out: list[Any] = []
     for row in rows:
         line = found.get(row[PIECE_ID_COLUMN]) if row[0] is None else None
