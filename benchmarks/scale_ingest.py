@@ -217,6 +217,7 @@ async def _sealing(
     }
     out["bytes"] = await database_bytes(node_urls, citus=bool(workers))
     out["groups"] = None if workers else await seal.bytes_by_group(url)
+    out["live"] = None if workers else await seal.live_bytes(url)
     print("VACUUM ...", file=sys.stderr, flush=True)
     out["vacuum_s"] = sum([await seal.vacuum(u) for u in node_urls])
     out["bytes_vacuumed"] = await database_bytes(node_urls, citus=bool(workers))

@@ -209,6 +209,18 @@ def _render_sealing(r: dict[str, Any]) -> list[str]:
                 f" | {_kib(v)} | {v / n:,.1f} |"
             )
         lines += [*rows, ""]
+    live = s.get("live")
+    if live and live["lines"]:
+        ln = live["lines"]
+        whole = sum(live[k] for k in ("keys", "texts", "grams", "postings")) / ln
+        lines += [
+            f"The sealed blocks' own values, without the free space merging leaves in the files"
+            f" (reused for later blocks): {live['blocks']:,} blocks of {ln / live['blocks']:,.0f}"
+            f" lines on average; per line keys {live['keys'] / ln:,.1f}, texts"
+            f" {live['texts'] / ln:,.1f}, trigram codes {live['grams'] / ln:,.1f}, the rest of"
+            f" the row {live['postings'] / ln:,.1f}: {whole:,.1f} bytes a line.",
+            "",
+        ]
     lines.append(
         f"Bytes per line: gramlogs {per_line:,.1f} after sealing,"
         f" {s['bytes_per_line_vacuumed']:,.1f} after a plain VACUUM ({s['vacuum_s']:,.1f} s);"

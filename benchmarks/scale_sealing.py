@@ -204,6 +204,31 @@ async def bytes_by_group(url: str) -> dict[str, int]:
     return out
 
 
+# The sealed blocks' own bytes, as stored (compressed, in TOAST or not): what the table holds
+# once its free space is reused. Merging deletes small blocks and writes big ones; the space
+# the small ones held is free (after VACUUM) for the next blocks, but stays in the files.
+_LIVE = """
+SELECT coalesce(sum(pg_column_size(keys)), 0)::bigint AS keys,
+       coalesce(sum(pg_column_size(texts)), 0)::bigint AS texts,
+       coalesce(sum(pg_column_size(grams)), 0)::bigint AS grams,
+       coalesce(sum(pg_column_size(s.*) - pg_column_size(keys) - pg_column_size(texts)
+                    - pg_column_size(grams)), 0)::bigint AS postings,
+       count(*) AS blocks, coalesce(sum(lines), 0)::bigint AS lines
+FROM log_sealed AS s
+"""
+
+
+async def live_bytes(url: str) -> dict[str, int]:
+    """The bytes of the sealed blocks' values (keys, texts, grams, the rest of the row), their
+    number and lines: the blocks without the free space churn leaves in the files."""
+    conn = await asyncpg.connect(url)
+    try:
+        (row,) = await conn.fetch(_LIVE)
+    finally:
+        await conn.close()
+    return {k: int(v) for k, v in row.items()}
+
+
 async def vacuum(url: str) -> float:
     """A plain VACUUM of the database (not FULL: what autovacuum does, and what a server can
     afford); its seconds. It gives back the emptied tail of each partition of logs."""
