@@ -271,3 +271,18 @@ def test_merged_blocks_hold_their_lines_as_one_block_of_them_would(block, parts,
     postings = ("lo", "hi", "lines", "levels", "sources", "instances", "deployments")
     for name in (*postings, "executions", "grams"):
         assert getattr(merged, name) == getattr(whole, name), name
+
+
+@given(blocks(), st.integers(0, 2**32))
+def test_has_ids_is_membership(block, seed):
+    rows, granule = block
+    _, keys = _decoded(rows, granule)
+    rng = random.Random(seed)
+    present = [r[0] for r in rows]
+    asked = rng.sample(present, min(len(present), 30)) + [
+        uuid.UUID(int=rng.getrandbits(128)) for _ in range(30)
+    ]
+    held = set(present)
+    for spelled in (asked, [str(i) for i in asked], [i.hex for i in asked]):
+        high, low = codec.id_words(spelled)
+        assert keys.has_ids(high, low).tolist() == [i in held for i in asked]

@@ -48,21 +48,10 @@ class Line:
     execution_id: str | None
 
     def new_row(self, project_id: uuid.UUID) -> writer.NewRow:
-        """As a client's batch holds it (writer.NewRow)."""
-        return (
-            self.id.hex,
-            self.timestamp,
-            self.instance,
-            self.level,
-            self.source,
-            self.raw_log,
-            self.message,
-            "{}",
-            str(project_id),
-            str(self.deployment_id),
-            str(self.function_id),
-            self.execution_id,
-        )
+        """As a client's batch holds it (writer.NewRow): ids as hex digits, uuids as text."""
+        head = (self.id.hex, self.timestamp, self.instance, self.level, self.source)
+        tail = (str(project_id), str(self.deployment_id), str(self.function_id))
+        return (*head, self.raw_log, self.message, "{}", *tail, self.execution_id)
 
     def row(self, project_id: uuid.UUID) -> tuple[object, ...]:
         return (

@@ -71,9 +71,12 @@ __all__ = [
     "encode",
     "encode_batch",
     "find",
+    "id_words",
     "merge",
 ]
 
+# A line's level and source are stored as their place in these: never reorder them (the blocks
+# on disk keep the codes), only append.
 LEVELS = ("debug", "info", "warn", "error")
 SOURCES = ("server", "function", "stdout", "stderr")
 # Lines per texts frame. A page decompresses the granules it shows: 21 rows of one granule take
@@ -560,6 +563,14 @@ class Keys:
     def has_id(self, value: int) -> bool:
         return len(self.span(value, value)) > 0
 
+    def has_ids(self, high: U64Array, low: U64Array) -> npt.NDArray[np.bool_]:
+        """Which of the ids given by their first and last 64 bits the block holds: a 64-bit
+        mix of both compared at once, the few that agree checked exactly."""
+        maybe = np.isin(_mix(high, low), _mix(self.high, self.low))
+        for i in np.flatnonzero(maybe).tolist():
+            maybe[i] = self.has_id((int(high[i]) << 64) | int(low[i]))
+        return maybe
+
     def matching(
         self, positions: range, equals: Mapping[str, object], sources: Sequence[str]
     ) -> list[int]:
@@ -599,6 +610,22 @@ class Keys:
             found = _find(self.executions, value)
             return self.execution, None if found is None else found + 1
         raise ValueError(f"{name!r} is not an equality filter")
+
+
+def _mix(high: U64Array, low: U64Array) -> U64Array:
+    # Odd multiplier (Fibonacci hashing's): distinct (high, low) pairs rarely meet.
+    mixed: U64Array = high ^ (low * _U64(0x9E3779B97F4A7C15))
+    return mixed
+
+
+def id_words(ids: Sequence[object]) -> tuple[U64Array, U64Array]:
+    """Ids (32 hex digits, uuid text or UUIDs) as their first and last 64 bits."""
+    if ids and isinstance(ids[0], uuid.UUID):
+        raw = b"".join(i.bytes for i in ids)  # type: ignore[attr-defined]
+    else:
+        raw = bytes.fromhex("".join(ids).replace("-", ""))  # type: ignore[arg-type]
+    words = np.frombuffer(raw, dtype=">u8").reshape(len(ids), 2).astype(np.uint64)
+    return words[:, 0].copy(), words[:, 1].copy()
 
 
 def _as_uuid(value: object) -> uuid.UUID:

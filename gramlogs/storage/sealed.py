@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 import asyncpg
+import numpy as np
 
 from gramlogs.storage import codec, trigrams
 from gramlogs.storage.codec import Keys, Sealed, SealedRow
@@ -125,8 +126,11 @@ async def known_ids(
     )
     if not rows:
         return set()
-    decoded = [codec.decode_keys(r["keys"], r["function_id"]) for r in rows]
-    return {i for i in ids if any(k.has_id(_id_int(i)) for k in decoded)}
+    high, low = codec.id_words(ids)
+    held = np.zeros(len(ids), dtype=np.bool_)
+    for r in rows:
+        held |= codec.decode_keys(r["keys"], r["function_id"]).has_ids(high, low)
+    return {ids[i] for i in np.flatnonzero(held).tolist()}
 
 
 def _id_int(value: object) -> int:
@@ -596,8 +600,10 @@ async def count_in_ranges(
         positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
         if f.keyword is not None and positions:
             positions = await _holding(conn, f, block, keys, positions)
-        # Each range's positions, then how many matches lie between them (both ascending).
-        for j in range(len(counts)):
+        # The ranges the block reaches, each one's positions, and how many matches lie there.
+        first_range = max(bisect.bisect_right(bounds, block.lo) - 1, 0)
+        last_range = min(bisect.bisect_right(bounds, block.hi) - 1, len(counts) - 1)
+        for j in range(first_range, last_range + 1):
             span = keys.span(bounds[j], bounds[j + 1] - 1)
             if span:
                 first = bisect.bisect_left(positions, span.start)
