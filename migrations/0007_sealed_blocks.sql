@@ -44,6 +44,9 @@ CREATE INDEX IF NOT EXISTS log_sealed_grams ON log_sealed USING gin (project_id,
 -- than they save a page: a filtered page of the newest rows reads the project's range of the
 -- primary key. The function's btree stays (sealing reads a function's oldest rows; every Poly
 -- page names a function), and so does the execution one (Poly's executionId, a needle).
+-- On an upgraded database with many rows, pages filtered by these columns read the project's
+-- primary-key range of rows until the server has sealed them (it starts at once, 4,096 lines
+-- of a function at a time, back to back): run `gramlogs migrate` in a quiet hour.
 DROP INDEX IF EXISTS logs_deployment;
 DROP INDEX IF EXISTS logs_instance;
 DROP INDEX IF EXISTS logs_level;
