@@ -1,11 +1,12 @@
 """Reading log pages: keyset queries over the id, which is a position in time.
 
-Every page is one statement: an ordered index range scan that stops after ``per_page + 1``
-rows, plus a one-row index probe (an InitPlan, run once) that tells whether rows lie on the
-other side of the cursor. A keyword page first reads a bounded stretch of the range in order;
-when that does not fill the page, it reads only the id ranges of the blocks whose summaries hold
-every trigram of the word (blocks.py), nearest first (:func:`_keyword_rows`). Nothing here knows
-about HTTP.
+A page's lines are rows of ``logs`` (the newest) and lines of sealed blocks (sealed.py): it
+reads the first ``per_page + 1`` of each, in one snapshot, and merges them. Over the rows it is
+one statement: an ordered index range scan that stops after ``per_page + 1`` rows, plus a
+one-row index probe (an InitPlan, run once) that tells whether rows lie on the other side of the
+cursor. A keyword page first reads a bounded stretch of the rows in order; when that does not
+fill the page, it reads only the id ranges of the blocks whose summaries hold every trigram of
+the word (blocks.py), nearest first (:func:`_keyword_rows`). Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
