@@ -474,17 +474,7 @@ async def _keyword_in(
     positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
     if not positions:
         return []
-    texts = await conn.fetchval(
-        "SELECT texts FROM log_sealed WHERE project_id = $1 AND function_id = $2 AND lo = $3",
-        f.project_id,
-        block.function_id,
-        _uuid(block.lo),
-    )
-    sure, unsure = codec.find(keys, texts, positions, f.keyword, ascending=ascending, limit=limit)
-    if unsure:
-        rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, unsure)
-        hits = await keyword_hits(conn, f.keyword, rows)
-        sure = sorted(sure + [p for p, hit in zip(unsure, hits, strict=True) if hit])
+    sure = await _holding(conn, f, block, keys, positions, ascending=ascending, limit=limit)
     chosen = sure[:limit] if ascending else sure[-limit:]
     return [(keys.id(p).int, block, p) for p in chosen]
 
@@ -612,9 +602,17 @@ async def count_in_ranges(
 
 
 async def _holding(
-    conn: asyncpg.Connection, f: LogFilter, block: _Block, keys: Keys, positions: list[int]
+    conn: asyncpg.Connection,
+    f: LogFilter,
+    block: _Block,
+    keys: Keys,
+    positions: list[int],
+    *,
+    ascending: bool = True,
+    limit: int | None = None,
 ) -> list[int]:
-    """Which of ``positions`` hold ``f``'s keyword."""
+    """Which of ``positions`` hold ``f``'s keyword (with ``limit``: the first ``limit`` of them
+    in scan order at least; codec.find stops there)."""
     assert f.keyword is not None
     texts = await conn.fetchval(
         "SELECT texts FROM log_sealed WHERE project_id = $1 AND function_id = $2 AND lo = $3",
@@ -622,7 +620,7 @@ async def _holding(
         block.function_id,
         _uuid(block.lo),
     )
-    sure, unsure = codec.find(keys, texts, positions, f.keyword)
+    sure, unsure = codec.find(keys, texts, positions, f.keyword, ascending=ascending, limit=limit)
     if unsure:
         rows = codec.decode_rows(f.project_id, block.function_id, keys, texts, unsure)
         hits = await keyword_hits(conn, f.keyword, rows)
