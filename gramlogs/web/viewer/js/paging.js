@@ -18,16 +18,21 @@ export class Pager {
     this.end = end;
     this.hooks = hooks;
     this.loading = false;
-    // Infinite scroll: near the end of the window, the next older page comes in.
+    // Infinite scroll: near the end of the window, the next older page comes in. The observer
+    // alone is not enough: it reports changes only, so a page that lands and a scroll to the
+    // bottom within one frame leave the end "still intersecting" and nothing would load.
     const edges = new IntersectionObserver(
       (entries) => {
-        for (const entry of entries) {
-          if (entry.isIntersecting && !this.loading && this.table.hasOlder) this.older();
-        }
+        if (entries.some((entry) => entry.isIntersecting)) this.olderIfNearEnd();
       },
       { root: scroller, rootMargin: `${END_MARGIN_PX}px 0px` },
     );
     edges.observe(end);
+    scroller.addEventListener("scroll", () => this.olderIfNearEnd(), { passive: true });
+  }
+
+  olderIfNearEnd() {
+    if (!this.loading && this.table.hasOlder && this.nearEnd()) this.older();
   }
 
   // The list endpoint's page for the view, `extra` overriding its parameters.
