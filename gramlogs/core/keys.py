@@ -7,6 +7,8 @@ is the database's work (``storage/access.py``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import hashlib
 import secrets
@@ -21,6 +23,7 @@ __all__ = [
     "KeyScope",
     "Permission",
     "Principal",
+    "basic",
     "bearer",
     "hash_key",
     "new_key",
@@ -96,6 +99,22 @@ def bearer(value: str | None) -> str | None:
     if scheme.lower() == "bearer":
         return rest.strip() or None
     return value.strip() or None
+
+
+def basic(value: str | None) -> tuple[str, str] | None:
+    """The user and password of an ``Authorization: Basic`` value; None for any other value
+    or one that does not decode to ``user:password``."""
+    if value is None:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 @dataclass(frozen=True, slots=True)

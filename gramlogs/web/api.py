@@ -6,7 +6,7 @@ viewer's files are routed by app.py too but are no API operation, so not listed 
 
 from __future__ import annotations
 
-from gramlogs.web import export, gram, histogram, ingest, ops, otlp, poly, tail
+from gramlogs.web import export, gram, histogram, ingest, loki, ops, otlp, poly, tail
 from gramlogs.web.endpoint import Endpoint
 
 __all__ = ["ENDPOINTS"]
@@ -22,6 +22,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     otlp.ENDPOINT,
     # Poly dialect
     *poly.ENDPOINTS,
+    # Loki's API (Grafana, log shippers)
+    *loki.ENDPOINTS,
     # Operability
     *ops.ENDPOINTS,
 )

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core.config import Config
-from gramlogs.core.errors import GramlogsError, encode_error
+from gramlogs.core.errors import GramlogsError
 from gramlogs.live.watchers import Watchers
 from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
@@ -30,7 +30,7 @@ from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.headers import ResponseHeaders
-from gramlogs.web.observe import SCOPE_ERROR, Observe, http_error, request_id
+from gramlogs.web.observe import SCOPE_ERROR, Observe, error_response, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
 
@@ -48,11 +48,9 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     if error.fault:
         logger.error("error id=%s %s %s", error_id, request.method, request.url.path, exc_info=exc)
     # Other errors are in the access-log line of the request (observe.py), id and name included.
+    body, content_type = error_response(error, error_id, request.url.path)
     return Response(
-        encode_error(error, error_id),
-        status_code=error.status,
-        headers=error.headers,
-        media_type="application/json",
+        body, status_code=error.status, headers=error.headers, media_type=content_type.decode()
     )
 
 

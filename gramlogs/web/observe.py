@@ -45,6 +45,7 @@ __all__ = [
     "SCOPE_PROJECT",
     "SCOPE_REQUEST_ID",
     "Observe",
+    "error_response",
     "http_error",
     "request_id",
 ]
@@ -102,6 +103,18 @@ def http_error(exc: BaseException) -> GramlogsError:
     return Unexpected("an unexpected error occurred; the server log has the details")
 
 
+# Loki's API answers errors as plain text (its clients show the body as the message).
+_PLAIN_TEXT_PREFIX = "/loki/"
+
+
+def error_response(error: GramlogsError, error_id: str, path: str) -> tuple[bytes, bytes]:
+    """The body of ``error`` and its content type: DESIGN.md's JSON shape, or on Loki's routes
+    the message as plain text, as Loki gives it."""
+    if path.startswith(_PLAIN_TEXT_PREFIX):
+        return error.message.encode(), b"text/plain; charset=utf-8"
+    return encode_error(error, error_id), b"application/json"
+
+
 class Observe:
     def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
@@ -139,12 +152,13 @@ class Observe:
                 logger.error("error id=%s %s %s", rid, scope["method"], scope["path"], exc_info=exc)
             if status:
                 raise  # the response had begun; the server closes the connection
-            headers = [(b"content-type", b"application/json")]
+            body, content_type = error_response(error, rid, scope["path"])
+            headers = [(b"content-type", content_type)]
             headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
             await send_with_id(
                 {"type": "http.response.start", "status": error.status, "headers": headers}
             )
-            await send_with_id({"type": "http.response.body", "body": encode_error(error, rid)})
+            await send_with_id({"type": "http.response.body", "body": body})
         finally:
             metrics.IN_FLIGHT.dec()
             self._record(scope, status or NO_RESPONSE, time.perf_counter() - started)

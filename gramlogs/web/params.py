@@ -31,7 +31,7 @@ from gramlogs.core.errors import (
     Unauthorized,
     shorten,
 )
-from gramlogs.core.keys import bearer
+from gramlogs.core.keys import basic, bearer
 
 __all__ = [
     "EXTENSION",
@@ -174,15 +174,18 @@ def parse_text(name: str, value: str, most: int = MAX_TEXT_LENGTH) -> str:
 # ask :func:`presented_key`, so the key that is limited is the key that is checked.
 _POLY_PREFIX = "/functions/"
 _OTLP_PATH = "/v1/logs"
+_LOKI_PREFIX = "/loki/"
 
 
 def credential_headers(path: str) -> tuple[str, ...]:
     """The header(s) the route at ``path`` authenticates with, the one used first when both are
     sent: Poly's routes take ``Authorization`` (Bearer), OTLP's ``Gram-Key`` or else
-    ``Authorization`` (what OpenTelemetry exporters can set), every other route ``Gram-Key``."""
+    ``Authorization`` (what OpenTelemetry exporters can set), Loki's likewise (basic auth's
+    password or a Bearer token: Grafana's data source and log shippers), every other route
+    ``Gram-Key``."""
     if path.startswith(_POLY_PREFIX):
         return ("authorization",)
-    if path == _OTLP_PATH:
+    if path == _OTLP_PATH or path.startswith(_LOKI_PREFIX):
         return ("gram-key", "authorization")
     return ("gram-key",)
 
@@ -195,7 +198,14 @@ def presented_key(scope: Scope) -> str | None:
         headers.setdefault(name, value)  # the first of a repeated header, as Starlette reads it
     for name in credential_headers(scope["path"]):
         value = headers.get(name.encode())
-        if value is not None and (key := bearer(value.decode("latin-1"))):
+        if value is None:
+            continue
+        text = value.decode("latin-1")
+        # Loki's clients (Grafana's data source, shippers) send the key as basic auth's
+        # password, the project slug as its user (web/loki/auth.py).
+        if (pair := basic(text)) is not None and pair[1]:
+            return pair[1]
+        if key := bearer(text):
             return key
     return None
 
