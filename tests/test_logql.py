@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gramlogs.core.errors import BadRequest
 from gramlogs.web.loki.logql import (
@@ -337,6 +338,10 @@ INVALID: list[tuple[str, str]] = [
     ("vector(1) +", "expected a metric expression, found the end of the query"),
     ("histogram_quantile(0.9, x)", "unknown function `histogram_quantile`"),
     ('{app="api"} @ 5', "column 13: unexpected character '@'"),
+    ("vector(1e400)", "column 8: the number 1e400 is too large"),
+    # Digits are ASCII: float() would read these, LogQL does not.
+    ("vector(\u0663)", "column 8: unexpected character"),
+    ('{app="api"} | x > \u00b9', "column 19: unexpected character"),
     ('{app="api"}\n  | level >', "line 2, column 12: expected a string or a number after `>`"),
 ]
 
@@ -409,6 +414,30 @@ def test_a_chain_of_50_operands_parses() -> None:
 @given(queries)
 def test_render_then_parse_is_the_identity(query: Query) -> None:
     assert parse(render(query)) == query
+
+
+# Pieces of LogQL, valid and not, for the text of the next test.
+_PIECES = (
+    *'{}()[],|=~!<>+-#`"\\\n .',
+    *("|=", "!=", "=~", "==", ">=", '"x"', "`y`", "1", "1.5", "1e3", "1m", "5KB", "a"),
+    *("json", "logfmt", "drop", "line_format", "sum", "by", "without", "topk", "rate"),
+    *("count_over_time", "vector", "and", "or", "offset", "unwrap", "pattern", "\u0663"),
+)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+    | st.lists(st.sampled_from(_PIECES), max_size=40).map(" ".join)
+    | st.text(max_size=60)
+)
+def test_any_text_is_a_tree_or_a_logql_error(text: str) -> None:
+    try:
+        tree = parse(text)
+    except LogQLError as exc:
+        assert str(exc).startswith(("column ", "line ", "the query has"))
+    else:
+        assert parse(render(tree)) == tree
 
 
 def test_render_writes_readable_logql() -> None:
