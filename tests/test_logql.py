@@ -1,5 +1,6 @@
 """The LogQL parser: each query of the subset to its exact tree, each error to a message naming
-where and what, the bounds on length and depth, and render() read back as the same tree.
+where and what, the bounds on length and depth, and logql_render's text read back as the same
+tree.
 
 Every valid query here is marked with ``logql(…)``: tests/test_logql_grammar.py checks that
 Grafana's own grammar parses each of them too.
@@ -30,8 +31,8 @@ from gramlogs.web.loki.logql import (
     VectorAggregation,
     VectorLiteral,
     parse,
-    render,
 )
+from gramlogs.web.loki.logql_render import render
 from testkit.logql import logql
 from testkit.logql_trees import queries
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from gramlogs.web.loki.logql import LogQLError, Query, parse, render
+from gramlogs.web.loki.logql import LogQLError, Query, parse
+from gramlogs.web.loki.logql_render import render
 from testkit.logql_grammar import grafana_parses
 from testkit.logql_trees import queries
 from tests.test_logql import UNSUPPORTED
