@@ -164,6 +164,9 @@ VALID: list[tuple[str, Query]] = [
         ),
     ),
     (logql('rate({app="api"}[500ms])'), _rate(APP, 500 * 10**6)),
+    (logql('rate({app="api"}[292y])'), _rate(APP, 292 * 365 * 86_400 * 10**9)),
+    # What Go's Duration.String() writes: zero amounts are fine.
+    (logql('rate({app="api"}[1h0m0s])'), _rate(APP, 60 * MINUTE)),
     # What Grafana's log volume sends (no space before the range).
     (
         logql(
@@ -327,6 +330,7 @@ INVALID: list[tuple[str, str]] = [
     ('rate({app="api"}[30m1h])', "units go from the largest to the smallest, each once"),
     ('rate({app="api"}[1m1m])', "units go from the largest to the smallest, each once"),
     ('rate({app="api"}[5x])', "invalid number '5x'"),
+    ('rate({app="api"}[293y])', "column 18: the duration 293y is too long: at most 292y"),
     ("rate(vector(1))", "`rate` takes a log query and a range"),
     ('sum({app="api"})', "a log query stands where a metric is expected"),
     ('sum(2, rate({app="api"}[1m]))', "`sum` takes no parameter"),

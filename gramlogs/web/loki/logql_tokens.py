@@ -79,6 +79,8 @@ DURATION_UNITS = {
     "ms": 10**6,
 }
 _UNIT_ORDER = tuple(DURATION_UNITS)
+# As Prometheus and Go: a duration is an int64 of nanoseconds (about 292 years).
+_MAX_DURATION_NS = 2**63 - 1
 _SIMPLE_ESCAPES = {
     "a": 0x07, "b": 0x08, "f": 0x0C, "n": 0x0A, "r": 0x0D, "t": 0x09, "v": 0x0B,
     "\\": 0x5C, '"': 0x22,
@@ -168,6 +170,8 @@ def _duration_ns(written: str, pos: int) -> int:
             )
         last = rank
         total += int(amount) * DURATION_UNITS[unit]
+    if total > _MAX_DURATION_NS:
+        raise TokenError(f"the duration {written} is too long: at most 292y", pos)
     return total
 
 
