@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from gramlogs.core import ids
 from gramlogs.storage.functions import set_logs_enabled
-from gramlogs.web.loki.logproto import parse_labels
+from gramlogs.web.loki.logproto import decode_push_request, parse_labels, snappy_inflate
 from gramlogs.web.loki.streams import NAMESPACE, detected_level
 from tests._support import app_client
 
@@ -377,6 +377,8 @@ BAD_JSON = [
     ("label", json_push([({"a": 1}, [])]), "Expected `str`, got `int`"),  # type: ignore[dict-item]
     ("name", json_push([({"a-b": "1"}, [[str(T0), "x"]])]), "'a-b' is not a label name"),
     ("negative", json_push([({"a": "1"}, [["-1", "x"]])]), "Unix epoch nanoseconds"),
+    ("digits", json_push([({"a": "1"}, [["9" * 5000, "x"]])]), "Unix epoch nanoseconds"),
+    ("2100", json_push([({"a": "1"}, [["9" * 20, "x"]])]), "99999999999999999999 ns is outside"),
     ("empty", json_push([({}, [[str(T0), "x"]])]), "a stream needs at least one label"),
 ]
 
@@ -515,3 +517,40 @@ def test_label_text_round_trips_through_go_style_quoting(labels):
 )
 def test_the_level_of_a_line_without_a_level_label(line, level):
     assert detected_level(line) == level
+
+
+_LABEL_NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,8}", fullmatch=True)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
+
+
+@settings(max_examples=100, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(
+            st.dictionaries(_LABEL_NAMES, _TEXT, min_size=1, max_size=4),
+            st.lists(
+                st.tuples(st.integers(0, 2**62), _TEXT, st.dictionaries(_TEXT, _TEXT, max_size=3)),
+                max_size=4,
+            ),
+        ),
+        max_size=4,
+    )
+)
+def test_the_protobuf_decoder_reads_what_protobuf_writes(streams):
+    # Label text as Go writes it; the decoder's output against the input, field by field.
+    body = protobuf(
+        [
+            (
+                "{"
+                + ",".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items())
+                + "}",
+                list(entries),
+            )
+            for labels, entries in streams
+        ]
+    )
+    decoded = decode_push_request(snappy_inflate(body, 1 << 30), cap=10_000)
+    assert [(s.where, s.labels, s.entries, s.problem) for s in decoded] == [
+        (f"streams[{i}]", labels, list(entries), None)
+        for i, (labels, entries) in enumerate(streams)
+    ]

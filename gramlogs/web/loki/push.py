@@ -83,7 +83,8 @@ def _json_entry(value: list[str | dict[str, str]]) -> Entry | str:
     if len(value) not in (2, 3):
         return "must be [timestamp, line] or [timestamp, line, {structured metadata}]"
     ts, line, *rest = value
-    if not isinstance(ts, str) or not ts.isascii() or not ts.isdigit():
+    # 20 digits hold any uint64 (Python refuses to read numbers of over 4,300 digits).
+    if not isinstance(ts, str) or not ts.isascii() or not ts.isdigit() or len(ts) > 20:
         return "timestamp: must be a string of Unix epoch nanoseconds"
     if not isinstance(line, str):
         return "line: must be a string"
