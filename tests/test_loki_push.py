@@ -554,3 +554,20 @@ def test_the_protobuf_decoder_reads_what_protobuf_writes(streams):
         (f"streams[{i}]", labels, list(entries), None)
         for i, (labels, entries) in enumerate(streams)
     ]
+
+
+async def test_an_idempotency_key_replays_the_204(client, tenant, pool):
+    headers = {**basic(tenant), **JSON, "idempotency-key": f"push-{uuid.uuid4()}"}
+    first = await client.post(URL, content=_one_line(), headers=headers)
+    again = await client.post(URL, content=_one_line(), headers=headers)
+    assert (first.status_code, first.content, first.headers.get("idempotent-replayed")) == (
+        204,
+        b"",
+        None,
+    )
+    assert (again.status_code, again.content, again.headers.get("idempotent-replayed")) == (
+        204,
+        b"",
+        "true",
+    )
+    assert await count(pool, tenant) == 1
