@@ -413,12 +413,16 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
             "version": __version__,
             "description": "A log query server speaking Gram's Logs API "
             "(listToolExecutionLogs) over PostgreSQL. Every response carries X-Request-Id; every "
-            "error is Goa's Error shape. Parts that Gram's API does not have are marked "
+            "error is Goa's Error shape (plain text on Loki's routes, /loki/, as Loki's). Parts "
+            "that Gram's API does not have are marked "
             f"{EXTENSION}: true.",
         },
         "tags": [
             {"name": "logs", "description": "Log lines of tool executions (Gram dialect)."},
-            {"name": "ingest", "description": "Writing logs: JSON/NDJSON batches and OTLP."},
+            {
+                "name": "ingest",
+                "description": "Writing logs: JSON/NDJSON batches, OTLP and Loki's push.",
+            },
             {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
         ],

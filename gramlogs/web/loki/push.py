@@ -226,7 +226,7 @@ ENDPOINT = Endpoint(
         Operation(
             "POST",
             "lokiPush",
-            "loki",
+            "ingest",
             "push logs (Loki)",
             "Loki's push API: a snappy-compressed protobuf logproto.PushRequest, or its JSON "
             "form. Stored whole or not at all: any bad stream or entry is a 400 naming the "
