@@ -47,6 +47,7 @@ __all__ = [
     "Observe",
     "error_response",
     "http_error",
+    "plain_text_errors",
     "request_id",
 ]
 
@@ -107,10 +108,15 @@ def http_error(exc: BaseException) -> GramlogsError:
 _PLAIN_TEXT_PREFIX = "/loki/"
 
 
+def plain_text_errors(path: str) -> bool:
+    """Whether errors on ``path`` are answered as plain text (Loki's routes)."""
+    return path.startswith(_PLAIN_TEXT_PREFIX)
+
+
 def error_response(error: GramlogsError, error_id: str, path: str) -> tuple[bytes, bytes]:
     """The body of ``error`` and its content type: DESIGN.md's JSON shape, or on Loki's routes
     the message as plain text, as Loki gives it."""
-    if path.startswith(_PLAIN_TEXT_PREFIX):
+    if plain_text_errors(path):
         return error.message.encode(), b"text/plain; charset=utf-8"
     return encode_error(error, error_id), b"application/json"
 
