@@ -25,7 +25,7 @@ from gramlogs.live.watchers import Watchers
 from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database
-from gramlogs.web import tail, viewer
+from gramlogs.web import viewer
 from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
@@ -62,7 +62,7 @@ def create_app(config: Config | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = resolve_url(config)
         db = await Database.open(url, config)
-        watchers = Watchers(db, config, tail.frame_line)
+        watchers = Watchers(db, config)
         app.state.gramlogs = AppState(
             config=config,
             db=db,
