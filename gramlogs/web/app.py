@@ -30,6 +30,7 @@ from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.headers import ResponseHeaders
+from gramlogs.web.loki import tail as loki_tail
 from gramlogs.web.observe import SCOPE_ERROR, Observe, error_response, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -84,7 +85,8 @@ def create_app(config: Config | None = None) -> Starlette:
             await db.close()
             logger.info("database pool closed")
 
-    routes = [*(endpoint.route() for endpoint in ENDPOINTS), *viewer.ROUTES]
+    # Loki's live tail is a WebSocket: /openapi.json has no such operation (docs/tail.md).
+    routes = [*(endpoint.route() for endpoint in ENDPOINTS), *viewer.ROUTES, loki_tail.ROUTE]
     middleware = [
         Middleware(ResponseHeaders),
         Middleware(Observe, access_log=config.access_log),
