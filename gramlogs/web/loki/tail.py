@@ -140,7 +140,7 @@ def parse_tail_query(params: dict[str, str], now: datetime) -> TailQuery:
         if not isinstance(stage, logql.LineFilter):
             # web/loki/pipeline.py (parsers, label filters, line_format) is not on this branch.
             raise logql.LogQLError(
-                f"the live tail does not support {type(stage).__name__} stages yet: "
+                f"the live tail does not support {_describe(stage)} yet: "
                 "only a stream selector and line filters"
             )
     start_text = params.get("start", "")
@@ -151,6 +151,16 @@ def parse_tail_query(params: dict[str, str], now: datetime) -> TailQuery:
         limit=_bounded(params, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT),
         delay_for=_bounded(params, "delay_for", 0, 0, MAX_DELAY_S),
     )
+
+
+def _describe(stage: logql.Stage) -> str:
+    if isinstance(stage, logql.Parser):
+        return f"| {stage.kind}"
+    if isinstance(stage, logql.Drop):
+        return "| drop"
+    if isinstance(stage, logql.LineFormat):
+        return "| line_format"
+    return "label filters"
 
 
 # -- messages -----------------------------------------------------------------------------------
