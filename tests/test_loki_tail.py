@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gramlogs.web.loki.logql import LogQLError, parse
 from testkit.logql import logql
+from tests._support import until
 from tests.test_tail import entry, ingest, revoke
 
 PATH = "/loki/api/v1/tail"
@@ -281,3 +282,24 @@ async def test_another_projects_lines_never_appear(server, http, tenant, make_te
         await ingest(http, tenant, [entry(f, d, "mine", level="error")])
         got = await messages(ws, 1)
     assert [line for _, _, line in flat(got)] == ["mine"]
+
+
+# -- what the server records ---------------------------------------------------------------------
+
+
+async def test_a_tail_is_one_access_log_line_written_when_it_closes(server, tenant):
+    url = tail_url(server, query=logql('{source="function"}'), limit=0)
+    async with websockets.connect(url, additional_headers=tenant.headers()):
+        pass
+    await refused(url, {"Gram-Project": tenant.slug})
+
+    def lines() -> list[dict[str, Any]]:
+        text = server.stdout.read_text()
+        return [json.loads(x) for x in text.splitlines() if x[:1] == "{" and PATH in x]
+
+    await until(lambda: len([x for x in lines() if x.get("project") == tenant.slug]) >= 2, 10)
+    ours = [line for line in lines() if line.get("project") == tenant.slug][-2:]
+    assert [(x["method"], x["route"], x["status"], x.get("error")) for x in ours] == [
+        ("GET", PATH, 101, None),
+        ("GET", PATH, 401, "unauthorized"),
+    ]

@@ -45,7 +45,7 @@ from gramlogs.web.loki import logql
 from gramlogs.web.loki.auth import loki_credentials
 from gramlogs.web.loki.labels import stream_labels
 from gramlogs.web.loki.selection import Selection, select
-from gramlogs.web.observe import SCOPE_PROJECT, error_response, request_id
+from gramlogs.web.observe import SCOPE_ERROR, SCOPE_PROJECT, error_response, request_id
 from gramlogs.web.state import AppState
 from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
 
@@ -248,6 +248,7 @@ async def _open(websocket: WebSocket, state: AppState, stack: contextlib.AsyncEx
 
 async def _refuse(websocket: WebSocket, error: GramlogsError) -> None:
     """Refuse the handshake with ``error``'s HTTP response (plain text, as on every Loki route)."""
+    websocket.scope[SCOPE_ERROR] = error.name  # for the access log (observe.py)
     body, content_type = error_response(error, request_id(websocket.scope), PATH)
     headers = dict(error.headers or {})
     response = Response(body, error.status, headers, media_type=content_type.decode())
