@@ -303,3 +303,30 @@ async def test_a_tail_is_one_access_log_line_written_when_it_closes(server, tena
         ("GET", PATH, 101, None),
         ("GET", PATH, 401, "unauthorized"),
     ]
+
+
+async def test_a_client_further_behind_than_the_buffer_catches_up_from_the_store(serve, tenant, fd):
+    f, d = fd
+    with serve(GRAMLOGS_TAIL_BUFFER_LINES="5", GRAMLOGS_TAIL_POLL_MS="20") as s:
+        url = tail_url(s, query=logql('{source="function"} |~ "line [0-9]+"'), limit=0)
+        async with (
+            httpx.AsyncClient(base_url=s.url, timeout=30) as c,
+            websockets.connect(url, additional_headers=tenant.headers()) as ws,
+        ):
+            # One batch of 30 lines, more than the buffer holds: the watcher cuts the
+            # subscription off, and the tail reads them from the store instead.
+            await ingest(c, tenant, [entry(f, d, f"line {i}") for i in range(30)])
+            await ingest(c, tenant, [entry(f, d, "line 30")])
+            got = await messages(ws, 31)
+    assert [line for _, _, line in flat(got)] == [f"line {i}" for i in range(31)]
+    assert all(m["dropped_entries"] == [] for m in got)
+
+
+async def test_a_handshake_counts_against_the_keys_rate_limit(serve, tenant):
+    with serve(GRAMLOGS_RATE_LIMIT="0.001", GRAMLOGS_RATE_LIMIT_BURST="1") as s:
+        url = tail_url(s, query=logql('{source="function"}'), limit=0)
+        async with websockets.connect(url, additional_headers=tenant.headers()):
+            pass
+        status, body = await refused(url, tenant.headers())
+    assert status == 429
+    assert body.startswith("rate limit of 0.001 requests per second for this key exceeded")
