@@ -330,3 +330,22 @@ async def test_a_handshake_counts_against_the_keys_rate_limit(serve, tenant):
         status, body = await refused(url, tenant.headers())
     assert status == 429
     assert body.startswith("rate limit of 0.001 requests per second for this key exceeded")
+
+
+async def test_a_tail_the_client_closes_gives_its_place_back_under_the_keys_cap(serve, tenant):
+    with serve(GRAMLOGS_TAIL_MAX_PER_KEY="1") as s:
+        url = tail_url(s, query=logql('{source="function"}'), limit=0)
+        async with websockets.connect(url, additional_headers=tenant.headers()):
+            status, body = await refused(url, tenant.headers())
+        # Closed by the client: the server notices and ends the session, and the key may
+        # open another (a moment later: the server's side of the close is asynchronous).
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    async with websockets.connect(url, additional_headers=tenant.headers()):
+                        break
+                except InvalidStatus as exc:
+                    assert exc.response.status_code == 429
+                    await asyncio.sleep(0.05)
+    assert status == 429
+    assert body.startswith("this key has 1 live tails open, the most allowed")

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest, GramlogsError
@@ -288,7 +288,7 @@ async def loki_tail(websocket: WebSocket) -> None:
                 if reason is not None:
                     code, why = _CLOSE[reason]
                     await websocket.close(code, why)
-        except (Stuck, OSError):
+        except (Stuck, OSError, WebSocketDisconnect):
             pass  # the client is gone or takes nothing: the connection is dropped
 
 
