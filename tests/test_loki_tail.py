@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gramlogs.web.loki.logql import LogQLError, parse
+from gramlogs.web.loki.tail import parse_tail_query
 from testkit.logql import logql
 from tests._support import until
 from tests.test_tail import entry, ingest, revoke
@@ -349,3 +350,25 @@ async def test_a_tail_the_client_closes_gives_its_place_back_under_the_keys_cap(
                     await asyncio.sleep(0.05)
     assert status == 429
     assert body.startswith("this key has 1 live tails open, the most allowed")
+
+
+# -- the parameters, without a server ------------------------------------------------------------
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        ("", datetime(2026, 12, 7, 11, 0, tzinfo=UTC)),  # an hour before now, as Loki
+        ("1764547200", datetime(2025, 12, 1, tzinfo=UTC)),  # seconds (10 digits or fewer)
+        ("1764547200123456789", datetime(2025, 12, 1, 0, 0, 0, 123456, tzinfo=UTC)),  # ns
+        ("1764547200.5", datetime(2025, 12, 1, 0, 0, 0, 500000, tzinfo=UTC)),  # seconds
+        ("2025-12-01T01:00:00+01:00", datetime(2025, 12, 1, tzinfo=UTC)),
+        ("-5", datetime(1970, 1, 1, tzinfo=UTC)),  # clamped to the ids' range
+    ],
+)
+def test_start_takes_loki_s_timestamp_forms(start, expected):
+    params = {"query": logql('{level="error"}'), "start": start}
+    tail = parse_tail_query(params, NOW)
+    assert (tail.start, tail.limit, tail.delay_for) == (expected, 100, 0)

@@ -49,7 +49,7 @@ from gramlogs.web.observe import SCOPE_ERROR, SCOPE_PROJECT, error_response, req
 from gramlogs.web.state import AppState
 from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
 
-__all__ = ["PATH", "ROUTE", "render_entry"]
+__all__ = ["PATH", "ROUTE", "TailQuery", "parse_tail_query", "render_entry"]
 
 logger = logging.getLogger("gramlogs.tail")
 
@@ -130,6 +130,8 @@ class TailQuery:
 
 
 def parse_tail_query(params: dict[str, str], now: datetime) -> TailQuery:
+    """A tail's parameters (each its first value), ``start`` an hour before ``now`` by default;
+    400 naming what is wrong, the parser's message for the query."""
     text = params.get("query", "")
     if not text:
         raise BadRequest('missing query: a log query such as {level="error"}')
