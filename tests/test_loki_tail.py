@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -372,3 +373,20 @@ def test_start_takes_loki_s_timestamp_forms(start, expected):
     params = {"query": logql('{level="error"}'), "start": start}
     tail = parse_tail_query(params, NOW)
     assert (tail.start, tail.limit, tail.delay_for) == (expected, 100, 0)
+
+
+async def test_shutdown_closes_a_tail_with_1012_service_restart(serve, tenant, fd):
+    f, d = fd
+    with serve() as s:
+        url = tail_url(s, query=logql('{source="function"}'), limit=0)
+        async with (
+            httpx.AsyncClient(base_url=s.url, timeout=30) as c,
+            websockets.connect(url, additional_headers=tenant.headers()) as ws,
+        ):
+            await ingest(c, tenant, [entry(f, d, "before")])
+            assert flat(await messages(ws, 1))[0][2] == "before"
+            s.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(20):
+                    await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
