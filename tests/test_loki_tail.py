@@ -269,7 +269,7 @@ async def test_a_key_revoked_mid_stream_closes_the_tail_within_the_check_interva
             status, _ = await refused(url, tenant.headers())
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "the API key was revoked")
-    assert took < 0.2 + 2.0  # the check interval, and a generous margin for a loaded machine
+    assert took < 0.2 + 5.0  # the check interval, and a generous margin for a loaded machine
     assert status == 401
 
 
@@ -291,20 +291,25 @@ async def test_another_projects_lines_never_appear(server, http, tenant, make_te
 
 async def test_a_tail_is_one_access_log_line_written_when_it_closes(server, tenant):
     url = tail_url(server, query=logql('{source="function"}'), limit=0)
-    async with websockets.connect(url, additional_headers=tenant.headers()):
-        pass
-    await refused(url, {"Gram-Project": tenant.slug})
+    async with websockets.connect(url, additional_headers=tenant.headers()) as ws:
+        assert ws.response is not None
+        accepted = ws.response.headers["X-Request-Id"]
+    with pytest.raises(InvalidStatus) as caught:
+        async with websockets.connect(url, additional_headers={"Gram-Project": tenant.slug}):
+            pass
+    refusal = caught.value.response.headers["X-Request-Id"]
 
-    def lines() -> list[dict[str, Any]]:
+    def lines() -> dict[str, dict[str, Any]]:
         text = server.stdout.read_text()
-        return [json.loads(x) for x in text.splitlines() if x[:1] == "{" and PATH in x]
+        logged = [json.loads(x) for x in text.splitlines() if x[:1] == "{"]
+        return {x["id"]: x for x in logged if x["id"] in (accepted, refusal)}
 
-    await until(lambda: len([x for x in lines() if x.get("project") == tenant.slug]) >= 2, 10)
-    ours = [line for line in lines() if line.get("project") == tenant.slug][-2:]
-    assert [(x["method"], x["route"], x["status"], x.get("error")) for x in ours] == [
-        ("GET", PATH, 101, None),
-        ("GET", PATH, 401, "unauthorized"),
-    ]
+    await until(lambda: len(lines()) == 2, 10)
+    got = lines()
+    assert [
+        (x["method"], x["route"], x["status"], x.get("error"), x["project"])
+        for x in (got[accepted], got[refusal])
+    ] == [("GET", PATH, 101, None, tenant.slug), ("GET", PATH, 401, "unauthorized", tenant.slug)]
 
 
 async def test_a_client_further_behind_than_the_buffer_catches_up_from_the_store(serve, tenant, fd):
