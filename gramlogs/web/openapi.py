@@ -161,8 +161,20 @@ def _error_response(status: int, names: list[str]) -> Json:
     }
 
 
-def _responses(ok: Ok, statuses: set[int]) -> Json:
-    """An operation's responses: ``ok`` for 200, its own errors and those of any request."""
+# Loki's routes answer errors as plain text, the message alone (observe.error_response): their
+# error responses are these components, named with this prefix.
+PLAIN_PREFIX = "Loki"
+_PLAIN_PATHS = "/loki/"
+
+
+def _plain_response(response: Json) -> Json:
+    return {**response, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _responses(ok: Ok, statuses: set[int], plain: bool = False) -> Json:
+    """An operation's responses: ``ok`` for 200, its own errors and those of any request
+    (``plain``: as plain text, on Loki's routes)."""
+    prefix = PLAIN_PREFIX if plain else ""
     every = {name: _ref("headers", name) for name in _EVERY_RESPONSE}
     return {
         "200": {
@@ -171,7 +183,7 @@ def _responses(ok: Ok, statuses: set[int]) -> Json:
             "content": _content(ok.content),
         },
         **{
-            str(s): _ref("responses", ERROR_RESPONSES[s][0])
+            str(s): _ref("responses", prefix + ERROR_RESPONSES[s][0])
             for s in sorted(statuses | set(_ANY_REQUEST))
         },
     }
@@ -218,13 +230,13 @@ def _parameter(param: Param[Any]) -> Json:
     return out
 
 
-def _operation(op: Operation) -> Json:
+def _operation(op: Operation, plain: bool = False) -> Json:
     out: Json = {
         "tags": [op.tag],
         "summary": op.summary,
         "description": op.description,
         "operationId": op.operation_id,
-        "responses": _responses(op.ok, op.statuses),
+        "responses": _responses(op.ok, op.statuses, plain),
         "security": list(op.security),
         **op.extra,
     }
@@ -240,7 +252,8 @@ def _operation(op: Operation) -> Json:
 
 
 def _path_item(endpoint: Endpoint) -> Json:
-    item: Json = {op.method.lower(): _operation(op) for op in endpoint.operations}
+    plain = endpoint.path.startswith(_PLAIN_PATHS)
+    item: Json = {op.method.lower(): _operation(op, plain) for op in endpoint.operations}
     if endpoint.path_params:
         item["parameters"] = [_parameter(p) for p in endpoint.path_params]
     return item
@@ -413,12 +426,17 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
             {"name": "ingest", "description": "Writing logs: JSON/NDJSON batches and OTLP."},
             {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
+            {"name": "loki", "description": "Loki's HTTP API (Grafana); errors as plain text."},
         ],
         "paths": {e.path: _path_item(e) for e in endpoints},
         "components": {
             "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLP_SCHEMAS},
             "responses": {
                 component: _error_response(status, names[status])
+                for status, (component, _) in sorted(ERROR_RESPONSES.items())
+            }
+            | {
+                PLAIN_PREFIX + component: _plain_response(_error_response(status, names[status]))
                 for status, (component, _) in sorted(ERROR_RESPONSES.items())
             },
             "headers": {
