@@ -21,7 +21,16 @@ from gramlogs.storage.database import Connection
 from gramlogs.web.endpoint import Body, Endpoint, Ok, Operation
 from gramlogs.web.loki.labels import COLUMN_LABELS, stream_labels
 from gramlogs.web.loki.logql import LogQuery
-from gramlogs.web.loki.reads import LOKI_SECURITY, QUERY, TAG, json_reply, query_of, reader, success
+from gramlogs.web.loki.reads import (
+    LOKI_SECURITY,
+    QUERY,
+    TAG,
+    json_reply,
+    loki_credentials,
+    query_of,
+    reader,
+    success,
+)
 from gramlogs.web.loki.sample import log_query, sample_lines, selection_of
 from gramlogs.web.loki.selection import Selection
 from gramlogs.web.loki.window import END, START, Window, parse_window
@@ -123,19 +132,21 @@ async def label_values(
 
 
 async def labels(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     window = parse_window(params)
     query = query_of(QUERY, params)
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         return success(await label_names(conn, project_id, window, query))
 
 
 async def values(request: Request) -> Response:
+    credentials = loki_credentials(request)
     name = _NAME.value(request.path_params)
     params = first_values(request)
     window = parse_window(params)
     query = query_of(QUERY, params)
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         return success(await label_values(conn, project_id, window, query, name))
 
 
@@ -173,6 +184,7 @@ async def series_sets(
 
 
 async def series(request: Request) -> Response:
+    credentials = loki_credentials(request)
     pairs = _pairs(request.scope["query_string"], "query string")
     pairs += _pairs(await _form(request), "form body")
     params: dict[str, str] = {}
@@ -184,15 +196,16 @@ async def series(request: Request) -> Response:
         raise BadRequest("match[] is required: at least one stream selector")
     queries = [log_query(_MATCH.name, _MATCH.parse(_MATCH.name, s)) for s in selectors]
     window = parse_window(params)
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         return success(await series_sets(conn, project_id, window, queries))
 
 
 async def patterns(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     parse_window(params)
     query_of(QUERY, params)
-    async with reader(request):
+    async with reader(request, credentials):
         return success([])
 
 

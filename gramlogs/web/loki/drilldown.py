@@ -38,7 +38,17 @@ from gramlogs.web.loki.browse import label_values
 from gramlogs.web.loki.fields import field_type, line_fields
 from gramlogs.web.loki.labels import COLUMN_LABELS, stream_labels
 from gramlogs.web.loki.logql import LogQuery
-from gramlogs.web.loki.reads import LOKI_SECURITY, QUERY, TAG, json_reply, query_of, reader, success
+from gramlogs.web.loki.reads import (
+    LOKI_SECURITY,
+    QUERY,
+    TAG,
+    json_reply,
+    loki_credentials,
+    query_of,
+    reader,
+    required_query,
+    success,
+)
 from gramlogs.web.loki.sample import SAMPLE_LINES, Sample, sample_lines, selection_of
 from gramlogs.web.loki.selection import Selection
 from gramlogs.web.loki.window import END, START, Window, parse_window
@@ -144,11 +154,11 @@ async def index_stats(
 
 
 async def stats(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     window = parse_window(params)
-    query = query_of(_REQUIRED_QUERY, params)
-    assert query is not None  # required
-    async with reader(request) as (project_id, conn):
+    query = required_query(_REQUIRED_QUERY, params)
+    async with reader(request, credentials) as (project_id, conn):
         return json_reply(await index_stats(conn, project_id, window, query))
 
 
@@ -194,16 +204,16 @@ def _seconds(ns: int) -> float | int:
 
 def _volume_params(params: dict[str, str]) -> tuple[Window, LogQuery, str | None, str, int]:
     window = parse_window(params)
-    query = query_of(_REQUIRED_QUERY, params)
-    assert query is not None  # required
+    query = required_query(_REQUIRED_QUERY, params)
     return window, query, _TARGETS.get(params), _AGGREGATE.value(params), _LIMIT.value(params)
 
 
 async def volume(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     window, query, targets, by, limit = _volume_params(params)
     groups = _grouper(query, targets, by)
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         counted, _ = await _count(conn, selection_of(query, project_id, window))
     per_line = _shares(counted.sample.rows, groups)
     sized = sorted(
@@ -241,6 +251,7 @@ def _default_step(window: Window) -> int:
 
 
 async def volume_range(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     window, query, targets, by, limit = _volume_params(params)
     raw_step = _STEP.get(params)
@@ -253,7 +264,7 @@ async def volume_range(request: Request) -> Response:
         )
     starts = [window.start_ns + k * step for k in range(points)]
     groups = _grouper(query, targets, by)
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         selection = selection_of(query, project_id, window)
         counted, _ = await _count(conn, selection)
         edges = [Window(s, s).id_range()[0] for s in starts[1:]]
@@ -287,11 +298,12 @@ async def volume_range(request: Request) -> Response:
 
 
 async def detected_labels(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     window = parse_window(params)
     query = query_of(QUERY, params)
     found = []
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         sample = await sample_lines(conn, selection_of(query, project_id, window))
         names = set(COLUMN_LABELS) if sample.rows else set()
         for row in sample.rows:
@@ -316,20 +328,21 @@ def _fields(rows: Iterable[StoredRow]) -> dict[str, tuple[set[str], set[str]]]:
 
 
 async def _sampled_fields(
-    request: Request, params: dict[str, str]
+    request: Request, credentials: tuple[str, str], params: dict[str, str]
 ) -> dict[str, tuple[set[str], set[str]]]:
     window = parse_window(params)
     query = query_of(QUERY, params)
     most = _LINE_LIMIT.value(params)
-    async with reader(request) as (project_id, conn):
+    async with reader(request, credentials) as (project_id, conn):
         sample = await sample_lines(conn, selection_of(query, project_id, window), most)
     return _fields(sample.rows)
 
 
 async def detected_fields(request: Request) -> Response:
+    credentials = loki_credentials(request)
     params = first_values(request)
     limit = _FIELD_LIMIT.value(params)
-    found = await _sampled_fields(request, params)
+    found = await _sampled_fields(request, credentials, params)
     fields = [
         {
             "label": name,
@@ -343,10 +356,11 @@ async def detected_fields(request: Request) -> Response:
 
 
 async def detected_field_values(request: Request) -> Response:
+    credentials = loki_credentials(request)
     name = _NAME.value(request.path_params)
     params = first_values(request)
     limit = _FIELD_LIMIT.value(params)
-    found = await _sampled_fields(request, params)
+    found = await _sampled_fields(request, credentials, params)
     seen = found.get(name, (set(), set()))[0]
     return json_reply({"values": sorted(seen)[:limit]})
 

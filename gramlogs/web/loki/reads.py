@@ -23,7 +23,17 @@ from gramlogs.web.loki.sample import log_query
 from gramlogs.web.params import Json, Param, text
 from gramlogs.web.state import app_state
 
-__all__ = ["LOKI_SECURITY", "QUERY", "TAG", "json_reply", "query_of", "reader", "success"]
+__all__ = [
+    "LOKI_SECURITY",
+    "QUERY",
+    "TAG",
+    "json_reply",
+    "loki_credentials",
+    "query_of",
+    "reader",
+    "required_query",
+    "success",
+]
 
 TAG = "loki"
 # Basic auth (slug and key) is read too (auth.py); OpenAPI 3.0 lists the headers a generator
@@ -44,11 +54,20 @@ def query_of(param: Param[str], params: dict[str, str]) -> LogQuery | None:
     return None if value is None else log_query(param.name, value)
 
 
+def required_query(param: Param[str], params: dict[str, str]) -> LogQuery:
+    """The log query of a required ``param`` (a 400 without it)."""
+    return log_query(param.name, param.value(params))
+
+
 @asynccontextmanager
-async def reader(request: Request) -> AsyncIterator[tuple[uuid.UUID, Connection]]:
-    """The project of a read key and a connection to read it with: the key on the primary, as
-    every read checks it, the lines on a replica when there is one."""
-    key, slug = loki_credentials(request)
+async def reader(
+    request: Request, credentials: tuple[str, str]
+) -> AsyncIterator[tuple[uuid.UUID, Connection]]:
+    """The project of a read key (``credentials``: auth.loki_credentials, taken before the
+    parameters are parsed, so that a request without a key is a 401 whatever it holds) and a
+    connection to read it with: the key on the primary, as every read checks it, the lines on
+    a replica when there is one."""
+    key, slug = credentials
     db = app_state(request).db
     async with db.connection() as conn:
         principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
