@@ -10,7 +10,7 @@ Times are kept in nanoseconds; the ids' resolution is a microsecond, so a window
 
 from __future__ import annotations
 
-import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +37,8 @@ _NS_PER_US = 1000
 _MAX_NS = (ids.MAX_TIMESTAMP - ids.EPOCH).days * 86_400 * 10**9
 _FORMS = "Unix nanoseconds, Unix seconds (with a fraction or 10 digits or fewer) or RFC 3339"
 
+_SECONDS = re.compile(r"(?=\.?\d)(\d*)\.(\d*)\Z")
+
 # The clock of the default window; tests replace it to fix "now".
 now_ns: Callable[[], int] = time.time_ns
 
@@ -45,11 +47,10 @@ def parse_instant(name: str, value: str) -> int:
     """``value`` as Unix nanoseconds; 400 naming ``name`` when it is none of Loki's forms."""
     text = value.strip()
     try:
-        if "." in text:
-            seconds = float(text)
-            if not math.isfinite(seconds):
-                raise ValueError(text)
-            ns = round(seconds * 1e9)
+        if (m := _SECONDS.match(text)) is not None:
+            # Decimal digits, not a float: a float's 53 bits cannot hold nanoseconds since 1970.
+            whole, fraction = m.groups()
+            ns = int(whole or "0") * 10**9 + int((fraction + "0" * 9)[:9])
         elif text.lstrip("+-").isascii() and text.lstrip("+-").isdigit():
             number = int(text)
             ns = number * 10**9 if len(text.lstrip("+-")) <= 10 else number
