@@ -34,9 +34,9 @@ from gramlogs.storage import histogram
 from gramlogs.storage.database import Connection
 from gramlogs.storage.rows import StoredRow
 from gramlogs.web.endpoint import Endpoint, Ok, Operation
-from gramlogs.web.loki.browse import label_values
+from gramlogs.web.loki.browse import every_label_values
 from gramlogs.web.loki.fields import field_type, line_fields
-from gramlogs.web.loki.labels import COLUMN_LABELS, stream_labels
+from gramlogs.web.loki.labels import stream_labels
 from gramlogs.web.loki.logql import LogQuery
 from gramlogs.web.loki.reads import (
     LOKI_SECURITY,
@@ -302,17 +302,10 @@ async def detected_labels(request: Request) -> Response:
     params = first_values(request)
     window = parse_window(params)
     query = query_of(QUERY, params)
-    found = []
     async with reader(request, credentials) as (project_id, conn):
-        sample = await sample_lines(conn, selection_of(query, project_id, window))
-        names = set(COLUMN_LABELS) if sample.rows else set()
-        for row in sample.rows:
-            names.update(stream_labels(row))
-        for name in sorted(names):
-            n = len(await label_values(conn, project_id, window, query, name))
-            if n:
-                found.append({"label": name, "cardinality": n})
-    return json_reply({"detectedLabels": found})
+        found = await every_label_values(conn, project_id, window, query)
+    labels = [{"label": name, "cardinality": len(v)} for name, v in found.items()]
+    return json_reply({"detectedLabels": labels})
 
 
 def _fields(rows: Iterable[StoredRow]) -> dict[str, tuple[set[str], set[str]]]:
