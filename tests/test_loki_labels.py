@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gramlogs.core import ids
 from gramlogs.storage import sealing, writer
@@ -285,6 +287,51 @@ async def test_column_values_read_rows_and_blocks_and_cut_blocks_at_the_window(p
     assert narrowed.level == {"warn"}
     assert narrowed.source == {line.source for line in warn}
     assert narrowed.instance == {line.instance for line in warn}
+
+
+@settings(max_examples=25)
+@given(
+    seed_=st.integers(0, 2**32),
+    blocks=st.integers(0, 10),
+    window=st.tuples(st.integers(0, N), st.integers(0, N)).map(sorted),
+    column=st.sampled_from([None, "level", "source", "instance", "deployment_id"]),
+    pick=st.integers(0, 100),
+)
+async def test_column_values_are_the_distinct_values_of_the_windows_matching_lines(
+    pool, make_tenant, seed_, blocks, window, column, pick
+):
+    """Whatever is sealed and wherever the window cuts the blocks; another project's lines
+    (same ids' times, other values) are never counted."""
+    tenant, other = await make_tenant(), await make_tenant()
+    lines = make_lines(seed_)
+    await seed(pool, tenant.project_id, lines, blocks)
+    await seed(pool, other.project_id, make_lines(seed_ + 1, ("o-x", "o-y")), blocks)
+    lo_s, hi_s = window
+    lo = ids.lowest_id(T0 + timedelta(seconds=lo_s)).int
+    hi = ids.highest_id(T0 + timedelta(seconds=hi_s)).int
+    equals: dict[str, object] = {}
+    if column is not None:
+        choices = {
+            "level": LEVELS,
+            "source": SOURCES,
+            "instance": INSTANCES,
+            "deployment_id": DEPLOYMENTS,
+        }[column]
+        equals[column] = choices[pick % len(choices)]
+    f = LogFilter(project_id=tenant.project_id, lo=lo, hi=hi, equals=equals)
+    async with connection(pool) as conn:
+        found = await column_values(conn, f)
+    chosen = [
+        line
+        for line in lines
+        if lo <= line.id.int <= hi and all(getattr(line, c) == v for c, v in equals.items())
+    ]
+    assert found.complete
+    assert found.level == {line.level for line in chosen}
+    assert found.source == {line.source for line in chosen}
+    assert found.instance == {line.instance for line in chosen}
+    assert found.deployment_id == {line.deployment_id for line in chosen}
+    assert found.function_id == {line.function_id for line in chosen}
 
 
 # -- series ----------------------------------------------------------------------------------

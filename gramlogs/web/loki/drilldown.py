@@ -158,7 +158,7 @@ async def stats(request: Request) -> Response:
     params = first_values(request)
     window = parse_window(params)
     query = required_query(_REQUIRED_QUERY, params)
-    async with reader(request, credentials) as (project_id, conn):
+    async with reader(request, credentials, expensive=True) as (project_id, conn):
         return json_reply(await index_stats(conn, project_id, window, query))
 
 
@@ -213,7 +213,7 @@ async def volume(request: Request) -> Response:
     params = first_values(request)
     window, query, targets, by, limit = _volume_params(params)
     groups = _grouper(query, targets, by)
-    async with reader(request, credentials) as (project_id, conn):
+    async with reader(request, credentials, expensive=True) as (project_id, conn):
         counted, _ = await _count(conn, selection_of(query, project_id, window))
     per_line = _shares(counted.sample.rows, groups)
     sized = sorted(
@@ -264,7 +264,7 @@ async def volume_range(request: Request) -> Response:
         )
     starts = [window.start_ns + k * step for k in range(points)]
     groups = _grouper(query, targets, by)
-    async with reader(request, credentials) as (project_id, conn):
+    async with reader(request, credentials, expensive=True) as (project_id, conn):
         selection = selection_of(query, project_id, window)
         counted, _ = await _count(conn, selection)
         edges = [Window(s, s).id_range()[0] for s in starts[1:]]

@@ -61,18 +61,21 @@ def required_query(param: Param[str], params: dict[str, str]) -> LogQuery:
 
 @asynccontextmanager
 async def reader(
-    request: Request, credentials: tuple[str, str]
+    request: Request, credentials: tuple[str, str], *, expensive: bool = False
 ) -> AsyncIterator[tuple[uuid.UUID, Connection]]:
     """The project of a read key (``credentials``: auth.loki_credentials, taken before the
     parameters are parsed, so that a request without a key is a 401 whatever it holds) and a
     connection to read it with: the key on the primary, as every read checks it, the lines on
-    a replica when there is one."""
+    a replica when there is one. ``expensive``: a read that counts a whole window (as the
+    histogram does), held as one of the key's expensive reads (web/expensive.py, a 429 past
+    them)."""
     key, slug = credentials
-    db = app_state(request).db
-    async with db.connection() as conn:
+    state = app_state(request)
+    async with state.db.connection() as conn:
         principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
-        async with db.read_connection(conn) as read:
-            yield principal.project_id, read
+        with state.expensive.hold(principal.key_id, expensive=expensive):
+            async with state.db.read_connection(conn) as read:
+                yield principal.project_id, read
 
 
 def json_reply(value: Any) -> Response:
