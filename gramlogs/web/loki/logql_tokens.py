@@ -8,6 +8,7 @@ keywords depend on where they stand, so the parser decides.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -60,9 +61,11 @@ _OPERATORS = (
 _SPACE = re.compile(r"(?:\s+|#[^\n]*)+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Prometheus' durations (what Loki's ranges take): whole amounts, largest unit first.
-_DURATION = re.compile(r"(?:\d+(?:ms|[smhdwy]))+(?![A-Za-z0-9_.])")
-_DURATION_PART = re.compile(r"(\d+)(ms|[smhdwy])")
-_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits only: Python's \d would take any script's, which float() reads but LogQL does not.
+_DURATION = re.compile(r"(?:[0-9]+(?:ms|[smhdwy]))+(?![A-Za-z0-9_.])")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|[smhdwy])")
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_DIGITS = frozenset("0123456789")
 _SUFFIX = re.compile(r"[A-Za-z_µ][A-Za-z0-9_µ]*")
 _BYTES_UNIT = re.compile(r"(?:[kKMGTPE]i?)?B", re.IGNORECASE)
 # Largest first: render() writes a range with them in this order.
@@ -76,6 +79,8 @@ DURATION_UNITS = {
     "ms": 10**6,
 }
 _UNIT_ORDER = tuple(DURATION_UNITS)
+# As Prometheus and Go: a duration is an int64 of nanoseconds (about 292 years).
+_MAX_DURATION_NS = 2**63 - 1
 _SIMPLE_ESCAPES = {
     "a": 0x07, "b": 0x08, "f": 0x0C, "n": 0x0A, "r": 0x0D, "t": 0x09, "v": 0x0B,
     "\\": 0x5C, '"': 0x22,
@@ -115,7 +120,7 @@ def _token(text: str, pos: int) -> Token:
             raise TokenError("a raw string (`…`) is not closed", pos)
         # As Go's strconv.Unquote does: carriage returns are dropped from raw strings.
         return Token(STRING, text[pos : end + 1], pos, text[pos + 1 : end].replace("\r", ""))
-    if c.isdigit() or (c == "." and pos + 1 < len(text) and text[pos + 1].isdigit()):
+    if c in _DIGITS or (c == "." and text[pos + 1 : pos + 2] in _DIGITS):
         return _numeric(text, pos)
     ident = _IDENT.match(text, pos)
     if ident:
@@ -134,11 +139,17 @@ def _numeric(text: str, pos: int) -> Token:
     assert number is not None  # _token saw a digit, or a dot before one
     suffix = _SUFFIX.match(text, number.end())
     if suffix is None:
-        return Token(NUMBER, number.group(), pos, float(number.group()))
+        value = float(number.group())
+        if math.isinf(value):
+            raise TokenError(f"the number {number.group()} is too large", pos)
+        return Token(NUMBER, number.group(), pos, value)
     written = text[pos : suffix.end()]
     if _BYTES_UNIT.fullmatch(suffix.group()):
         return Token(BYTES, written, pos)
-    if re.fullmatch(r"\d+(?:ms|[smhdwy])", number.group() + suffix.group()[:1]) or "." in written:
+    if (
+        re.fullmatch(r"[0-9]+(?:ms|[smhdwy])", number.group() + suffix.group()[:1])
+        or "." in written
+    ):
         raise TokenError(
             f"invalid duration {written!r}: whole amounts of ms, s, m, h, d, w, y, e.g. 1h30m",
             pos,
@@ -159,6 +170,8 @@ def _duration_ns(written: str, pos: int) -> int:
             )
         last = rank
         total += int(amount) * DURATION_UNITS[unit]
+    if total > _MAX_DURATION_NS:
+        raise TokenError(f"the duration {written} is too long: at most 292y", pos)
     return total
 
 
