@@ -26,7 +26,7 @@ from gramlogs.core import ids
 from gramlogs.storage import sealing, writer
 from gramlogs.storage.column_values import column_values
 from gramlogs.storage.filters import LogFilter
-from gramlogs.web.loki import browse
+from gramlogs.web.loki import browse, sample
 from gramlogs.web.loki.window import Window, parse_instant
 from testkit.logql import logql
 from tests._support import connection
@@ -395,6 +395,23 @@ async def test_index_stats_of_a_selector_checked_line_by_line(client, seeded):
     r = await get(client, seeded.tenant, "/loki/api/v1/index/stats", query=logql('{app="web"}'))
     web = [line for line in seeded.inside if line.labels().get("app") == "web"]
     assert r.json()["entries"] == len(web)
+
+
+async def test_a_sampled_selector_is_counted_from_the_newest_lines_share(
+    client, seeded, monkeypatch
+):
+    monkeypatch.setattr(sample, "SAMPLE_LINES", 10)
+    r = await get(client, seeded.tenant, "/loki/api/v1/index/stats", query=logql('{app="web"}'))
+    newest = sorted(seeded.inside, key=lambda line: line.id.int)[-10:]
+    web = [line for line in newest if line.labels().get("app") == "web"]
+    mean = sum(len(line.text.encode()) for line in web) / len(web)
+    entries = round(len(seeded.inside) * len(web) / 10)
+    assert r.json() == {
+        "streams": len(label_sets(web)),
+        "chunks": len(label_sets(web)),
+        "entries": entries,
+        "bytes": round(entries * mean),
+    }
 
 
 async def test_volume_is_bytes_by_the_target_labels(client, seeded):

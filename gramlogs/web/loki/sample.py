@@ -56,8 +56,10 @@ def selection_of(query: LogQuery | None, project_id: uuid.UUID, window: Window) 
     return select(query, project_id, lo, hi)
 
 
-async def sample_lines(conn: Connection, selection: Selection, most: int = SAMPLE_LINES) -> Sample:
-    """The newest lines of ``selection`` among the newest ``most`` its filter passes."""
+async def sample_lines(conn: Connection, selection: Selection, most: int | None = None) -> Sample:
+    """The newest lines of ``selection`` among the newest ``most`` (default
+    :data:`SAMPLE_LINES`) its filter passes."""
+    most = SAMPLE_LINES if most is None else most
     if selection.empty or selection.filter.lo > selection.filter.hi:
         return Sample(rows=[], read=0, complete=True)
     rows: list[StoredRow] = []
