@@ -435,24 +435,21 @@ async def test_volume_is_bytes_by_the_target_labels(client, seeded):
     assert r.json() == {"status": "success", "data": {"resultType": "vector", "result": expected}}
 
 
-async def test_volume_range_is_a_matrix_of_each_steps_bytes(client, seeded):
-    r = await get(
-        client,
-        seeded.tenant,
-        "/loki/api/v1/index/volume_range",
-        query=logql('{level="error"}'),
-        step="10s",
-    )
+@pytest.mark.parametrize(
+    ("query", "label", "value"),
+    [(logql('{level="error"}'), "level", "error"), (logql('{app="web"}'), "app", "web")],
+)
+async def test_volume_range_is_a_matrix_of_each_steps_bytes(client, seeded, query, label, value):
+    r = await get(client, seeded.tenant, "/loki/api/v1/index/volume_range", query=query, step="10s")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "success" and body["data"]["resultType"] == "matrix"
     [series] = body["data"]["result"]
-    assert series["metric"] == {"level": "error"}
-    start = START_NS
+    assert series["metric"] == {label: value}
     points: dict[float, int] = {}
     for line in seeded.inside:
-        if line.level == "error":
-            t = start + (ns(line.at) - start) // 10**10 * 10**10
+        if line.labels().get(label) == value:
+            t = START_NS + (ns(line.at) - START_NS) // 10**10 * 10**10
             points[t / 1e9] = points.get(t / 1e9, 0) + len(line.text.encode())
     # Each step's lines are counted exactly, and all of them sampled: their bytes are exact.
     assert {t: int(v) for t, v in series["values"]} == points

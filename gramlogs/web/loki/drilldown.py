@@ -114,25 +114,29 @@ def _size(row: StoredRow) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Counted:
-    """The selection's lines in the window and the sample they were estimated from."""
+    """The selection's lines in the window and in each range of it, and the sample they were
+    estimated from."""
 
     entries: int
+    ranges: list[int]  # lines per range (the indexed counts times ratio, or sampled exactly)
     sample: Sample
-    ratio: float  # of the indexed count, the share that matches
+    ratio: float  # of an indexed count, the share that matches
     exact: bool  # the sample is the window's whole selection
 
 
-async def _count(conn: Connection, selection: Selection) -> tuple[_Counted, int]:
+async def _count(conn: Connection, selection: Selection, edges: Sequence[int] = ()) -> _Counted:
+    """The selection's lines in the ranges ``edges`` cut the window into (histogram.py's)."""
     if selection.empty:
-        return _Counted(0, Sample([], 0, True), 0.0, True), 0
-    indexed = (await histogram.count_ranges(conn, selection.filter, []))[0]
+        return _Counted(0, [0] * (len(edges) + 1), Sample([], 0, True), 0.0, True)
+    indexed = await histogram.count_ranges(conn, selection.filter, edges)
     sample = await sample_lines(conn, selection)
     if not selection.label_checks and not selection.line_checks:
-        return _Counted(indexed, sample, 1.0, False), indexed
+        return _Counted(sum(indexed), indexed, sample, 1.0, False)
     if sample.complete:
-        return _Counted(len(sample.rows), sample, 0.0, True), indexed
+        return _Counted(len(sample.rows), [], sample, 0.0, True)
     ratio = len(sample.rows) / sample.read if sample.read else 0.0
-    return _Counted(round(indexed * ratio), sample, ratio, False), indexed
+    ranges = [round(n * ratio) for n in indexed]
+    return _Counted(round(sum(indexed) * ratio), ranges, sample, ratio, False)
 
 
 def _ns(row: StoredRow) -> int:
@@ -147,7 +151,7 @@ def _mean_bytes(rows: Sequence[StoredRow]) -> float:
 async def index_stats(
     conn: Connection, project_id: uuid.UUID, window: Window, query: LogQuery
 ) -> dict[str, int]:
-    counted, _ = await _count(conn, selection_of(query, project_id, window))
+    counted = await _count(conn, selection_of(query, project_id, window))
     streams = len({tuple(sorted(stream_labels(r).items())) for r in counted.sample.rows})
     size = round(counted.entries * _mean_bytes(counted.sample.rows))
     return {"streams": streams, "chunks": streams, "entries": counted.entries, "bytes": size}
@@ -214,7 +218,7 @@ async def volume(request: Request) -> Response:
     window, query, targets, by, limit = _volume_params(params)
     groups = _grouper(query, targets, by)
     async with reader(request, credentials, expensive=True) as (project_id, conn):
-        counted, _ = await _count(conn, selection_of(query, project_id, window))
+        counted = await _count(conn, selection_of(query, project_id, window))
     per_line = _shares(counted.sample.rows, groups)
     sized = sorted(
         ((round(counted.entries * b), g) for g, b in per_line.items()), key=lambda x: (-x[0], x[1])
@@ -227,7 +231,7 @@ async def volume(request: Request) -> Response:
     return success({"resultType": "vector", "result": result})
 
 
-def parse_step(name: str, value: str) -> int:
+def _parse_step(name: str, value: str) -> int:
     """A step as Loki reads it: a Prometheus duration (``1m30s``) or (fractional) seconds."""
     text = value.strip()
     ns: int | None = None
@@ -255,7 +259,7 @@ async def volume_range(request: Request) -> Response:
     params = first_values(request)
     window, query, targets, by, limit = _volume_params(params)
     raw_step = _STEP.get(params)
-    step = _default_step(window) if raw_step is None else parse_step(_STEP.name, raw_step)
+    step = _default_step(window) if raw_step is None else _parse_step(_STEP.name, raw_step)
     points = (window.end_ns - window.start_ns) // step + 1
     if points > MAX_POINTS:
         raise BadRequest(
@@ -264,15 +268,9 @@ async def volume_range(request: Request) -> Response:
         )
     starts = [window.start_ns + k * step for k in range(points)]
     groups = _grouper(query, targets, by)
+    edges = [Window(s, s).id_range()[0] for s in starts[1:]]
     async with reader(request, credentials, expensive=True) as (project_id, conn):
-        selection = selection_of(query, project_id, window)
-        counted, _ = await _count(conn, selection)
-        edges = [Window(s, s).id_range()[0] for s in starts[1:]]
-        indexed = (
-            [0] * points
-            if selection.empty
-            else await histogram.count_ranges(conn, selection.filter, edges)
-        )
+        counted = await _count(conn, selection_of(query, project_id, window), edges)
     rows_in: list[list[StoredRow]] = [[] for _ in range(points)]
     for row in counted.sample.rows:
         k = (_ns(row) - window.start_ns) // step
@@ -281,7 +279,7 @@ async def volume_range(request: Request) -> Response:
     overall = _shares(counted.sample.rows, groups)
     series: dict[Group, list[list[object]]] = defaultdict(list)
     for k, start in enumerate(starts):
-        entries = len(rows_in[k]) if counted.exact else round(indexed[k] * counted.ratio)
+        entries = len(rows_in[k]) if counted.exact else counted.ranges[k]
         if not entries:
             continue
         shares = _shares(rows_in[k], groups) or overall
@@ -289,8 +287,9 @@ async def volume_range(request: Request) -> Response:
             n = round(entries * per_line)
             if n > 0:
                 series[group].append([_seconds(start), str(n)])
-    totals = sorted(series, key=lambda g: (-sum(int(v[1]) for v in series[g]), g))  # type: ignore[call-overload]
-    result = [{"metric": _metric(g), "values": series[g]} for g in totals[:limit]]
+    totals = {g: sum(int(str(v[1])) for v in values) for g, values in series.items()}
+    ordered = sorted(series, key=lambda g: (-totals[g], g))
+    result = [{"metric": _metric(g), "values": series[g]} for g in ordered[:limit]]
     return success({"resultType": "matrix", "result": result})
 
 
