@@ -19,7 +19,11 @@ from gramlogs.core.config import Config
 from gramlogs.core.errors import BadRequest, Unavailable
 from gramlogs.storage import citus, pages
 
-__all__ = ["Database", "translate_errors"]
+__all__ = ["Connection", "Database", "translate_errors"]
+
+# What a handler holds and passes to storage's reads: the web layer names it through here, as
+# it never imports the driver itself (pyproject's import contracts).
+Connection = asyncpg.Connection
 
 logger = logging.getLogger("gramlogs.database")
 

@@ -32,10 +32,12 @@ __all__ = [
     "BLOCK_COLUMNS",
     "count_in_ranges",
     "first_matches",
+    "keys_of",
     "known_ids",
     "lines_by_id",
     "lock_project",
     "lock_writes",
+    "postings",
     "write",
 ]
 
@@ -177,6 +179,11 @@ def _postings(f: LogFilter, first_param: int) -> tuple[str, list[object]]:
     return "".join(terms), values
 
 
+def postings(f: LogFilter, first_param: int) -> tuple[str, list[object]]:
+    """:func:`_postings` for a reader of blocks elsewhere in storage (column_values.py)."""
+    return _postings(f, first_param)
+
+
 # Block ends a walk lists at once (a few bytes each, from an index), and blocks it decodes at
 # once (their keys fetched in one statement): the first decode takes every block that reaches
 # the range's near end (a page of the newest lines needs each function's newest block).
@@ -286,6 +293,16 @@ async def _decode_keys(conn: asyncpg.Connection, blocks: Sequence[_Block]) -> No
     for block in missing:
         block.keys = codec.decode_keys(fetched[(block.function_id, block.lo)], block.function_id)
         _cached.put(block.identity, block.keys)
+
+
+async def keys_of(
+    conn: asyncpg.Connection, project_id: uuid.UUID, records: Sequence[asyncpg.Record]
+) -> list[Keys]:
+    """The decoded keys of blocks listed by records holding their ``function_id``, ``lo``,
+    ``hi`` and ``lines``, in their order: from the cache, else fetched in one statement."""
+    listed = [_Block(project_id, r) for r in records]
+    await _decode_keys(conn, listed)
+    return [b.keys for b in listed if b.keys is not None]
 
 
 async def first_matches(

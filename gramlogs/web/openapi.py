@@ -162,27 +162,30 @@ def _error_response(status: int, names: list[str]) -> Json:
     }
 
 
-def _responses(ok: Ok, statuses: set[int], plain: bool) -> Json:
-    """An operation's responses: ``ok``, its own errors and those of any request; ``plain``:
-    errors as plain text (Loki's routes, observe.error_response)."""
+# Loki's routes answer errors as plain text, the message alone (observe.error_response): their
+# error responses are these components, named with this prefix.
+PLAIN_PREFIX = "Loki"
+
+
+def _plain_response(response: Json) -> Json:
+    return {**response, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _responses(ok: Ok, statuses: set[int], plain: bool = False) -> Json:
+    """An operation's responses: ``ok`` for 200, its own errors and those of any request
+    (``plain``: as plain text, on Loki's routes)."""
+    prefix = PLAIN_PREFIX if plain else ""
     every = {name: _ref("headers", name) for name in _EVERY_RESPONSE}
     success: Json = {"description": ok.description, "headers": {**every, **ok.headers}}
     if ok.content:
         success["content"] = _content(ok.content)
-    errors = sorted(statuses | set(_ANY_REQUEST))
     return {
         str(ok.status): success,
         **{
-            str(s): _plain_error_response(s) if plain else _ref("responses", ERROR_RESPONSES[s][0])
-            for s in errors
+            str(s): _ref("responses", prefix + ERROR_RESPONSES[s][0])
+            for s in sorted(statuses | set(_ANY_REQUEST))
         },
     }
-
-
-def _plain_error_response(status: int) -> Json:
-    response = _error_response(status, _error_names()[status])
-    response["content"] = {"text/plain": {"schema": {"type": "string"}}}
-    return response
 
 
 def _resolve(schema: Any) -> Any:
@@ -226,13 +229,13 @@ def _parameter(param: Param[Any]) -> Json:
     return out
 
 
-def _operation(op: Operation, path: str) -> Json:
+def _operation(op: Operation, plain: bool = False) -> Json:
     out: Json = {
         "tags": [op.tag],
         "summary": op.summary,
         "description": op.description,
         "operationId": op.operation_id,
-        "responses": _responses(op.ok, op.statuses, plain_text_errors(path)),
+        "responses": _responses(op.ok, op.statuses, plain),
         "security": list(op.security),
         **op.extra,
     }
@@ -248,7 +251,8 @@ def _operation(op: Operation, path: str) -> Json:
 
 
 def _path_item(endpoint: Endpoint) -> Json:
-    item: Json = {op.method.lower(): _operation(op, endpoint.path) for op in endpoint.operations}
+    plain = plain_text_errors(endpoint.path)
+    item: Json = {op.method.lower(): _operation(op, plain) for op in endpoint.operations}
     if endpoint.path_params:
         item["parameters"] = [_parameter(p) for p in endpoint.path_params]
     return item
@@ -425,12 +429,17 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
             },
             {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
+            {"name": "loki", "description": "Loki's HTTP API (Grafana); errors as plain text."},
         ],
         "paths": {e.path: _path_item(e) for e in endpoints},
         "components": {
             "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLP_SCHEMAS},
             "responses": {
                 component: _error_response(status, names[status])
+                for status, (component, _) in sorted(ERROR_RESPONSES.items())
+            }
+            | {
+                PLAIN_PREFIX + component: _plain_response(_error_response(status, names[status]))
                 for status, (component, _) in sorted(ERROR_RESPONSES.items())
             },
             "headers": {
