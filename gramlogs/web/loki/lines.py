@@ -18,8 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-
-import asyncpg
+from typing import Any
 
 from gramlogs.core import ids
 from gramlogs.storage.pages import PageRequest, fetch_page
@@ -34,11 +33,15 @@ __all__ = [
     "Found",
     "Line",
     "Plan",
+    "Reader",
     "id_bounds",
     "plan",
     "read_lines",
     "truncation_warning",
 ]
+
+# A connection to read with: storage's (asyncpg's), which the web layer passes on unnamed.
+Reader = Any
 
 # The most lines one request examines (reads from storage and checks). At the ~5 µs a line
 # costs to decode, check and run through a pipeline, about half a second: a query whose checks
@@ -159,7 +162,7 @@ def _line(row: StoredRow, p: Plan) -> Line | None:
 
 
 async def read_lines(
-    conn: asyncpg.Connection,
+    conn: Reader,
     p: Plan,
     *,
     limit: int | None,

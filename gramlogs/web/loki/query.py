@@ -407,7 +407,7 @@ def vector(series: Series, at_ns: int) -> list[Sample]:
     ]
 
 
-async def _log_answer(reader: Any, q: LokiQuery, project_id: uuid.UUID) -> QueryResponse:
+async def _log_answer(reader: lines_.Reader, q: LokiQuery, project_id: uuid.UUID) -> QueryResponse:
     started = time.perf_counter()
     assert isinstance(q.query, LogQuery)
     start, end = q.start_ns, q.end_ns
@@ -426,7 +426,9 @@ async def _log_answer(reader: Any, q: LokiQuery, project_id: uuid.UUID) -> Query
     return QueryResponse(status="success", data=data, warnings=warnings)
 
 
-async def _metric_answer(reader: Any, q: LokiQuery, project_id: uuid.UUID) -> QueryResponse:
+async def _metric_answer(
+    reader: lines_.Reader, q: LokiQuery, project_id: uuid.UUID
+) -> QueryResponse:
     started = time.perf_counter()
     assert not isinstance(q.query, LogQuery)
     steps = Steps(q.start_ns, q.end_ns, q.step_ns)

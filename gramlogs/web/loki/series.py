@@ -24,11 +24,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-import asyncpg
-
 from gramlogs.storage import histogram
 from gramlogs.web.loki.lines import (
     Plan,
+    Reader,
     id_at_micros,
     plan,
     read_lines,
@@ -71,7 +70,7 @@ class Steps:
 
 @dataclass(slots=True)
 class _Context:
-    conn: asyncpg.Connection
+    conn: Reader
     project_id: uuid.UUID
     steps: Steps
     warnings: list[str] = field(default_factory=list)
@@ -82,7 +81,7 @@ def key_of(labels: dict[str, str]) -> Key:
 
 
 async def evaluate(
-    conn: asyncpg.Connection, expr: MetricExpr, project_id: uuid.UUID, steps: Steps
+    conn: Reader, expr: MetricExpr, project_id: uuid.UUID, steps: Steps
 ) -> tuple[Series, list[str]]:
     """``expr``'s series over ``steps``, and the warnings of its reads (a read cut short)."""
     ctx = _Context(conn, project_id, steps)
