@@ -84,6 +84,8 @@ OPERATIONS = {
     OTLP,
     *POLY_GET,
     *POLY_DELETE,
+    "GET /loki/api/v1/query_range",
+    "GET /loki/api/v1/query",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",

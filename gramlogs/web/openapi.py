@@ -36,6 +36,7 @@ from gramlogs.web import gram, histogram, ingest, otlp, poly
 from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.endpoint import SECURITY_SCHEMES, Endpoint, Ok, Operation, Schema
 from gramlogs.web.headers import API_HEADERS
+from gramlogs.web.loki import query as loki_query
 from gramlogs.web.params import EXTENSION, NO_NUL, Json, Param
 from gramlogs.web.reading import LogEntry
 from gramlogs.web.schemas import SCHEMAS, struct_schemas
@@ -72,6 +73,17 @@ WIRE_STRUCTS: dict[type[msgspec.Struct], str] = {
     poly.PolyLogs: "PolyLogs",
     poly.PolyLog: "PolyLog",
     poly.Deleted: "PolyDeleted",
+    # Loki's query API (Loki's names)
+    loki_query.QueryResponse: "LokiQueryResponse",
+    loki_query.StreamsData: "LokiStreamsData",
+    loki_query.MatrixData: "LokiMatrixData",
+    loki_query.VectorData: "LokiVectorData",
+    loki_query.Stream: "LokiStream",
+    loki_query.Categories: "LokiEntryCategories",
+    loki_query.MatrixSeries: "LokiMatrixSeries",
+    loki_query.Sample: "LokiSample",
+    loki_query.Stats: "LokiStats",
+    loki_query.Summary: "LokiStatsSummary",
 }
 
 
@@ -161,9 +173,23 @@ def _error_response(status: int, names: list[str]) -> Json:
     }
 
 
-def _responses(ok: Ok, statuses: set[int]) -> Json:
-    """An operation's responses: ``ok`` for 200, its own errors and those of any request."""
+# Loki's routes answer errors as plain text (observe.error_response): their components are
+# these, named PLAIN_TEXT + the JSON one's name.
+PLAIN_TEXT = "PlainText"
+_PLAIN_TEXT_PATHS = "/loki/"
+
+
+def _plain_text_response(status: int, names: list[str]) -> Json:
+    response = _error_response(status, names)
+    response["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return response
+
+
+def _responses(ok: Ok, statuses: set[int], plain: bool = False) -> Json:
+    """An operation's responses: ``ok`` for 200, its own errors and those of any request
+    (``plain``: as plain text, the message alone)."""
     every = {name: _ref("headers", name) for name in _EVERY_RESPONSE}
+    prefix = PLAIN_TEXT if plain else ""
     return {
         "200": {
             "description": ok.description,
@@ -171,7 +197,7 @@ def _responses(ok: Ok, statuses: set[int]) -> Json:
             "content": _content(ok.content),
         },
         **{
-            str(s): _ref("responses", ERROR_RESPONSES[s][0])
+            str(s): _ref("responses", prefix + ERROR_RESPONSES[s][0])
             for s in sorted(statuses | set(_ANY_REQUEST))
         },
     }
@@ -218,13 +244,13 @@ def _parameter(param: Param[Any]) -> Json:
     return out
 
 
-def _operation(op: Operation) -> Json:
+def _operation(op: Operation, plain: bool = False) -> Json:
     out: Json = {
         "tags": [op.tag],
         "summary": op.summary,
         "description": op.description,
         "operationId": op.operation_id,
-        "responses": _responses(op.ok, op.statuses),
+        "responses": _responses(op.ok, op.statuses, plain),
         "security": list(op.security),
         **op.extra,
     }
@@ -240,7 +266,8 @@ def _operation(op: Operation) -> Json:
 
 
 def _path_item(endpoint: Endpoint) -> Json:
-    item: Json = {op.method.lower(): _operation(op) for op in endpoint.operations}
+    plain = endpoint.path.startswith(_PLAIN_TEXT_PATHS)
+    item: Json = {op.method.lower(): _operation(op, plain) for op in endpoint.operations}
     if endpoint.path_params:
         item["parameters"] = [_parameter(p) for p in endpoint.path_params]
     return item
@@ -412,14 +439,24 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
             {"name": "logs", "description": "Log lines of tool executions (Gram dialect)."},
             {"name": "ingest", "description": "Writing logs: JSON/NDJSON batches and OTLP."},
             {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
+            {
+                "name": "loki",
+                "description": "Loki's HTTP API, for Grafana's Loki data source and log shippers.",
+            },
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
         ],
         "paths": {e.path: _path_item(e) for e in endpoints},
         "components": {
             "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLP_SCHEMAS},
             "responses": {
-                component: _error_response(status, names[status])
-                for status, (component, _) in sorted(ERROR_RESPONSES.items())
+                **{
+                    component: _error_response(status, names[status])
+                    for status, (component, _) in sorted(ERROR_RESPONSES.items())
+                },
+                **{
+                    PLAIN_TEXT + component: _plain_text_response(status, names[status])
+                    for status, (component, _) in sorted(ERROR_RESPONSES.items())
+                },
             },
             "headers": {
                 "X-Request-Id": {

@@ -244,9 +244,16 @@ class StreamsData(msgspec.Struct, tag_field="resultType", tag="streams", omit_de
     encodingFlags: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
+# [<unix seconds>, "<value>"] (a list: OpenAPI 3.0 has no tuples).
+_Point = Annotated[
+    list[float | str],
+    Meta(min_length=2, max_length=2, description='[<unix seconds>, "<value>"]'),
+]
+
+
 class MatrixSeries(msgspec.Struct):
     metric: dict[str, str]
-    values: Annotated[list[tuple[float, str]], Meta(description='[<unix seconds>, "<value>"]')]
+    values: list[_Point]
 
 
 class MatrixData(msgspec.Struct, tag_field="resultType", tag="matrix"):
@@ -256,7 +263,7 @@ class MatrixData(msgspec.Struct, tag_field="resultType", tag="matrix"):
 
 class Sample(msgspec.Struct):
     metric: dict[str, str]
-    value: tuple[float, str]
+    value: _Point
 
 
 class VectorData(msgspec.Struct, tag_field="resultType", tag="vector"):
@@ -389,8 +396,8 @@ def matrix(series: Series, steps: Steps) -> list[MatrixSeries]:
     times = steps.times
     out = []
     for key in sorted(series):
-        points = [
-            (_seconds(t), format_value(v))
+        points: list[list[float | str]] = [
+            [_seconds(t), format_value(v)]
             for t, v in zip(times, series[key], strict=True)
             if v is not None
         ]
@@ -401,7 +408,7 @@ def matrix(series: Series, steps: Steps) -> list[MatrixSeries]:
 
 def vector(series: Series, at_ns: int) -> list[Sample]:
     return [
-        Sample(metric=dict(key), value=(_seconds(at_ns), format_value(values[0])))
+        Sample(metric=dict(key), value=[_seconds(at_ns), format_value(values[0])])
         for key, values in sorted(series.items())
         if values and values[0] is not None
     ]

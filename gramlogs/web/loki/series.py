@@ -36,7 +36,6 @@ from gramlogs.web.loki.lines import (
 from gramlogs.web.loki.logql import (
     BinaryOp,
     Drop,
-    LogQuery,
     MetricExpr,
     RangeAggregation,
     VectorAggregation,
@@ -238,20 +237,14 @@ def _countable(expr: MetricExpr, project_id: uuid.UUID) -> Plan | None:
         return None
     if any(name not in _ENUMERABLE for name in expr.by or ()):
         return None
-    if any(not isinstance(s, Drop) or not set(s.labels) <= _DROPPABLE for s in _after(inner)):
+    stages = inner.query.stages
+    if any(not isinstance(s, Drop) or not set(s.labels) <= _DROPPABLE for s in stages):
         return None
-    p = plan(_without_drops(inner.query), project_id, 0, 1)
+    # The drops change no count: only the selector is left to the indexes.
+    p = plan(replace(inner.query, stages=()), project_id, 0, 1)
     if p.selection.label_checks or p.selection.line_checks:
         return None
     return p
-
-
-def _after(inner: RangeAggregation) -> Iterable[object]:
-    return inner.query.stages
-
-
-def _without_drops(query: LogQuery) -> LogQuery:
-    return replace(query, stages=())
 
 
 def _edges_us(times: list[int], range_ns: int) -> list[int]:
