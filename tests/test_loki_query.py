@@ -9,6 +9,7 @@ the syntax tree the test reasons about (:func:`q` checks that the parser agrees)
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from gramlogs.core import ids
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants, writer
+from gramlogs.web.loki import lines
 from gramlogs.web.loki.logql import (
     BinaryOp,
     Drop,
@@ -110,10 +112,14 @@ async def store(pool: asyncpg.Pool, project_id: uuid.UUID, rows: list[Row]) -> N
         await writer.copy_lines(conn, records)
 
 
+# Each made line's own id bits: no two tests' lines share an id, even in one microsecond.
+_ID_BITS = itertools.count(1)
+
+
 def row_at(us: int, level: str = "info", text: str = "hello", **kw: Any) -> Row:
     ts = BASE + timedelta(microseconds=us)
     return Row(
-        ids.new_id(ts, us + 1),
+        ids.new_id(ts, next(_ID_BITS)),
         ts,
         kw.pop("function_id", FUNCTIONS[0]),
         kw.pop("instance", INSTANCES[0]),
@@ -661,8 +667,6 @@ async def test_a_read_cut_short_answers_what_it_found_with_a_warning(
 ) -> None:
     rows = [row_at(i, text="a" if i % 2 else "b") for i in range(30)]
     await store(pool, tenant.project_id, rows)
-    from gramlogs.web.loki import lines
-
     original = lines.read_lines
 
     async def small(*args: Any, **kw: Any) -> Any:
@@ -710,3 +714,17 @@ async def test_every_matcher_and_line_filter_over_fixed_lines(client, tenant, po
         got = sorted((int(ts), line) for s in body["data"]["result"] for ts, line in s["values"])
         want = sorted((r.ns, r.text) for r in rows if python_matches(r, query))
         assert got == want, text
+
+
+def test_a_level_and_a_first_contains_filter_are_one_indexed_read() -> None:
+    query = parse(logql('{level="error"} |= "timeout"'))
+    assert isinstance(query, LogQuery)
+    p = lines.plan(query, FUNCTIONS[0], BASE_NS, BASE_NS + MINUTE_NS)
+    assert p.selection.filter.equals == {"level": "error"}
+    assert p.selection.filter.keyword == "timeout"
+    assert (p.selection.filter.lo, p.selection.filter.hi) == lines.id_bounds(
+        BASE_NS, BASE_NS + MINUTE_NS
+    )
+    assert not p.selection.label_checks and p.rest == 0
+    # The keyword index is case-insensitive, Loki's |= is not: the line is still checked.
+    assert len(p.selection.line_checks) == 1
