@@ -401,12 +401,12 @@ async def test_a_catch_up_reads_a_large_batch_a_piece_at_a_time(
         got: list[str] = []
         reads = 0
         while True:
-            frames, position, ended = await catch_up(
-                db, tenant.project_id, TailFilter(), position, frame_line
-            )
+            frames, position, ended = await catch_up(db, tenant.project_id, TailFilter(), position)
             reads += 1
             assert len(frames) <= 2000  # a piece, never the whole batch
-            got += [json.loads(f.data.split(b"data: ", 1)[1])["raw_log"] for f in frames]
+            got += [
+                json.loads(f.rendered(frame_line).split(b"data: ", 1)[1])["raw_log"] for f in frames
+            ]
             if ended:
                 break
     finally:

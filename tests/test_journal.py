@@ -14,7 +14,6 @@ from gramlogs.core import ids
 from gramlogs.live.watchers import TailFilter, catch_up
 from gramlogs.storage import journal, writer
 from gramlogs.storage.journal import Position
-from gramlogs.web.tail import frame_line
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = datetime(2026, 11, 20, tzinfo=UTC)
@@ -70,12 +69,12 @@ async def test_a_batch_with_lower_ids_that_commits_later_is_read_after_the_other
         first = asyncio.create_task(writer.store_batch(conn_a, project, a, companion=held))
         await held.stored.wait()
         await writer.store_batch(conn_b, project, b)
-        frames, after, ended = await catch_up(db, project, TailFilter(), start, frame_line)
+        frames, after, ended = await catch_up(db, project, TailFilter(), start)
         assert [f.position.after for f in frames] == [uuid.UUID(r[0]).int for r in b]
         assert ended
         held.release.set()
         await first
-    later, _, _ = await catch_up(db, project, TailFilter(), after, frame_line)
+    later, _, _ = await catch_up(db, project, TailFilter(), after)
     assert [f.position.after for f in later] == [uuid.UUID(r[0]).int for r in a]
     assert later[0].position.seq == frames[0].position.seq + 1
 
@@ -134,7 +133,7 @@ async def test_resuming_anywhere_reads_each_matching_line_once_in_commit_order(
     got: list[str] = []
     position = start
     for i in range(100):
-        frames, after, ended = await catch_up(db, project, tail_filter, position, frame_line)
+        frames, after, ended = await catch_up(db, project, tail_filter, position)
         keep = frames[: cuts[i % len(cuts)]] if i < 3 * len(cuts) else frames
         got += [str(uuid.UUID(int=f.position.after)) for f in keep]
         if len(keep) == len(frames):

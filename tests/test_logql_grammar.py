@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from gramlogs.web.loki.logql import LogQLError, Query, parse
 from gramlogs.web.loki.logql_render import render
@@ -21,8 +21,9 @@ from testkit.logql_trees import queries
 from tests.test_logql import UNSUPPORTED
 
 TESTS = Path(__file__).resolve().parent
-# tests/test_logql.py alone marks about 30; fewer means the collection broke, not the tests.
-AT_LEAST = 25
+# tests/test_logql.py alone marks 35 (the other Loki tests add theirs); fewer means that the
+# collection broke, not that the tests changed.
+AT_LEAST = 35
 
 
 def _marked_queries() -> tuple[list[tuple[str, str]], list[str]]:
@@ -119,7 +120,7 @@ def test_syntax_errors_are_refused_by_both() -> None:
 _RENDERED: list[str] = []
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200)
 @given(queries)
 def _collect_rendered(query: Query) -> None:
     _RENDERED.append(render(query))

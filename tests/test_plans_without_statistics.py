@@ -277,7 +277,6 @@ async def _run_all(s: Scene, *, first: bool) -> None:
             s.project,
             TailFilter(),
             Position(head - 5),
-            _frame,
         )
     assert (len(frames), ended) == (50, True)
 
@@ -329,10 +328,6 @@ async def _count(conn: asyncpg.Connection, f: LogFilter) -> int:
         f"SELECT count(*) FROM logs WHERE {' AND '.join(where)}", *args
     )
     return count
-
-
-def _frame(row: object, position: Position) -> bytes:
-    return b""
 
 
 class _OneConnection:

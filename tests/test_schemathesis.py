@@ -73,6 +73,7 @@ EXPORT = "GET /rpc/logs.export"
 HISTOGRAM = "GET /rpc/logs.histogram"
 INGEST = "POST /rpc/logs.ingest"
 OTLP = "POST /v1/logs"
+LOKI_PUSH = "POST /loki/api/v1/push"
 POLY_GET = ("GET /functions/server/{id}/logs", "GET /functions/server/{id}/system-logs")
 POLY_DELETE = ("DELETE /functions/server/{id}/logs", "DELETE /functions/server/{id}/system-logs")
 OPERATIONS = {
@@ -82,6 +83,7 @@ OPERATIONS = {
     HISTOGRAM,
     INGEST,
     OTLP,
+    LOKI_PUSH,
     *POLY_GET,
     *POLY_DELETE,
     "GET /loki/api/v1/query_range",

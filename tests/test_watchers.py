@@ -70,7 +70,6 @@ async def run(script: Script, monkeypatch: pytest.MonkeyPatch) -> None:
     registry = Watchers(
         script,  # type: ignore[arg-type]
         Config(tail_poll_ms=POLL_MS),
-        lambda row, position: b"",
         sleep=script.sleep,
         clock=script.clock,
     )

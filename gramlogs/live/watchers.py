@@ -2,10 +2,12 @@
 
 A :class:`Watcher` reads the project's tail journal (storage/journal.py) every ``tail_poll_ms``
 while any tail of the project is open in this worker: one statement when nothing is new, two
-when something is, however many tails there are. It keeps each tail's matching lines, framed
-once for all of them, in the tail's :class:`Subscription`, up to ``tail_buffer_lines``; a tail
-that falls further behind is cut off (``overflowed``) and ends its stream with its resume token,
-so no buffer grows without bound and no line is dropped unsaid.
+when something is, however many tails there are. It keeps each tail's matching lines in the
+tail's :class:`Subscription` as frames (:class:`Frame`) shared by all of them, each wire format
+rendering a line once for every tail that speaks it; up to ``tail_buffer_lines``: a tail that
+falls further behind is cut off (``overflowed``) and ends its stream with its resume token, or
+reads what it missed from the store (sessions.py), so no buffer grows without bound and no line
+is dropped unsaid.
 
 A watcher whose read fails (the database away, a statement's error) keeps its tails open and
 reads again, after the poll interval doubling up to RETRY_MAX_S, and as soon as a read succeeds
@@ -30,7 +32,7 @@ import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from gramlogs.core import metrics
 from gramlogs.core.config import Config
@@ -43,6 +45,7 @@ from gramlogs.storage.pages import COLUMNS, StoredRow, like_pattern
 __all__ = [
     "Backoff",
     "Frame",
+    "Renderer",
     "Subscription",
     "TailFilter",
     "Watcher",
@@ -80,6 +83,9 @@ class TailFilter:
 
     equals: dict[str, object] = field(default_factory=dict)
     keyword: str | None = None
+    # What the columns and the keyword index cannot say (Loki's label regexes, case-sensitive
+    # line filters): checked on each line the others let through.
+    check: Callable[[StoredRow], bool] | None = None
 
     @property
     def pattern(self) -> str | None:
@@ -91,19 +97,36 @@ class TailFilter:
         for column, value in self.equals.items():
             if row[_COLUMN_INDEX[column]] != value:
                 return False
-        return keyword_index is None or keyword_index in matched
+        if keyword_index is not None and keyword_index not in matched:
+            return False
+        return self.check is None or self.check(row)
 
 
-@dataclass(frozen=True, slots=True)
+_T = TypeVar("_T")
+# Renders a line for one wire format; given by the HTTP layer, which owns the formats.
+Renderer = Callable[[StoredRow, Position], _T]
+
+
 class Frame:
-    """One line's event, framed for the wire once for every tail that gets it."""
+    """One line read for the tails, and its renderings: each wire format's (the SSE event, Loki's
+    stream entry) is made once, by the first tail that sends it, for every tail that gets it."""
 
-    position: Position
-    data: bytes
+    __slots__ = ("_rendered", "position", "row")
 
+    def __init__(self, position: Position, row: StoredRow) -> None:
+        self.position = position
+        self.row = row
+        self._rendered: dict[object, object] | None = None
 
-# Frames a row's event; given by the HTTP layer (tail.py), which owns the wire format.
-Framer = Callable[[StoredRow, Position], bytes]
+    def rendered(self, render: Renderer[_T]) -> _T:
+        """The line as ``render`` makes it (a module-level function: it is the cache's key)."""
+        if self._rendered is None:
+            self._rendered = {}
+        elif render in self._rendered:
+            return cast(_T, self._rendered[render])
+        value = render(self.row, self.position)
+        self._rendered[render] = value
+        return value
 
 
 class Subscription:
@@ -320,7 +343,6 @@ class Watcher:
             waited += poll
 
     def _offer(self, rows: list[Any], patterns: list[str], last: int) -> None:
-        framer = self._watchers.framer
         framed: dict[int, Frame] = {}
         for subscription in list(self.subscriptions):
             tail_filter = subscription.filter
@@ -331,7 +353,7 @@ class Watcher:
                     frame = framed.get(i)
                     if frame is None:
                         position = Position(row[journal.SEQ_COLUMN], row[0].int)
-                        frame = framed[i] = Frame(position, framer(row, position))
+                        frame = framed[i] = Frame(position, row)
                     frames.append(frame)
             if not subscription.offer(frames, last):
                 self.subscriptions.discard(subscription)
@@ -355,7 +377,6 @@ async def catch_up(
     project_id: uuid.UUID,
     tail_filter: TailFilter,
     position: Position,
-    framer: Framer,
 ) -> tuple[list[Frame], Position, bool]:
     """The next frames after ``position`` read from the store, whole batches up to about
     READ_LINES lines: the frames, the position after them, and whether the journal ends there.
@@ -376,15 +397,15 @@ async def catch_up(
             rows = await journal.read_piece(conn, project_id, first, after, PIECE_LINES, patterns)
             if len(rows) == PIECE_LINES:
                 # The batch goes on: the position is its last id read.
-                frames = _frames(rows, position, tail_filter, patterns, framer)
+                frames = _frames(rows, position, tail_filter, patterns)
                 reached = Position(first, rows[-1][journal.PIECE_ID_COLUMN].int)
                 return frames, reached, False
-            frames = _frames(rows, position, tail_filter, patterns, framer)
+            frames = _frames(rows, position, tail_filter, patterns)
             ended = first == batches[-1].seq and len(batches) < journal.NEXT_LIMIT
             return frames, Position(first), ended
         last = _last_batch(batches)
         rows = await journal.read_lines(conn, project_id, first, last, patterns)
-    frames = _frames(rows, position, tail_filter, patterns, framer)
+    frames = _frames(rows, position, tail_filter, patterns)
     ended = last == batches[-1].seq and len(batches) < journal.NEXT_LIMIT
     return frames, Position(last), ended
 
@@ -394,7 +415,6 @@ def _frames(
     position: Position,
     tail_filter: TailFilter,
     patterns: list[str],
-    framer: Framer,
 ) -> list[Frame]:
     """The frames of ``rows`` after ``position`` that pass ``tail_filter`` (a line deleted since
     its batch was read has no columns, and no frame)."""
@@ -405,7 +425,7 @@ def _frames(
             continue
         at = Position(row[journal.SEQ_COLUMN], row[0].int)
         if at > position and tail_filter.matches(row, index, row[journal.MATCHED_COLUMN]):
-            frames.append(Frame(at, framer(row, at)))
+            frames.append(Frame(at, row))
     return frames
 
 
@@ -425,14 +445,12 @@ class Watchers:
         self,
         db: Database,
         config: Config,
-        framer: Framer,
         *,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.config = config
-        self.framer = framer
         # A watcher's waits between reads, and its clock for logging failures (tests give both).
         self.sleep = sleep
         self.clock = clock

@@ -16,8 +16,9 @@ A :class:`Position` is a place in that order: a batch number and the last id del
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ __all__ = [
     "gone",
     "head",
     "newest_before",
+    "newest_matching_before",
     "next_batches",
     "oldest",
     "read_lines",
@@ -295,12 +297,45 @@ async def newest_before(
 ) -> list[asyncpg.Record]:
     """``request``'s page (the newest lines first), less the lines that batches after number
     ``seq`` stored: a tail from ``seq`` on sends those, so none comes twice."""
+    rows, _ = await _page_before(conn, request, seq)
+    return rows
+
+
+async def newest_matching_before(
+    conn: asyncpg.Connection,
+    request: PageRequest,
+    seq: int,
+    matches: Callable[[asyncpg.Record], bool],
+    limit: int,
+    scan: int,
+) -> list[asyncpg.Record]:
+    """The newest ``limit`` lines of ``request``'s pages that pass ``matches`` (newest first), as
+    :func:`newest_before` has them: for a filter checked line by line, which may pass few of a
+    page, so pages are read on until there are enough, or ``scan`` lines were read."""
+    rows: list[asyncpg.Record] = []
+    scanned = 0
+    while len(rows) < limit and scanned < scan:
+        page, cursor = await _page_before(conn, request, seq)
+        scanned += request.per_page
+        rows += [row for row in page if matches(row)]
+        if cursor is None:
+            break
+        request = dataclasses.replace(request, cursor=cursor)
+    return rows[:limit]
+
+
+async def _page_before(
+    conn: asyncpg.Connection, request: PageRequest, seq: int
+) -> tuple[list[asyncpg.Record], uuid.UUID | None]:
+    """:func:`newest_before`'s rows, and the cursor of ``request``'s next page (None: it was the
+    last)."""
     page = await fetch_page(conn, request)
     if not page.rows:
-        return []
+        return [], None
+    cursor = page.rows[-1][0] if page.has_more else None
     args = (request.filter.project_id, seq, [row[0] for row in page.rows])
     later = {row[0] for row in await conn.fetch(_IDS_AFTER, *args)}
-    return [row for row in page.rows if row[0] not in later]
+    return [row for row in page.rows if row[0] not in later], cursor
 
 
 _EXPIRED = """

@@ -25,11 +25,12 @@ from gramlogs.live.watchers import Watchers
 from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
 from gramlogs.storage.database import Database
-from gramlogs.web import tail, viewer
+from gramlogs.web import viewer
 from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
 from gramlogs.web.headers import ResponseHeaders
+from gramlogs.web.loki import tail as loki_tail
 from gramlogs.web.observe import SCOPE_ERROR, Observe, error_response, http_error, request_id
 from gramlogs.web.ratelimit import RateLimit
 from gramlogs.web.state import AppState
@@ -62,7 +63,7 @@ def create_app(config: Config | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = resolve_url(config)
         db = await Database.open(url, config)
-        watchers = Watchers(db, config, tail.frame_line)
+        watchers = Watchers(db, config)
         app.state.gramlogs = AppState(
             config=config,
             db=db,
@@ -84,7 +85,8 @@ def create_app(config: Config | None = None) -> Starlette:
             await db.close()
             logger.info("database pool closed")
 
-    routes = [*(endpoint.route() for endpoint in ENDPOINTS), *viewer.ROUTES]
+    # Loki's live tail is a WebSocket: /openapi.json has no such operation (docs/tail.md).
+    routes = [*(endpoint.route() for endpoint in ENDPOINTS), *viewer.ROUTES, loki_tail.ROUTE]
     middleware = [
         Middleware(ResponseHeaders),
         Middleware(Observe, access_log=config.access_log),

@@ -224,6 +224,6 @@ def answer(reply: Reply, *, replayed: bool = False) -> Response:
     """The response of a write endpoint, first sent or replayed: the same status, media type and
     bytes either way; a replay says so in ``Idempotent-Replayed: true``."""
     headers = {REPLAYED: "true"} if replayed else None
-    return Response(
-        reply.body, status_code=reply.status, media_type=reply.media_type, headers=headers
-    )
+    # A 204 has no body, so no Content-Type either (RFC 9110 section 15.3.5).
+    kind = None if reply.status == 204 else reply.media_type
+    return Response(reply.body, status_code=reply.status, media_type=kind, headers=headers)

@@ -22,12 +22,14 @@ from gramlogs.web.body import REPLAYED
 from gramlogs.web.params import EXTENSION, Json, Param
 
 __all__ = [
+    "BASIC",
     "BEARER",
     "BEARER_SECURITY",
     "CONTENT_ENCODING",
     "GRAM_KEY_SCHEME",
     "GRAM_SECURITY",
     "KEYED",
+    "ORG_ID_SCHEME",
     "PROJECT_SCHEME",
     "REPLAYED_HEADER",
     "SECURITY_SCHEMES",
@@ -52,6 +54,10 @@ KEYED: tuple[type[GramlogsError], ...] = (Unauthorized, Forbidden, Unavailable)
 GRAM_KEY_SCHEME = "apikey_header_Gram-Key"
 PROJECT_SCHEME = "project_slug_header_Gram-Project"
 BEARER = "bearer_Authorization"
+# Loki's clients: basic auth (user: project slug, password: key), or a Bearer token with Loki's
+# tenant header naming the project (web/loki/auth.py).
+BASIC = "basic_Authorization"
+ORG_ID_SCHEME = "project_slug_header_X-Scope-OrgID"
 GRAM_SECURITY: tuple[Json, ...] = ({GRAM_KEY_SCHEME: [], PROJECT_SCHEME: []},)
 BEARER_SECURITY: tuple[Json, ...] = ({BEARER: []},)
 SECURITY_SCHEMES: Json = {
@@ -74,6 +80,19 @@ SECURITY_SCHEMES: Json = {
         "description": "Authorization: Bearer <key>, the same API keys as Gram-Key.",
         EXTENSION: True,
     },
+    BASIC: {
+        "type": "http",
+        "scheme": "basic",
+        "description": "Loki's clients: the project slug as the user, an API key as the password.",
+        EXTENSION: True,
+    },
+    ORG_ID_SCHEME: {
+        "type": "apiKey",
+        "description": "Loki's tenant header: the project slug, with Authorization: Bearer.",
+        "name": "X-Scope-OrgID",
+        "in": "header",
+        EXTENSION: True,
+    },
 }
 
 
@@ -84,12 +103,13 @@ def component(name: str) -> Json:
 
 @dataclass(frozen=True, slots=True)
 class Ok:
-    """The 200 response: a schema per media type, and headers beyond those every response
-    has (X-Request-Id and web/headers.py's)."""
+    """The success response: a schema per media type (none: no body), and headers beyond those
+    every response has (X-Request-Id and web/headers.py's)."""
 
     description: str
     content: Mapping[str, Schema]
     headers: Json = field(default_factory=dict)
+    status: int = 200
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,11 +80,14 @@ class Door:
     disabled: Callable[[Decoded, set[uuid.UUID]], Decoded]
     # (media type, what is stored, stored, duplicates): the reply, recorded for the key too.
     reply: Callable[[str, Decoded, int, int], Reply]
+    # The key and project slug of a request, or the 401: Gram's headers unless the door's
+    # clients send them another way (Loki's, web/loki/auth.py).
+    credentials: Callable[[Request], tuple[str, str]] = gram_credentials
 
 
 async def accept_batch(request: Request, door: Door) -> Response:
     """Store a write request's batch through ``door`` and answer it (module docstring)."""
-    credentials = gram_credentials(request)
+    credentials = door.credentials(request)
     once = idempotency_key(request)
     kind = media_type(request, door.media_types)
     state = app_state(request)

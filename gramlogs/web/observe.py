@@ -8,6 +8,9 @@ without code of its own. The request id is
 - the ``id`` of the error body when the response is an error,
 - the ``id`` field of the access-log line.
 
+A WebSocket (Loki's live tail) is observed as its handshake's GET: its line is written when it
+closes, with status 101 when it was accepted (else its refusal's) and the whole session's duration.
+
 The access-log line is one JSON object on the ``gramlogs.access`` logger::
 
     {"ts": "2025-06-01T10:00:00.123Z", "id": "Qk3v…", "method": "GET",
@@ -47,6 +50,7 @@ __all__ = [
     "Observe",
     "error_response",
     "http_error",
+    "plain_text_errors",
     "request_id",
 ]
 
@@ -55,6 +59,8 @@ SCOPE_ERROR = "gramlogs.error"
 SCOPE_PROJECT = "gramlogs.project"
 # Logged when no response was started: the request was cancelled (shutdown) or the client left.
 NO_RESPONSE = 499
+# A WebSocket's handshake is a GET; its scope has no method.
+_OBSERVED = frozenset({"http", "websocket"})
 # Clients choose the method: any other token shares one label, so that series stay bounded.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -107,10 +113,15 @@ def http_error(exc: BaseException) -> GramlogsError:
 _PLAIN_TEXT_PREFIX = "/loki/"
 
 
+def plain_text_errors(path: str) -> bool:
+    """Whether errors on ``path`` are answered as plain text (Loki's routes)."""
+    return path.startswith(_PLAIN_TEXT_PREFIX)
+
+
 def error_response(error: GramlogsError, error_id: str, path: str) -> tuple[bytes, bytes]:
     """The body of ``error`` and its content type: DESIGN.md's JSON shape, or on Loki's routes
     the message as plain text, as Loki gives it."""
-    if path.startswith(_PLAIN_TEXT_PREFIX):
+    if plain_text_errors(path):
         return error.message.encode(), b"text/plain; charset=utf-8"
     return encode_error(error, error_id), b"application/json"
 
@@ -124,9 +135,11 @@ class Observe:
         self._histograms: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in _OBSERVED:
             await self.app(scope, receive, send)
             return
+        # A WebSocket's prefix: its denial response is "websocket.http.response.start".
+        prefix = "websocket." if scope["type"] == "websocket" else ""
         started = time.perf_counter()
         rid = new_request_id()
         scope[SCOPE_REQUEST_ID] = rid
@@ -135,8 +148,13 @@ class Observe:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == prefix + "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            elif kind == "websocket.accept":
+                # The line of a WebSocket is written when it closes: 101, and how long it lasted.
+                status = 101
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
@@ -149,16 +167,20 @@ class Observe:
             error = http_error(exc)
             scope[SCOPE_ERROR] = error.name
             if error.fault:
-                logger.error("error id=%s %s %s", rid, scope["method"], scope["path"], exc_info=exc)
+                method = scope.get("method", "GET")
+                logger.error("error id=%s %s %s", rid, method, scope["path"], exc_info=exc)
             if status:
                 raise  # the response had begun; the server closes the connection
+            if prefix and "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": 1011, "reason": ""})
+                return
             body, content_type = error_response(error, rid, scope["path"])
             headers = [(b"content-type", content_type)]
             headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]
             await send_with_id(
-                {"type": "http.response.start", "status": error.status, "headers": headers}
+                {"type": prefix + "http.response.start", "status": error.status, "headers": headers}
             )
-            await send_with_id({"type": "http.response.body", "body": body})
+            await send_with_id({"type": prefix + "http.response.body", "body": body})
         finally:
             metrics.IN_FLIGHT.dec()
             self._record(scope, status or NO_RESPONSE, time.perf_counter() - started)
@@ -166,7 +188,8 @@ class Observe:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route_obj = scope.get("route")
         route = route_obj.path if route_obj is not None else metrics.UNMATCHED_ROUTE
-        method = scope["method"] if scope["method"] in _METHODS else "other"
+        method = scope.get("method", "GET")
+        method = method if method in _METHODS else "other"
         counter = self._counters.get((route, method, status))
         if counter is None:
             counter = metrics.REQUESTS.labels(route, method, str(status))
@@ -192,7 +215,7 @@ class Observe:
         line = AccessLine(
             ts=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             id=scope[SCOPE_REQUEST_ID],
-            method=scope["method"][:20],
+            method=scope.get("method", "GET")[:20],
             route=route,
             path=scope["path"][:200],
             status=status,

@@ -37,6 +37,7 @@ from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.endpoint import SECURITY_SCHEMES, Endpoint, Ok, Operation, Schema
 from gramlogs.web.headers import API_HEADERS
 from gramlogs.web.loki import query as loki_query
+from gramlogs.web.observe import plain_text_errors
 from gramlogs.web.params import EXTENSION, NO_NUL, Json, Param
 from gramlogs.web.reading import LogEntry
 from gramlogs.web.schemas import SCHEMAS, struct_schemas
@@ -173,34 +174,27 @@ def _error_response(status: int, names: list[str]) -> Json:
     }
 
 
-# Loki's routes answer errors as plain text (observe.error_response): their components are
-# these, named PLAIN_TEXT + the JSON one's name.
-PLAIN_TEXT = "PlainText"
-_PLAIN_TEXT_PATHS = "/loki/"
-
-
-def _plain_text_response(status: int, names: list[str]) -> Json:
-    response = _error_response(status, names)
-    response["content"] = {"text/plain": {"schema": {"type": "string"}}}
-    return response
-
-
-def _responses(ok: Ok, statuses: set[int], plain: bool = False) -> Json:
-    """An operation's responses: ``ok`` for 200, its own errors and those of any request
-    (``plain``: as plain text, the message alone)."""
+def _responses(ok: Ok, statuses: set[int], plain: bool) -> Json:
+    """An operation's responses: ``ok``, its own errors and those of any request; ``plain``:
+    errors as plain text (Loki's routes, observe.error_response)."""
     every = {name: _ref("headers", name) for name in _EVERY_RESPONSE}
-    prefix = PLAIN_TEXT if plain else ""
+    success: Json = {"description": ok.description, "headers": {**every, **ok.headers}}
+    if ok.content:
+        success["content"] = _content(ok.content)
+    errors = sorted(statuses | set(_ANY_REQUEST))
     return {
-        "200": {
-            "description": ok.description,
-            "headers": {**every, **ok.headers},
-            "content": _content(ok.content),
-        },
+        str(ok.status): success,
         **{
-            str(s): _ref("responses", prefix + ERROR_RESPONSES[s][0])
-            for s in sorted(statuses | set(_ANY_REQUEST))
+            str(s): _plain_error_response(s) if plain else _ref("responses", ERROR_RESPONSES[s][0])
+            for s in errors
         },
     }
+
+
+def _plain_error_response(status: int) -> Json:
+    response = _error_response(status, _error_names()[status])
+    response["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return response
 
 
 def _resolve(schema: Any) -> Any:
@@ -244,13 +238,13 @@ def _parameter(param: Param[Any]) -> Json:
     return out
 
 
-def _operation(op: Operation, plain: bool = False) -> Json:
+def _operation(op: Operation, path: str) -> Json:
     out: Json = {
         "tags": [op.tag],
         "summary": op.summary,
         "description": op.description,
         "operationId": op.operation_id,
-        "responses": _responses(op.ok, op.statuses, plain),
+        "responses": _responses(op.ok, op.statuses, plain_text_errors(path)),
         "security": list(op.security),
         **op.extra,
     }
@@ -266,8 +260,7 @@ def _operation(op: Operation, plain: bool = False) -> Json:
 
 
 def _path_item(endpoint: Endpoint) -> Json:
-    plain = endpoint.path.startswith(_PLAIN_TEXT_PATHS)
-    item: Json = {op.method.lower(): _operation(op, plain) for op in endpoint.operations}
+    item: Json = {op.method.lower(): _operation(op, endpoint.path) for op in endpoint.operations}
     if endpoint.path_params:
         item["parameters"] = [_parameter(p) for p in endpoint.path_params]
     return item
@@ -432,16 +425,20 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
             "version": __version__,
             "description": "A log query server speaking Gram's Logs API "
             "(listToolExecutionLogs) over PostgreSQL. Every response carries X-Request-Id; every "
-            "error is Goa's Error shape. Parts that Gram's API does not have are marked "
+            "error is Goa's Error shape (plain text on Loki's routes, /loki/, as Loki's). Parts "
+            "that Gram's API does not have are marked "
             f"{EXTENSION}: true.",
         },
         "tags": [
             {"name": "logs", "description": "Log lines of tool executions (Gram dialect)."},
-            {"name": "ingest", "description": "Writing logs: JSON/NDJSON batches and OTLP."},
+            {
+                "name": "ingest",
+                "description": "Writing logs: JSON/NDJSON batches, OTLP and Loki's push.",
+            },
             {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
             {
                 "name": "loki",
-                "description": "Loki's HTTP API, for Grafana's Loki data source and log shippers.",
+                "description": "Loki's query API, for Grafana's Loki data source.",
             },
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
         ],
@@ -449,14 +446,8 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
         "components": {
             "schemas": {**struct_schemas(WIRE_STRUCTS), **_OTLP_SCHEMAS},
             "responses": {
-                **{
-                    component: _error_response(status, names[status])
-                    for status, (component, _) in sorted(ERROR_RESPONSES.items())
-                },
-                **{
-                    PLAIN_TEXT + component: _plain_text_response(status, names[status])
-                    for status, (component, _) in sorted(ERROR_RESPONSES.items())
-                },
+                component: _error_response(status, names[status])
+                for status, (component, _) in sorted(ERROR_RESPONSES.items())
             },
             "headers": {
                 "X-Request-Id": {

@@ -119,7 +119,8 @@ class RateLimit:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (key := presented_key(scope)) is None:
+        # A WebSocket's handshake (Loki's live tail) is a request like any other.
+        if scope["type"] not in ("http", "websocket") or (key := presented_key(scope)) is None:
             await self.app(scope, receive, send)
             return
         address = _address(scope)
@@ -141,11 +142,14 @@ class RateLimit:
         failures = self.failures
 
         async def counting(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 401:
+            if message["type"] in _RESPONSE_START and message["status"] == 401:
                 failures.take(address)
             await send(message)
 
         await self.app(scope, receive, counting)
+
+
+_RESPONSE_START = frozenset({"http.response.start", "websocket.http.response.start"})
 
 
 def _address(scope: Scope) -> bytes:

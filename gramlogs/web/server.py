@@ -16,7 +16,9 @@ byte at a time (slow loris). :class:`LimitedHttpToolsProtocol` adds, per connect
 
 Each of these answers in the error shape with ``Connection: close``, closes the connection, and is
 counted in ``gramlogs_http_refused_total{reason}``; nothing reaches the application. uvicorn's own
-``timeout_keep_alive`` closes idle connections between requests.
+``timeout_keep_alive`` closes idle connections between requests. A WebSocket handshake (Loki's
+live tail) is bounded like any request's headers; once upgraded, the connection is the WebSocket
+protocol's, which pings the client.
 
 What this does not do: limit how many connections one client opens (each slow one is dropped
 after ``header_timeout_s``, but many can be open at once). Put a proxy with per-client connection
@@ -172,6 +174,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
+    def handle_websocket_upgrade(self) -> None:
+        # The transport is the WebSocket protocol's from here: the body timer armed at the end
+        # of the headers would close it mid-session.
+        self._disarm()
+        super().handle_websocket_upgrade()
+
     def shutdown(self) -> None:
         # uvicorn calls this on every open connection when shutdown begins, then waits for
         # responses under way: live tails end now, each with its resume token.
@@ -244,7 +252,9 @@ def uvicorn_options(config: Config) -> dict[str, Any]:
         "access_log": False,  # observe.py writes one JSON line per request instead
         "server_header": False,
         "http": LimitedHttpToolsProtocol,
-        "ws": "none",
+        # Loki's live tail (web/loki/tail.py); uvicorn's sans-I/O protocol on websockets, whose
+        # legacy protocol is deprecated. It pings every 20 s, which keeps proxies from idling out.
+        "ws": "websockets-sansio",
         "lifespan": "on",
         "timeout_keep_alive": config.keep_alive_s,
         # In-flight requests get this long to finish on SIGTERM; every query is bounded by the

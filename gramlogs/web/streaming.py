@@ -1,4 +1,4 @@
-"""What the long responses (the live tail's events, an export's lines) share: a send that gives
+"""What the long responses (the live tails' events, an export's lines) share: a send that gives
 up on a client that takes nothing, and a watch for the client's hang-up, so that no work is done
 for a client that is gone."""
 
@@ -12,6 +12,8 @@ from starlette.types import Message, Receive, Send
 
 __all__ = ["SEND_TIMEOUT_S", "Stuck", "send_within", "watching_disconnect"]
 
+# A client hanging up, and a WebSocket client closing (or hanging up).
+_DISCONNECT = frozenset({"http.disconnect", "websocket.disconnect"})
 # A client that takes no bytes for this long is gone or stuck: the stream is dropped.
 SEND_TIMEOUT_S = 30.0
 
@@ -37,7 +39,7 @@ async def watching_disconnect(
     async def listen() -> None:
         while True:
             message = await receive()
-            if message["type"] == "http.disconnect":
+            if message["type"] in _DISCONNECT:
                 on_disconnect()
                 return
 

@@ -17,20 +17,18 @@ import contextlib
 import hashlib
 import logging
 import struct
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gramlogs.core import metrics
-from gramlogs.core.errors import BadRequest, Gone, GramlogsError, InvalidFormat
+from gramlogs.core.errors import BadRequest, Gone, InvalidFormat
 from gramlogs.core.keys import Permission
-from gramlogs.live.watchers import Frame, TailFilter, Watcher, Watchers, catch_up
+from gramlogs.live.sessions import TailSession
+from gramlogs.live.watchers import Frame, TailFilter
 from gramlogs.storage import journal
-from gramlogs.storage.access import authenticate, in_force
+from gramlogs.storage.access import authenticate
 from gramlogs.storage.journal import Position
 from gramlogs.storage.pages import PageRequest, StoredRow
 from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
@@ -162,7 +160,7 @@ async def tail_logs(request: Request) -> EventStream:
     watcher = await stack.enter_async_context(
         state.watchers.watch(project_id, principal.key_id, wake)
     )
-    tail = _Tail(state.watchers, watcher, tail_filter, position, wake, principal.key_id)
+    tail = TailSession(state.watchers, watcher, tail_filter, position, wake, principal.key_id)
     return EventStream(tail, backlog, stack)
 
 
@@ -172,132 +170,13 @@ def _backlog_request(project_id: uuid.UUID, selection: Selection, lines: int) ->
     return PageRequest(filter=selection.log_filter(project_id), per_page=lines)
 
 
-class _Tail:
-    """One client's stream: catch up from the store, then take the watcher's frames."""
-
-    def __init__(
-        self,
-        watchers: Watchers,
-        watcher: Watcher,
-        tail_filter: TailFilter,
-        position: Position,
-        wake: asyncio.Event,
-        key_id: uuid.UUID,
-    ) -> None:
-        self.watchers = watchers
-        self.key_id = key_id
-        self.watcher = watcher
-        self.filter = tail_filter
-        self.position = position
-        self.wake = wake
-        self.disconnected = False
-
-    @property
-    def project_id(self) -> uuid.UUID:
-        return self.watcher.project_id
-
-    async def run(self, emit: Callable[[bytes], Awaitable[None]]) -> None:
-        config = self.watchers.config
-        deadline = time.monotonic() + config.tail_max_s
-        heartbeat = config.tail_heartbeat_s
-        check_every = config.stream_key_check_s
-        next_check = time.monotonic() + check_every
-        subscription = None
-        sent_position = self.position
-        last_sent = time.monotonic()
-        try:
-            while not self.disconnected:
-                now = time.monotonic()
-                if self.watchers.draining.is_set():
-                    return await self._end(emit, "shutdown")
-                if now >= deadline:
-                    return await self._end(emit, "duration")
-                if now >= next_check:
-                    if not await self._key_in_force():
-                        return await self._end(emit, "revoked")
-                    next_check = time.monotonic() + check_every
-                if subscription is None:
-                    subscription = self.watcher.subscribe(self.filter, self.position, self.wake)
-                    if subscription is None:
-                        frames = await self._catch_up()
-                        if frames:
-                            await emit(b"".join(f.data for f in frames))
-                            last_sent = time.monotonic()
-                        continue
-                if subscription.overflowed:
-                    return await self._end(emit, "slow")
-                frames = [f for f in subscription.take() if f.position > self.position]
-                if frames:
-                    self.position = frames[-1].position
-                    sent_position = self.position
-                    await emit(b"".join(f.data for f in frames))
-                    last_sent = time.monotonic()
-                    continue
-                self.position = max(self.position, Position(subscription.seen))
-                self.wake.clear()
-                wait = min(last_sent + heartbeat, deadline, next_check) - time.monotonic()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), max(wait, 0))
-                except TimeoutError:
-                    now = time.monotonic()
-                    if now >= deadline or now < last_sent + heartbeat:
-                        continue  # the end, or the key's check, is due: the loop's top does it
-                    beat = b": keep-alive\n"
-                    if self.position != sent_position:
-                        sent_position = self.position
-                        beat += (
-                            b"id: " + encode_token(self.project_id, self.position).encode() + b"\n"
-                        )
-                    await emit(beat + b"\n")
-                    last_sent = time.monotonic()
-        finally:
-            if subscription is not None:
-                self.watcher.unsubscribe(subscription)
-
-    async def _end(self, emit: Callable[[bytes], Awaitable[None]], reason: str) -> None:
-        metrics.tail_ended(reason)
-        await emit(_frame_end(self.project_id, self.position, reason))
-
-    async def _key_in_force(self) -> bool:
-        """Whether the tail's key is still valid; while the database is away, it is taken to be
-        (the tail is waiting for the database anyway), and checked again next time."""
-        try:
-            async with self.watchers.db.connection() as conn:
-                return await in_force(conn, self.key_id)
-        except GramlogsError as exc:
-            if not exc.temporary:
-                raise
-            logger.warning("live tail of %s: key check: %s; retrying", self.project_id, exc)
-            return True
-
-    async def _catch_up(self) -> list[Frame]:
-        """Frames from the store up to the watcher's position, a read at a time; none (after
-        waiting for the watcher's read to end) when the tail is there already."""
-        if self.position >= Position(self.watcher.head):
-            # Not subscribed though level with the watcher: it is reading; subscribe after.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.watcher.idle.wait(), 1.0)
-            return []
-        try:
-            frames, after, _ = await catch_up(
-                self.watchers.db, self.project_id, self.filter, self.position, frame_line
-            )
-        except GramlogsError as exc:
-            if not exc.temporary:
-                raise
-            # The database is away: the stream stays open and tries again.
-            logger.warning("live tail of %s: %s; retrying", self.project_id, exc)
-            await asyncio.sleep(1.0)
-            return []
-        self.position = max(frames[-1].position if frames else self.position, after)
-        return frames
-
-
 class EventStream:
     """The ASGI response of a tail: headers, the backlog, then the tail until it ends or the
     client goes (noticed at once: a task listens for the disconnect)."""
 
-    def __init__(self, tail: _Tail, backlog: list[bytes], stack: contextlib.AsyncExitStack) -> None:
+    def __init__(
+        self, tail: TailSession, backlog: list[bytes], stack: contextlib.AsyncExitStack
+    ) -> None:
         self._tail = tail
         self._backlog = backlog
         self._stack = stack
@@ -305,22 +184,35 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tail = self._tail
 
+        sent = tail.position
+
         async def emit(data: bytes) -> None:
             await send_within(send, {"type": "http.response.body", "body": data, "more_body": True})
 
-        def gone() -> None:
-            tail.disconnected = True
-            tail.wake.set()
+        async def lines(frames: list[Frame]) -> None:
+            nonlocal sent
+            sent = frames[-1].position
+            await emit(b"".join(f.rendered(frame_line) for f in frames))
+
+        async def keep_alive(position: Position) -> None:
+            nonlocal sent
+            beat = b": keep-alive\n"
+            if position != sent:
+                # Lines that did not match moved the tail on: a resume need not read them again.
+                sent = position
+                beat += b"id: " + encode_token(tail.project_id, position).encode() + b"\n"
+            await emit(beat + b"\n")
 
         try:
-            async with watching_disconnect(receive, gone), self._stack:
+            async with watching_disconnect(receive, tail.hang_up), self._stack:
                 await send_within(
                     send, {"type": "http.response.start", "status": 200, "headers": HEADERS}
                 )
                 start = _frame_position(tail.project_id, tail.position)
                 await emit(b"retry: %d\n" % RETRY_MS + start + b"".join(self._backlog))
-                await tail.run(emit)
-                if not tail.disconnected:
+                reason = await tail.run(lines, keep_alive)
+                if reason is not None:
+                    await emit(_frame_end(tail.project_id, tail.position, reason))
                     await send_within(
                         send, {"type": "http.response.body", "body": b"", "more_body": False}
                     )

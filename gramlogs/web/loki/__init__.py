@@ -8,8 +8,8 @@ ways Loki's clients send them (auth.py); errors are plain text, as Loki's are (o
 from __future__ import annotations
 
 from gramlogs.web.endpoint import Endpoint
-from gramlogs.web.loki import query
+from gramlogs.web.loki import push, query
 
 __all__ = ["ENDPOINTS"]
 
-ENDPOINTS: tuple[Endpoint, ...] = (*query.ENDPOINTS,)
+ENDPOINTS: tuple[Endpoint, ...] = (push.ENDPOINT, *query.ENDPOINTS)

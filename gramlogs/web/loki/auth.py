@@ -13,7 +13,7 @@ it; a handler checks the pair with ``storage.access.authenticate`` as every hand
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from gramlogs.core.errors import Unauthorized
 from gramlogs.core.keys import basic
@@ -27,8 +27,9 @@ _HOW = (
 )
 
 
-def loki_credentials(request: Request) -> tuple[str, str]:
-    """The key and project slug of a Loki request; 401 naming what is missing."""
+def loki_credentials(request: HTTPConnection) -> tuple[str, str]:
+    """The key and project slug of a Loki request (or WebSocket handshake); 401 naming what is
+    missing."""
     key = presented_key(request.scope)
     if key is None:
         raise Unauthorized(f"missing API key: {_HOW}")
