@@ -29,6 +29,7 @@ from gramlogs.core.errors import ErrorBody, GramlogsError
 from gramlogs.web import gram, histogram, ingest, openapi, otlp, params, poly, reading
 from gramlogs.web.app import create_app
 from gramlogs.web.ingest import NDJSON_TYPES
+from gramlogs.web.loki import query as loki_query
 from gramlogs.web.observe import plain_text_errors
 from testkit.ports import free_port
 from tests._support import app_client
@@ -240,9 +241,15 @@ def test_every_error_class_is_documented_with_its_status_and_name():
 
 
 def _encoded_fields(struct: type[msgspec.Struct]) -> tuple[list[str], list[str]]:
-    """The names a Struct's fields have on the wire (rename applied), and the required ones."""
+    """The names a Struct's fields have on the wire (rename applied), and the required ones; a
+    tagged Struct's tag field first (Loki's resultType), always written."""
     fields = msgspec.structs.fields(struct)
-    return [f.encode_name for f in fields], [f.encode_name for f in fields if f.required]
+    tag = struct.__struct_config__.tag_field
+    first = [tag] if tag else []
+    return (
+        first + [f.encode_name for f in fields],
+        first + [f.encode_name for f in fields if f.required],
+    )
 
 
 async def test_served_schemas_have_each_wire_structs_fields_and_required_ones(
@@ -259,7 +266,7 @@ async def test_served_schemas_have_each_wire_structs_fields_and_required_ones(
 def test_every_public_struct_of_the_wire_modules_is_a_wire_struct():
     found = {
         value
-        for module in (gram, reading, histogram, ingest, poly, errors)
+        for module in (gram, reading, histogram, ingest, poly, errors, loki_query)
         for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, msgspec.Struct)

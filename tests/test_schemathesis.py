@@ -87,6 +87,8 @@ OPERATIONS = {
     LOKI_PUSH,
     *POLY_GET,
     *POLY_DELETE,
+    "GET /loki/api/v1/query_range",
+    "GET /loki/api/v1/query",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",

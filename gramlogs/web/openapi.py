@@ -36,6 +36,7 @@ from gramlogs.web import gram, histogram, ingest, otlp, poly
 from gramlogs.web.api import ENDPOINTS
 from gramlogs.web.endpoint import SECURITY_SCHEMES, Endpoint, Ok, Operation, Schema
 from gramlogs.web.headers import API_HEADERS
+from gramlogs.web.loki import query as loki_query
 from gramlogs.web.observe import plain_text_errors
 from gramlogs.web.params import EXTENSION, NO_NUL, Json, Param
 from gramlogs.web.reading import LogEntry
@@ -73,6 +74,17 @@ WIRE_STRUCTS: dict[type[msgspec.Struct], str] = {
     poly.PolyLogs: "PolyLogs",
     poly.PolyLog: "PolyLog",
     poly.Deleted: "PolyDeleted",
+    # Loki's query API (Loki's names)
+    loki_query.QueryResponse: "LokiQueryResponse",
+    loki_query.StreamsData: "LokiStreamsData",
+    loki_query.MatrixData: "LokiMatrixData",
+    loki_query.VectorData: "LokiVectorData",
+    loki_query.Stream: "LokiStream",
+    loki_query.Categories: "LokiEntryCategories",
+    loki_query.MatrixSeries: "LokiMatrixSeries",
+    loki_query.Sample: "LokiSample",
+    loki_query.Stats: "LokiStats",
+    loki_query.Summary: "LokiStatsSummary",
 }
 
 
@@ -428,6 +440,10 @@ def build(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Json:
                 "description": "Writing logs: JSON/NDJSON batches, OTLP and Loki's push.",
             },
             {"name": "poly", "description": "PolyAPI's Logs API for server functions."},
+            {
+                "name": "loki",
+                "description": "Loki's query API, for Grafana's Loki data source.",
+            },
             {"name": "ops", "description": "Health, readiness, metrics and this document."},
             {"name": "loki", "description": "Loki's HTTP API (Grafana); errors as plain text."},
         ],

@@ -8,8 +8,13 @@ ways Loki's clients send them (auth.py); errors are plain text, as Loki's are (o
 from __future__ import annotations
 
 from gramlogs.web.endpoint import Endpoint
-from gramlogs.web.loki import browse, drilldown, push
+from gramlogs.web.loki import browse, drilldown, push, query
 
 __all__ = ["ENDPOINTS"]
 
-ENDPOINTS: tuple[Endpoint, ...] = (push.ENDPOINT, *browse.ENDPOINTS, *drilldown.ENDPOINTS)
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *query.ENDPOINTS,
+    *browse.ENDPOINTS,
+    *drilldown.ENDPOINTS,
+    push.ENDPOINT,
+)
