@@ -296,6 +296,47 @@ async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_ten
     assert await all_counts() == before
 
 
+async def test_counts_split_by_level_or_source_are_the_counts_of_each_value(pool, make_tenant):
+    # Grafana's log volume: one read counts every level (histogram.count_ranges_by), over rows,
+    # whole blocks, blocks cut by an edge, with and without a keyword.
+    tenant = await make_tenant()
+    lines = make_lines(5, 300)
+    await seed(pool, tenant.project_id, lines)
+    span = lines[-1].id.int - lines[0].id.int
+    edges = [lines[0].id.int + span * k // 5 for k in range(1, 5)]
+
+    async def check() -> None:
+        async with connection(pool) as conn:
+            choices: list[dict[str, object]] = [
+                {},
+                {"level": "warn"},
+                {"function_id": FUNCTIONS[0]},
+            ]
+            for equals in choices:
+                for keyword in (None, "timeout"):
+                    f = LogFilter(tenant.project_id, equals=equals, keyword=keyword)
+                    for by, values in histogram.VALUES.items():
+                        split = await histogram.count_ranges_by(conn, f, edges, by)
+                        for v in values:
+                            if equals.get(by, v) != v:
+                                assert v not in split
+                                continue
+                            g = LogFilter(f.project_id, equals={**equals, by: v}, keyword=keyword)
+                            assert split[v] == await histogram.count_ranges(conn, g, edges)
+                    total = await histogram.count_ranges_by(conn, f, edges, "level")
+                    assert [sum(c) for c in zip(*total.values(), strict=True)] == (
+                        await histogram.count_ranges(conn, f, edges)
+                    )
+
+    await check()
+    with small_blocks(20):
+        await seal(pool, tenant.project_id, 6)
+        await check()
+        await seal(pool, tenant.project_id, 1000, merge=True)
+    assert await counts(pool, tenant.project_id) == (0, 300)
+    await check()
+
+
 async def test_poly_delete_and_retention_remove_sealed_lines(fresh_database):
     # A database of its own: retention deletes from every project.
     async with asyncpg.create_pool(fresh_database, min_size=1, max_size=2) as pool:

@@ -17,22 +17,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import asyncpg
 
-from gramlogs.storage import sealed
+from gramlogs.storage import codec, sealed
 from gramlogs.storage.pages import LogFilter, filter_conditions
 
-__all__ = ["count_ranges", "histogram_query"]
+__all__ = ["VALUES", "count_ranges", "count_ranges_by", "histogram_query"]
 
 
-def histogram_query(f: LogFilter, edges: Sequence[int]) -> tuple[str, list[object], list[int]]:
+def histogram_query(
+    f: LogFilter, edges: Sequence[int], by: str | None = None
+) -> tuple[str, list[object], list[int]]:
     """The statement that counts ``f``'s rows in each range that ``edges`` cut ``[f.lo, f.hi]``
     into, its arguments, and which ranges it counts (the others are empty).
 
     ``edges`` are ascending ids, each the first of a range: the ranges are ``[f.lo, edges[0] -
     1]``, ``[edges[0], edges[1] - 1]``, ..., ``[edges[-1], f.hi]``, each clipped to ``[f.lo,
-    f.hi]``.
+    f.hi]``. With ``by`` (``level`` or ``source``), a count per range and value of that column
+    (rows ``(range, value, count)``), the range read once.
     """
     bounds = [f.lo, *edges, f.hi + 1]
     counted: list[int] = []
@@ -51,12 +55,49 @@ def histogram_query(f: LogFilter, edges: Sequence[int]) -> tuple[str, list[objec
     # one of them whatever the statistics say. Without it, a generic plan made while a
     # partition was empty may count through another index, whose id is not its second column,
     # reading every line the project has in the partition for each bucket.
-    sql = (
-        "SELECT r.n, c.n FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(lo, hi, n)"
-        " CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM logs"
-        f" WHERE project_id = $1 AND id BETWEEN r.lo AND r.hi{where} ORDER BY id) AS o) AS c"
-    )
+    if by is None:
+        sql = (
+            "SELECT r.n, c.n FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS r(lo, hi, n)"
+            " CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM logs"
+            f" WHERE project_id = $1 AND id BETWEEN r.lo AND r.hi{where} ORDER BY id) AS o) AS c"
+        )
+    else:
+        column = _GROUPED[by]
+        sql = (
+            "SELECT r.n, c.v, c.n FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY"
+            f" AS r(lo, hi, n) CROSS JOIN LATERAL (SELECT o.v, count(*) AS n FROM (SELECT"
+            f" {column} AS v FROM logs WHERE project_id = $1 AND id BETWEEN r.lo AND r.hi{where}"
+            " ORDER BY id) AS o GROUP BY o.v) AS c"
+        )
     return sql, [f.project_id, los, his, *values], counted
+
+
+# The columns a count can be split by, and their values (storage/codec.py's order).
+_GROUPED = {"level": "level", "source": "source"}
+VALUES = {"level": codec.LEVELS, "source": codec.SOURCES}
+
+
+async def count_ranges_by(
+    conn: asyncpg.Connection, f: LogFilter, edges: Sequence[int], by: str
+) -> dict[str, list[int]]:
+    """:func:`count_ranges` for each value of the column ``by`` (``level`` or ``source``),
+    every range read once: Grafana's log volume, a count per level."""
+    values = [v for v in VALUES[by] if f.equals.get(by, v) == v]
+    counts = {v: [0] * (len(edges) + 1) for v in values}
+    sql, args, counted = histogram_query(f, edges, by)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if counted:
+            for n, value, count in await conn.fetch(sql, *args):
+                if value in counts:
+                    counts[value][counted[n - 1]] = count
+        bounds = [f.lo, *(max(f.lo, min(e, f.hi + 1)) for e in edges), f.hi + 1]
+        each = [replace(f, equals={**f.equals, by: v}) for v in values]
+        for v, sealed_counts in zip(
+            values, await sealed.count_in_ranges_each(conn, f, bounds, each), strict=True
+        ):
+            for i, n in enumerate(sealed_counts):
+                counts[v][i] += n
+    return counts
 
 
 async def count_ranges(conn: asyncpg.Connection, f: LogFilter, edges: Sequence[int]) -> list[int]:

@@ -31,6 +31,7 @@ from gramlogs.storage.filters import LogFilter, like_pattern
 __all__ = [
     "BLOCK_COLUMNS",
     "count_in_ranges",
+    "count_in_ranges_each",
     "first_matches",
     "keys_of",
     "known_ids",
@@ -574,18 +575,26 @@ async def count_in_ranges(
     from its counts; any other is decoded (its keys, fetched in one statement unless cached;
     its texts too for a keyword).
     """
-    counts = [0] * (len(bounds) - 1)
+    return (await count_in_ranges_each(conn, f, bounds, [f]))[0]
+
+
+async def count_in_ranges_each(
+    conn: asyncpg.Connection, base: LogFilter, bounds: Sequence[int], filters: Sequence[LogFilter]
+) -> list[list[int]]:
+    """:func:`count_in_ranges` for each of ``filters``, which narrow ``base`` by equalities
+    only (a count per level: Grafana's log volume): the blocks are listed and decoded once."""
+    counts = [[0] * (len(bounds) - 1) for _ in filters]
     if len(bounds) < 2:
         return counts
     lo, hi = bounds[0], bounds[-1] - 1
-    where, values = _postings(f, first_param=3)
-    if f.keyword is not None and (codes := trigrams.keyword_codes(f.keyword)):
+    where, values = _postings(base, first_param=3)
+    if base.keyword is not None and (codes := trigrams.keyword_codes(base.keyword)):
         values.append(codes)
         where += f" AND grams @> ${3 + len(values)}::int4[]"
     records = await conn.fetch(
         "SELECT function_id, lo, hi, lines, levels, sources, instances, deployments,"
         f" executions FROM log_sealed WHERE project_id = $1 AND hi >= $2 AND lo <= $3{where}",
-        f.project_id,
+        base.project_id,
         _uuid(lo),
         _uuid(hi),
         *values,
@@ -594,27 +603,37 @@ async def count_in_ranges(
     for record in records:
         b_lo, b_hi = record["lo"].int, record["hi"].int
         i = bisect.bisect_right(bounds, b_lo) - 1
-        whole = f.keyword is None and 0 <= i < len(counts) and b_hi < bounds[i + 1]
-        n = _whole_count(record, f) if whole else None
-        if n is not None:
-            counts[i] += n
+        whole = base.keyword is None and 0 <= i < len(counts[0]) and b_hi < bounds[i + 1]
+        found = [_whole_count(record, f) for f in filters] if whole else [None]
+        if all(n is not None for n in found):
+            for k, n in enumerate(found):
+                counts[k][i] += n or 0
         else:
-            decode.append(_Block(f.project_id, record))
+            decode.append(_Block(base.project_id, record))
     await _decode_keys(conn, decode)
     for block in decode:
         keys = block.keys
         assert keys is not None
-        positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
-        if f.keyword is not None and positions:
-            positions = await _holding(conn, f, block, keys, positions)
-        # The ranges the block reaches, each one's positions, and how many matches lie there.
+        in_window = keys.span(lo, hi)
+        # The ranges the block reaches, and where each begins among the block's lines.
         first_range = max(bisect.bisect_right(bounds, block.lo) - 1, 0)
-        last_range = min(bisect.bisect_right(bounds, block.hi) - 1, len(counts) - 1)
-        for j in range(first_range, last_range + 1):
-            span = keys.span(bounds[j], bounds[j + 1] - 1)
-            if span:
-                first = bisect.bisect_left(positions, span.start)
-                counts[j] += bisect.bisect_left(positions, span.stop, lo=first) - first
+        last_range = min(bisect.bisect_right(bounds, block.hi) - 1, len(bounds) - 2)
+        spans = [
+            (j, keys.span(bounds[j], bounds[j + 1] - 1)) for j in range(first_range, last_range + 1)
+        ]
+        holding: set[int] | None = None
+        if base.keyword is not None:
+            # The keyword is base's: its lines are found once for every filter.
+            candidates = keys.matching(in_window, base.equals, base.sources)
+            holding = set(await _holding(conn, base, block, keys, candidates) if candidates else ())
+        for k, f in enumerate(filters):
+            positions = keys.matching(in_window, f.equals, f.sources)
+            if holding is not None:
+                positions = [p for p in positions if p in holding]
+            for j, span in spans:
+                if span:
+                    first = bisect.bisect_left(positions, span.start)
+                    counts[k][j] += bisect.bisect_left(positions, span.stop, lo=first) - first
     return counts
 
 

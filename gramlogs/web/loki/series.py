@@ -267,13 +267,20 @@ async def _counted(ctx: _Context, expr: VectorAggregation) -> Series | None:
     ids = [id_at_micros(b) for b in bounds]
     base = replace(p.selection.filter, lo=ids[0], hi=ids[-1] - 1)
     by = tuple(dict.fromkeys(expr.by or ()))
+    columns = sorted({_COLUMN[name] for name in by})
+    split: dict[str, list[int]] | None = None
+    if len(columns) == 1 and not p.selection.empty and base.lo <= base.hi:
+        # One column (the volume's level): every value counted in one read of the window.
+        split = await histogram.count_ranges_by(ctx.conn, base, ids[1:-1], columns[0])
     out: Series = {}
     for combination in _combinations(by, dict(base.equals)):
         if combination is None:
             continue
         labels, equals = combination
         counts = [0] if p.selection.empty else []
-        if not p.selection.empty and base.lo <= base.hi:
+        if split is not None:
+            counts = split.get(str(equals[columns[0]]), [0])
+        elif not p.selection.empty and base.lo <= base.hi:
             f = replace(base, equals=equals)
             counts = await histogram.count_ranges(ctx.conn, f, ids[1:-1])
         prefix = [0, *itertools.accumulate(counts)]
