@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from gramlogs.core import ids
 from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants, writer
-from gramlogs.web.loki import lines
+from gramlogs.web.loki import lines, series
 from gramlogs.web.loki.logql import (
     BinaryOp,
     Drop,
@@ -393,6 +393,27 @@ async def test_instant_metric_query_is_a_vector(client, tenant, pool) -> None:
         {"metric": {"level": "debug", "detected_level": "debug"}, "value": [at / 1e9, "3"]},
         {"metric": {"level": "info", "detected_level": "info"}, "value": [at / 1e9, "2"]},
     ]
+
+
+PER_LINE = q(
+    logql('count_over_time({source="stdout"} | logfmt [1m])'),
+    RangeAggregation("count_over_time", LogQuery(STDOUT.matchers, (Parser("logfmt"),)), MINUTE_NS),
+)
+
+
+async def test_a_metric_query_making_too_many_series_is_a_400(
+    client, tenant, pool, monkeypatch
+) -> None:
+    # Every line its own series (its parsed n): series times steps is what a read query holds.
+    await store(pool, tenant.project_id, [row_at(1_000_000 * i, text=f"n={i}") for i in range(4)])
+    params = {"query": PER_LINE, "start": str(BASE_NS), "end": str(BASE_NS + MINUTE_NS)}
+    monkeypatch.setattr(series, "MAX_SERIES", 4)
+    body = await get(client, RANGE, tenant, {**params, "step": "10"})
+    assert sorted(s["metric"]["n"] for s in body["data"]["result"]) == ["0", "1", "2", "3"]
+    monkeypatch.setattr(series, "MAX_SERIES", 3)
+    r = await client.get(RANGE, params={**params, "step": "10"}, headers=tenant.headers())
+    assert r.status_code == 400
+    assert r.text.startswith("maximum of series (3) reached for a single query")
 
 
 BYTES = q(

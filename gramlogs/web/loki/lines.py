@@ -16,6 +16,7 @@ the window ``[start_ns, end_ns)`` is the lines of the microseconds ``ceil(start_
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -168,8 +169,11 @@ async def read_lines(
     limit: int | None,
     forward: bool,
     max_examined: int = MAX_EXAMINED,
+    sink: Callable[[Line], None] | None = None,
 ) -> Found:
-    """The lines of ``p`` in time order (``forward``: oldest first), at most ``limit``."""
+    """The lines of ``p`` in time order (``forward``: oldest first), at most ``limit``; given
+    to ``sink`` one by one instead of kept, when there is one (a metric query keeps counts, not
+    up to MAX_EXAMINED lines)."""
     found = Found()
     if p.selection.empty:
         return found
@@ -188,6 +192,9 @@ async def read_lines(
             found.examined += 1
             line = _line(row, p)
             if line is None:
+                continue
+            if sink is not None:
+                sink(line)
                 continue
             found.lines.append(line)
             if limit is not None and len(found.lines) >= limit:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from gramlogs.storage import histogram
 from gramlogs.web.loki.lines import (
+    Line,
     Plan,
     Reader,
     id_at_micros,
@@ -36,6 +37,7 @@ from gramlogs.web.loki.lines import (
 from gramlogs.web.loki.logql import (
     BinaryOp,
     Drop,
+    LogQLError,
     MetricExpr,
     RangeAggregation,
     VectorAggregation,
@@ -43,13 +45,16 @@ from gramlogs.web.loki.logql import (
 )
 from gramlogs.web.reading import LEVELS, SOURCES
 
-__all__ = ["Key", "Series", "Steps", "evaluate", "fast_path"]
+__all__ = ["MAX_SERIES", "Key", "Series", "Steps", "evaluate", "fast_path"]
 
 Key = tuple[tuple[str, str], ...]
 Values = list[float | None]
 Series = dict[Key, Values]
 
 # The labels the counted path groups by, and the values each takes (a read per combination).
+# Loki's max_query_series: the series a read metric query may make (each holds a value for every
+# step, so series times steps is what it costs); more is a 400 saying to group by fewer labels.
+MAX_SERIES = 500
 _ENUMERABLE = {"level": LEVELS, "detected_level": LEVELS, "source": SOURCES}
 _COLUMN = {"detected_level": "level", "level": "level", "source": "source"}
 _DROPPABLE = frozenset({"__error__", "__error_details__"})
@@ -198,14 +203,24 @@ def _window(ctx: _Context, range_ns: int) -> tuple[int, int]:
 async def _read(ctx: _Context, expr: RangeAggregation) -> Series:
     start, end = _window(ctx, expr.range_ns)
     p = plan(expr.query, ctx.project_id, start, end)
-    found = await read_lines(ctx.conn, p, limit=None, forward=True)
+    samples: dict[Key, tuple[list[int], list[float]]] = {}
+
+    def take(line: Line) -> None:
+        key = key_of(line.labels)
+        sample = samples.get(key)
+        if sample is None:
+            if len(samples) >= MAX_SERIES:
+                raise LogQLError(
+                    f"maximum of series ({MAX_SERIES}) reached for a single query; group by"
+                    " fewer labels (sum by (…)) or narrow the selector"
+                )
+            sample = samples[key] = ([], [])
+        sample[0].append(line.ns)
+        sample[1].append(float(line.size))
+
+    found = await read_lines(ctx.conn, p, limit=None, forward=True, sink=take)
     if found.truncated:
         ctx.warnings.append(truncation_warning(found.examined))
-    samples: dict[Key, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-    for line in found.lines:
-        times, sizes = samples[key_of(line.labels)]
-        times.append(line.ns)
-        sizes.append(float(line.size))
     out: Series = {}
     for key, (times, sizes) in samples.items():
         sums = [0.0, *itertools.accumulate(sizes)]
