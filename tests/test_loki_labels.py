@@ -464,7 +464,10 @@ async def test_volume_range_refuses_too_many_points(client, seeded):
         step="1ms",
     )
     assert r.status_code == 400
-    assert r.text.startswith("the window over step makes 60000 points, more than 11000")
+    assert r.text == (
+        "exceeded maximum resolution of 11,000 points per timeseries. Try increasing the value "
+        "of the step parameter"
+    )
 
 
 # -- detected labels and fields, patterns, buildinfo ------------------------------------------
