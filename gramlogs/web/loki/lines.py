@@ -35,8 +35,10 @@ __all__ = [
     "Plan",
     "Reader",
     "id_bounds",
+    "piped",
     "plan",
     "read_lines",
+    "scans",
     "truncation_warning",
 ]
 
@@ -114,6 +116,11 @@ def plan(query: LogQuery, project_id: uuid.UUID, start_ns: int, end_ns: int) -> 
     return Plan(selection, compile_pipeline(rest), len(rest))
 
 
+def scans(query: LogQuery) -> bool:
+    """:attr:`Plan.scans` of ``query``, which its project and window do not change."""
+    return plan(query, uuid.UUID(int=0), 0, 1).scans
+
+
 @dataclass(slots=True)
 class Line:
     """A line that passed the query: its time, its text after the pipeline, and its labels by
@@ -136,12 +143,16 @@ class Found:
 
 
 def _line(row: StoredRow, p: Plan) -> Line | None:
-    if not p.selection.matches(row):
-        return None
+    return piped(row, p.pipeline) if p.selection.matches(row) else None
+
+
+def piped(row: StoredRow, pipeline: Pipeline) -> Line | None:
+    """``row`` after ``pipeline`` (its selector's checks already passed), or None when a stage
+    drops it."""
     stream = stream_labels(row)
     metadata = structured_metadata(row)
     labels = {**metadata, **stream}
-    outcome = p.pipeline.run(row[5], labels)
+    outcome = pipeline.run(row[5], labels)
     if outcome is None:
         return None
     final = outcome.labels
