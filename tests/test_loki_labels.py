@@ -8,10 +8,8 @@ carry values of their own too.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +27,7 @@ from gramlogs.storage.filters import LogFilter
 from gramlogs.web.loki import browse, sample
 from gramlogs.web.loki.window import Window, parse_instant
 from testkit.logql import logql
-from tests._support import connection
+from tests._support import connection, loki_labels, small_blocks
 
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
 NOW = T0 + timedelta(days=2)  # long after every line: all of them may be sealed
@@ -90,13 +88,14 @@ class Line:
         service = pushed.get("service_name") or str(self.function_id)
         return {
             **pushed,
-            "level": self.level,
-            "detected_level": self.level,
-            "source": self.source,
-            "instance": self.instance,
-            "function_id": str(self.function_id),
-            "deployment_id": str(self.deployment_id),
-            "service_name": service,
+            **loki_labels(
+                level=self.level,
+                source=self.source,
+                instance=self.instance,
+                function_id=self.function_id,
+                deployment_id=self.deployment_id,
+                service_name=service,
+            ),
         }
 
 
@@ -134,16 +133,6 @@ def make_lines(seed: int, instances: tuple[str, ...] = INSTANCES) -> list[Line]:
             )
         )
     return out
-
-
-@contextlib.contextmanager
-def small_blocks(rows: int) -> Iterator[None]:
-    saved = sealing.BLOCK_ROWS, sealing.MERGE_BELOW
-    sealing.BLOCK_ROWS, sealing.MERGE_BELOW = rows, max(2, rows // 2)
-    try:
-        yield
-    finally:
-        sealing.BLOCK_ROWS, sealing.MERGE_BELOW = saved
 
 
 async def seed(pool, project_id: uuid.UUID, lines: list[Line], blocks: int) -> tuple[int, int]:

@@ -42,7 +42,7 @@ from gramlogs.web.loki.logql import (
 )
 from gramlogs.web.loki.series import fast_path
 from testkit.logql import logql
-from tests._support import connection
+from tests._support import connection, loki_labels
 
 RANGE = "/loki/api/v1/query_range"
 INSTANT = "/loki/api/v1/query"
@@ -80,15 +80,13 @@ class Row:
         return ((self.ts - ids.EPOCH) // timedelta(microseconds=1)) * 1000
 
     def labels(self) -> dict[str, str]:
-        return {
-            "level": self.level,
-            "detected_level": self.level,
-            "source": self.source,
-            "instance": self.instance,
-            "function_id": str(self.function_id),
-            "deployment_id": str(DEPLOYMENT),
-            "service_name": str(self.function_id),
-        }
+        return loki_labels(
+            level=self.level,
+            source=self.source,
+            instance=self.instance,
+            function_id=self.function_id,
+            deployment_id=DEPLOYMENT,
+        )
 
 
 async def store(pool: asyncpg.Pool, project_id: uuid.UUID, rows: list[Row]) -> None:

@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gramlogs.web.loki.logql import LogQLError, parse
 from gramlogs.web.loki.tail import parse_tail_query
 from testkit.logql import logql
-from tests._support import until
+from tests._support import loki_labels, until
 from tests.test_tail import entry, ingest, revoke
 
 PATH = "/loki/api/v1/tail"
@@ -41,15 +41,9 @@ def basic_auth(tenant) -> dict[str, str]:
 
 
 def labels(f: uuid.UUID, d: uuid.UUID, level: str, instance: str) -> dict[str, str]:
-    return {
-        "level": level,
-        "detected_level": level,
-        "source": "function",
-        "instance": instance,
-        "function_id": str(f),
-        "deployment_id": str(d),
-        "service_name": str(f),
-    }
+    return loki_labels(
+        level=level, source="function", instance=instance, function_id=f, deployment_id=d
+    )
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from gramlogs.core import ids
 from gramlogs.storage.pages import PageRequest, fetch_page
 from gramlogs.storage.rows import StoredRow
 from gramlogs.web.loki.labels import stream_labels, structured_metadata
-from gramlogs.web.loki.logql import LineFilter, LogQuery
+from gramlogs.web.loki.logql import LineFilter, LogQuery, Stage
 from gramlogs.web.loki.pipeline import Pipeline, compile_pipeline
 from gramlogs.web.loki.selection import Selection, select
 
@@ -36,6 +36,7 @@ __all__ = [
     "Reader",
     "id_bounds",
     "piped",
+    "piped_stages",
     "plan",
     "read_lines",
     "scans",
@@ -104,15 +105,20 @@ class Plan:
         return self.selection.filter.keyword is not None or not self.indexed_only
 
 
+def piped_stages(query: LogQuery) -> tuple[Stage, ...]:
+    """The stages after the leading line filters, which the selection checks (selection.py):
+    the pipeline's."""
+    stages = query.stages
+    leading = 0
+    while leading < len(stages) and isinstance(stages[leading], LineFilter):
+        leading += 1
+    return tuple(stages[leading:])
+
+
 def plan(query: LogQuery, project_id: uuid.UUID, start_ns: int, end_ns: int) -> Plan:
     lo, hi = id_bounds(start_ns, end_ns)
     selection = select(query, project_id, lo, hi)
-    leading = 0
-    for stage in query.stages:
-        if not isinstance(stage, LineFilter):
-            break
-        leading += 1
-    rest = query.stages[leading:]
+    rest = piped_stages(query)
     return Plan(selection, compile_pipeline(rest), len(rest))
 
 

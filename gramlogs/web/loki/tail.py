@@ -45,7 +45,7 @@ from gramlogs.storage.rows import StoredRow
 from gramlogs.web.loki import logql, window
 from gramlogs.web.loki.auth import loki_credentials
 from gramlogs.web.loki.labels import stream_labels
-from gramlogs.web.loki.lines import line_ns, piped
+from gramlogs.web.loki.lines import line_ns, piped, piped_stages
 from gramlogs.web.loki.pipeline import compile_pipeline
 from gramlogs.web.loki.selection import Selection, select
 from gramlogs.web.loki.window import DEFAULT_SPAN_NS, START, at_us
@@ -117,17 +117,8 @@ def parse_tail_query(params: Mapping[str, str], now_ns: int) -> TailQuery:
         start_ns=max(0, now_ns - DEFAULT_SPAN_NS) if start is None else start,
         limit=LIMIT.value(params),
         delay_for=DELAY_FOR.value(params),
-        render=_renderer(_pipeline_stages(query)),
+        render=_renderer(piped_stages(query)),
     )
-
-
-def _pipeline_stages(query: logql.LogQuery) -> tuple[logql.Stage, ...]:
-    """The stages after the leading line filters, which the selection checks (selection.py)."""
-    stages = query.stages
-    leading = 0
-    while leading < len(stages) and isinstance(stages[leading], logql.LineFilter):
-        leading += 1
-    return tuple(stages[leading:])
 
 
 # -- messages -----------------------------------------------------------------------------------
