@@ -24,7 +24,7 @@ from gramlogs.core import ids
 from gramlogs.storage import sealing, writer
 from gramlogs.storage.column_values import column_values
 from gramlogs.storage.filters import LogFilter
-from gramlogs.web.loki import browse, sample
+from gramlogs.web.loki import browse, fields, sample
 from gramlogs.web.loki.window import Window, parse_instant
 from testkit.logql import logql
 from tests._support import connection, loki_labels, small_blocks
@@ -496,6 +496,23 @@ async def test_detected_fields_are_structured_metadata_and_the_lines_fields(clie
     assert r.json() == {
         "values": sorted({msgspec.json.decode(line.text)["path"] for line in json_lines})
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "attributes", "expected"),
+    [
+        # Named as | json names them, so that Drilldown's | json | http_method="GET" finds it.
+        ('{"http.method": "GET", "1st": 1, "a": {"b": true}, "n": null}', "{}",
+         {"http_method": ("GET", "json"), "_1st": ("1", "json"), "a_b": ("true", "json")}),
+        # A bare word is no field; a structured metadata name wins over the line's.
+        ('msg="a \\"b\\"" level=warn word', '{"level": "x"}',
+         {"msg": ('a "b"', "logfmt"), "level": ("x", None)}),
+        ('plain "text', "{}", {}),  # neither parser reads it
+    ],
+)  # fmt: skip
+def test_a_lines_fields_are_what_the_pipelines_parsers_read(text, attributes, expected):
+    row = (None, None, None, None, None, text, None, attributes)
+    assert fields.line_fields(row) == expected
 
 
 async def test_patterns_are_empty_and_buildinfo_is_loki_3(client, seeded):
