@@ -48,7 +48,15 @@ from gramlogs.web.loki.reads import (
 )
 from gramlogs.web.loki.sample import SAMPLE_LINES, Sample, sample_lines, selection_of
 from gramlogs.web.loki.selection import Selection
-from gramlogs.web.loki.window import END, SECOND_NS, START, Window, parse_window, step, step_of
+from gramlogs.web.loki.window import (
+    END,
+    START,
+    Window,
+    parse_window,
+    step,
+    step_of,
+    unix_seconds,
+)
 from gramlogs.web.params import Json, Param, enum, first_values, integer, text
 
 __all__ = ["ENDPOINTS"]
@@ -185,10 +193,6 @@ def _metric(group: Group) -> dict[str, str]:
     return dict(group)
 
 
-def _seconds(ns: int) -> float | int:
-    return ns // SECOND_NS if ns % SECOND_NS == 0 else ns / SECOND_NS
-
-
 def _volume_params(params: dict[str, str]) -> tuple[Window, LogQuery, str | None, str, int]:
     window = parse_window(params)
     query = required_query(_REQUIRED_QUERY, params)
@@ -207,7 +211,7 @@ async def volume(request: Request) -> Response:
         ((round(counted.entries * b), g) for g, b in per_line.items()), key=lambda x: (-x[0], x[1])
     )
     result = [
-        {"metric": _metric(g), "value": [_seconds(window.end_ns), str(n)]}
+        {"metric": _metric(g), "value": [unix_seconds(window.end_ns), str(n)]}
         for n, g in sized[:limit]
         if n > 0
     ]
@@ -240,7 +244,7 @@ async def volume_range(request: Request) -> Response:
         for group, per_line in shares.items():
             n = round(entries * per_line)
             if n > 0:
-                series[group].append([_seconds(start), str(n)])
+                series[group].append([unix_seconds(start), str(n)])
     totals = {g: sum(int(str(v[1])) for v in values) for g, values in series.items()}
     ordered = sorted(series, key=lambda g: (-totals[g], g))
     result = [{"metric": _metric(g), "values": series[g]} for g in ordered[:limit]]

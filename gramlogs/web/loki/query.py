@@ -35,6 +35,7 @@ from gramlogs.web.loki.window import (
     parse_window,
     step,
     step_of,
+    unix_seconds,
 )
 from gramlogs.web.params import Param, enum, first_values, integer, string
 
@@ -258,16 +259,12 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
-def _seconds(ns: int) -> float:
-    return round(ns / SECOND_NS, 3)
-
-
 def matrix(series: Series, steps: Steps) -> list[MatrixSeries]:
     times = steps.times
     out = []
     for key in sorted(series):
         points: list[list[float | str]] = [
-            [_seconds(t), format_value(v)]
+            [unix_seconds(t), format_value(v)]
             for t, v in zip(times, series[key], strict=True)
             if v is not None
         ]
@@ -278,7 +275,7 @@ def matrix(series: Series, steps: Steps) -> list[MatrixSeries]:
 
 def vector(series: Series, at_ns: int) -> list[Sample]:
     return [
-        Sample(metric=dict(key), value=[_seconds(at_ns), format_value(values[0])])
+        Sample(metric=dict(key), value=[unix_seconds(at_ns), format_value(values[0])])
         for key, values in sorted(series.items())
         if values and values[0] is not None
     ]

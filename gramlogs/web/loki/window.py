@@ -42,6 +42,7 @@ __all__ = [
     "parse_window",
     "step",
     "step_of",
+    "unix_seconds",
 ]
 
 SECOND_NS = 10**9
@@ -117,6 +118,11 @@ class Window:
     def id_range(self) -> tuple[int, int]:
         """The inclusive id range of the lines the window holds."""
         return id_bounds(at_us(self.start_ns // _NS_PER_US), at_us(self.end_ns // _NS_PER_US))
+
+
+def unix_seconds(ns: int) -> int | float:
+    """A sample's time as Loki writes it: Unix seconds, whole or to the millisecond."""
+    return ns // SECOND_NS if ns % SECOND_NS == 0 else round(ns / SECOND_NS, 3)
 
 
 def at_us(micros: int) -> datetime:
