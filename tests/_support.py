@@ -8,13 +8,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, cast
 
 import asyncpg
 import httpx
 
 from gramlogs.core.config import Config
+from gramlogs.storage import sealing
 from gramlogs.web.app import create_app
 
 
@@ -130,3 +131,36 @@ async def stored_lines(pool: asyncpg.Pool, project_id: uuid.UUID) -> int:
         project_id,
     )
     return count
+
+
+@contextlib.contextmanager
+def small_blocks(rows: int) -> Iterator[None]:
+    """Seal blocks of ``rows`` rows (and merge below half of that), so a test seals many."""
+    saved = sealing.BLOCK_ROWS, sealing.MERGE_BELOW
+    sealing.BLOCK_ROWS, sealing.MERGE_BELOW = rows, max(2, rows // 2)
+    try:
+        yield
+    finally:
+        sealing.BLOCK_ROWS, sealing.MERGE_BELOW = saved
+
+
+def loki_labels(
+    *,
+    level: str,
+    source: str,
+    instance: str,
+    function_id: uuid.UUID,
+    deployment_id: uuid.UUID,
+    service_name: str | None = None,
+) -> dict[str, str]:
+    """A stored line's Loki labels from its columns (docs/grafana.md), written out apart from
+    web/loki/labels.py so that a test can catch it; ``service_name`` defaults to the function."""
+    return {
+        "level": level,
+        "detected_level": level,
+        "source": source,
+        "instance": instance,
+        "function_id": str(function_id),
+        "deployment_id": str(deployment_id),
+        "service_name": service_name or str(function_id),
+    }

@@ -8,10 +8,8 @@ carry values of their own too.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,10 +24,10 @@ from gramlogs.core import ids
 from gramlogs.storage import sealing, writer
 from gramlogs.storage.column_values import column_values
 from gramlogs.storage.filters import LogFilter
-from gramlogs.web.loki import browse, sample
+from gramlogs.web.loki import browse, fields, sample
 from gramlogs.web.loki.window import Window, parse_instant
 from testkit.logql import logql
-from tests._support import connection
+from tests._support import connection, loki_labels, small_blocks
 
 T0 = datetime(2025, 3, 3, 12, tzinfo=UTC)
 NOW = T0 + timedelta(days=2)  # long after every line: all of them may be sealed
@@ -90,13 +88,14 @@ class Line:
         service = pushed.get("service_name") or str(self.function_id)
         return {
             **pushed,
-            "level": self.level,
-            "detected_level": self.level,
-            "source": self.source,
-            "instance": self.instance,
-            "function_id": str(self.function_id),
-            "deployment_id": str(self.deployment_id),
-            "service_name": service,
+            **loki_labels(
+                level=self.level,
+                source=self.source,
+                instance=self.instance,
+                function_id=self.function_id,
+                deployment_id=self.deployment_id,
+                service_name=service,
+            ),
         }
 
 
@@ -134,16 +133,6 @@ def make_lines(seed: int, instances: tuple[str, ...] = INSTANCES) -> list[Line]:
             )
         )
     return out
-
-
-@contextlib.contextmanager
-def small_blocks(rows: int) -> Iterator[None]:
-    saved = sealing.BLOCK_ROWS, sealing.MERGE_BELOW
-    sealing.BLOCK_ROWS, sealing.MERGE_BELOW = rows, max(2, rows // 2)
-    try:
-        yield
-    finally:
-        sealing.BLOCK_ROWS, sealing.MERGE_BELOW = saved
 
 
 async def seed(pool, project_id: uuid.UUID, lines: list[Line], blocks: int) -> tuple[int, int]:
@@ -464,7 +453,10 @@ async def test_volume_range_refuses_too_many_points(client, seeded):
         step="1ms",
     )
     assert r.status_code == 400
-    assert r.text.startswith("the window over step makes 60000 points, more than 11000")
+    assert r.text == (
+        "exceeded maximum resolution of 11,000 points per timeseries. Try increasing the value "
+        "of the step parameter"
+    )
 
 
 # -- detected labels and fields, patterns, buildinfo ------------------------------------------
@@ -504,6 +496,23 @@ async def test_detected_fields_are_structured_metadata_and_the_lines_fields(clie
     assert r.json() == {
         "values": sorted({msgspec.json.decode(line.text)["path"] for line in json_lines})
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "attributes", "expected"),
+    [
+        # Named as | json names them, so that Drilldown's | json | http_method="GET" finds it.
+        ('{"http.method": "GET", "1st": 1, "a": {"b": true}, "n": null}', "{}",
+         {"http_method": ("GET", "json"), "_1st": ("1", "json"), "a_b": ("true", "json")}),
+        # A bare word is no field; a structured metadata name wins over the line's.
+        ('msg="a \\"b\\"" level=warn word', '{"level": "x"}',
+         {"msg": ('a "b"', "logfmt"), "level": ("x", None)}),
+        ('plain "text', "{}", {}),  # neither parser reads it
+    ],
+)  # fmt: skip
+def test_a_lines_fields_are_what_the_pipelines_parsers_read(text, attributes, expected):
+    row = (None, None, None, None, None, text, None, attributes)
+    assert fields.line_fields(row) == expected
 
 
 async def test_patterns_are_empty_and_buildinfo_is_loki_3(client, seeded):

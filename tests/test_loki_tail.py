@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gramlogs.web.loki.logql import LogQLError, parse
 from gramlogs.web.loki.tail import parse_tail_query
 from testkit.logql import logql
-from tests._support import until
+from tests._support import loki_labels, until
 from tests.test_tail import entry, ingest, revoke
 
 PATH = "/loki/api/v1/tail"
@@ -41,15 +41,9 @@ def basic_auth(tenant) -> dict[str, str]:
 
 
 def labels(f: uuid.UUID, d: uuid.UUID, level: str, instance: str) -> dict[str, str]:
-    return {
-        "level": level,
-        "detected_level": level,
-        "source": "function",
-        "instance": instance,
-        "function_id": str(f),
-        "deployment_id": str(d),
-        "service_name": str(f),
-    }
+    return loki_labels(
+        level=level, source="function", instance=instance, function_id=f, deployment_id=d
+    )
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +168,79 @@ async def test_lines_of_several_streams_come_grouped_by_their_labels(server, htt
     }
 
 
+async def test_the_pipeline_runs_on_the_backlog_and_live_lines_and_drops_what_it_filters(
+    server, http, tenant, fd
+):
+    f, d = fd
+
+    def request(status: int, method: str, path: str, at: str | None = None) -> dict[str, Any]:
+        raw = json.dumps({"msg": "req", "status": status, "method": method, "path": path})
+        more: dict[str, Any] = {"level": "error", "instance": "i-1", "source": "function"}
+        return entry(f, d, raw, **more, **({"timestamp": at} if at else {}))
+
+    await ingest(
+        http,
+        tenant,
+        [
+            request(503, "GET", "/a", "2026-12-01T00:00:01Z"),
+            request(504, "GET", "/b", "2026-12-01T00:00:02Z"),
+            # Newer, but the label filter drops it: limit counts the lines that pass.
+            request(200, "GET", "/c", "2026-12-01T00:00:03Z"),
+        ],
+    )
+    piped = logql(
+        '{source="function"} |= "req" | json | status >= 500 | line_format "{{.method}} {{.path}}"'
+    )
+    plain = logql('{source="function"} |= "req"')
+    start = ns("2026-11-30T00:00:00Z")
+    headers = tenant.headers()
+    piped_url = tail_url(server, query=piped, start=start, limit=2)
+    async with (
+        websockets.connect(piped_url, additional_headers=headers) as ws,
+        websockets.connect(
+            tail_url(server, query=plain, limit=0), additional_headers=headers
+        ) as raw_ws,
+    ):
+        backlog = await messages(ws, 2)
+        more = {"level": "error", "instance": "i-1", "timestamp": "2026-12-01T00:00:05Z"}
+        not_json = entry(f, d, "plain req", **more)
+        await ingest(
+            http,
+            tenant,
+            [
+                request(404, "PUT", "/d", "2026-12-01T00:00:04Z"),  # status < 500
+                not_json,  # no status to compare
+                request(500, "POST", "/e", "2026-12-01T00:00:06Z"),
+            ],
+        )
+        live = await messages(ws, 1)
+        # The same frames, read once for both tails, rendered for each.
+        raw = await messages(raw_ws, 3)
+
+    def parsed(status: str, method: str, path: str) -> dict[str, str]:
+        return {
+            **labels(f, d, "error", "i-1"),
+            "msg": "req",
+            "status": status,
+            "method": method,
+            "path": path,
+        }
+
+    assert flat(backlog) == [
+        (parsed("503", "GET", "/a"), ns("2026-12-01T00:00:01Z"), "GET /a"),
+        (parsed("504", "GET", "/b"), ns("2026-12-01T00:00:02Z"), "GET /b"),
+    ]
+    assert flat(live) == [(parsed("500", "POST", "/e"), ns("2026-12-01T00:00:06Z"), "POST /e")]
+    assert [line for _, _, line in flat(raw)] == [
+        json.dumps({"msg": "req", "status": 404, "method": "PUT", "path": "/d"}),
+        "plain req",
+        json.dumps({"msg": "req", "status": 500, "method": "POST", "path": "/e"}),
+    ]
+    assert {tuple(sorted(stream)) for stream, _, _ in flat(raw)} == {
+        tuple(sorted(labels(f, d, "error", "i-1")))
+    }
+
+
 # -- the handshake -------------------------------------------------------------------------------
 
 
@@ -216,21 +283,35 @@ async def test_a_query_that_does_not_parse_is_refused_with_400_and_the_parsers_m
     ("query", "params", "message"),
     [
         (
-            logql('{level="error"} | json'),
+            logql('{level="error"} | line_format "{{ .msg | upper }}"'),
             {},
-            "the live tail does not support | json yet: only a stream selector and line filters",
+            "line_format supports only {{.label}} actions, not '{{ .msg | upper }}'",
         ),
         (
             logql('sum(count_over_time({level="error"}[1m]))'),
             {},
             "the live tail takes a log query, not a metric query",
         ),
-        (logql('{level="error"}'), {"limit": "5001"}, "limit must be between 0 and 5000, got 5001"),
-        (logql('{level="error"}'), {"delay_for": "6"}, "delay_for must be between 0 and 5, got 6"),
+        (
+            logql('{level="error"}'),
+            {"limit": "5001"},
+            "limit must be lesser or equal than 5000 but got value 5001",
+        ),
+        (
+            logql('{level="error"}'),
+            {"delay_for": "6"},
+            "delay_for must be lesser or equal than 5 but got value 6",
+        ),
         (
             logql('{level="error"}'),
             {"start": "yesterday"},
-            "invalid start 'yesterday': a Unix time in seconds or nanoseconds, or RFC 3339",
+            "invalid start 'yesterday': expected Unix nanoseconds, Unix seconds (with a fraction "
+            "or 10 digits or fewer) or RFC 3339",
+        ),
+        (
+            logql('{level="error"}'),
+            {"start": "-5"},
+            "start '-5' is outside 1970-01-01 to 2100-01-01",
         ),
         ("", {}, 'missing query: a log query such as {level="error"}'),
     ],
@@ -360,24 +441,23 @@ async def test_a_tail_the_client_closes_gives_its_place_back_under_the_keys_cap(
 
 # -- the parameters, without a server ------------------------------------------------------------
 
-NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+NOW_NS = 1_796_644_800 * 10**9  # 2026-12-07T12:00:00Z
 
 
 @pytest.mark.parametrize(
     ("start", "expected"),
     [
-        ("", datetime(2026, 12, 7, 11, 0, tzinfo=UTC)),  # an hour before now, as Loki
-        ("1764547200", datetime(2025, 12, 1, tzinfo=UTC)),  # seconds (10 digits or fewer)
-        ("1764547200123456789", datetime(2025, 12, 1, 0, 0, 0, 123456, tzinfo=UTC)),  # ns
-        ("1764547200.5", datetime(2025, 12, 1, 0, 0, 0, 500000, tzinfo=UTC)),  # seconds
-        ("2025-12-01T01:00:00+01:00", datetime(2025, 12, 1, tzinfo=UTC)),
-        ("-5", datetime(1970, 1, 1, tzinfo=UTC)),  # clamped to the ids' range
+        (None, NOW_NS - 3600 * 10**9),  # an hour before now, as Loki
+        ("1764547200", 1_764_547_200 * 10**9),  # seconds (10 digits or fewer)
+        ("1764547200123456789", 1_764_547_200_123_456_789),  # nanoseconds
+        ("1764547200.5", 1_764_547_200_500_000_000),  # seconds with a fraction
+        ("2025-12-01T01:00:00+01:00", 1_764_547_200 * 10**9),
     ],
 )
 def test_start_takes_loki_s_timestamp_forms(start, expected):
-    params = {"query": logql('{level="error"}'), "start": start}
-    tail = parse_tail_query(params, NOW)
-    assert (tail.start, tail.limit, tail.delay_for) == (expected, 100, 0)
+    params = {"query": logql('{level="error"}'), **({"start": start} if start else {})}
+    tail = parse_tail_query(params, NOW_NS)
+    assert (tail.start_ns, tail.limit, tail.delay_for) == (expected, 100, 0)
 
 
 async def test_shutdown_closes_a_tail_with_1012_service_restart(serve, tenant, fd):

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from gramlogs.core import ids
 from gramlogs.storage import functions, histogram, journal, retention, sealing, tenants, writer
 from gramlogs.storage.pages import LogFilter, PageRequest, fetch_page
-from tests._support import connection
+from tests._support import connection, small_blocks
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC)
 NOW = T0 + timedelta(days=2)
@@ -92,16 +92,6 @@ def make_lines(seed: int, n: int) -> list[Line]:
             )
         )
     return out
-
-
-@contextlib.contextmanager
-def small_blocks(rows: int) -> Iterator[None]:
-    saved = sealing.BLOCK_ROWS, sealing.MERGE_BELOW
-    sealing.BLOCK_ROWS, sealing.MERGE_BELOW = rows, max(2, rows // 2)
-    try:
-        yield
-    finally:
-        sealing.BLOCK_ROWS, sealing.MERGE_BELOW = saved
 
 
 @contextlib.contextmanager

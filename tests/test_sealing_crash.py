@@ -28,8 +28,8 @@ from gramlogs.storage import codec, maintenance, schema, sealed, tenants
 from gramlogs.storage.pages import LogFilter, PageRequest, fetch_page
 from testkit.postgres import OwnPostgres
 from testkit.postgres import own_postgres as own_postgres_server
-from tests._support import connection, until
-from tests.test_sealing import NOW, Line, counts, make_lines, seal, seed, small_blocks
+from tests._support import connection, small_blocks, until
+from tests.test_sealing import NOW, Line, counts, make_lines, seal, seed
 
 LINES = 2000
 # Sealed in-process first, blocks of 8 lines: small blocks for the process's merges.

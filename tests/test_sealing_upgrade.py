@@ -18,6 +18,7 @@ import pytest
 
 from gramlogs.storage import histogram, schema, sealing, tenants, writer
 from gramlogs.storage.pages import LogFilter, Page, PageRequest, fetch_page, read_page
+from tests._support import small_blocks
 from tests.test_sealing import (
     DEPLOYMENTS,
     FUNCTIONS,
@@ -25,7 +26,6 @@ from tests.test_sealing import (
     Line,
     make_lines,
     matches,
-    small_blocks,
 )
 
 SEALED_VERSION = 7

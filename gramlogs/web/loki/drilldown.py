@@ -17,8 +17,6 @@ are its streams (gramlogs stores no chunks).
 
 from __future__ import annotations
 
-import math
-import re
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gramlogs.core import ids
-from gramlogs.core.errors import BadRequest
 from gramlogs.storage import histogram
 from gramlogs.storage.database import Connection
 from gramlogs.storage.rows import StoredRow
@@ -51,14 +48,19 @@ from gramlogs.web.loki.reads import (
 )
 from gramlogs.web.loki.sample import SAMPLE_LINES, Sample, sample_lines, selection_of
 from gramlogs.web.loki.selection import Selection
-from gramlogs.web.loki.window import END, START, Window, parse_window
-from gramlogs.web.params import Json, Param, enum, first_values, integer, string, text
+from gramlogs.web.loki.window import (
+    END,
+    START,
+    Window,
+    parse_window,
+    step,
+    step_of,
+    unix_seconds,
+)
+from gramlogs.web.params import Json, Param, enum, first_values, integer, text
 
-__all__ = ["ENDPOINTS", "MAX_POINTS"]
+__all__ = ["ENDPOINTS"]
 
-# Loki's own bound on the points of a range answer.
-MAX_POINTS = 11_000
-_NS = 10**9
 _REQUIRED_QUERY = text(
     "query",
     'A LogQL stream selector, e.g. {service_name=~".+"}; required',
@@ -78,7 +80,7 @@ _AGGREGATE = enum(
     ("series", "labels"),
     default="series",
 )
-_STEP = string("step", "Width of a point: a duration (1m, 30s) or seconds; default range/250")
+_STEP = step("Width of a point: a duration (1m, 30s) or seconds; default range/250")
 _LINE_LIMIT = integer(
     "line_limit",
     f"Newest lines sampled for fields (at most {5 * SAMPLE_LINES})",
@@ -95,17 +97,6 @@ _NAME = Param(
     lambda name, value: value,
     goa=False,
 )
-_DURATION = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+)(?:ms|s|m|h|d|w|y))+\Z")
-_UNIT_NS = {
-    "ms": 10**6,
-    "s": _NS,
-    "m": 60 * _NS,
-    "h": 3600 * _NS,
-    "d": 86400 * _NS,
-    "w": 7 * 86400 * _NS,
-    "y": 365 * 86400 * _NS,
-}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d|w|y)")
 
 
 def _size(row: StoredRow) -> int:
@@ -202,10 +193,6 @@ def _metric(group: Group) -> dict[str, str]:
     return dict(group)
 
 
-def _seconds(ns: int) -> float | int:
-    return ns // _NS if ns % _NS == 0 else ns / _NS
-
-
 def _volume_params(params: dict[str, str]) -> tuple[Window, LogQuery, str | None, str, int]:
     window = parse_window(params)
     query = required_query(_REQUIRED_QUERY, params)
@@ -224,56 +211,27 @@ async def volume(request: Request) -> Response:
         ((round(counted.entries * b), g) for g, b in per_line.items()), key=lambda x: (-x[0], x[1])
     )
     result = [
-        {"metric": _metric(g), "value": [_seconds(window.end_ns), str(n)]}
+        {"metric": _metric(g), "value": [unix_seconds(window.end_ns), str(n)]}
         for n, g in sized[:limit]
         if n > 0
     ]
     return success({"resultType": "vector", "result": result})
 
 
-def _parse_step(name: str, value: str) -> int:
-    """A step as Loki reads it: a Prometheus duration (``1m30s``) or (fractional) seconds."""
-    text = value.strip()
-    ns: int | None = None
-    if _DURATION.match(text):
-        ns = sum(round(float(n) * _UNIT_NS[u]) for n, u in _PART.findall(text))
-    else:
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds):
-            ns = round(seconds * _NS)
-    if ns is None or ns <= 0:
-        raise BadRequest(f"invalid {name} {value!r}: expected a positive duration or seconds")
-    return ns
-
-
-def _default_step(window: Window) -> int:
-    # Loki's: the range over 250 points, at least a second, in whole seconds.
-    return max(1, (window.end_ns - window.start_ns) // _NS // 250) * _NS
-
-
 async def volume_range(request: Request) -> Response:
     credentials = loki_credentials(request)
     params = first_values(request)
     window, query, targets, by, limit = _volume_params(params)
-    raw_step = _STEP.get(params)
-    step = _default_step(window) if raw_step is None else _parse_step(_STEP.name, raw_step)
-    points = (window.end_ns - window.start_ns) // step + 1
-    if points > MAX_POINTS:
-        raise BadRequest(
-            f"the window over step makes {points} points, more than {MAX_POINTS}: "
-            "ask for a larger step or a shorter window"
-        )
-    starts = [window.start_ns + k * step for k in range(points)]
+    step_ns = step_of(window, _STEP.get(params))
+    points = (window.end_ns - window.start_ns) // step_ns + 1
+    starts = [window.start_ns + k * step_ns for k in range(points)]
     groups = _grouper(query, targets, by)
     edges = [Window(s, s).id_range()[0] for s in starts[1:]]
     async with reader(request, credentials, expensive=True) as (project_id, conn):
         counted = await _count(conn, selection_of(query, project_id, window), edges)
     rows_in: list[list[StoredRow]] = [[] for _ in range(points)]
     for row in counted.sample.rows:
-        k = (_ns(row) - window.start_ns) // step
+        k = (_ns(row) - window.start_ns) // step_ns
         if 0 <= k < points:
             rows_in[k].append(row)
     overall = _shares(counted.sample.rows, groups)
@@ -286,7 +244,7 @@ async def volume_range(request: Request) -> Response:
         for group, per_line in shares.items():
             n = round(entries * per_line)
             if n > 0:
-                series[group].append([_seconds(start), str(n)])
+                series[group].append([unix_seconds(start), str(n)])
     totals = {g: sum(int(str(v[1])) for v in values) for g, values in series.items()}
     ordered = sorted(series, key=lambda g: (-totals[g], g))
     result = [{"metric": _metric(g), "values": series[g]} for g in ordered[:limit]]

@@ -25,7 +25,7 @@ from gramlogs.core import ids
 from gramlogs.storage.pages import PageRequest, fetch_page
 from gramlogs.storage.rows import StoredRow
 from gramlogs.web.loki.labels import stream_labels, structured_metadata
-from gramlogs.web.loki.logql import LineFilter, LogQuery
+from gramlogs.web.loki.logql import LineFilter, LogQuery, Stage
 from gramlogs.web.loki.pipeline import Pipeline, compile_pipeline
 from gramlogs.web.loki.selection import Selection, select
 
@@ -36,8 +36,11 @@ __all__ = [
     "Plan",
     "Reader",
     "id_bounds",
+    "piped",
+    "piped_stages",
     "plan",
     "read_lines",
+    "scans",
     "truncation_warning",
 ]
 
@@ -103,16 +106,26 @@ class Plan:
         return self.selection.filter.keyword is not None or not self.indexed_only
 
 
+def piped_stages(query: LogQuery) -> tuple[Stage, ...]:
+    """The stages after the leading line filters, which the selection checks (selection.py):
+    the pipeline's."""
+    stages = query.stages
+    leading = 0
+    while leading < len(stages) and isinstance(stages[leading], LineFilter):
+        leading += 1
+    return tuple(stages[leading:])
+
+
 def plan(query: LogQuery, project_id: uuid.UUID, start_ns: int, end_ns: int) -> Plan:
     lo, hi = id_bounds(start_ns, end_ns)
     selection = select(query, project_id, lo, hi)
-    leading = 0
-    for stage in query.stages:
-        if not isinstance(stage, LineFilter):
-            break
-        leading += 1
-    rest = query.stages[leading:]
+    rest = piped_stages(query)
     return Plan(selection, compile_pipeline(rest), len(rest))
+
+
+def scans(query: LogQuery) -> bool:
+    """:attr:`Plan.scans` of ``query``, which its project and window do not change."""
+    return plan(query, uuid.UUID(int=0), 0, 1).scans
 
 
 @dataclass(slots=True)
@@ -137,12 +150,16 @@ class Found:
 
 
 def _line(row: StoredRow, p: Plan) -> Line | None:
-    if not p.selection.matches(row):
-        return None
+    return piped(row, p.pipeline) if p.selection.matches(row) else None
+
+
+def piped(row: StoredRow, pipeline: Pipeline) -> Line | None:
+    """``row`` after ``pipeline`` (its selector's checks already passed), or None when a stage
+    drops it."""
     stream = stream_labels(row)
     metadata = structured_metadata(row)
     labels = {**metadata, **stream}
-    outcome = p.pipeline.run(row[5], labels)
+    outcome = pipeline.run(row[5], labels)
     if outcome is None:
         return None
     final = outcome.labels

@@ -43,7 +43,7 @@ from gramlogs.web.loki.logql import (
 )
 from gramlogs.web.loki.selection import compile_regex, line_matches
 
-__all__ = ["ERROR_LABEL", "Outcome", "Pipeline", "compile_pipeline"]
+__all__ = ["ERROR_LABEL", "Outcome", "Pipeline", "compile_pipeline", "parsed_pairs"]
 
 ERROR_LABEL = "__error__"
 _ERROR_DETAILS = "__error_details__"
@@ -156,6 +156,16 @@ def _add_parsed(o: Outcome, parse: Callable[[str], list[tuple[str, str]]]) -> bo
         o.labels[name] = value
         o.parsed.add(name)
     return True
+
+
+def parsed_pairs(kind: str, line: str) -> list[tuple[str, str]] | None:
+    """What ``| json`` or ``| logfmt`` (``kind``) reads from ``line``, each key as a label
+    name; None when the parser cannot read the line."""
+    try:
+        pairs = (_parse_json if kind == "json" else _parse_logfmt)(line)
+    except _ParseError:
+        return None
+    return [(name, value) for key, value in pairs if (name := sanitize(key))]
 
 
 def _parse_json(line: str) -> list[tuple[str, str]]:

@@ -1,5 +1,7 @@
-"""What every read of the label browser and Logs Drilldown shares: who asks (auth.py) and
-over which connection, the ``query`` parameter, the security they declare, and a JSON reply.
+"""What every Loki read shares (the query API, the label browser, Logs Drilldown): who asks
+(auth.py) and over which connection, the security they declare; and for the label browser and
+Drilldown, the ``query`` parameter and a JSON reply. The live tail reads on the primary itself
+(tail.py: its backlog must hold every line committed before its journal head).
 """
 
 from __future__ import annotations

@@ -1,30 +1,30 @@
 """``GET /loki/api/v1/tail``: Loki's live tail, a WebSocket, as Grafana's Explore "Live" opens it.
 
-Parameters (Loki's): ``query`` (a log query: a stream selector and line filters), ``start`` (the
-backlog's beginning: nanoseconds, seconds or RFC 3339; default an hour ago), ``limit`` (the
-backlog's most lines, default 100), ``delay_for`` (0-5 s, accepted: the tail journal already
+Parameters (Loki's): ``query`` (a log query: a stream selector, line filters and the pipeline),
+``start`` (the backlog's beginning, as window.py reads a time; default an hour ago), ``limit``
+(the backlog's most lines, default 100), ``delay_for`` (0-5 s, accepted: the tail journal already
 delivers a late line exactly once, in commit order, so there is nothing to wait for).
 
 The handshake is refused with an HTTP response, as Loki's is: 401/403 (the key), 400 (the query),
 429 (too many tails of the key). Once accepted, each text message is
 ``{"streams": [{"stream": {labels}, "values": [["<ns>", "<line>"], ...]}], "dropped_entries": []}``:
 first the newest ``limit`` matching lines since ``start``, oldest first, then each new line,
-exactly once, in commit order (docs/tail.md). Nothing is ever dropped: a client that falls
-``tail_buffer_lines`` behind reads on from the store (live/sessions.py), so ``dropped_entries`` is
-always empty. The server closes the socket with 1000 after ``tail_max_s`` (Loki's
-``tail_max_duration``), 1008 when the key is revoked (checked every ``stream_key_check_s``),
-and 1012 at shutdown.
+exactly once, in commit order (docs/tail.md). A line is sent as the pipeline (pipeline.py)
+leaves it, with its stream's labels and the parsed ones; a line the pipeline drops is not sent.
+Nothing is ever dropped for a slow client: one that falls ``tail_buffer_lines`` behind reads on
+from the store (live/sessions.py), so ``dropped_entries`` is always empty. The server closes
+the socket with 1000 after ``tail_max_s`` (Loki's ``tail_max_duration``), 1008 when the key is
+revoked (checked every ``stream_key_check_s``), and 1012 at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import msgspec
 from starlette.responses import Response
@@ -35,17 +35,22 @@ from gramlogs.core import ids
 from gramlogs.core.errors import BadRequest, GramlogsError
 from gramlogs.core.keys import Permission
 from gramlogs.live.sessions import TailSession
-from gramlogs.live.watchers import Frame, TailFilter
+from gramlogs.live.watchers import Frame, Renderer, TailFilter
 from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate
+from gramlogs.storage.database import Connection
 from gramlogs.storage.journal import Position
 from gramlogs.storage.pages import PageRequest
 from gramlogs.storage.rows import StoredRow
-from gramlogs.web.loki import logql
+from gramlogs.web.loki import logql, window
 from gramlogs.web.loki.auth import loki_credentials
 from gramlogs.web.loki.labels import stream_labels
+from gramlogs.web.loki.lines import line_ns, piped, piped_stages
+from gramlogs.web.loki.pipeline import compile_pipeline
 from gramlogs.web.loki.selection import Selection, select
+from gramlogs.web.loki.window import DEFAULT_SPAN_NS, START, at_us
 from gramlogs.web.observe import SCOPE_ERROR, SCOPE_PROJECT, error_response, request_id
+from gramlogs.web.params import integer, parse_query
 from gramlogs.web.state import AppState
 from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
 
@@ -58,7 +63,6 @@ DEFAULT_LIMIT = 100
 # Loki's max_entries_limit_per_query default: the backlog is one query's worth.
 MAX_LIMIT = 5000
 MAX_DELAY_S = 5  # Loki refuses a larger delay_for
-DEFAULT_SINCE = timedelta(hours=1)
 # Lines per message: a catch-up reads up to ~5000 at once; smaller messages reach the browser
 # sooner and bound what a client must buffer to parse one.
 MESSAGE_LINES = 1000
@@ -79,44 +83,12 @@ _CLOSE = {
 
 # -- parameters ---------------------------------------------------------------------------------
 
-_INTEGER = re.compile(r"-?\d+")
-_DECIMAL = re.compile(r"-?\d+\.\d*")
-
-
-def _timestamp(text: str, name: str) -> datetime:
-    """A Loki timestamp: an integer of up to 10 digits is seconds, a longer one nanoseconds, a
-    decimal is seconds, anything else RFC 3339; clamped to the ids' range."""
-    try:
-        if _INTEGER.fullmatch(text):
-            value = int(text)
-            micros = value * 1_000_000 if len(text.lstrip("-")) <= 10 else value // 1000
-        elif _DECIMAL.fullmatch(text):
-            micros = round(float(text) * 1_000_000)
-        else:
-            return max(ids.MIN_TIMESTAMP, min(ids.parse_rfc3339(text), ids.MAX_TIMESTAMP))
-        micros = max(0, min(micros, _micros(ids.MAX_TIMESTAMP)))
-        return ids.EPOCH + timedelta(microseconds=micros)
-    except (ids.IdError, OverflowError, ValueError):
-        raise BadRequest(
-            f"invalid {name} {text!r}: a Unix time in seconds or nanoseconds, or RFC 3339"
-        ) from None
-
-
-def _micros(ts: datetime) -> int:
-    return (ts - ids.EPOCH) // timedelta(microseconds=1)
-
-
-def _bounded(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = params.get(name, "")
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"invalid {name} {text!r}: an integer") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}, got {value}")
-    return value
+LIMIT = integer(
+    "limit", "The backlog's most lines", minimum=0, maximum=MAX_LIMIT, default=DEFAULT_LIMIT
+)
+DELAY_FOR = integer(
+    "delay_for", "Accepted (seconds; nothing waits)", minimum=0, maximum=MAX_DELAY_S, default=0
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,61 +96,68 @@ class TailQuery:
     """What a tail asks for (module docstring)."""
 
     query: logql.LogQuery
-    start: datetime
+    start_ns: int
     limit: int
     delay_for: int
+    render: Renderer[Entry | None]  # a line's entry after the pipeline, None when it drops it
 
 
-def parse_tail_query(params: dict[str, str], now: datetime) -> TailQuery:
-    """A tail's parameters (each its first value), ``start`` an hour before ``now`` by default;
-    400 naming what is wrong, the parser's message for the query."""
+def parse_tail_query(params: Mapping[str, str], now_ns: int) -> TailQuery:
+    """A tail's parameters (each its first value), ``start`` an hour before ``now_ns`` by
+    default; 400 naming what is wrong, the parser's message for the query."""
     text = params.get("query", "")
     if not text:
         raise BadRequest('missing query: a log query such as {level="error"}')
     query = logql.parse(text)
     if not isinstance(query, logql.LogQuery):
         raise logql.LogQLError("the live tail takes a log query, not a metric query")
-    for stage in query.stages:
-        if not isinstance(stage, logql.LineFilter):
-            # web/loki/pipeline.py (parsers, label filters, line_format) is not on this branch.
-            raise logql.LogQLError(
-                f"the live tail does not support {_describe(stage)} yet: "
-                "only a stream selector and line filters"
-            )
-    start_text = params.get("start", "")
-    start = _timestamp(start_text, "start") if start_text else now - DEFAULT_SINCE
+    start = START.get(params)
     return TailQuery(
         query=query,
-        start=max(start, ids.MIN_TIMESTAMP),
-        limit=_bounded(params, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT),
-        delay_for=_bounded(params, "delay_for", 0, 0, MAX_DELAY_S),
+        start_ns=max(0, now_ns - DEFAULT_SPAN_NS) if start is None else start,
+        limit=LIMIT.value(params),
+        delay_for=DELAY_FOR.value(params),
+        render=_renderer(piped_stages(query)),
     )
-
-
-def _describe(stage: logql.Stage) -> str:
-    if isinstance(stage, logql.Parser):
-        return f"| {stage.kind}"
-    if isinstance(stage, logql.Drop):
-        return "| drop"
-    if isinstance(stage, logql.LineFormat):
-        return "| line_format"
-    return "label filters"
 
 
 # -- messages -----------------------------------------------------------------------------------
 
+# A line as the tail sends it: its labels (JSON, sorted) and its ``["<ns>", "line"]``.
+Entry = tuple[bytes, bytes]
 # Sorted keys: one label set is one stream, whatever order its labels came in.
 _labels_encoder = msgspec.json.Encoder(order="sorted")
 _encoder = msgspec.json.Encoder()
 
 
-def render_entry(row: StoredRow, position: Position) -> tuple[bytes, bytes]:
+def render_entry(row: StoredRow, position: Position) -> Entry:
     """A line as Loki's tail sends it: its stream's labels (JSON) and its ``["<ns>", "line"]``."""
-    ns = str(_micros(row[1]) * 1000)
+    ns = str(line_ns(row))
     return _labels_encoder.encode(stream_labels(row)), _encoder.encode((ns, row[5]))
 
 
-def _message(entries: Sequence[tuple[bytes, bytes]]) -> str:
+@functools.lru_cache(maxsize=256)
+def _renderer(stages: tuple[logql.Stage, ...]) -> Renderer[Entry | None]:
+    """The renderer of a tail whose pipeline is ``stages``: one function for every tail of the
+    same pipeline, so that a frame (live/watchers.py) runs it once for all of them. Without a
+    stage, :func:`render_entry`, which the tails of every selector share."""
+    if not stages:
+        return render_entry
+    pipeline = compile_pipeline(stages)  # a LogQLError (400) for what cannot run
+
+    def render(row: StoredRow, position: Position) -> Entry | None:
+        line = piped(row, pipeline)
+        if line is None:
+            return None
+        # The labels query_range answers without categorize-labels, but for structured
+        # metadata, which the tail leaves out as it does without a pipeline.
+        labels = {**line.stream, **line.parsed}
+        return _labels_encoder.encode(labels), _encoder.encode((str(line.ns), line.text))
+
+    return render
+
+
+def _message(entries: Sequence[Entry]) -> str:
     """One message of ``entries``: grouped by stream, in their order within each stream."""
     streams: dict[bytes, list[bytes]] = {}
     for labels, value in entries:
@@ -190,7 +169,7 @@ def _message(entries: Sequence[tuple[bytes, bytes]]) -> str:
     return (b'{"streams":[' + b",".join(parts) + b'],"dropped_entries":[]}').decode()
 
 
-def _messages(entries: Sequence[tuple[bytes, bytes]]) -> list[str]:
+def _messages(entries: Sequence[Entry]) -> list[str]:
     return [_message(entries[i : i + MESSAGE_LINES]) for i in range(0, len(entries), MESSAGE_LINES)]
 
 
@@ -211,27 +190,22 @@ def _tail_filter(selection: Selection) -> TailFilter:
 @dataclass
 class _Opened:
     session: TailSession
-    backlog: list[tuple[bytes, bytes]]
+    backlog: list[Entry]
+    render: Renderer[Entry | None]
 
 
 async def _open(websocket: WebSocket, state: AppState, stack: contextlib.AsyncExitStack) -> _Opened:
     """Check the handshake and open the session: the errors here refuse it."""
     key, slug = loki_credentials(websocket)
     websocket.scope[SCOPE_PROJECT] = slug
-    params = {k: v for k, v in reversed(websocket.query_params.multi_items())}
-    tail = parse_tail_query(params, datetime.now(UTC))
+    tail = parse_tail_query(parse_query(websocket.scope["query_string"]), window.now_ns())
     async with state.db.connection() as conn:
         principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
         project_id = principal.project_id
-        selection = select(tail.query, project_id, ids.lowest_id(tail.start).int, _TOP_ID)
+        lowest = ids.lowest_id(at_us(tail.start_ns // 1000)).int
+        selection = select(tail.query, project_id, lowest, _TOP_ID)
         head = await journal.head(conn, project_id)
-        rows = []
-        if tail.limit and not selection.empty:
-            # The primary's pages (a replica's could lack lines committed before the head).
-            request = PageRequest(selection.filter, max(tail.limit, _BACKLOG_PAGE))
-            rows = await journal.newest_matching_before(
-                conn, request, head, selection.matches, tail.limit, _BACKLOG_SCAN
-            )
+        backlog = await _backlog(conn, tail, selection, Position(head))
     wake = asyncio.Event()
     watcher = await stack.enter_async_context(
         state.watchers.watch(project_id, principal.key_id, wake)
@@ -245,7 +219,29 @@ async def _open(websocket: WebSocket, state: AppState, stack: contextlib.AsyncEx
         principal.key_id,
         catch_up_when_slow=True,
     )
-    return _Opened(session, [render_entry(row, Position(head)) for row in reversed(rows)])
+    return _Opened(session, backlog, tail.render)
+
+
+async def _backlog(
+    conn: Connection, tail: TailQuery, selection: Selection, head: Position
+) -> list[Entry]:
+    """The newest ``tail.limit`` lines before ``head`` that pass the query, oldest first."""
+    if not tail.limit or selection.empty:
+        return []
+    rendered: dict[object, Entry] = {}
+
+    def passes(row: StoredRow) -> bool:
+        entry = tail.render(row, head) if selection.matches(row) else None
+        if entry is not None:
+            rendered[row[0]] = entry
+        return entry is not None
+
+    # The primary's pages (a replica's could lack lines committed before the head).
+    request = PageRequest(selection.filter, max(tail.limit, _BACKLOG_PAGE))
+    rows = await journal.newest_matching_before(
+        conn, request, head.seq, passes, tail.limit, _BACKLOG_SCAN
+    )
+    return [rendered[row[0]] for row in reversed(rows)]
 
 
 async def _refuse(websocket: WebSocket, error: GramlogsError) -> None:
@@ -279,7 +275,8 @@ async def loki_tail(websocket: WebSocket) -> None:
             await send_within(websocket.send, {"type": "websocket.send", "text": text})
 
         async def lines(frames: list[Frame]) -> None:
-            for text in _messages([f.rendered(render_entry) for f in frames]):
+            rendered = (f.rendered(opened.render) for f in frames)
+            for text in _messages([entry for entry in rendered if entry is not None]):
                 await send_text(text)
 
         try:
