@@ -151,3 +151,53 @@ async def test_sealing_smoke(server_url):
     assert all(
         c["bytes_per_line"]["keys"] > 0 and c["bytes_per_line"]["texts"] > 0 for c in configs
     )
+
+
+@pytest.mark.timeout(300)
+async def test_loki_smoke_answers_alike_and_stores_every_pushed_line(server_url):
+    result = await _run("benchmarks.loki", server_url)
+    await _drop(server_url, result["dataset"])
+    reads = result["reads"]
+    assert set(reads) == {
+        *(
+            f"{api} {s}"
+            for api in ("query_range", "list")
+            for s in ("function", "level", "level + word")
+        ),
+        "volume grafana",
+        "volume sum",
+        "histogram",
+    }
+    assert all(r["n"] == 5 for r in reads.values())
+    # Each Loki query answers as many lines as the Gram page beside it: a full page.
+    for selector in ("function", "level", "level + word"):
+        assert (
+            reads[f"query_range {selector}"]["answered"]
+            == reads[f"list {selector}"]["answered"]
+            == 100
+        )
+    # The volume counts the function's lines whichever way it is grouped; the histogram's
+    # window starts a step later (a Loki point counts the minute before it), so it may miss a few.
+    grafana, plain = reads["volume grafana"]["counted"], reads["volume sum"]["counted"]
+    assert grafana == plain > 0
+    assert 0 <= plain - reads["histogram"]["counted"] <= plain // 100
+    assert reads["histogram"]["answered"] == 721  # 24 h of 2-minute buckets, both ends in
+    # Every pushed line stored once, whatever the body.
+    assert {kind: p["stored"] for kind, p in result["pushes"].items()} == {
+        "logs.ingest NDJSON": [5_000],
+        "Loki push JSON": [5_000],
+        "Loki push protobuf": [5_000],
+    }
+    assert len(result["targets"]) == 7
+
+
+@pytest.mark.timeout(300)
+async def test_loki_volume_smoke_counts_every_line_of_the_function_once(server_url):
+    result = await _run("benchmarks.loki_volume", server_url)
+    await _drop(server_url, result["dataset"])
+    counts = result["counts"]
+    assert list(counts) == ["all levels", "debug", "info", "warn", "error"]
+    levels = sum(counts[level]["lines"] for level in ("debug", "info", "warn", "error"))
+    assert counts["all levels"]["lines"] == levels > 0
+    assert result["ranges"] == 1441
+    assert any(name.startswith("_first_at_least") for name in result["sealed_calls_info"])
