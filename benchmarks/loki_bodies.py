@@ -23,19 +23,10 @@ from datetime import UTC, datetime, timedelta
 
 import cramjam
 
+from benchmarks.producer import LEVELS, WORDS
+
 __all__ = ["Line", "loki_json", "loki_protobuf", "make_lines", "ndjson"]
 
-_WORDS = (
-    "tool call started",
-    "tool call finished",
-    "fetched records from upstream",
-    "cache lookup",
-    "retrying request",
-    "rate limited, backing off",
-    "upstream returned 502",
-    "parsed arguments",
-)
-_LEVELS = ("debug",) * 20 + ("info",) * 55 + ("warn",) * 15 + ("error",) * 10
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -62,13 +53,13 @@ def make_lines(
     out = []
     for i in range(count):
         f = rng.choice(functions)
-        word = rng.choice(_WORDS)
+        word = rng.choice(WORDS)
         out.append(
             Line(
                 ts=start + timedelta(microseconds=i * 997),
                 function_id=f,
                 deployment_id=deployments[f],
-                level=rng.choice(_LEVELS),
+                level=rng.choice(LEVELS),
                 text=f"{word} id={rng.getrandbits(32):08x} ms={rng.randrange(1, 5000)}",
             )
         )

@@ -19,11 +19,12 @@ from gramlogs.core.keys import KeyScope
 from gramlogs.storage import tenants
 from testkit.http import AsyncHttpClient
 
-__all__ = ["INGEST", "Sent", "headers", "make_batches", "new_project", "send"]
+__all__ = ["INGEST", "LEVELS", "WORDS", "Sent", "headers", "make_batches", "new_project", "send"]
 
 INGEST = "/rpc/logs.ingest"
 
-_WORDS = (
+# The lines' words and levels (benchmarks/loki_bodies.py makes its lines of the same).
+WORDS = (
     "tool call started",
     "tool call finished",
     "fetched records from upstream",
@@ -33,7 +34,7 @@ _WORDS = (
     "upstream returned 502",
     "parsed arguments",
 )
-_LEVELS = ("debug",) * 20 + ("info",) * 55 + ("warn",) * 15 + ("error",) * 10
+LEVELS = ("debug",) * 20 + ("info",) * 55 + ("warn",) * 15 + ("error",) * 10
 
 
 def make_batches(
@@ -49,13 +50,13 @@ def make_batches(
         out = []
         for i in range(b, min(b + batch, lines)):
             f = rng.choice(functions)
-            word = rng.choice(_WORDS)
+            word = rng.choice(WORDS)
             entry = {
                 "raw_log": f"{word} id={rng.getrandbits(32):08x} ms={rng.randrange(1, 5000)}",
                 "function_id": str(f),
                 "deployment_id": str(deployments[f]),
                 "timestamp": f"{start + timedelta(microseconds=i * 997):%Y-%m-%dT%H:%M:%S.%fZ}",
-                "level": rng.choice(_LEVELS),
+                "level": rng.choice(LEVELS),
             }
             out.append(encode(entry))
         bodies.append(("\n".join(out) + "\n").encode())
