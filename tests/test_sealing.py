@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from hypothesis import given, settings
@@ -252,12 +253,20 @@ async def test_young_rows_stay_rows(pool, make_tenant):
     assert sealed_lines > 0 and sealed_lines % 8 == 0 and rows + sealed_lines == 40
 
 
-async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_tenant):
+async def seeded_with_edges(
+    pool, make_tenant, seed_: int, n: int, parts: int
+) -> tuple[Any, list[int]]:
+    """A new tenant with ``n`` rows of :func:`make_lines`, and the edges that cut their id span
+    into ``parts`` ranges (for histogram counts)."""
     tenant = await make_tenant()
-    lines = make_lines(3, 400)
+    lines = make_lines(seed_, n)
     await seed(pool, tenant.project_id, lines)
     span = lines[-1].id.int - lines[0].id.int
-    edges = [lines[0].id.int + span * k // 7 for k in range(1, 7)]
+    return tenant, [lines[0].id.int + span * k // parts for k in range(1, parts)]
+
+
+async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_tenant):
+    tenant, edges = await seeded_with_edges(pool, make_tenant, 3, 400, 7)
     filters: list[dict[str, object]] = [
         {},
         {"level": "error"},
@@ -289,11 +298,7 @@ async def test_histogram_counts_the_same_before_and_after_sealing(pool, make_ten
 async def test_counts_split_by_level_or_source_are_the_counts_of_each_value(pool, make_tenant):
     # Grafana's log volume: one read counts every level (histogram.count_ranges_by), over rows,
     # whole blocks, blocks cut by an edge, with and without a keyword.
-    tenant = await make_tenant()
-    lines = make_lines(5, 300)
-    await seed(pool, tenant.project_id, lines)
-    span = lines[-1].id.int - lines[0].id.int
-    edges = [lines[0].id.int + span * k // 5 for k in range(1, 5)]
+    tenant, edges = await seeded_with_edges(pool, make_tenant, 5, 300, 5)
 
     async def check() -> None:
         async with connection(pool) as conn:

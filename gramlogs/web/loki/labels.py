@@ -26,6 +26,7 @@ __all__ = [
     "INDEXED_LABELS",
     "LABELS_KEY",
     "SERVICE_KEYS",
+    "line_labels",
     "service_name",
     "stream_labels",
     "structured_metadata",
@@ -81,6 +82,18 @@ def service_name(row: StoredRow, attributes: dict[str, Any] | None = None) -> st
 
 def stream_labels(row: StoredRow) -> dict[str, str]:
     """The line's stream labels: its columns', then its pushed labels (a column wins)."""
+    return line_labels(row)[0]
+
+
+def structured_metadata(row: StoredRow) -> dict[str, str]:
+    """The line's structured metadata: its attributes with a string value, the pushed labels'
+    object left out (they are stream labels)."""
+    return _metadata(_attributes(row))
+
+
+def line_labels(row: StoredRow) -> tuple[dict[str, str], dict[str, str]]:
+    """The line's stream labels and structured metadata, its attributes decoded once (a
+    query's read needs both for every line)."""
     attributes = _attributes(row)
     labels = _pushed_labels(attributes)
     labels.update(
@@ -92,13 +105,10 @@ def stream_labels(row: StoredRow) -> dict[str, str]:
         deployment_id=str(row[9]),
         service_name=service_name(row, attributes),
     )
-    return labels
+    return labels, _metadata(attributes)
 
 
-def structured_metadata(row: StoredRow) -> dict[str, str]:
-    """The line's structured metadata: its attributes with a string value, the pushed labels'
-    object left out (they are stream labels)."""
-    attributes = _attributes(row)
+def _metadata(attributes: dict[str, Any]) -> dict[str, str]:
     return {
         k: v
         for k, v in attributes.items()

@@ -24,7 +24,7 @@ from typing import Any
 from gramlogs.core import ids
 from gramlogs.storage.pages import PageRequest, fetch_page
 from gramlogs.storage.rows import StoredRow
-from gramlogs.web.loki.labels import stream_labels, structured_metadata
+from gramlogs.web.loki.labels import line_labels
 from gramlogs.web.loki.logql import LineFilter, LogQuery, Stage
 from gramlogs.web.loki.pipeline import Pipeline, compile_pipeline
 from gramlogs.web.loki.selection import Selection, select
@@ -150,14 +150,22 @@ class Found:
 
 
 def _line(row: StoredRow, p: Plan) -> Line | None:
-    return piped(row, p.pipeline) if p.selection.matches(row) else None
+    if not p.selection.line_passes(row):
+        return None
+    stream, metadata = line_labels(row)
+    if not p.selection.labels_pass(stream):
+        return None
+    return piped(row, p.pipeline, (stream, metadata))
 
 
-def piped(row: StoredRow, pipeline: Pipeline) -> Line | None:
+def piped(
+    row: StoredRow,
+    pipeline: Pipeline,
+    known: tuple[dict[str, str], dict[str, str]] | None = None,
+) -> Line | None:
     """``row`` after ``pipeline`` (its selector's checks already passed), or None when a stage
-    drops it."""
-    stream = stream_labels(row)
-    metadata = structured_metadata(row)
+    drops it; ``known``: its labels and metadata, when the caller has them already."""
+    stream, metadata = known if known is not None else line_labels(row)
     labels = {**metadata, **stream}
     outcome = pipeline.run(row[5], labels)
     if outcome is None:

@@ -81,12 +81,17 @@ class Selection:
 
     def matches(self, row: StoredRow) -> bool:
         """Whether ``row`` passes the selector and the leading line filters."""
-        if any(not check(row[5]) for check in self.line_checks):
+        if not self.line_passes(row):
             return False
-        if self.label_checks:
-            labels = stream_labels(row)
-            return all(check(labels) for check in self.label_checks)
-        return True
+        return not self.label_checks or self.labels_pass(stream_labels(row))
+
+    def line_passes(self, row: StoredRow) -> bool:
+        """Whether ``row``'s line passes the leading line filters."""
+        return all(check(row[5]) for check in self.line_checks)
+
+    def labels_pass(self, labels: dict[str, str]) -> bool:
+        """Whether the stream labels ``labels`` pass the selector's per-line matchers."""
+        return all(check(labels) for check in self.label_checks)
 
 
 def select(query: LogQuery, project_id: uuid.UUID, lo: int, hi: int) -> Selection:
