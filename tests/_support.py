@@ -16,6 +16,7 @@ import httpx
 
 from gramlogs.core.config import Config
 from gramlogs.storage import sealing
+from gramlogs.storage.access import KeyCache
 from gramlogs.web.app import create_app
 
 
@@ -34,9 +35,41 @@ async def app_client(database_url: str, **settings: object) -> AsyncIterator[htt
     }
     app = create_app(Config(database_url=database_url, **settings))  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
+        on_key_clock(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gramlogs.test") as c:
             yield c
+
+
+class ManualClock:
+    """Monotonic seconds that move only when a test says (a key cache's clock)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+KEY_CLOCK = ManualClock()
+
+
+def on_key_clock(app: Any) -> None:
+    """Run ``app``'s key cache on :data:`KEY_CLOCK`: a key's answer is reused until a test
+    moves the clock (:func:`key_answers_expire`), never for however long a slow run takes."""
+    state = app.state.gramlogs
+    state.keys = KeyCache(state.config.key_cache_s, clock=KEY_CLOCK)
+
+
+def key_answers_expire(app: Any) -> None:
+    """Past the key cache's bound in ``app`` (on :data:`KEY_CLOCK`): the next request looks
+    its key up again, as every worker does within ``key_cache_s`` of a revocation."""
+    cache = app.state.gramlogs.keys
+    assert cache.clock is KEY_CLOCK, "the app's key cache must run on KEY_CLOCK"
+    KEY_CLOCK.advance(cache.seconds)
 
 
 async def until(

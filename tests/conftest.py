@@ -25,7 +25,7 @@ from gramlogs.web.app import create_app
 from testkit.citus import CitusServer, local_cluster
 from testkit.postgres import own_postgres, temporary_database
 from testkit.serve import live_server
-from tests._support import connection
+from tests._support import connection, on_key_clock
 
 # Every property test draws the same examples on every run and machine, so a failure replays
 # and what passes today passes tomorrow. No deadline and no too_slow health check: those fail
@@ -139,6 +139,7 @@ async def app(database_url: str) -> AsyncIterator[object]:
     )
     application = create_app(config)
     async with application.router.lifespan_context(application):
+        on_key_clock(application)
         yield application
 
 

@@ -1,4 +1,4 @@
-"""Keys: hashed at rest, compared in constant time, never logged, revocation at once."""
+"""Keys: hashed at rest, compared in constant time, never logged, refused once revoked."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import logging
 from gramlogs.core.keys import hash_key
 from gramlogs.storage import access, tenants
 from gramlogs.web import gram
-from tests._support import app_client
+from tests._support import app_client, key_answers_expire
 
 URL = "/rpc/logs.listToolExecutionLogs"
 
 
-async def test_revocation_is_effective_on_the_next_request(client, make_tenant, pool):
+async def test_a_revoked_key_is_refused_once_the_key_cache_bound_has_passed(
+    app, client, make_tenant, pool
+):
     tenant = await make_tenant()
     assert (await client.get(URL, headers=tenant.headers())).status_code == 200
     async with pool.acquire() as conn:
@@ -23,6 +25,10 @@ async def test_revocation_is_effective_on_the_next_request(client, make_tenant, 
             "SELECT id FROM api_keys WHERE key_hash = $1", hash_key(tenant.consumer_key)
         )
         assert await tenants.revoke_key(conn, key_id)
+    # Within the bound the worker reuses its answer (no round trip for the key) ...
+    assert (await client.get(URL, headers=tenant.headers())).status_code == 200
+    key_answers_expire(app)
+    # ... and past it, the key is looked up again and refused.
     r = await client.get(URL, headers=tenant.headers())
     assert r.status_code == 401
     assert r.json() == {
@@ -55,7 +61,7 @@ async def test_keys_are_stored_only_as_their_sha256(make_tenant, pool):
 def test_the_hash_is_compared_in_constant_time():
     # The row is found by its hash (an index probe on a SHA-256 says nothing useful about the
     # key); the comparison that decides is hmac.compare_digest.
-    assert "hmac.compare_digest(" in inspect.getsource(access.authenticate)
+    assert "hmac.compare_digest(" in inspect.getsource(access.KeyCache.lookup)
 
 
 def forms_of(key: str) -> list[str]:

@@ -118,6 +118,8 @@ def test_admin_commands_seed_and_serve(env: dict[str, str]) -> None:
 
         revoked = ok_json("keys", "revoke", key["id"], env=env)
         assert revoked == {"id": key["id"], "revoked": True}
+        # The server reuses a key's answer for at most GRAMLOGS_KEY_CACHE_S (the default, 1 s).
+        time.sleep(1.0)
         r = httpx.get(f"http://127.0.0.1:{port}{URL}", headers=headers)
         assert r.status_code == 401
     finally:

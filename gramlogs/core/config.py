@@ -85,6 +85,12 @@ class Config:
         " per worker; more: 429",
         minimum=1,
     )
+    key_cache_s: float = _setting(
+        1.0,
+        "seconds a worker may reuse a key's successful lookup (one round trip less a request);"
+        " a revoked key is refused by every worker within this; 0: look it up every request",
+        minimum=0,
+    )
     stream_key_check_s: float = _setting(
         5.0,
         "seconds between checks that an open live tail's or export's key is still valid;"

@@ -24,6 +24,7 @@ from gramlogs.core.errors import GramlogsError
 from gramlogs.live.watchers import Watchers
 from gramlogs.local.servers import resolve_url
 from gramlogs.storage import maintenance
+from gramlogs.storage.access import KeyCache
 from gramlogs.storage.database import Database
 from gramlogs.web import viewer
 from gramlogs.web.api import ENDPOINTS
@@ -70,6 +71,7 @@ def create_app(config: Config | None = None) -> Starlette:
             watchers=watchers,
             bodies=BodyBudget(config.max_body_bytes_in_flight),
             expensive=ExpensiveReads(config.expensive_reads_per_key),
+            keys=KeyCache(config.key_cache_s),
         )
         upkeep = [asyncio.create_task(maintenance.run_forever(url, config))]
         if config.seal_interval_s:

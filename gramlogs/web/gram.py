@@ -227,7 +227,9 @@ async def list_tool_execution_logs(request: Request) -> Response:
     db = state.db
     # Keys are checked on the primary, so a revocation holds at once even on a lagging replica.
     async with db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
+        principal = await authenticate(
+            conn, key, Permission.READ, project_slug=slug, cache=state.keys
+        )
         # A keyword may scan the whole range (web/expensive.py).
         with state.expensive.hold(principal.key_id, expensive=query.keyword is not None):
             async with db.read_connection(conn) as reader:

@@ -204,7 +204,9 @@ async def histogram_logs(request: Request) -> Response:
     db = state.db
     # As listToolExecutionLogs: the key on the primary, the counts on a replica when there is one.
     async with db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
+        principal = await authenticate(
+            conn, key, Permission.READ, project_slug=slug, cache=state.keys
+        )
         with state.expensive.hold(principal.key_id):  # a whole window counted
             async with db.read_connection(conn) as reader:
                 counts = await histogram.count_ranges(

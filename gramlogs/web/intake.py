@@ -142,7 +142,9 @@ async def read_batch(
     key, slug = credentials
     encoding = content_encoding(request)  # its 415 before the key's lookup
     async with state.db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.WRITE, project_slug=slug)
+        principal = await authenticate(
+            conn, key, Permission.WRITE, project_slug=slug, cache=state.keys
+        )
     hashed = (request.url.path, encoding) if hash_it else None
     with state.bodies.holding() as held:
         body = await read_body(request, state.config.max_body_bytes, held)

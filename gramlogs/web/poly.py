@@ -217,8 +217,9 @@ async def _serve(request: Request, *, system: bool) -> Response:
         query = None
     else:
         query = parse_poly_query(params)
-    async with app_state(request).db.connection() as conn:
-        holder = await identify(conn, key)
+    state = app_state(request)
+    async with state.db.connection() as conn:
+        holder = await identify(conn, key, cache=state.keys)
         # Before any lookup: a key that may not read or delete learns nothing of which
         # functions exist.
         holder.require(Permission.READ if query is not None else Permission.DELETE)

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from gramlogs.core.config import Config
 from gramlogs.live.watchers import Watchers
+from gramlogs.storage.access import KeyCache
 from gramlogs.storage.database import Database
 from gramlogs.web.body import BodyBudget
 from gramlogs.web.expensive import ExpensiveReads
@@ -23,6 +24,8 @@ class AppState:
     # The write requests' body bytes in flight (body.py).
     bodies: BodyBudget
     expensive: ExpensiveReads
+    # Successful key lookups, reused for config.key_cache_s (storage/access.py).
+    keys: KeyCache
 
 
 def app_state(request: Request) -> AppState:

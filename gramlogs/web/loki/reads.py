@@ -74,7 +74,9 @@ async def reader(
     key, slug = credentials
     state = app_state(request)
     async with state.db.connection() as conn:
-        principal = await authenticate(conn, key, Permission.READ, project_slug=slug)
+        principal = await authenticate(
+            conn, key, Permission.READ, project_slug=slug, cache=state.keys
+        )
         with state.expensive.hold(principal.key_id, expensive=expensive):
             async with state.db.read_connection(conn) as read:
                 yield principal.project_id, read
