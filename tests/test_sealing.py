@@ -14,14 +14,23 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gramlogs.core import ids
-from gramlogs.storage import functions, histogram, journal, retention, sealing, tenants, writer
+from gramlogs.storage import (
+    functions,
+    histogram,
+    journal,
+    pages,
+    retention,
+    sealing,
+    tenants,
+    writer,
+)
 from gramlogs.storage.pages import LogFilter, PageRequest, fetch_page
 from tests._support import connection, small_blocks
 
@@ -216,6 +225,104 @@ async def test_a_walk_sees_every_line_once_in_order_while_lines_are_sealed_betwe
     if not forward:
         walked.reverse()
     assert [i for page in walked for i in page] == expected
+
+
+class Interleaved:
+    """A page's connection that seals (and merges) the project's lines on another connection
+    before each of its statements, as the server's sealing may commit between them."""
+
+    def __init__(self, conn: Any, pool: Any, project: uuid.UUID, seals: list[int], merge: bool):
+        self._conn, self._pool, self._project = conn, pool, project
+        self._seals, self._merge = seals, merge
+        self.statements = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def _between(self) -> None:
+        blocks = self._seals[self.statements % len(self._seals)]
+        self.statements += 1
+        if blocks:
+            await seal(self._pool, self._project, blocks, merge=self._merge)
+
+    async def fetch(self, *args: Any) -> Any:
+        await self._between()
+        return await self._conn.fetch(*args)
+
+    async def fetchval(self, *args: Any) -> Any:
+        await self._between()
+        return await self._conn.fetchval(*args)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed_value=st.integers(0, 3),
+    equals=FILTERS,
+    per_page=st.integers(1, 60),
+    ascending=st.booleans(),
+    forward=st.booleans(),
+    seals=st.lists(st.integers(0, 3), min_size=1, max_size=8),
+    merge=st.booleans(),
+)
+async def test_a_walk_sees_every_line_once_while_seals_commit_between_the_statements_of_a_page(
+    pool, make_tenant, seed_value, equals, per_page, ascending, forward, seals, merge
+):
+    # A page reads without a transaction first (pages.fetch_page): lines it read as rows may
+    # be in a block by its next statement, and blocks it listed merged before it fetches them.
+    tenant = await make_tenant()
+    lines = make_lines(seed_value, 300)
+    await seed(pool, tenant.project_id, lines)
+    f = LogFilter(tenant.project_id, equals=dict(equals))
+    expected = [line.id for line in lines if matches(line, equals, None)]
+    expected.sort(key=lambda i: i.int, reverse=not ascending)
+    walked: list[list[uuid.UUID]] = []
+    cursor = None
+    with small_blocks(16):
+        for step in range(len(lines) + 2):
+            req = PageRequest(f, per_page, ascending=ascending, forward=forward, cursor=cursor)
+            async with connection(pool) as conn:
+                page = await fetch_page(
+                    cast(Any, Interleaved(conn, pool, tenant.project_id, seals, merge)), req
+                )
+            got = [row[0] for row in page.rows]
+            walked.append(got)
+            if step > 0:
+                assert page.has_back == bool(walked[-2])
+            if not page.has_more or not got:
+                break
+            cursor = got[-1] if forward else got[0]
+    if not forward:
+        walked.reverse()
+    assert [i for page in walked for i in page] == expected
+
+
+async def test_a_page_whose_listed_block_is_merged_before_it_is_read_reads_again(
+    pool, make_tenant, monkeypatch
+):
+    tenant = await make_tenant()
+    lines = make_lines(11, 120)
+    await seed(pool, tenant.project_id, lines)
+    with small_blocks(16):
+        await seal(pool, tenant.project_id, 100)
+    with small_blocks(64):  # the blocks of 16 lines or fewer are now small: merged when asked
+        reads: list[bool] = []
+        page_of = pages._page
+
+        async def spied(conn: Any, req: PageRequest, *, snapshot: bool) -> Any:
+            reads.append(snapshot)
+            return await page_of(conn, req, snapshot=snapshot)
+
+        monkeypatch.setattr(pages, "_page", spied)
+        req = PageRequest(LogFilter(tenant.project_id), 30)
+        async with connection(pool) as conn:
+            # Statements: the rows, the listing, then the keys or texts of what it listed,
+            # before which the blocks are merged.
+            page = await fetch_page(
+                cast(Any, Interleaved(conn, pool, tenant.project_id, [0, 0, 1], True)), req
+            )
+    newest = sorted((x.id for x in lines), key=lambda i: -i.int)
+    assert [row[0] for row in page.rows] == newest[:30]
+    assert reads == [False, True]
 
 
 async def test_every_line_is_in_one_place_after_sealing_and_merging(pool, make_tenant):

@@ -1,7 +1,8 @@
 """Reading log pages: keyset queries over the id, which is a position in time.
 
 A page's lines are rows of ``logs`` (the newest) and lines of sealed blocks (sealed.py): it
-reads the first ``per_page + 1`` of each, in one snapshot, and merges them. Over the rows it is
+reads the first ``per_page + 1`` of each and merges them (:func:`fetch_page` says how they are
+kept consistent without a transaction). Over the rows it is
 one statement: an ordered index range scan that stops after ``per_page + 1`` rows, plus a
 one-row index probe (an InitPlan, run once) that tells whether rows lie on the other side of the
 cursor. A keyword page first reads a bounded stretch of the rows in order; when that does not
@@ -11,6 +12,7 @@ the word (blocks.py), nearest first (:func:`_keyword_rows`). Nothing here knows 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -238,19 +240,26 @@ async def fetch_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     """One page of ``req.filter``'s lines in sort order, with what lies either side of it.
 
     A page reads the rows and the sealed blocks (sealed.py), each for its first matches, and
-    merges them. Its statements run in one read-only REPEATABLE READ transaction, so that they
-    see one snapshot: a batch's lines and its summaries together, and a line moved from the
-    rows into a block (sealing) or from blocks into a block (merging) in one place only. A
-    keyword page runs under :data:`KEYWORD_SETTINGS` too.
+    merges them. A line moves only one way, from the rows into a block (sealing) or from blocks
+    into a block (merging), so statements that each see their own snapshot still find every
+    line committed before the first of them, once the lines a move showed twice are merged by
+    id, provided the blocks are listed in one statement and fetched as listed
+    (``snapshot=False`` in sealed.py). A page first reads so, without a transaction (two round
+    trips less); when a block it listed has moved since, it reads again in one read-only
+    REPEATABLE READ transaction, as a keyword page always does (under
+    :data:`KEYWORD_SETTINGS` too).
     """
+    if req.filter.keyword is None:
+        with contextlib.suppress(sealed.Moved):
+            return await _page(conn, req, snapshot=False)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if req.filter.keyword is None:
-            return await _page(conn, req)
+            return await _page(conn, req, snapshot=True)
         await conn.execute(KEYWORD_SETTINGS)
         return await _keyword_page(conn, req)
 
 
-async def _page(conn: asyncpg.Connection, req: PageRequest) -> Page:
+async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -> Page:
     (lo, hi), (back_lo, back_hi) = _ranges(req)
     limit = req.per_page + 1
     ascending = req.scan_ascending
@@ -264,23 +273,27 @@ async def _page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     if len(rows) == limit:
         # The rows filled the page: a sealed line can only take a place before the last of them.
         lo, hi = (lo, rows[-1][0].int) if ascending else (rows[-1][0].int, hi)
-    more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit)
+    more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit, snapshot=snapshot)
     found = _merged(rows, more, ascending)
     if not has_back:
         if has_back is None and back_lo <= back_hi:
             has_back = bool(await conn.fetchval(*_unpack(back_query(req))))
         if not has_back:
             behind = await sealed.first_matches(
-                conn, req.filter, back_lo, back_hi, not ascending, 1
+                conn, req.filter, back_lo, back_hi, not ascending, 1, snapshot=snapshot
             )
             has_back = bool(behind)
     return _ended(req, found, bool(has_back))
 
 
 def _merged(rows: list[Any], more: list[Any], ascending: bool) -> list[Any]:
-    """Two lists of distinct lines, each in scan order, as one in scan order."""
+    """Two lists of lines, each in scan order, as one in scan order; a line in both (sealed
+    between two statements of a page read without one snapshot) once."""
     if not more:
         return rows
+    if rows:
+        seen = {r[0] for r in rows}
+        more = [r for r in more if r[0] not in seen]
     return sorted([*rows, *more], key=lambda r: r[0].int, reverse=not ascending)
 
 

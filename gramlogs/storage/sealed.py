@@ -30,6 +30,7 @@ from gramlogs.storage.filters import LogFilter, like_pattern
 
 __all__ = [
     "BLOCK_COLUMNS",
+    "Moved",
     "count_in_ranges",
     "count_in_ranges_each",
     "first_matches",
@@ -211,17 +212,42 @@ def _candidates_sql(where: str) -> str:
     )
 
 
+# Blocks by their identity (_Block.identity): a block merged, rewritten or deleted since it was
+# listed is not found, rather than found with other lines (a merge can keep its ``lo``).
 _KEYS_SQL = (
-    "SELECT b.function_id, b.lo, b.keys FROM unnest($2::uuid[], $3::uuid[]) AS r(fn, lo)"
+    "SELECT b.function_id, b.lo, b.keys"
+    " FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::int[]) AS r(fn, lo, hi, lines)"
     " JOIN log_sealed AS b ON b.project_id = $1 AND b.function_id = r.fn AND b.lo = r.lo"
+    " AND b.hi = r.hi AND b.lines = r.lines"
 )
 
 # Each block's granules r.a to r.b (from 1), by the block's place in the arguments.
 _TEXTS_SQL = (
-    "SELECT r.n, b.texts[r.a:r.b] FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::int[])"
-    " WITH ORDINALITY AS r(fn, lo, a, b, n)"
+    "SELECT r.n, b.texts[r.a:r.b]"
+    " FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::int[], $7::int[])"
+    " WITH ORDINALITY AS r(fn, lo, hi, lines, a, b, n)"
     " JOIN log_sealed AS b ON b.project_id = $1 AND b.function_id = r.fn AND b.lo = r.lo"
+    " AND b.hi = r.hi AND b.lines = r.lines"
 )
+
+
+class Moved(Exception):
+    """A read that runs its statements outside one snapshot (``snapshot=False``) found that a
+    block it listed was merged, rewritten or deleted before it fetched it, or needs a second
+    listing, which could miss the lines of a merge made in between: the caller reads again in
+    one snapshot (pages.fetch_page)."""
+
+
+def _identities(
+    blocks: Sequence[_Block],
+) -> tuple[list[uuid.UUID], list[uuid.UUID], list[uuid.UUID], list[int]]:
+    """The arguments that name ``blocks`` by identity, for _KEYS_SQL and _TEXTS_SQL."""
+    return (
+        [b.function_id for b in blocks],
+        [_uuid(b.lo) for b in blocks],
+        [_uuid(b.hi) for b in blocks],
+        [b.lines for b in blocks],
+    )
 
 
 class _Block:
@@ -284,12 +310,9 @@ async def _decode_keys(conn: asyncpg.Connection, blocks: Sequence[_Block]) -> No
     missing = [b for b in blocks if b.keys is None]
     if not missing:
         return
-    records = await conn.fetch(
-        _KEYS_SQL,
-        missing[0].project_id,
-        [b.function_id for b in missing],
-        [_uuid(b.lo) for b in missing],
-    )
+    records = await conn.fetch(_KEYS_SQL, missing[0].project_id, *_identities(missing))
+    if len(records) < len(missing):
+        raise Moved
     fetched = {(r["function_id"], r["lo"].int): r["keys"] for r in records}
     for block in missing:
         block.keys = codec.decode_keys(fetched[(block.function_id, block.lo)], block.function_id)
@@ -307,7 +330,14 @@ async def keys_of(
 
 
 async def first_matches(
-    conn: asyncpg.Connection, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
+    conn: asyncpg.Connection,
+    f: LogFilter,
+    lo: int,
+    hi: int,
+    ascending: bool,
+    limit: int,
+    *,
+    snapshot: bool = True,
 ) -> list[SealedRow]:
     """The first ``limit`` sealed lines of ``f`` with ids in ``[lo, hi]``, in scan order.
 
@@ -315,6 +345,11 @@ async def first_matches(
     down) and decoded in that order: once the first k are decoded, every match before the
     (k+1)-th block's near end is known, since a match beyond lies in a block decoded already.
     A keyword's blocks come from the trigram index instead (:func:`_keyword_matches`).
+
+    ``snapshot``: whether the caller runs this in one snapshot (a REPEATABLE READ
+    transaction). Without one, the listing is one statement, and what it lists is fetched by
+    identity, so the lines found are those of the blocks as the listing saw them; :class:`Moved`
+    when that cannot be kept to (a block gone, a second listing needed).
     """
     if lo > hi or limit <= 0:
         return []
@@ -322,6 +357,7 @@ async def first_matches(
         return await _keyword_matches(conn, f, lo, hi, ascending, limit)
     where, values = _postings(f, first_param=5)
     listing = _Listing(conn, _round_sql(where, ascending), f, lo, hi, ascending, values)
+    listing.once = not snapshot
     found: list[tuple[int, _Block, int]] = []  # (id, block, position)
     done = 0
     # The blocks that reach the near end first: each may hold the very first matches.
@@ -367,10 +403,13 @@ class _Listing:
         self._after = 0 if ascending else _MAX_ID
         self._ended = False
         self.blocks: list[_Block] = []
+        self.once = False  # a second listing is Moved (first_matches without a snapshot)
 
     async def extend(self, wanted: int) -> None:
         """List blocks until ``wanted`` are listed or there are no more."""
         while not self._ended and len(self.blocks) < wanted:
+            if self.once and self.blocks:
+                raise Moved
             take = max(LIST_ROUND, wanted - len(self.blocks))
             records = await self._conn.fetch(
                 self._sql, self._f.project_id, *self._args, _uuid(self._after), take, *self._values
@@ -427,11 +466,12 @@ async def _rows(
     records = await conn.fetch(
         _TEXTS_SQL,
         project_id,
-        [block.function_id for block, _ in wanted],
-        [_uuid(block.lo) for block, _ in wanted],
+        *_identities([block for block, _ in wanted]),
         [first + 1 for first, _ in spans],
         [last + 1 for _, last in spans],
     )
+    if len(records) < len(wanted):
+        raise Moved
     texts = {n: t for n, t in records}
     rows: dict[tuple[int, int], SealedRow] = {}
     for n, ((block, positions), (first, _)) in enumerate(zip(wanted, spans, strict=True)):
