@@ -39,11 +39,12 @@ more than compressing a granule's keys.
 
 from __future__ import annotations
 
+import array
 import bisect
 import operator
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -53,6 +54,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import zstandard
+from asyncpg.pgproto import pgproto
 
 from gramlogs.storage import trigrams
 from gramlogs.storage.rows import COLUMNS, StoredRow
@@ -63,9 +65,11 @@ __all__ = [
     "LEVELS",
     "MAX_LINES",
     "SOURCES",
+    "Granule",
     "Keys",
     "Sealed",
     "SealedRow",
+    "decode_granule",
     "decode_keys",
     "decode_rows",
     "encode",
@@ -73,6 +77,7 @@ __all__ = [
     "find",
     "id_words",
     "merge",
+    "rows_at",
 ]
 
 # A line's level and source are stored as their place in these: never reorder them (the blocks
@@ -90,6 +95,9 @@ LEVEL = 3
 MAX_LINES = 65_536
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# asyncpg's own UUID (a uuid.UUID, made in C from 16 bytes at a tenth of the cost): what a
+# row read from ``logs`` holds too.
+_UUID: Callable[[bytes], uuid.UUID] = pgproto.UUID
 _ONE_US = timedelta(microseconds=1)
 _LEVEL_CODE = {name: i for i, name in enumerate(LEVELS)}
 _SOURCE_CODE = {name: i for i, name in enumerate(SOURCES)}
@@ -413,7 +421,7 @@ def merge(
     for k, (_, texts, _) in zip(parts, blocks, strict=True):
         for g, frame in enumerate(texts):
             start = g * k.granule
-            r, m, a = _Granule(frame, min(k.granule, k.lines - start), start).columns()
+            r, m, a = Granule(frame, min(k.granule, k.lines - start), start).columns()
             raws += r
             messages += m
             attributes += a
@@ -576,26 +584,45 @@ class Keys:
     ) -> list[int]:
         """The positions (ascending) of ``positions`` whose line has every value of ``equals``
         (NULL equals nothing, as in SQL) and, unless ``sources`` is empty, one of ``sources``."""
+        found: list[int] = self.matching_array(positions, equals, sources).tolist()
+        return found
+
+    def matching_array(
+        self, positions: range, equals: Mapping[str, object], sources: Sequence[str]
+    ) -> npt.NDArray[np.intp]:
+        """:meth:`matching` as an array (a page takes a few of thousands)."""
         start, stop = positions.start, positions.stop
+        none = np.empty(0, dtype=np.intp)
         if positions.step != 1 or stop <= start:
-            return [p for p in positions if p in self.matching(range(p, p + 1), equals, sources)]
+            kept = [p for p in positions if p in self.matching(range(p, p + 1), equals, sources)]
+            return np.asarray(kept, dtype=np.intp)
+        if not equals and not sources:
+            return np.arange(start, stop, dtype=np.intp)
         mask = np.ones(stop - start, dtype=np.bool_)
         for name, value in equals.items():
             if value is None:
-                return []
+                return none
             if name == "function_id":
                 if _as_uuid(value) != self.function_id:
-                    return []
+                    return none
                 continue
             column, code = self._code(name, value)
             if code is None:
-                return []
+                return none
             mask &= column[start:stop] == code
         if sources:
             codes = [_SOURCE_CODE[s] for s in sources if s in _SOURCE_CODE]
             mask &= np.isin(self.source[start:stop], codes)
-        found: list[int] = (np.flatnonzero(mask) + start).tolist()
-        return found
+        return np.flatnonzero(mask) + start
+
+    def id_ints(self, positions: npt.NDArray[np.intp]) -> list[int]:
+        """The ids at ``positions`` as ints (no UUID made: what a walk compares and sorts)."""
+        return [
+            (high << 64) | low
+            for high, low in zip(
+                self.high[positions].tolist(), self.low[positions].tolist(), strict=True
+            )
+        ]
 
     def _code(self, name: str, value: object) -> tuple[npt.NDArray[Any], int | None]:
         if name == "level":
@@ -651,35 +678,67 @@ def decode_rows(
 ) -> list[SealedRow]:
     """The lines at ``positions`` (ascending) as asyncpg would have read them, decompressing
     only the granules that hold them."""
-    out: list[SealedRow] = []
     granule = keys.granule
-    current = -1
-    columns: _Granule | None = None
-    for p in positions:
-        g = p // granule
-        if g != current:
-            start = g * granule
-            columns = _Granule(texts[g], min(granule, keys.lines - start), start)
-            current = g
-        assert columns is not None
-        raw, message, attributes = columns.texts(p)
-        e = int(keys.execution[p])
+    decoded = {
+        g: decode_granule(keys, texts[g], g) for g in dict.fromkeys(p // granule for p in positions)
+    }
+    return rows_at(project_id, function_id, keys, decoded, positions)
+
+
+def decode_granule(keys: Keys, frame: bytes, g: int) -> Granule:
+    """The ``g``-th texts frame (from 0) of the block whose keys are ``keys``, decoded."""
+    start = g * keys.granule
+    return Granule(frame, min(keys.granule, keys.lines - start), start)
+
+
+def rows_at(
+    project_id: uuid.UUID,
+    function_id: uuid.UUID,
+    keys: Keys,
+    granules: Mapping[int, Granule],
+    positions: Sequence[int],
+) -> list[SealedRow]:
+    """The lines at ``positions`` as asyncpg would have read them, their texts from
+    ``granules`` (by granule number, holding every one the positions fall in)."""
+    if not positions:
+        return []
+    at = np.asarray(positions, dtype=np.intp)
+    # Whole columns at once: a line costs a tuple, its id and its timestamp.
+    ids = np.empty((len(at), 2), dtype=">u8")
+    ids[:, 0], ids[:, 1] = keys.high[at], keys.low[at]
+    raw_ids = ids.tobytes()
+    instances = list(map(keys.instances.__getitem__, keys.instance[at].tolist()))
+    deployments = list(map(keys.deployments.__getitem__, keys.deployment[at].tolist()))
+    executions = [None, *keys.executions]
+    granule = keys.granule
+    out: list[SealedRow] = []
+    for k, (p, micros, level, source, execution) in enumerate(
+        zip(
+            positions,
+            keys.micros[at].tolist(),
+            keys.level[at].tolist(),
+            keys.source[at].tolist(),
+            keys.execution[at].tolist(),
+            strict=True,
+        )
+    ):
+        raw, message, attributes = granules[p // granule].texts(p)
         out.append(
             tuple.__new__(
                 SealedRow,
                 (
-                    keys.id(p),
-                    keys.timestamp(p),
-                    keys.instances[keys.instance[p]],
-                    LEVELS[keys.level[p]],
-                    SOURCES[keys.source[p]],
+                    _UUID(raw_ids[16 * k : 16 * k + 16]),
+                    _EPOCH + timedelta(microseconds=micros),
+                    instances[k],
+                    LEVELS[level],
+                    SOURCES[source],
                     raw,
                     message,
                     attributes,
                     project_id,
-                    keys.deployments[keys.deployment[p]],
+                    deployments[k],
                     function_id,
-                    None if e == 0 else keys.executions[e - 1],
+                    executions[execution],
                 ),
             )
         )
@@ -716,7 +775,7 @@ def find(
     groups = _by_granule(positions, granule)
     for g, group in groups if ascending else reversed(groups):
         start = g * granule
-        columns = _Granule(texts[g], min(granule, keys.lines - start), start)
+        columns = Granule(texts[g], min(granule, keys.lines - start), start)
         wanted = set(group)
         found = {start + i for i in columns.holding(needle)} & wanted
         folds = {start + i for c in _FOLDS_TO_ASCII for i in columns.holding(c)} & wanted
@@ -739,8 +798,12 @@ def _by_granule(positions: Sequence[int], granule: int) -> list[tuple[int, Seque
     return out
 
 
-class _Granule:
-    """A decompressed texts frame: each line's raw_log, message and attributes."""
+class Granule:
+    """A decompressed texts frame: each line's raw_log, message and attributes.
+
+    Offsets and NULLs are kept compact (an ``array`` and ``bytes``, ~8 bytes a text), so that
+    decoded granules can be kept for a while (sealed.py's cache) at little more than their text.
+    """
 
     __slots__ = ("_lowered", "blob", "ends", "n", "null", "start")
 
@@ -748,11 +811,18 @@ class _Granule:
         packed, self.blob = _texts_decoder.decode(_local.decompressor.decompress(frame))
         lengths = _unpack(packed, 3 * n).astype(np.int64)
         messages = lengths[n : 2 * n]
-        self.null: list[bool] = (messages == 0).tolist()
+        self.null: bytes = (messages == 0).tobytes()
         messages[messages > 0] -= 1  # stored + 1, 0 being NULL
-        self.ends: list[int] = [0, *np.cumsum(lengths).tolist()]
+        ends = np.zeros(3 * n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ends[1:])
+        self.ends = array.array("q", ends.tobytes())
         self.n, self.start = n, start
         self._lowered: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        """About the bytes it holds."""
+        return len(self.blob) + 8 * len(self.ends) + len(self.null)
 
     def _text(self, k: int) -> str:
         return self.blob[self.ends[k] : self.ends[k + 1]].decode()

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 import asyncpg
 import numpy as np
@@ -59,6 +60,7 @@ BLOCK_COLUMNS = (
     "texts",
 )
 
+_V = TypeVar("_V")
 _LOCK_SPACE = 0x67726D73  # "grms": the first key of the two-key advisory locks below
 _MAX_ID = (1 << 128) - 1
 
@@ -276,33 +278,36 @@ class _Block:
         return self.lo if ascending else self.hi
 
 
-class _Cache:
-    """The decoded keys of the blocks read last, up to :data:`LINES` lines in all (~38 bytes a
-    line: ~19 MB a process). A page and its neighbours, the next page, a histogram asked again
-    read the same blocks."""
+class _Cache(Generic[_V]):
+    """What the reads decoded last, by block identity, up to ``budget`` in all as ``weigh``
+    counts it, the least recently used going first. A page and its neighbours, the next page, a
+    histogram asked again, a dashboard refreshing the newest lines read the same blocks."""
 
-    LINES = 500_000
+    def __init__(self, budget: int, weigh: Callable[[_V], int]) -> None:
+        self._values: dict[tuple[object, ...], _V] = {}
+        self._budget, self._weigh = budget, weigh
+        self._held = 0
 
-    def __init__(self) -> None:
-        self._keys: dict[tuple[object, ...], Keys] = {}
-        self._lines = 0
+    def get(self, identity: tuple[object, ...]) -> _V | None:
+        value = self._values.pop(identity, None)
+        if value is not None:
+            self._values[identity] = value  # the most recent last
+        return value
 
-    def get(self, identity: tuple[object, ...]) -> Keys | None:
-        keys = self._keys.pop(identity, None)
-        if keys is not None:
-            self._keys[identity] = keys  # the most recent last
-        return keys
-
-    def put(self, identity: tuple[object, ...], keys: Keys) -> None:
-        old = self._keys.pop(identity, None)
-        self._lines += keys.lines - (old.lines if old is not None else 0)
-        self._keys[identity] = keys
-        while self._lines > self.LINES and len(self._keys) > 1:
-            oldest = next(iter(self._keys))
-            self._lines -= self._keys.pop(oldest).lines
+    def put(self, identity: tuple[object, ...], value: _V) -> None:
+        old = self._values.pop(identity, None)
+        self._held += self._weigh(value) - (self._weigh(old) if old is not None else 0)
+        self._values[identity] = value
+        while self._held > self._budget and len(self._values) > 1:
+            oldest = next(iter(self._values))
+            self._held -= self._weigh(self._values.pop(oldest))
 
 
-_cached = _Cache()
+# Decoded keys, ~38 bytes a line: ~19 MB a process.
+_cached: _Cache[Keys] = _Cache(500_000, lambda keys: keys.lines)
+# Decoded text granules (codec.Granule.size, about their text): the newest lines' granules,
+# which every first page shows, are read once, not on every page.
+_granules: _Cache[codec.Granule] = _Cache(32 << 20, lambda granule: granule.size)
 
 
 async def _decode_keys(conn: asyncpg.Connection, blocks: Sequence[_Block]) -> None:
@@ -372,6 +377,8 @@ async def first_matches(
         await _decode_keys(conn, batch)
         for block in batch:
             found += _matches_in(block, f, lo, hi, ascending, limit)
+        # Only the first ``limit`` found so far can be among the first ``limit`` in all.
+        found = _known(found, None, ascending)[:limit]
         done += len(batch)
         frontier = None
         if done < len(listing.blocks):
@@ -429,9 +436,9 @@ def _matches_in(
     among them), each as (id, block, position)."""
     keys = block.keys
     assert keys is not None
-    positions = keys.matching(keys.span(lo, hi), f.equals, f.sources)
+    positions = keys.matching_array(keys.span(lo, hi), f.equals, f.sources)
     chosen = positions[:limit] if ascending else positions[-limit:]
-    return [(keys.id(p).int, block, p) for p in chosen]
+    return [(i, block, p) for i, p in zip(keys.id_ints(chosen), chosen.tolist(), strict=True)]
 
 
 def _known(
@@ -457,31 +464,58 @@ async def _rows(
     if not by_block:
         return []
     wanted = list(by_block.values())
-    spans = []
+    granules: list[dict[int, codec.Granule]] = []
+    missing: list[tuple[_Block, int, int]] = []  # a block's granules to fetch, first to last
     for block, positions in wanted:
         positions.sort()
         assert block.keys is not None
-        granule = block.keys.granule
-        spans.append((positions[0] // granule, positions[-1] // granule))
-    records = await conn.fetch(
-        _TEXTS_SQL,
-        project_id,
-        *_identities([block for block, _ in wanted]),
-        [first + 1 for first, _ in spans],
-        [last + 1 for _, last in spans],
-    )
-    if len(records) < len(wanted):
-        raise Moved
-    texts = {n: t for n, t in records}
+        size = block.keys.granule
+        held = {}
+        for g in dict.fromkeys(p // size for p in positions):
+            if (granule := _granules.get((*block.identity, g))) is not None:
+                held[g] = granule
+        needed = [p // size for p in positions if p // size not in held]
+        if needed:
+            missing.append((block, needed[0], needed[-1]))
+        granules.append(held)
+    await _fetch_granules(conn, project_id, missing, granules, [b for b, _ in wanted])
     rows: dict[tuple[int, int], SealedRow] = {}
-    for n, ((block, positions), (first, _)) in enumerate(zip(wanted, spans, strict=True)):
+    for (block, positions), held in zip(wanted, granules, strict=True):
         assert block.keys is not None
-        # Only the granules holding a position are decompressed: the others were not fetched.
-        granules = [b""] * first + list(texts[n + 1])
-        decoded = codec.decode_rows(project_id, block.function_id, block.keys, granules, positions)
+        decoded = codec.rows_at(project_id, block.function_id, block.keys, held, positions)
         for position, row in zip(positions, decoded, strict=True):
             rows[(id(block), position)] = row
     return [rows[(id(block), position)] for _, block, position in matches]
+
+
+async def _fetch_granules(
+    conn: asyncpg.Connection,
+    project_id: uuid.UUID,
+    missing: list[tuple[_Block, int, int]],
+    granules: list[dict[int, codec.Granule]],
+    blocks: list[_Block],
+) -> None:
+    """Fetch the granules ``missing`` names (a slice of each block's texts, in one statement),
+    decode them into ``granules`` (one dict per block of ``blocks``) and keep them."""
+    if not missing:
+        return
+    records = await conn.fetch(
+        _TEXTS_SQL,
+        project_id,
+        *_identities([block for block, _, _ in missing]),
+        [first + 1 for _, first, _ in missing],
+        [last + 1 for _, _, last in missing],
+    )
+    if len(records) < len(missing):
+        raise Moved
+    place = {id(block): n for n, block in enumerate(blocks)}
+    for n, frames in records:
+        block, first, _ = missing[n - 1]
+        assert block.keys is not None
+        for g, frame in enumerate(frames, start=first):
+            granule = codec.decode_granule(block.keys, frame, g)
+            _granules.put((*block.identity, g), granule)
+            granules[place[id(block)]][g] = granule
 
 
 # -- Keywords -----------------------------------------------------------------------------------
