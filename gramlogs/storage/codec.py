@@ -856,6 +856,7 @@ class Granule:
         return found
 
     def texts(self, p: int) -> tuple[str, str | None, str]:
-        i, n = p - self.start, self.n
-        message = None if self.null[i] else self._text(n + i)
-        return self._text(i), message, self._text(2 * n + i)
+        i, n, blob, ends = p - self.start, self.n, self.blob, self.ends
+        m, a = n + i, 2 * n + i
+        message = None if self.null[i] else blob[ends[m] : ends[m + 1]].decode()
+        return blob[ends[i] : ends[i + 1]].decode(), message, blob[ends[a] : ends[a + 1]].decode()

@@ -13,6 +13,7 @@ the word (blocks.py), nearest first (:func:`_keyword_rows`). Nothing here knows 
 from __future__ import annotations
 
 import contextlib
+import operator
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -291,10 +292,19 @@ def _merged(rows: list[Any], more: list[Any], ascending: bool) -> list[Any]:
     between two statements of a page read without one snapshot) once."""
     if not more:
         return rows
-    if rows:
-        seen = {r[0] for r in rows}
-        more = [r for r in more if r[0] not in seen]
-    return sorted([*rows, *more], key=lambda r: r[0].int, reverse=not ascending)
+    # Ids by iteration: a sealed line indexed by position goes through SealedRow's own
+    # __getitem__ (it answers names too), ten times what a tuple's costs.
+    keyed = [(r[0].int, r) for r in rows]
+    seen = {key for key, _ in keyed}
+    for line in more:
+        key = next(iter(line)).int
+        if key not in seen:
+            keyed.append((key, line))
+    keyed.sort(key=_first, reverse=not ascending)
+    return [line for _, line in keyed]
+
+
+_first = operator.itemgetter(0)
 
 
 def _ended(req: PageRequest, found: list[Any], has_back: bool) -> Page:

@@ -6,6 +6,7 @@ A row read from ``logs`` (an asyncpg Record) and a line decoded from a sealed bl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 __all__ = ["COLUMNS", "COLUMN_LIST", "StoredRow"]
@@ -34,3 +35,5 @@ class StoredRow(Protocol):
     """A row in COLUMNS order, as asyncpg reads it (a Record) or as a tuple."""
 
     def __getitem__(self, index: int, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...

@@ -18,6 +18,7 @@ hold it exclusively. So a resent line is found wherever it is, and never stored 
 from __future__ import annotations
 
 import bisect
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
@@ -375,9 +376,13 @@ async def first_matches(
         if not batch:
             return await _rows(conn, f.project_id, _known(found, None, ascending)[:limit])
         await _decode_keys(conn, batch)
+        # Once ``limit`` are found, only a match before the last of them can take a place.
+        edge = (lo, hi)
+        if len(found) == limit:
+            last = found[-1][0]
+            edge = (lo, min(hi, last - 1)) if ascending else (max(lo, last + 1), hi)
         for block in batch:
-            found += _matches_in(block, f, lo, hi, ascending, limit)
-        # Only the first ``limit`` found so far can be among the first ``limit`` in all.
+            found += _matches_in(block, f, *edge, ascending, limit)
         found = _known(found, None, ascending)[:limit]
         done += len(batch)
         frontier = None
@@ -441,11 +446,14 @@ def _matches_in(
     return [(i, block, p) for i, p in zip(keys.id_ints(chosen), chosen.tolist(), strict=True)]
 
 
+_first = operator.itemgetter(0)
+
+
 def _known(
     found: list[tuple[int, _Block, int]], frontier: int | None, ascending: bool
 ) -> list[tuple[int, _Block, int]]:
     """``found`` in scan order, only those before the frontier (all when it is None)."""
-    ordered = sorted(found, key=lambda m: m[0], reverse=not ascending)
+    ordered = sorted(found, key=_first, reverse=not ascending)
     if frontier is None:
         return ordered
     if ascending:

@@ -84,18 +84,23 @@ class LogEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 def entry(row: StoredRow) -> LogEntry:
     """The entry of a row in pages.COLUMNS order."""
+    # Unpacked, not indexed: a sealed line's indexing goes through its own __getitem__.
+    values: tuple[Any, ...] = tuple(row)[:11]
+    line_id, ts, instance, level, source, raw_log, message, attributes, project, deployment, fn = (
+        values
+    )
     return LogEntry(
-        id=row[0],
-        timestamp=row[1],
-        instance=row[2],
-        level=row[3],
-        source=row[4],
-        raw_log=row[5],
-        message=msgspec.UNSET if row[6] is None else row[6],
-        attributes=row[7],
-        project_id=row[8],
-        deployment_id=row[9],
-        function_id=row[10],
+        id=line_id,
+        timestamp=ts,
+        instance=instance,
+        level=level,
+        source=source,
+        raw_log=raw_log,
+        message=msgspec.UNSET if message is None else message,
+        attributes=attributes,
+        project_id=project,
+        deployment_id=deployment,
+        function_id=fn,
     )
 
 
