@@ -280,10 +280,9 @@ async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -
         if has_back is None and back_lo <= back_hi:
             has_back = bool(await conn.fetchval(*_unpack(back_query(req))))
         if not has_back:
-            behind = await sealed.first_matches(
-                conn, req.filter, back_lo, back_hi, not ascending, 1, snapshot=snapshot
+            has_back = await sealed.any_match(
+                conn, req.filter, back_lo, back_hi, not ascending, snapshot=snapshot
             )
-            has_back = bool(behind)
     return _ended(req, found, bool(has_back))
 
 
@@ -349,8 +348,7 @@ async def _keyword_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     # Behind the cursor, nearest first: the rows of the page just left are usually there.
     has_back = bool(await _keyword_rows(conn, req, back_lo, back_hi, not ascending, 1))
     if not has_back:
-        behind = await sealed.first_matches(conn, req.filter, back_lo, back_hi, not ascending, 1)
-        has_back = bool(behind)
+        has_back = await sealed.any_match(conn, req.filter, back_lo, back_hi, not ascending)
     return _ended(req, found, has_back)
 
 

@@ -33,6 +33,7 @@ from gramlogs.storage.filters import LogFilter, like_pattern
 __all__ = [
     "BLOCK_COLUMNS",
     "Moved",
+    "any_match",
     "count_in_ranges",
     "count_in_ranges_each",
     "first_matches",
@@ -361,9 +362,7 @@ async def first_matches(
         return []
     if f.keyword is not None:
         return await _keyword_matches(conn, f, lo, hi, ascending, limit)
-    where, values = _postings(f, first_param=5)
-    listing = _Listing(conn, _round_sql(where, ascending), f, lo, hi, ascending, values)
-    listing.once = not snapshot
+    listing = _listing(conn, f, lo, hi, ascending, snapshot)
     found: list[tuple[int, _Block, int]] = []  # (id, block, position)
     done = 0
     # The blocks that reach the near end first: each may hold the very first matches.
@@ -392,6 +391,45 @@ async def first_matches(
         if frontier is None or len(known) >= limit:
             return await _rows(conn, f.project_id, known[:limit])
         take *= 2
+
+
+async def any_match(
+    conn: asyncpg.Connection,
+    f: LogFilter,
+    lo: int,
+    hi: int,
+    ascending: bool,
+    *,
+    snapshot: bool = True,
+) -> bool:
+    """Whether a sealed line of ``f`` has an id in ``[lo, hi]`` (a page's ``has_back``),
+    looking from the low end (``ascending``) or the high one: the blocks' keys say it, no text
+    is read (but a keyword's)."""
+    if lo > hi:
+        return False
+    if f.keyword is not None:
+        return bool(await _keyword_matches(conn, f, lo, hi, ascending, 1))
+    listing = _listing(conn, f, lo, hi, ascending, snapshot)
+    done, take = 0, FIRST_ROUND
+    while True:
+        await listing.extend(done + take)
+        batch = listing.blocks[done : done + take]
+        if not batch:
+            return False
+        await _decode_keys(conn, batch)
+        if any(_matches_in(block, f, lo, hi, ascending, 1) for block in batch):
+            return True
+        done += len(batch)
+        take *= 2
+
+
+def _listing(
+    conn: asyncpg.Connection, f: LogFilter, lo: int, hi: int, ascending: bool, snapshot: bool
+) -> _Listing:
+    where, values = _postings(f, first_param=5)
+    listing = _Listing(conn, _round_sql(where, ascending), f, lo, hi, ascending, values)
+    listing.once = not snapshot
+    return listing
 
 
 class _Listing:
