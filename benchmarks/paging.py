@@ -99,9 +99,13 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def _throughput(
-    wrk: str | None, server: LiveServer, prepared: list[sc.Prepared], ds: datasets.Dataset,
-    *, seconds: float,
-) -> dict[str, Any] | None:  # fmt: skip
+    wrk: str | None,
+    server: LiveServer,
+    prepared: list[sc.Prepared],
+    ds: datasets.Dataset,
+    *,
+    seconds: float,
+) -> dict[str, Any] | None:
     """16 connections on one worker: the 100-row pages (wrk cycling through them), then
     ``/healthz`` for as long."""
     if not wrk:
