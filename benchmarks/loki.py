@@ -34,6 +34,7 @@ from benchmarks.results import (
     table,
     targets_table,
 )
+from benchmarks.settling import stored, wait_sealed
 from benchmarks.timing import timed_loop
 from gramlogs.storage import schema
 from testkit import datasets
@@ -316,7 +317,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         def meter() -> CpuMeter:
             return CpuMeter(admin, database, server.process.pid)
 
-        sealed = await wait_sealed(admin, project, args.seal_wait)
+        sealed = await wait_sealed(admin, args.seal_wait, project=project)
         reads = await measure_reads(
             server,
             headers,
@@ -402,38 +403,6 @@ async def push_profiles(
             kind,
         )
     return out
-
-
-async def stored(conn: asyncpg.Connection, project: uuid.UUID) -> int:
-    """A project's lines: its rows and the lines of its sealed blocks."""
-    rows = await conn.fetchval("SELECT count(*) FROM logs WHERE project_id = $1", project)
-    lines = await conn.fetchval(
-        "SELECT coalesce(sum(lines), 0) FROM log_sealed WHERE project_id = $1", project
-    )
-    return int(rows) + int(lines)
-
-
-async def wait_sealed(
-    conn: asyncpg.Connection, project: uuid.UUID, limit_s: float
-) -> dict[str, Any]:
-    """Until the server has sealed the seeded rows (a dataset is COPYed as rows; a live server
-    holds its lines in blocks within seconds), or its rows stop shrinking for 5 s: what reads
-    see then is what they see in use."""
-    t0 = time.monotonic()
-    last, still = -1, t0
-    while True:
-        rows = await conn.fetchval("SELECT count(*) FROM logs WHERE project_id = $1", project)
-        now = time.monotonic()
-        if rows != last:
-            last, still = rows, now
-        if rows < 1000 or now - still > 5.0 or now - t0 > limit_s:
-            break
-        await asyncio.sleep(1.0)
-    total = await stored(conn, project)
-    print(
-        f"sealed: {total - rows:,} of {total:,} lines in blocks after {now - t0:.0f} s", flush=True
-    )
-    return {"rows": rows, "lines": total, "waited_s": round(now - t0, 1)}
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:

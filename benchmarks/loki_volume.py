@@ -21,8 +21,9 @@ from typing import Any
 import asyncpg
 
 from benchmarks import runner
-from benchmarks.loki import dataset_spec, pick_function, wait_sealed
+from benchmarks.loki import dataset_spec, pick_function
 from benchmarks.results import fmt_ms, json_line, machine, print_machine
+from benchmarks.settling import wait_sealed
 from gramlogs.storage import histogram, sealed
 from gramlogs.storage.filters import LogFilter
 from gramlogs.web.loki.lines import id_at_micros
@@ -52,7 +53,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     # Sealed by a server, as benchmarks.loki's reads find it; then stopped, so that only this
     # process and PostgreSQL run while it measures.
     with gramlogs_server(ds.url):
-        await wait_sealed(conn, project, args.seal_wait)
+        await wait_sealed(conn, args.seal_wait, project=project)
     end_us = (ds.end.replace(microsecond=0) + timedelta(seconds=1)).timestamp()
     end = int(end_us) * 1_000_000
     step = args.step * 1_000_000

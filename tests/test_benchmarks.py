@@ -45,13 +45,28 @@ async def _drop(server_url: str, name: str) -> None:
 async def test_paging_benchmark_smoke(server_url):
     result = await _run("benchmarks.paging", server_url)
     await _drop(server_url, result["dataset"])
+    # Measured once the server had sealed all it would (a line younger than SEAL_DELAY_S may
+    # stay a row).
+    sealing = result["sealing"]
+    assert sealing["settled"] and sealing["due"] == 0
+    assert sealing["lines"] == 20_000 and sealing["rows"] < 100
     assert set(result["scenarios"]) == {
         "pp20 first",
         "pp20 95% deep",
         "pp100 first",
         "pp100 95% deep",
+        "pp100 function_id",
+        "pp100 level=error",
+        "pp100 sort=asc",
     }
-    assert all(r["http"]["n"] == r["sql"]["n"] == 30 for r in result["scenarios"].values())
+    # The endpoint, the storage read and the plain copy's OFFSET page hold the same lines.
+    assert all(r["same_lines"] for r in result["scenarios"].values())
+    assert all(
+        r["http"]["n"] == r["storage"]["n"] == r["healthz"]["n"] == 30
+        for r in result["scenarios"].values()
+    )
+    assert set(result["bare"]) == {"20", "100"}
+    assert len(result["targets"]) == 2
 
 
 @pytest.mark.timeout(300)
@@ -59,10 +74,16 @@ async def test_scale_suite_smoke(server_url, tmp_path):
     result = await _run("benchmarks.suite", server_url, "--out", str(tmp_path / "R.md"), "--no-wrk")
     size = result["sizes"]["smoke"]
     await _drop(server_url, size["dataset"])
+    assert size["sealing"]["settled"] and size["sealing"]["due"] == 0
     assert len(size["scenarios"]) == 17
-    assert all(r["http"]["n"] == 20 for r in size["scenarios"].values())
+    assert all(r["same_lines"] for r in size["scenarios"].values())
+    assert all(
+        r["http"]["n"] == r["storage"]["n"] == r["healthz"]["n"] == 20
+        for r in size["scenarios"].values()
+    )
     report = (tmp_path / "R.md").read_text()
     assert "| first page |" in report and "## Targets" in report
+    assert "x /healthz p50" in report and "1.3 x (storage read p50" in report
 
 
 @pytest.mark.timeout(300)
