@@ -182,7 +182,7 @@ class Config:
         minimum=0,
     )
     # Weekly: a page's plan starts up every partition its range spans, so fewer partitions make
-    # every page cheaper (benchmarks/paging.py compares the page SQL with an unpartitioned floor).
+    # every page cheaper (docs/storage.md, "Few partitions").
     partition_days: int = _setting(7, "days per logs partition (7: weekly, 1: daily)", minimum=1)
     partitions_ahead_days: int = _setting(
         7, "how far ahead of now partitions are created", minimum=0
