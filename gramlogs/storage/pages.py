@@ -277,12 +277,14 @@ async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -
     more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit, snapshot=snapshot)
     found = _merged(rows, more, ascending)
     if not has_back:
-        if has_back is None and back_lo <= back_hi:
+        # Behind a cursor lie mostly sealed lines (rows are the newest seconds): the blocks
+        # are asked first, the rows (when the page read none, so has no probe) only then.
+        unprobed = has_back is None
+        has_back = await sealed.any_match(
+            conn, req.filter, back_lo, back_hi, not ascending, snapshot=snapshot
+        )
+        if not has_back and unprobed and back_lo <= back_hi:
             has_back = bool(await conn.fetchval(*_unpack(back_query(req))))
-        if not has_back:
-            has_back = await sealed.any_match(
-                conn, req.filter, back_lo, back_hi, not ascending, snapshot=snapshot
-            )
     return _ended(req, found, bool(has_back))
 
 
