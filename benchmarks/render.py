@@ -1,21 +1,21 @@
-"""Read endpoints' bodies rendered by gramlogs/web/rendering.py beside the Struct path it
-replaced (testkit/struct_bodies.py: a ``LogEntry`` or ``PolyLog`` made per row, then encoded):
-µs per page, pages of 20 and 100 lines. No database, no HTTP.
+"""Read endpoints' bodies made by gramlogs/web/rendering.py beside the Struct path it replaced
+(testkit/struct_bodies.py: a ``LogEntry`` or ``PolyLog`` per row, then encoded): CPU µs per page
+of 20 and 100 lines. No database, no HTTP.
 
-For each body (listToolExecutionLogs' page, Poly's page, a page of the tail's events, a page of
-the export's NDJSON) and each kind of row (asyncpg Records as a page statement returns them,
-the columns then ``has_back``; sealed lines, codec.SealedRow), both paths run in turn in every
-repeat (which goes first alternates), each a loop of calls over about ``--rows-per-timing``
-lines after a warm-up, timed in this thread's CPU time (``time.thread_time``: the 2-core
-machines are shared, and wall time counts the others' turns); reported per page: the median
-over ``--repeats`` and the least. The list page's two steps are timed apart too: making the
-objects, encoding them. Both paths' bytes are compared once (``same_bytes``); that they are
-equal over random rows is tests/test_rendering.py's. The lines: gramlogs.local.seed's (seed 0).
+Each body (the list page, and apart its two steps: making the objects, encoding them; Poly's
+page; the tail's events; the export's lines) on each kind of row (asyncpg Records as a page
+statement returns them, ``has_back`` after the columns, made as asyncpg's own tests make them;
+sealed lines, codec.SealedRow): both paths in turn in each of ``--repeats`` (the first
+alternates), each a loop over about ``--rows-per-timing`` lines after a warm-up, in this
+thread's CPU time (the machines are shared: wall time counts the others' turns); the median and
+the least per page. Both paths' bytes are compared once (``same_bytes``; over random rows:
+tests/test_rendering.py). Lines: seed.py's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import statistics
@@ -27,8 +27,6 @@ from typing import Any
 
 import msgspec
 from asyncpg.pgproto.pgproto import UUID as PgUUID
-
-# Records are only made by asyncpg's protocol; this is the constructor its own tests use.
 from asyncpg.protocol.protocol import _create_record  # type: ignore[attr-defined]
 
 from benchmarks import runner
@@ -42,8 +40,8 @@ from gramlogs.web import gram, poly, rendering, tail
 from testkit import struct_bodies
 
 SIZES = (20, 100)
-_END = datetime(2026, 1, 1, tzinfo=UTC)
 _PROJECT = uuid.UUID("0190aaaa-0000-7000-8000-000000000001")
+_PLAN = SeedPlan(_PROJECT, rows=0, end=datetime(2026, 1, 1, tzinfo=UTC), seed=0)
 _POSITION = Position(123_456, 2**100 + 7)
 
 Body = Callable[[list[Any]], object]
@@ -52,7 +50,7 @@ _encoder = msgspec.json.Encoder()
 
 def _rows(n: int) -> dict[str, list[Any]]:
     """``n`` lines as each kind of row."""
-    lines = list(generate(SeedPlan(project_id=_PROJECT, rows=n, end=_END, seed=0)))
+    lines = list(generate(dataclasses.replace(_PLAN, rows=n)))
     names = {c: i for i, c in enumerate((*COLUMNS, "has_back"))}
 
     def record(line: tuple[Any, ...]) -> Any:
@@ -85,8 +83,7 @@ def _bodies(rows: list[Any]) -> dict[str, tuple[Body, Body]]:
 
 
 def _timed_us(body: Body, rows: list[Any], loops: int) -> float:
-    """CPU µs per call: this thread's CPU time, so that the time others' processes hold the
-    shared cores is left out (a server's throughput is bounded by the former)."""
+    """CPU µs per call, this thread's: what bounds a server's throughput."""
     gc.collect()
     t = time.thread_time()
     for _ in range(loops):
@@ -139,13 +136,8 @@ async def main(args: argparse.Namespace) -> None:
             rows_out,
         )
     )
-    result = {
-        "benchmark": "render",
-        "repeats": args.repeats,
-        "rows_per_timing": args.rows_per_timing,
-        "machine": info,
-        "bodies": measured,
-    }
+    options = {"repeats": args.repeats, "rows_per_timing": args.rows_per_timing}
+    result = {"benchmark": "render", "options": options, "machine": info, "bodies": measured}
     publish("render", result, report, write_to=args.write_to)
 
 
