@@ -175,6 +175,19 @@ async def test_sealing_smoke(server_url):
 
 
 @pytest.mark.timeout(300)
+async def test_render_smoke_times_both_paths_of_every_body_alike(server_url):
+    # No database: the read bodies' renderer beside the Struct path it replaced.
+    result = await _run("benchmarks.render", server_url)
+    bodies = result["bodies"]
+    assert len(bodies) == 6 * 2 * 2  # bodies (and the list page's two steps), rows as, sizes
+    assert {(b["rows"], b["kind"]) for b in bodies} == {
+        (n, kind) for n in (20, 100) for kind in ("record", "sealed")
+    }
+    assert all(b["same_bytes"] for b in bodies)
+    assert all(b["struct"]["p50_us"] > 0 and b["rendered"]["p50_us"] > 0 for b in bodies)
+
+
+@pytest.mark.timeout(300)
 async def test_loki_smoke_answers_alike_and_stores_every_pushed_line(server_url):
     result = await _run("benchmarks.loki", server_url)
     await _drop(server_url, result["dataset"])

@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import msgspec
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -32,11 +31,12 @@ from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate, in_force
 from gramlogs.storage.database import Database
 from gramlogs.storage.pages import PageRequest, StoredRow, fetch_page
+from gramlogs.web import rendering
 from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
 from gramlogs.web.gram import LIST_PARAMS, PER_PAGE, parse_list_query
 from gramlogs.web.observe import SCOPE_ERROR, request_id
 from gramlogs.web.params import Param, first_values, gram_credentials, integer
-from gramlogs.web.reading import LogEntry, entry
+from gramlogs.web.reading import LogEntry
 from gramlogs.web.state import app_state
 from gramlogs.web.streaming import SEND_TIMEOUT_S, Stuck, send_within, watching_disconnect
 
@@ -57,8 +57,6 @@ LIMIT_HEADER = "Gramlogs-Export-Limit"
 DEFAULT_LIMIT = 10_000
 # Rows per statement: about 0.5 MB of NDJSON at typical line sizes, a few ms of index scan.
 PAGE_ROWS = 1000
-
-_encoder = msgspec.json.Encoder()
 
 
 def limit_param(most: int) -> Param[int]:
@@ -220,7 +218,7 @@ class ExportStream:
                 )
                 rows = self._first if scope["method"] != "HEAD" else []
                 while rows and not self._gone:
-                    body = _lines(rows)
+                    body = rendering.entry_lines(rows)
                     await send_within(
                         send, {"type": "http.response.body", "body": body, "more_body": True}
                     )
@@ -245,10 +243,6 @@ class ExportStream:
 
     def _hang_up(self) -> None:
         self._gone = True
-
-
-def _lines(rows: list[StoredRow]) -> bytes:
-    return _encoder.encode_lines([entry(row) for row in rows])
 
 
 ENDPOINT = Endpoint(

@@ -19,6 +19,7 @@ from gramlogs.core.errors import BadRequest
 from gramlogs.core.keys import Permission
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.pages import Page, PageRequest, fetch_page
+from gramlogs.web import rendering
 from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
 from gramlogs.web.params import (
     GRAM_KEY,
@@ -36,7 +37,6 @@ from gramlogs.web.reading import (
     WINDOW,
     LogEntry,
     Selection,
-    entry,
     parse_selection,
 )
 from gramlogs.web.state import app_state
@@ -197,18 +197,20 @@ def parse_list_query(params: Mapping[str, str]) -> ListQuery:
     )
 
 
-def render(page: Page, query: ListQuery) -> ListResult:
-    logs = [entry(row) for row in page.rows]
+def render(page: Page, query: ListQuery) -> bytes:
+    """The response body: the page's entries, rendered (rendering.py), and its pagination."""
+    rows = page.rows
     # Walk order: the last row walked is the last in sort order going next, the first going prev.
-    walked = logs if query.forward else logs[::-1]
+    first, last = (0, -1) if query.forward else (-1, 0)
     pagination = Pagination(
         per_page=query.per_page,
         has_next_page=page.has_more,
-        next_page_cursor=walked[-1].id if page.has_more else msgspec.UNSET,
+        next_page_cursor=rows[last][0] if page.has_more else msgspec.UNSET,
         has_prev_page=page.has_back,
-        prev_page_cursor=walked[0].id if walked else _just_past(query),
+        prev_page_cursor=rows[first][0] if rows else _just_past(query),
     )
-    return ListResult(logs=logs, pagination=pagination)
+    # Not LogEntry Structs: values that encode alike (rendering.py), in the body's one call.
+    return _encoder.encode(ListResult(logs=rendering.entries(rows), pagination=pagination))
 
 
 def _just_past(query: ListQuery) -> uuid.UUID | msgspec.UnsetType:
@@ -234,7 +236,7 @@ async def list_tool_execution_logs(request: Request) -> Response:
         with state.expensive.hold(principal.key_id, expensive=query.keyword is not None):
             async with db.read_connection(conn) as reader:
                 page = await fetch_page(reader, query.page_request(principal.project_id))
-    return Response(_encoder.encode(render(page, query)), media_type="application/json")
+    return Response(render(page, query), media_type="application/json")
 
 
 ENDPOINT = Endpoint(

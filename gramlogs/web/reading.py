@@ -20,7 +20,7 @@ from msgspec import Meta
 
 from gramlogs.core import ids
 from gramlogs.core.errors import InvalidRange
-from gramlogs.storage.pages import LogFilter, StoredRow
+from gramlogs.storage.pages import LogFilter
 from gramlogs.web.params import (
     EXTENSION,
     MAX_TEXT_LENGTH,
@@ -40,7 +40,6 @@ __all__ = [
     "WINDOW",
     "LogEntry",
     "Selection",
-    "entry",
     "id_bounds",
     "iso",
     "parse_selection",
@@ -54,6 +53,8 @@ _MORE_SOURCES = tuple(s for s in SOURCES if s not in _GRAM_SOURCES)
 _DATE_TIME = {"format": "date-time"}
 
 
+# The schema (/openapi.json) of an entry. Bodies are encoded from rendering.py's values that
+# encode alike and cost less to make, one a row.
 class LogEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Structured log entry from a tool execution"""
 
@@ -80,28 +81,6 @@ class LogEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     project_id: Annotated[uuid.UUID, Meta(description="Project UUID")]
     deployment_id: Annotated[uuid.UUID, Meta(description="Deployment UUID")]
     function_id: Annotated[uuid.UUID, Meta(description="Function UUID")]
-
-
-def entry(row: StoredRow) -> LogEntry:
-    """The entry of a row in pages.COLUMNS order."""
-    # Unpacked, not indexed: a sealed line's indexing goes through its own __getitem__.
-    values: tuple[Any, ...] = tuple(row)[:11]
-    line_id, ts, instance, level, source, raw_log, message, attributes, project, deployment, fn = (
-        values
-    )
-    return LogEntry(
-        id=line_id,
-        timestamp=ts,
-        instance=instance,
-        level=level,
-        source=source,
-        raw_log=raw_log,
-        message=msgspec.UNSET if message is None else message,
-        attributes=attributes,
-        project_id=project,
-        deployment_id=deployment,
-        function_id=fn,
-    )
 
 
 # -- Parameters -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from gramlogs.storage import journal
 from gramlogs.storage.access import authenticate
 from gramlogs.storage.journal import Position
 from gramlogs.storage.pages import PageRequest, StoredRow
+from gramlogs.web import rendering
 from gramlogs.web.endpoint import GRAM_SECURITY, Endpoint, Ok, Operation
 from gramlogs.web.params import (
     GRAM_KEY,
@@ -40,7 +41,7 @@ from gramlogs.web.params import (
     integer,
     string,
 )
-from gramlogs.web.reading import FILTERS, KEYWORD, Selection, entry, parse_selection
+from gramlogs.web.reading import FILTERS, KEYWORD, Selection, parse_selection
 from gramlogs.web.state import app_state
 from gramlogs.web.streaming import Stuck, send_within, watching_disconnect
 
@@ -108,7 +109,7 @@ _encoder = msgspec.json.Encoder()
 def frame_line(row: StoredRow, position: Position) -> bytes:
     """A line's event: its token (the line's project is row[8]) and its entry."""
     token = encode_token(row[8], position).encode()
-    return b"id: " + token + b"\ndata: " + _encoder.encode(entry(row)) + b"\n\n"
+    return b"id: " + token + b"\ndata: " + rendering.entry(row) + b"\n\n"
 
 
 def _frame_end(project_id: uuid.UUID, position: Position, reason: str) -> bytes:
