@@ -191,6 +191,19 @@ def test_span_is_the_positions_in_an_id_range(block, seed):
         assert keys.has_id(value) == any(r[0].int == value for r in rows)
 
 
+def test_span_steps_over_ids_that_share_their_first_64_bits():
+    # One millisecond and the same random bits above the last 64: only the low words differ.
+    rows = [_row(i) for i in range(0, 400, 7)]
+    assert len({r[0].int >> 64 for r in rows}) == 1
+    _, keys = _decoded(rows, 16)
+    for r in rows:
+        for lo in (r[0].int - 1, r[0].int, r[0].int + 1):
+            for hi in (lo, lo + 8, MAX_ID):
+                assert list(keys.span(lo, hi)) == [
+                    p for p, q in enumerate(rows) if lo <= q[0].int <= hi
+                ]
+
+
 def _row(i: int, **changes: object) -> tuple[object, ...]:
     values = {
         "id": uuid.UUID(int=ids.new_id(datetime(2025, 6, 1, tzinfo=UTC), i).int),

@@ -509,11 +509,13 @@ class Keys:
         "deployments",
         "execution",
         "executions",
+        "first",
         "function_id",
         "granule",
         "high",
         "instance",
         "instances",
+        "last",
         "level",
         "lines",
         "low",
@@ -528,6 +530,9 @@ class Keys:
         ms = np.cumsum(_unpack(frame.ms, n), dtype=np.uint64) + _U64(frame.first_ms)
         self.high: U64Array = (ms << _U64(16)) | _unpack(frame.sub, n)
         self.low: U64Array = np.cumsum(_unpack(frame.low, n), dtype=np.uint64)
+        # The first and last ids as ints.
+        self.first = (int(self.high[0]) << 64) | int(self.low[0])
+        self.last = (int(self.high[-1]) << 64) | int(self.low[-1])
         self.micros: I64Array = _id_micros(self.high) + _unzigzag(_unpack(frame.shift, n))
         # Narrow types: decoded keys are kept for a while (sealed.py's cache), ~38 bytes a line.
         self.level = _unpack(frame.level, n).astype(np.uint8)
@@ -557,15 +562,20 @@ class Keys:
             return 0
         if value >> 128:
             return self.lines
-        high, low = _U64(value >> 64), _U64(value & _MASK_64)
-        a = int(np.searchsorted(self.high, high, side="left"))
-        b = int(np.searchsorted(self.high, high, side="right"))
-        return a + int(np.searchsorted(self.low[a:b], low, side="left"))
+        high, low = value >> 64, value & _MASK_64
+        at = int(self.high.searchsorted(_U64(high), side="left"))
+        # Ids that share their first 64 bits (one millisecond, the same 12 random bits) are
+        # rare: step over those below ``value`` one by one.
+        while at < self.lines and int(self.high[at]) == high and int(self.low[at]) < low:
+            at += 1
+        return at
 
     def span(self, lo: int, hi: int) -> range:
         """The positions whose id (as int) is in [lo, hi]."""
         if hi < lo:
             return range(0)
+        if lo <= self.first and hi >= self.last:
+            return range(self.lines)  # the whole block, as a first page has most of them
         return range(self._first_at_least(lo), self._first_at_least(hi + 1))
 
     def has_id(self, value: int) -> bool:

@@ -504,6 +504,7 @@ async def _rows(
 ) -> list[SealedRow]:
     """The rows of ``matches``, in their order: the granules that hold them fetched in one
     statement (a slice of each block's texts), and only those decompressed."""
+    # A block's positions in the order of ``matches`` (monotonic: ids grow with positions).
     by_block: dict[int, tuple[_Block, list[int]]] = {}
     for _, block, position in matches:
         by_block.setdefault(id(block), (block, []))[1].append(position)
@@ -513,25 +514,25 @@ async def _rows(
     granules: list[dict[int, codec.Granule]] = []
     missing: list[tuple[_Block, int, int]] = []  # a block's granules to fetch, first to last
     for block, positions in wanted:
-        positions.sort()
         assert block.keys is not None
         size = block.keys.granule
         held = {}
+        needed = []
         for g in dict.fromkeys(p // size for p in positions):
             if (granule := _granules.get((*block.identity, g))) is not None:
                 held[g] = granule
-        needed = [p // size for p in positions if p // size not in held]
+            else:
+                needed.append(g)
         if needed:
-            missing.append((block, needed[0], needed[-1]))
+            missing.append((block, min(needed), max(needed)))
         granules.append(held)
     await _fetch_granules(conn, project_id, missing, granules, [b for b, _ in wanted])
-    rows: dict[tuple[int, int], SealedRow] = {}
+    decoded = {}
     for (block, positions), held in zip(wanted, granules, strict=True):
         assert block.keys is not None
-        decoded = codec.rows_at(project_id, block.function_id, block.keys, held, positions)
-        for position, row in zip(positions, decoded, strict=True):
-            rows[(id(block), position)] = row
-    return [rows[(id(block), position)] for _, block, position in matches]
+        rows = codec.rows_at(project_id, block.function_id, block.keys, held, positions)
+        decoded[id(block)] = iter(rows)
+    return [next(decoded[id(block)]) for _, block, _ in matches]
 
 
 async def _fetch_granules(
