@@ -11,6 +11,7 @@ import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -194,13 +195,14 @@ def test_span_is_the_positions_in_an_id_range(block, seed):
 def test_span_steps_over_ids_that_share_their_first_64_bits():
     # One millisecond and the same random bits above the last 64: only the low words differ.
     rows = [_row(i) for i in range(0, 400, 7)]
-    assert len({r[0].int >> 64 for r in rows}) == 1
+    line_ids = [cast(uuid.UUID, r[0]).int for r in rows]
+    assert len({i >> 64 for i in line_ids}) == 1
     _, keys = _decoded(rows, 16)
-    for r in rows:
-        for lo in (r[0].int - 1, r[0].int, r[0].int + 1):
+    for line_id in line_ids:
+        for lo in (line_id - 1, line_id, line_id + 1):
             for hi in (lo, lo + 8, MAX_ID):
                 assert list(keys.span(lo, hi)) == [
-                    p for p, q in enumerate(rows) if lo <= q[0].int <= hi
+                    p for p, i in enumerate(line_ids) if lo <= i <= hi
                 ]
 
 

@@ -713,46 +713,34 @@ def rows_at(
     if not positions:
         return []
     at = np.asarray(positions, dtype=np.intp)
-    # Whole columns at once: a line costs a tuple, its id and its timestamp.
-    ids = np.empty((len(at), 2), dtype=">u8")
-    ids[:, 0], ids[:, 1] = keys.high[at], keys.low[at]
-    raw_ids = ids.tobytes()
+    # Column by column, each in one comprehension: a line costs a tuple, its id, its timestamp.
+    words = np.empty((len(at), 2), dtype=">u8")
+    words[:, 0], words[:, 1] = keys.high[at], keys.low[at]
+    raw = words.tobytes()
+    line_ids = [_UUID(raw[i : i + 16]) for i in range(0, len(raw), 16)]
+    stamps = [_EPOCH + timedelta(microseconds=m) for m in keys.micros[at].tolist()]
     instances = list(map(keys.instances.__getitem__, keys.instance[at].tolist()))
+    levels = list(map(LEVELS.__getitem__, keys.level[at].tolist()))
+    sources = list(map(SOURCES.__getitem__, keys.source[at].tolist()))
     deployments = list(map(keys.deployments.__getitem__, keys.deployment[at].tolist()))
-    executions = [None, *keys.executions]
+    executions = list(map((None, *keys.executions).__getitem__, keys.execution[at].tolist()))
     granule = keys.granule
-    out: list[SealedRow] = []
-    for k, (p, micros, level, source, execution) in enumerate(
-        zip(
-            positions,
-            keys.micros[at].tolist(),
-            keys.level[at].tolist(),
-            keys.source[at].tolist(),
-            keys.execution[at].tolist(),
+    texts = [granules[p // granule].texts(p) for p in positions]
+    new = tuple.__new__
+    return [
+        new(SealedRow, (i, t, n, lv, sr, r, m, a, project_id, d, function_id, e))
+        for i, t, n, lv, sr, (r, m, a), d, e in zip(
+            line_ids,
+            stamps,
+            instances,
+            levels,
+            sources,
+            texts,
+            deployments,
+            executions,
             strict=True,
         )
-    ):
-        raw, message, attributes = granules[p // granule].texts(p)
-        out.append(
-            tuple.__new__(
-                SealedRow,
-                (
-                    _UUID(raw_ids[16 * k : 16 * k + 16]),
-                    _EPOCH + timedelta(microseconds=micros),
-                    instances[k],
-                    LEVELS[level],
-                    SOURCES[source],
-                    raw,
-                    message,
-                    attributes,
-                    project_id,
-                    deployments[k],
-                    function_id,
-                    executions[execution],
-                ),
-            )
-        )
-    return out
+    ]
 
 
 # UTF-8 of the two characters outside ASCII whose lower case is ASCII (trigrams.TO_ASCII).
