@@ -6,11 +6,13 @@ out rather than timing anything."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import asyncpg
@@ -39,6 +41,16 @@ class CountingConnection:
         return await self.conn.fetchrow(sql, *args)
 
 
+@contextlib.asynccontextmanager
+async def counted(
+    pool: asyncpg.Pool, seconds: float = BOUND, takes: float = 0.0
+) -> AsyncIterator[tuple[KeyCache, CountingConnection, ManualClock]]:
+    """A cache of ``seconds`` on a clock of the test's, and a connection counting lookups."""
+    clock = ManualClock()
+    async with connection(pool) as raw:
+        yield KeyCache(seconds, clock=clock), CountingConnection(raw, clock, takes), clock
+
+
 async def read(cache: KeyCache, conn: Any, tenant: Any, key: str | None = None) -> uuid.UUID:
     principal = await access.authenticate(
         conn, key or tenant.consumer_key, Permission.READ, project_slug=tenant.slug, cache=cache
@@ -53,10 +65,7 @@ async def revoke(pool: asyncpg.Pool, key: str) -> None:
 
 
 async def test_an_answer_is_reused_within_the_bound_and_a_revoked_key_refused_past_it(pool, tenant):
-    clock = ManualClock()
-    cache = KeyCache(BOUND, clock=clock)
-    async with connection(pool) as raw:
-        conn = CountingConnection(raw, clock)
+    async with counted(pool) as (cache, conn, clock):
         assert await read(cache, conn, tenant) == tenant.project_id
         clock.advance(BOUND * 0.9)
         assert await read(cache, conn, tenant) == tenant.project_id
@@ -77,10 +86,7 @@ async def test_an_answer_is_reused_within_the_bound_and_a_revoked_key_refused_pa
 async def test_an_answer_ages_from_when_its_lookup_was_sent(pool, tenant):
     # A lookup that takes half the bound: its answer reflects the database as it was when it
     # was asked, so it expires half a bound after it arrived, not a whole one.
-    clock = ManualClock()
-    cache = KeyCache(BOUND, clock=clock)
-    async with connection(pool) as raw:
-        conn = CountingConnection(raw, clock, takes=BOUND / 2)
+    async with counted(pool, takes=BOUND / 2) as (cache, conn, clock):
         await read(cache, conn, tenant)
         conn.takes = 0
         clock.advance(BOUND / 2 - 0.01)
@@ -92,10 +98,7 @@ async def test_an_answer_ages_from_when_its_lookup_was_sent(pool, tenant):
 
 
 async def test_an_unknown_key_is_asked_every_time_and_a_flood_of_them_keeps_nothing(pool, tenant):
-    clock = ManualClock()
-    cache = KeyCache(BOUND, clock=clock)
-    async with connection(pool) as raw:
-        conn = CountingConnection(raw, clock)
+    async with counted(pool) as (cache, conn, _):
         for _ in range(200):
             with pytest.raises(Unauthorized):
                 await read(cache, conn, tenant, key="glk_" + secrets.token_urlsafe(32))
@@ -107,11 +110,8 @@ async def test_the_cache_holds_at_most_its_entries_the_least_recently_used_going
     pool, make_tenant, monkeypatch
 ):
     monkeypatch.setattr(KeyCache, "ENTRIES", 3)
-    clock = ManualClock()
-    cache = KeyCache(BOUND, clock=clock)
     made = [await make_tenant() for _ in range(5)]
-    async with connection(pool) as raw:
-        conn = CountingConnection(raw, clock)
+    async with counted(pool) as (cache, conn, _):
         for t in made:
             await read(cache, conn, t)
         assert len(cache) == 3
@@ -124,20 +124,14 @@ async def test_the_cache_holds_at_most_its_entries_the_least_recently_used_going
 
 
 async def test_a_zero_bound_looks_every_key_up(pool, tenant):
-    clock = ManualClock()
-    cache = KeyCache(0, clock=clock)
-    async with connection(pool) as raw:
-        conn = CountingConnection(raw, clock)
+    async with counted(pool, seconds=0) as (cache, conn, _):
         for _ in range(3):
             await read(cache, conn, tenant)
         assert (conn.lookups, len(cache)) == (3, 0)
 
 
 async def test_the_holder_of_a_key_is_cached_alike(pool, tenant):
-    clock = ManualClock()
-    cache = KeyCache(BOUND, clock=clock)
-    async with connection(pool) as raw:
-        conn = CountingConnection(raw, clock)
+    async with counted(pool) as (cache, conn, clock):
         for _ in range(2):
             holder = await access.identify(cast(Any, conn), tenant.consumer_key, cache=cache)
             assert holder.organization_id == tenant.organization_id
