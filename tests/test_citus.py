@@ -126,10 +126,12 @@ async def test_a_page_reads_its_rows_in_one_call_run_by_the_worker_of_its_projec
 
 
 async def test_the_worker_prepares_a_page_statement_once_and_keeps_its_generic_plan(
-    database_url: str,
+    database_url: str, citus_workers: tuple[tuple[str, int], ...]
 ) -> None:
     """The page function where Citus runs it, on the worker holding the shard: the statement
-    over the shard itself is prepared once per session and its generic plan reused."""
+    over the shard itself is prepared once per session and its generic plan reused. Called on
+    the other worker (a call Citus did not delegate), it reads the same rows through ``logs``
+    and prepares nothing."""
     conn = await asyncpg.connect(database_url)
     try:
         project, _, _ = await _tenant(conn, f"prepared-{uuid.uuid4().hex[:8]}")
@@ -145,22 +147,33 @@ async def test_the_worker_prepares_a_page_statement_once_and_keeps_its_generic_p
         await conn.close()
     assert placement is not None
     shard, host, port = placement
-    worker = await asyncpg.connect(with_database(f"postgresql://postgres@{host}:{port}/x", name))
-    try:
-        found = []
-        for cursor in (None, ids.highest_id(END - timedelta(hours=6)), None):
-            req = pages.PageRequest(pages.LogFilter(project), 20, cursor=cursor)
-            query = pages.page_query(req)
-            rows = await worker.fetch(*_unpacked(routing.call_query(req, query)))
-            found.append([r["id"] for r in rows])
-        prepared = await worker.fetch(
-            "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
-            " WHERE name LIKE 'gramlogs_page_rows_%'"
-        )
-    finally:
-        await worker.close()
-    assert found[0] == found[2] and len(found[0]) == 21 and found[1] != found[0]
-    assert [tuple(r) for r in prepared] == [(f"gramlogs_page_rows_{shard}_desc_0", 3, 0)]
+    ((other_host, other_port),) = [w for w in citus_workers if w[1] != port]
+    found: dict[int, list[list[uuid.UUID]]] = {}
+    prepared: dict[int, list[tuple[object, ...]]] = {}
+    for node_host, node_port in ((host, port), (other_host, other_port)):
+        url = with_database(f"postgresql://postgres@{node_host}:{node_port}/x", name)
+        worker = await asyncpg.connect(url)
+        try:
+            found[node_port] = []
+            for cursor in (None, ids.highest_id(END - timedelta(hours=6)), None):
+                req = pages.PageRequest(pages.LogFilter(project), 20, cursor=cursor)
+                query = pages.page_query(req)
+                rows = await worker.fetch(*_unpacked(routing.call_query(req, query)))
+                found[node_port].append([r["id"] for r in rows])
+            prepared[node_port] = [
+                tuple(r)
+                for r in await worker.fetch(
+                    "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE name LIKE 'gramlogs_page_rows_%'"
+                )
+            ]
+        finally:
+            await worker.close()
+    pages_read = found[port]
+    assert pages_read[0] == pages_read[2] and len(pages_read[0]) == 21
+    assert pages_read[1] != pages_read[0]
+    assert prepared[port] == [(f"gramlogs_page_rows_{shard}_desc_0", 3, 0)]
+    assert found[other_port] == pages_read and prepared[other_port] == []
 
 
 def _unpacked(query: tuple[str, list[object]]) -> tuple[str, *tuple[object, ...]]:
