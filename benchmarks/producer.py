@@ -38,9 +38,14 @@ LEVELS = ("debug",) * 20 + ("info",) * 55 + ("warn",) * 15 + ("error",) * 10
 
 
 def make_batches(
-    lines: int, batch: int, seed: int, start: datetime = datetime(2025, 6, 1, tzinfo=UTC)
+    lines: int,
+    batch: int,
+    seed: int,
+    start: datetime = datetime(2025, 6, 1, tzinfo=UTC),
+    step: timedelta = timedelta(microseconds=997),
 ) -> list[bytes]:
-    """NDJSON bodies of ``batch`` lines of about 200 bytes each, timestamps from ``start`` on."""
+    """NDJSON bodies of ``batch`` lines of about 200 bytes each, timestamps from ``start`` on,
+    ``step`` apart."""
     rng = random.Random(seed)
     functions = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(8)]
     deployments = {f: uuid.UUID(int=rng.getrandbits(128), version=4) for f in functions}
@@ -55,7 +60,7 @@ def make_batches(
                 "raw_log": f"{word} id={rng.getrandbits(32):08x} ms={rng.randrange(1, 5000)}",
                 "function_id": str(f),
                 "deployment_id": str(deployments[f]),
-                "timestamp": f"{start + timedelta(microseconds=i * 997):%Y-%m-%dT%H:%M:%S.%fZ}",
+                "timestamp": f"{start + i * step:%Y-%m-%dT%H:%M:%S.%fZ}",
                 "level": rng.choice(LEVELS),
             }
             out.append(encode(entry))

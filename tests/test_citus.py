@@ -24,9 +24,9 @@ import pytest
 from gramlogs.core import ids
 from gramlogs.core.keys import KeyScope
 from gramlogs.local.seed import SeedPlan, seed_logs
-from gramlogs.storage import citus, journal, pages, schema, tenants
+from gramlogs.storage import citus, journal, pages, routing, schema, tenants
 from testkit.citus import CitusServer
-from testkit.postgres import temporary_database
+from testkit.postgres import temporary_database, with_database
 from testkit.serve import live_server
 from tests.conftest import ON_CITUS
 
@@ -77,11 +77,107 @@ async def test_every_page_is_a_router_query_to_one_shard(
             if keyword is not None:
                 await conn.execute(pages.KEYWORD_SETTINGS)
             plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+        call, call_args = routing.call_query(request, (sql, args))
+        call_plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + call, *call_args))
     finally:
         await conn.close()
     # One task on one shard: Citus's router executor, no multi-shard fan-out or merge step.
     assert "Custom Scan (Citus Adaptive)" in plan, plan
     assert "Task Count: 1" in plan, plan
+    if keyword is None:
+        # What the server's connections run instead: the page function, handed whole to the
+        # worker of the shard (routing.py).
+        assert "Task Count: 1" in call_plan, call_plan
+        assert "Function Scan on gramlogs_page_rows" in call_plan, call_plan
+
+
+async def test_a_page_reads_its_rows_in_one_call_run_by_the_worker_of_its_project(
+    database_url: str,
+) -> None:
+    """A pooled connection (a RoutedConnection) reads a page's rows through the page function,
+    which Citus delegates whole to the worker holding the project's shard: in the page's
+    transaction too (force_delegation), with no statement of its own over the shard's rows."""
+    conn = await asyncpg.connect(
+        database_url, server_settings=pages.PLAN_SETTINGS, connection_class=routing.RoutedConnection
+    )
+    messages: list[asyncpg.PostgresLogMessage] = []
+    try:
+        await citus.prepare_connection(conn)
+        assert routing.delegates(conn)
+        project, _, _ = await _tenant(conn, f"delegated-{uuid.uuid4().hex[:8]}")
+        await seed_logs(conn, SeedPlan(project, 500, END, days=1, seed=3))
+        port = await conn.fetchval(
+            "SELECT nodeport FROM citus_shards WHERE table_name = 'logs'::regclass"
+            " AND shardid = get_shard_id_for_distribution_column('logs', $1::uuid)",
+            project,
+        )
+        conn.add_log_listener(lambda _conn, message: messages.append(message))
+        await conn.execute("SET citus.log_remote_commands = on; SET client_min_messages = debug1")
+        page = await pages.fetch_page(conn, pages.PageRequest(pages.LogFilter(project), 20))
+        await conn.execute("RESET client_min_messages; RESET citus.log_remote_commands")
+    finally:
+        await conn.close()
+    assert len(page.rows) == 20 and page.has_more
+    assert any(m.message == "pushing down the function call" for m in messages)
+    issued = [m for m in messages if m.message.startswith("issuing ")]
+    calls = [m for m in issued if "gramlogs_page_rows(" in m.message]
+    assert len(calls) == 1 and f":{port} " in str(calls[0].detail), [m.message for m in issued]
+    assert not any("FROM public.logs_" in m.message for m in issued), [m.message for m in issued]
+
+
+async def test_the_worker_prepares_a_page_statement_once_and_keeps_its_generic_plan(
+    database_url: str, citus_workers: tuple[tuple[str, int], ...]
+) -> None:
+    """The page function where Citus runs it, on the worker holding the shard: the statement
+    over the shard itself is prepared once per session and its generic plan reused. Called on
+    the other worker (a call Citus did not delegate), it reads the same rows through ``logs``
+    and prepares nothing."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        project, _, _ = await _tenant(conn, f"prepared-{uuid.uuid4().hex[:8]}")
+        await seed_logs(conn, SeedPlan(project, 300, END, days=1, seed=4))
+        placement = await conn.fetchrow(
+            "SELECT shardid, nodename, nodeport FROM citus_shards"
+            " WHERE table_name = 'logs'::regclass"
+            " AND shardid = get_shard_id_for_distribution_column('logs', $1::uuid)",
+            project,
+        )
+        name = await conn.fetchval("SELECT current_database()")
+    finally:
+        await conn.close()
+    assert placement is not None
+    shard, host, port = placement
+    ((other_host, other_port),) = [w for w in citus_workers if w[1] != port]
+    found: dict[int, list[list[uuid.UUID]]] = {}
+    prepared: dict[int, list[tuple[object, ...]]] = {}
+    for node_host, node_port in ((host, port), (other_host, other_port)):
+        url = with_database(f"postgresql://postgres@{node_host}:{node_port}/x", name)
+        worker = await asyncpg.connect(url)
+        try:
+            found[node_port] = []
+            for cursor in (None, ids.highest_id(END - timedelta(hours=6)), None):
+                req = pages.PageRequest(pages.LogFilter(project), 20, cursor=cursor)
+                query = pages.page_query(req)
+                rows = await worker.fetch(*_unpacked(routing.call_query(req, query)))
+                found[node_port].append([r["id"] for r in rows])
+            prepared[node_port] = [
+                tuple(r)
+                for r in await worker.fetch(
+                    "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements"
+                    " WHERE name LIKE 'gramlogs_page_rows_%'"
+                )
+            ]
+        finally:
+            await worker.close()
+    pages_read = found[port]
+    assert pages_read[0] == pages_read[2] and len(pages_read[0]) == 21
+    assert pages_read[1] != pages_read[0]
+    assert prepared[port] == [(f"gramlogs_page_rows_{shard}_desc_0", 3, 0)]
+    assert found[other_port] == pages_read and prepared[other_port] == []
+
+
+def _unpacked(query: tuple[str, list[object]]) -> tuple[str, *tuple[object, ...]]:
+    return (query[0], *query[1])
 
 
 async def test_a_single_node_database_with_logs_is_distributed_without_losing_a_line(

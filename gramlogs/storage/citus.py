@@ -10,7 +10,10 @@ Three things differ. Two are set here on each new pooled connection (:func:`prep
 - Plans. Citus cannot plan a distributed statement whose parameters are unknown (a generic
   plan): "could not create distributed plan". On Citus the pools plan every statement for its
   values (``force_custom_plan``); the coordinator's plan is a router plan, and each worker plans
-  its shard's statement with the values in it, which suits the page statements as well.
+  its shard's statement with the values in it. Except a page's rows: that statement spans the
+  shard's time partitions, whose planning was most of a page's time, so the pools' connections
+  call a function instead, distributed beside ``logs`` (:data:`DELEGATED_FUNCTIONS`), which
+  Citus runs on the shard's worker, where its plan is kept (routing.py).
 - Session settings. The keyword page's ``SET LOCAL`` lines must reach the worker that runs the
   page: ``citus.propagate_set_commands = local`` sends them along within the transaction.
 
@@ -28,7 +31,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gramlogs.storage import routing
+
 __all__ = [
+    "DELEGATED_FUNCTIONS",
     "REFERENCE_TABLES",
     "Topology",
     "add_worker",
@@ -58,6 +64,17 @@ COLOCATED_TABLES: tuple[str, ...] = (
 # Joined with logs or read by every request: a copy on every node keeps each statement local
 # to the shard it names.
 REFERENCE_TABLES = ("organizations", "projects", "api_keys", "functions", "gramlogs_schema")
+# Functions Citus runs whole on the worker holding the project named by their first argument
+# (routing.py): distributed by it and colocated with logs. ``force_delegation``: a call inside a
+# transaction (a page's snapshot) is delegated too, and that transaction's other statements go
+# to the same worker, as a page's do (they name the same project).
+DELEGATED_FUNCTIONS = (routing.FUNCTION,)
+
+_DELEGATED = (
+    "SELECT EXISTS (SELECT 1 FROM pg_dist_object WHERE classid = 'pg_proc'::regclass"
+    " AND objid = to_regprocedure($1) AND colocationid IS NOT NULL"
+    " AND distribution_argument_index = 0)"
+)
 
 _HAS_CITUS = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
 _CITUS_SET = "SET plan_cache_mode = force_custom_plan; SET citus.propagate_set_commands = local"
@@ -92,10 +109,13 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
     """Give a new pooled connection Citus's settings when it is on a Citus node.
 
     Once per connection, not per request; a session setting, which the pools keep (they skip
-    asyncpg's RESET ALL on release: database.py).
+    asyncpg's RESET ALL on release: database.py). A :class:`routing.RoutedConnection` also learns
+    whether pages call their function (it is distributed: :func:`distribute`).
     """
     if await conn.fetchval(_HAS_CITUS):
         await conn.execute(_CITUS_SET)
+        if await conn.fetchval(_DELEGATED, routing.FUNCTION):
+            routing.delegate_pages(conn)
 
 
 def is_unique_violation(exc: asyncpg.PostgresError) -> bool:
@@ -160,6 +180,16 @@ async def distribute(conn: asyncpg.Connection, *, shard_count: int | None = None
             done.append(
                 f"{table}: distributed by {DISTRIBUTION_COLUMN}, beside {DISTRIBUTED_TABLE}"
             )
+    for function in DELEGATED_FUNCTIONS:
+        made = await conn.fetchval("SELECT to_regprocedure($1) IS NOT NULL", function)
+        if made and not await conn.fetchval(_DELEGATED, function):
+            await conn.execute(
+                "SELECT create_distributed_function($1, '$1', colocate_with => $2,"
+                " force_delegation => true)",
+                function,
+                DISTRIBUTED_TABLE,
+            )
+            done.append(f"{function.split('(')[0]}: run beside {DISTRIBUTED_TABLE}")
     # The copy leaves the local rows behind in the coordinator's own (now hidden) tables.
     for table in (DISTRIBUTED_TABLE, *COLOCATED_TABLES):
         if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):

@@ -17,7 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 from gramlogs.core import metrics
 from gramlogs.core.config import Config
 from gramlogs.core.errors import BadRequest, Unavailable
-from gramlogs.storage import citus, pages
+from gramlogs.storage import citus, pages, routing
 
 __all__ = ["Connection", "Database", "translate_errors"]
 
@@ -179,8 +179,10 @@ async def _create_pool(url: str, config: Config) -> asyncpg.Pool:
         # gets the acquire limit: a database that does not answer is a fast 503, not a hang.
         timeout=max(config.acquire_timeout_ms / 1000, 0.5),
         reset=_keep_session,
-        # On a Citus coordinator, each new connection takes Citus's plan settings (citus.py).
+        # On a Citus coordinator, each new connection takes Citus's plan settings, and pages
+        # call a function there (citus.py, routing.py).
         init=citus.prepare_connection,
+        connection_class=routing.RoutedConnection,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from gramlogs.storage import blocks, sealed, trigrams
+from gramlogs.storage import blocks, routing, sealed, trigrams
 from gramlogs.storage.filters import (
     EQUALITY_FILTERS,
     KEYWORD_SEPARATOR,
@@ -267,8 +267,7 @@ async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -
     rows: list[Any] = []
     has_back: bool | None = None
     if lo <= hi:
-        sql, args = page_query(req)
-        rows = list(await conn.fetch(sql, *args))
+        rows = list(await routing.page_rows(conn, req, page_query(req)))
         if rows:
             has_back = rows[0]["has_back"] is True
     if len(rows) == limit:
