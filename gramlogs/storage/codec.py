@@ -562,13 +562,14 @@ class Keys:
             return 0
         if value >> 128:
             return self.lines
-        high, low = value >> 64, value & _MASK_64
-        at = int(self.high.searchsorted(_U64(high), side="left"))
-        # Ids that share their first 64 bits (one millisecond, the same 12 random bits) are
-        # rare: step over those below ``value`` one by one.
-        while at < self.lines and int(self.high[at]) == high and int(self.low[at]) < low:
-            at += 1
-        return at
+        high = _U64(value >> 64)
+        at = int(self.high.searchsorted(high, side="left"))
+        if at == self.lines or self.high[at] != high:
+            return at  # no id shares the first 64 bits: one search
+        # Ids that share their first 64 bits (one millisecond and the same random bits: a
+        # batch of identical lines has thousands) are ordered by their last 64.
+        end = int(self.high.searchsorted(high, side="right"))
+        return at + int(self.low[at:end].searchsorted(_U64(value & _MASK_64), side="left"))
 
     def span(self, lo: int, hi: int) -> range:
         """The positions whose id (as int) is in [lo, hi]."""
