@@ -1,11 +1,12 @@
 """A first burst of lines with live tails reading them: the scenario of a new install.
 
 Writers POST NDJSON batches of 1 to 40 lines to one function of one project (a share of them
-dated minutes in the past: late lines); meanwhile one tail hangs up after every ``hang_up_after``
-lines and reconnects at once with ``Last-Event-ID``, and another stays connected with
-``level=error``. :func:`run` returns what each tail received and when, for the exactly-once
-check (tests/test_tail_catch_up.py), and made the figures of benchmarks/catch_up.py (retired since
-af8a818; see docs/benchmarks.md).
+dated minutes in the past: late lines), ``lines`` in all at about ``lines_per_s``: a fixed
+count, so that a slow machine takes longer rather than sending fewer. Meanwhile one tail hangs
+up after every ``hang_up_after`` lines and reconnects at once with ``Last-Event-ID``, and
+another stays connected with ``level=error``. :func:`run` returns what each tail received and
+when, for the exactly-once check (tests/test_tail_catch_up.py), and made the figures of
+benchmarks/catch_up.py (retired since af8a818; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Burst:
     consumer_key: str
     producer_key: str
     writers: int = 4
-    seconds: float = 20.0
-    lines_per_s: float = 1600.0  # all writers together
+    lines: int = 32_000  # all writers together
+    lines_per_s: float = 1600.0  # all writers together, at most
     late_share: float = 0.15  # lines dated 1 to 90 minutes in the past
     hang_up_after: int = 150
     settle_s: float = 30.0  # how long the tails may take to finish after the writers stop
@@ -92,7 +93,7 @@ async def keys_of_a_new_tenant(database_url: str, slug: str) -> tuple[str, str]:
 
 
 async def run(burst: Burst) -> Outcome:
-    """Write for ``burst.seconds``, then wait until the tails have every line (or settle_s)."""
+    """Write ``burst.lines``, then wait until the tails have every line (or settle_s)."""
     outcome = Outcome()
     stop = asyncio.Event()
     headers = {"Gram-Key": burst.consumer_key, "Gram-Project": burst.project}
@@ -134,15 +135,16 @@ async def _write(
     rng: random.Random,
 ) -> None:
     rate = burst.lines_per_s / burst.writers
+    share = burst.lines // burst.writers + (writer < burst.lines % burst.writers)
     start = time.monotonic()
     sent = 0
     deployment = str(uuid.UUID(int=burst.seed + 2))
-    while (elapsed := time.monotonic() - start) < burst.seconds:
-        if sent > rate * elapsed:
+    while sent < share:
+        if sent > rate * (elapsed := time.monotonic() - start):
             await asyncio.sleep(sent / rate - elapsed)
         now = datetime.now(UTC)
         entries = []
-        for _ in range(rng.randint(1, 40)):
+        for _ in range(min(rng.randint(1, 40), share - sent)):
             at = now
             if rng.random() < burst.late_share:
                 at -= timedelta(minutes=rng.uniform(1, 90))
