@@ -6,9 +6,10 @@ writes blocks, finds the ones a read needs through their postings, and decodes t
 (codec.py): the first matches of a filter in an id range, in either order, as a page needs
 them; lines by id, as the tail needs them; counts per id range, as the histogram needs them.
 
-Reads run inside the caller's snapshot (pages.fetch_page opens one REPEATABLE READ transaction
-for the rows and the blocks), so a seal or a merge that commits meanwhile is seen wholly or
-not at all.
+A seal or a merge that commits while a read runs is seen wholly or not at all: either the
+read runs in one snapshot (``snapshot=True``: a REPEATABLE READ transaction of the caller's),
+or it lists blocks in one statement and fetches them by identity, and says :class:`Moved` when
+one has gone (``snapshot=False``: pages.fetch_page's first try).
 
 Writers and sealing serialise per project on an advisory lock: a batch holds it shared, from
 before it looks for its ids among the blocks until it commits; sealing, merging and deleting

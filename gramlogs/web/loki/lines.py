@@ -51,7 +51,7 @@ Reader = Any
 # costs to decode, check and run through a pipeline, about half a second: a query whose checks
 # match few lines of a wide window answers what it found by then rather than hold a connection.
 MAX_EXAMINED = 100_000
-# Lines read per storage page: a page is one snapshot (fetch_page), a few ms at this size.
+# Lines read per storage page (fetch_page), a few ms at this size.
 _PAGE_LINES = 1000
 _MAX_MICROS = (ids.MAX_TIMESTAMP - ids.EPOCH) // timedelta(microseconds=1)
 _MICROSECOND = timedelta(microseconds=1)
