@@ -273,9 +273,11 @@ async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -
     if len(rows) == limit:
         # The rows filled the page: a sealed line can only take a place before the last of them.
         lo, hi = (lo, rows[-1][0].int) if ascending else (rows[-1][0].int, hi)
-    more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit, snapshot=snapshot)
+    more, behind = await sealed.page_matches(
+        conn, req.filter, lo, hi, ascending, limit, back=(back_lo, back_hi), snapshot=snapshot
+    )
     found = _merged(rows, more, ascending)
-    if not has_back:
+    if not has_back and not behind:
         # Behind a cursor lie mostly sealed lines (rows are the newest seconds): the blocks
         # are asked first, the rows (when the page read none, so has no probe) only then.
         unprobed = has_back is None
@@ -284,7 +286,7 @@ async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -
         )
         if not has_back and unprobed and back_lo <= back_hi:
             has_back = bool(await conn.fetchval(*_unpack(back_query(req))))
-    return _ended(req, found, bool(has_back))
+    return _ended(req, found, bool(has_back or behind))
 
 
 def _merged(rows: list[Any], more: list[Any], ascending: bool) -> list[Any]:

@@ -43,6 +43,7 @@ __all__ = [
     "lines_by_id",
     "lock_project",
     "lock_writes",
+    "page_matches",
     "postings",
     "write",
 ]
@@ -266,10 +267,14 @@ class _Block:
         self.lo: int = record["lo"].int
         self.hi: int = record["hi"].int
         self.lines: int = record["lines"]
-        self.keys: Keys | None = _cached.get(self.identity)
-        if self.keys is None and "keys" in record:
-            self.keys = codec.decode_keys(record["keys"], self.function_id)
-            _cached.put(self.identity, self.keys)
+        # Listed without its keys, a block looks for them only once it is decoded
+        # (_decode_keys): a walk lists 64 blocks at a time and decodes a few.
+        self.keys: Keys | None = None
+        if "keys" in record:
+            self.keys = _cached.get(self.identity)
+            if self.keys is None:
+                self.keys = codec.decode_keys(record["keys"], self.function_id)
+                _cached.put(self.identity, self.keys)
 
     @property
     def identity(self) -> tuple[object, ...]:
@@ -315,7 +320,12 @@ _granules: _Cache[codec.Granule] = _Cache(32 << 20, lambda granule: granule.size
 
 async def _decode_keys(conn: asyncpg.Connection, blocks: Sequence[_Block]) -> None:
     """Give each of ``blocks`` its keys: from the cache, else fetched in one statement."""
-    missing = [b for b in blocks if b.keys is None]
+    missing = []
+    for block in blocks:
+        if block.keys is None and (keys := _cached.get(block.identity)) is not None:
+            block.keys = keys
+        elif block.keys is None:
+            missing.append(block)
     if not missing:
         return
     records = await conn.fetch(_KEYS_SQL, missing[0].project_id, *_identities(missing))
@@ -359,10 +369,31 @@ async def first_matches(
     identity, so the lines found are those of the blocks as the listing saw them; :class:`Moved`
     when that cannot be kept to (a block gone, a second listing needed).
     """
-    if lo > hi or limit <= 0:
-        return []
     if f.keyword is not None:
+        if lo > hi or limit <= 0:
+            return []
         return await _keyword_matches(conn, f, lo, hi, ascending, limit)
+    lines, _ = await page_matches(conn, f, lo, hi, ascending, limit, snapshot=snapshot)
+    return lines
+
+
+async def page_matches(
+    conn: asyncpg.Connection,
+    f: LogFilter,
+    lo: int,
+    hi: int,
+    ascending: bool,
+    limit: int,
+    *,
+    back: tuple[int, int] = (1, 0),
+    snapshot: bool = True,
+) -> tuple[list[SealedRow], bool]:
+    """:func:`first_matches` for a filter without a keyword, and whether a block it decoded
+    holds a match with an id in ``back`` (a page's ``has_back``: the blocks that straddle a
+    cursor hold lines on both sides of it). False says only that none of those blocks does:
+    :func:`any_match` answers for every block."""
+    if lo > hi or limit <= 0:
+        return [], False
     listing = _listing(conn, f, lo, hi, ascending, snapshot)
     found: list[tuple[int, _Block, int]] = []  # (id, block, position)
     done = 0
@@ -374,7 +405,8 @@ async def first_matches(
         await listing.extend(done + take + 1)
         batch = listing.blocks[done : done + take]
         if not batch:
-            return await _rows(conn, f.project_id, _known(found, None, ascending)[:limit])
+            known = _known(found, None, ascending)
+            break
         await _decode_keys(conn, batch)
         # Once ``limit`` are found, only a match before the last of them can take a place.
         edge = (lo, hi)
@@ -390,8 +422,19 @@ async def first_matches(
             frontier = listing.blocks[done].near(ascending)
         known = _known(found, frontier, ascending)
         if frontier is None or len(known) >= limit:
-            return await _rows(conn, f.project_id, known[:limit])
+            break
         take *= 2
+    behind = _any_in(listing.blocks[:done], f, *back, not ascending)
+    return await _rows(conn, f.project_id, known[:limit]), behind
+
+
+def _any_in(blocks: Sequence[_Block], f: LogFilter, lo: int, hi: int, ascending: bool) -> bool:
+    """Whether one of ``blocks`` (decoded) holds a match of ``f`` with an id in [lo, hi]."""
+    if lo > hi:
+        return False
+    return any(
+        b.lo <= hi and b.hi >= lo and _matches_in(b, f, lo, hi, ascending, 1) for b in blocks
+    )
 
 
 async def any_match(
@@ -418,7 +461,7 @@ async def any_match(
         if not batch:
             return False
         await _decode_keys(conn, batch)
-        if any(_matches_in(block, f, lo, hi, ascending, 1) for block in batch):
+        if _any_in(batch, f, lo, hi, ascending):
             return True
         done += len(batch)
         take *= 2
