@@ -292,8 +292,8 @@ async def _page(conn: asyncpg.Connection, req: PageRequest, *, snapshot: bool) -
 def _merged(rows: list[Any], more: list[Any], ascending: bool) -> list[Any]:
     """Two lists of lines, each in scan order, as one in scan order; a line in both (sealed
     between two statements of a page read without one snapshot) once."""
-    if not more:
-        return rows
+    if not more or not rows:
+        return more or rows
     # Ids by iteration: a sealed line indexed by position goes through SealedRow's own
     # __getitem__ (it answers names too), ten times what a tuple's costs.
     keyed = [(r[0].int, r) for r in rows]

@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 
 import asyncpg
 import numpy as np
+import numpy.typing as npt
 
 from gramlogs.storage import codec, trigrams
 from gramlogs.storage.codec import Keys, Sealed, SealedRow
@@ -67,6 +68,8 @@ BLOCK_COLUMNS = (
 _V = TypeVar("_V")
 _LOCK_SPACE = 0x67726D73  # "grms": the first key of the two-key advisory locks below
 _MAX_ID = (1 << 128) - 1
+_MASK_64 = (1 << 64) - 1
+_U64 = np.uint64
 
 
 def _lock_key(project_id: uuid.UUID) -> int:
@@ -395,7 +398,7 @@ async def page_matches(
     if lo > hi or limit <= 0:
         return [], False
     listing = _listing(conn, f, lo, hi, ascending, snapshot)
-    found: list[tuple[int, _Block, int]] = []  # (id, block, position)
+    found = _Found(ascending)
     done = 0
     # The blocks that reach the near end first: each may hold the very first matches.
     start = lo if ascending else hi
@@ -405,27 +408,82 @@ async def page_matches(
         await listing.extend(done + take + 1)
         batch = listing.blocks[done : done + take]
         if not batch:
-            known = _known(found, None, ascending)
+            known = found.before(None)
             break
         await _decode_keys(conn, batch)
         # Once ``limit`` are found, only a match before the last of them can take a place.
         edge = (lo, hi)
-        if len(found) == limit:
-            last = found[-1][0]
+        if found.count == limit:
+            last = found.last()
             edge = (lo, min(hi, last - 1)) if ascending else (max(lo, last + 1), hi)
-        for block in batch:
-            found += _matches_in(block, f, *edge, ascending, limit)
-        found = _known(found, None, ascending)[:limit]
+        found.add([(block, _chosen(block, f, *edge, ascending, limit)) for block in batch], limit)
         done += len(batch)
         frontier = None
         if done < len(listing.blocks):
             frontier = listing.blocks[done].near(ascending)
-        known = _known(found, frontier, ascending)
+        known = found.before(frontier)
         if frontier is None or len(known) >= limit:
             break
         take *= 2
     behind = _any_in(listing.blocks[:done], f, *back, not ascending)
     return await _rows(conn, f.project_id, known[:limit]), behind
+
+
+class _Found:
+    """A walk's first matches so far, in scan order, as arrays: each id's first and last 64
+    bits, and where it lies (its block, its position there). Thousands of candidates (a
+    hundred from each of the blocks that straddle a page's start) are ranked without a Python
+    object each; only the page's own become (block, position) pairs."""
+
+    def __init__(self, ascending: bool) -> None:
+        self._ascending = ascending
+        self._blocks: list[_Block] = []
+        empty = np.empty(0, dtype=np.uint64)
+        self._high, self._low = empty, empty
+        self._owner = self._position = np.empty(0, dtype=np.intp)
+
+    @property
+    def count(self) -> int:
+        return len(self._high)
+
+    def last(self) -> int:
+        """The id of the last match kept, as an int."""
+        return (int(self._high[-1]) << 64) | int(self._low[-1])
+
+    def add(self, chosen: Sequence[tuple[_Block, npt.NDArray[np.intp]]], limit: int) -> None:
+        """Add each block's chosen positions, and keep the first ``limit`` of all."""
+        highs, lows, owners, positions = [self._high], [self._low], [self._owner], [self._position]
+        for block, at in chosen:
+            if len(at):
+                assert block.keys is not None
+                highs.append(block.keys.high[at])
+                lows.append(block.keys.low[at])
+                owners.append(np.full(len(at), len(self._blocks), dtype=np.intp))
+                positions.append(at)
+                self._blocks.append(block)
+        high, low = np.concatenate(highs), np.concatenate(lows)
+        order = np.lexsort((low, high))  # ascending by id: the first 64 bits, then the last
+        order = (order if self._ascending else order[::-1])[:limit]
+        self._high, self._low = high[order], low[order]
+        self._owner = np.concatenate(owners)[order]
+        self._position = np.concatenate(positions)[order]
+
+    def before(self, frontier: int | None) -> list[tuple[_Block, int]]:
+        """The matches before ``frontier`` in scan order (all when it is None), as
+        (block, position) pairs."""
+        n = self.count
+        if frontier is not None and n:
+            high, low = _U64(frontier >> 64), _U64(frontier & _MASK_64)
+            if self._ascending:
+                kept = (self._high < high) | ((self._high == high) & (self._low < low))
+            else:
+                kept = (self._high > high) | ((self._high == high) & (self._low > low))
+            n = int(np.count_nonzero(kept))  # a prefix: the matches are in scan order
+        blocks = self._blocks
+        return [
+            (blocks[b], p)
+            for b, p in zip(self._owner[:n].tolist(), self._position[:n].tolist(), strict=True)
+        ]
 
 
 def _any_in(blocks: Sequence[_Block], f: LogFilter, lo: int, hi: int, ascending: bool) -> bool:
@@ -516,6 +574,16 @@ class _Listing:
                 self._after = near + 1 if self._ascending else near - 1
 
 
+def _chosen(
+    block: _Block, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
+) -> npt.NDArray[np.intp]:
+    """The positions of the block's first ``limit`` matches in scan order (ascending)."""
+    keys = block.keys
+    assert keys is not None
+    positions = keys.matching_array(keys.span(lo, hi), f.equals, f.sources)
+    return positions[:limit] if ascending else positions[-limit:]
+
+
 def _matches_in(
     block: _Block, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
 ) -> list[tuple[int, _Block, int]]:
@@ -523,8 +591,7 @@ def _matches_in(
     among them), each as (id, block, position)."""
     keys = block.keys
     assert keys is not None
-    positions = keys.matching_array(keys.span(lo, hi), f.equals, f.sources)
-    chosen = positions[:limit] if ascending else positions[-limit:]
+    chosen = _chosen(block, f, lo, hi, ascending, limit)
     return [(i, block, p) for i, p in zip(keys.id_ints(chosen), chosen.tolist(), strict=True)]
 
 
@@ -544,13 +611,13 @@ def _known(
 
 
 async def _rows(
-    conn: asyncpg.Connection, project_id: uuid.UUID, matches: Sequence[tuple[int, _Block, int]]
+    conn: asyncpg.Connection, project_id: uuid.UUID, matches: Sequence[tuple[_Block, int]]
 ) -> list[SealedRow]:
-    """The rows of ``matches``, in their order: the granules that hold them fetched in one
-    statement (a slice of each block's texts), and only those decompressed."""
+    """The lines at ``matches`` (block, position), in their order: the granules that hold them
+    fetched in one statement (a slice of each block's texts), and only those decompressed."""
     # A block's positions in the order of ``matches`` (monotonic: ids grow with positions).
     by_block: dict[int, tuple[_Block, list[int]]] = {}
-    for _, block, position in matches:
+    for block, position in matches:
         by_block.setdefault(id(block), (block, []))[1].append(position)
     if not by_block:
         return []
@@ -576,7 +643,7 @@ async def _rows(
         assert block.keys is not None
         rows = codec.rows_at(project_id, block.function_id, block.keys, held, positions)
         decoded[id(block)] = iter(rows)
-    return [next(decoded[id(block)]) for _, block, _ in matches]
+    return [next(decoded[id(block)]) for block, _ in matches]
 
 
 async def _fetch_granules(
@@ -639,7 +706,8 @@ async def _keyword_matches(
         if len(_known(found, frontier, ascending)) >= limit:
             break
         take *= 4
-    return await _rows(conn, f.project_id, _known(found, frontier, ascending)[:limit])
+    known = _known(found, frontier, ascending)[:limit]
+    return await _rows(conn, f.project_id, [(block, p) for _, block, p in known])
 
 
 async def _keyword_in(
