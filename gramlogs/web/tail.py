@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import struct
@@ -77,6 +78,8 @@ LAST_EVENT_ID = string(
 )
 
 
+# Every frame carries it: hashed once per project, not once per line.
+@functools.lru_cache(maxsize=4096)
 def _project_tag(project_id: uuid.UUID) -> bytes:
     return hashlib.blake2b(project_id.bytes, digest_size=4).digest()
 
