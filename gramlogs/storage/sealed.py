@@ -325,10 +325,10 @@ async def _decode_keys(conn: asyncpg.Connection, blocks: Sequence[_Block]) -> No
     """Give each of ``blocks`` its keys: from the cache, else fetched in one statement."""
     missing = []
     for block in blocks:
-        if block.keys is None and (keys := _cached.get(block.identity)) is not None:
-            block.keys = keys
-        elif block.keys is None:
-            missing.append(block)
+        if block.keys is None:
+            block.keys = _cached.get(block.identity)
+            if block.keys is None:
+                missing.append(block)
     if not missing:
         return
     records = await conn.fetch(_KEYS_SQL, missing[0].project_id, *_identities(missing))
