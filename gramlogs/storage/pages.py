@@ -346,7 +346,7 @@ async def _keyword_page(conn: asyncpg.Connection, req: PageRequest) -> Page:
     rows = await _keyword_rows(conn, req, lo, hi, ascending, limit)
     if len(rows) == limit:
         lo, hi = (lo, rows[-1][0].int) if ascending else (rows[-1][0].int, hi)
-    more = await sealed.first_matches(conn, req.filter, lo, hi, ascending, limit)
+    more = await sealed.keyword_matches(conn, req.filter, lo, hi, ascending, limit)
     found = _merged(rows, more, ascending)
     # Behind the cursor, nearest first: the rows of the page just left are usually there.
     has_back = bool(await _keyword_rows(conn, req, back_lo, back_hi, not ascending, 1))

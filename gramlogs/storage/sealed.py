@@ -38,8 +38,8 @@ __all__ = [
     "any_match",
     "count_in_ranges",
     "count_in_ranges_each",
-    "first_matches",
     "keys_of",
+    "keyword_matches",
     "known_ids",
     "lines_by_id",
     "lock_project",
@@ -350,36 +350,6 @@ async def keys_of(
     return [b.keys for b in listed if b.keys is not None]
 
 
-async def first_matches(
-    conn: asyncpg.Connection,
-    f: LogFilter,
-    lo: int,
-    hi: int,
-    ascending: bool,
-    limit: int,
-    *,
-    snapshot: bool = True,
-) -> list[SealedRow]:
-    """The first ``limit`` sealed lines of ``f`` with ids in ``[lo, hi]``, in scan order.
-
-    Blocks are listed by their near end (their lowest id walking up, their highest walking
-    down) and decoded in that order: once the first k are decoded, every match before the
-    (k+1)-th block's near end is known, since a match beyond lies in a block decoded already.
-    A keyword's blocks come from the trigram index instead (:func:`_keyword_matches`).
-
-    ``snapshot``: whether the caller runs this in one snapshot (a REPEATABLE READ
-    transaction). Without one, the listing is one statement, and what it lists is fetched by
-    identity, so the lines found are those of the blocks as the listing saw them; :class:`Moved`
-    when that cannot be kept to (a block gone, a second listing needed).
-    """
-    if f.keyword is not None:
-        if lo > hi or limit <= 0:
-            return []
-        return await _keyword_matches(conn, f, lo, hi, ascending, limit)
-    lines, _ = await page_matches(conn, f, lo, hi, ascending, limit, snapshot=snapshot)
-    return lines
-
-
 async def page_matches(
     conn: asyncpg.Connection,
     f: LogFilter,
@@ -391,10 +361,21 @@ async def page_matches(
     back: tuple[int, int] = (1, 0),
     snapshot: bool = True,
 ) -> tuple[list[SealedRow], bool]:
-    """:func:`first_matches` for a filter without a keyword, and whether a block it decoded
-    holds a match with an id in ``back`` (a page's ``has_back``: the blocks that straddle a
-    cursor hold lines on both sides of it). False says only that none of those blocks does:
-    :func:`any_match` answers for every block."""
+    """The first ``limit`` sealed lines of ``f`` (no keyword: :func:`keyword_matches`) with ids
+    in ``[lo, hi]``, in scan order, and whether a block it decoded holds a match with an id in
+    ``back`` (a page's ``has_back``: the blocks that straddle a cursor hold lines on both sides
+    of it). False says only that none of those blocks does: :func:`any_match` answers for
+    every block.
+
+    Blocks are listed by their near end (their lowest id walking up, their highest walking
+    down) and decoded in that order: once the first k are decoded, every match before the
+    (k+1)-th block's near end is known, since a match beyond lies in a block decoded already.
+
+    ``snapshot``: whether the caller runs this in one snapshot (a REPEATABLE READ
+    transaction). Without one, the listing is one statement, and what it lists is fetched by
+    identity, so the lines found are those of the blocks as the listing saw them; :class:`Moved`
+    when that cannot be kept to (a block gone, a second listing needed).
+    """
     if lo > hi or limit <= 0:
         return [], False
     listing = _listing(conn, f, lo, hi, ascending, snapshot)
@@ -510,7 +491,7 @@ async def any_match(
     if lo > hi:
         return False
     if f.keyword is not None:
-        return bool(await _keyword_matches(conn, f, lo, hi, ascending, 1))
+        return bool(await keyword_matches(conn, f, lo, hi, ascending, 1))
     listing = _listing(conn, f, lo, hi, ascending, snapshot)
     done, take = 0, FIRST_ROUND
     while True:
@@ -555,7 +536,7 @@ class _Listing:
         self._after = 0 if ascending else _MAX_ID
         self._ended = False
         self.blocks: list[_Block] = []
-        self.once = False  # a second listing is Moved (first_matches without a snapshot)
+        self.once = False  # a second listing is Moved (page_matches without a snapshot)
 
     async def extend(self, wanted: int) -> None:
         """List blocks until ``wanted`` are listed or there are no more."""
@@ -679,12 +660,14 @@ async def _fetch_granules(
 # -- Keywords -----------------------------------------------------------------------------------
 
 
-async def _keyword_matches(
+async def keyword_matches(
     conn: asyncpg.Connection, f: LogFilter, lo: int, hi: int, ascending: bool, limit: int
 ) -> list[SealedRow]:
-    """As :func:`first_matches`, for a filter with a keyword: the blocks whose codes hold
+    """As :func:`page_matches`, for a filter with a keyword: the blocks whose codes hold
     every trigram of the word (all blocks in range when it has none), nearest first."""
     assert f.keyword is not None
+    if lo > hi or limit <= 0:
+        return []
     where, values = _postings(f, first_param=3)
     codes = trigrams.keyword_codes(f.keyword)
     if codes:
